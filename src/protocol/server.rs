@@ -1,0 +1,512 @@
+//! Frames a server sends: replies (with the request's `req`) and pushes (without), as
+//! [`Outgoing`] = optional `req` + [`ServerFrame`], encoded and parsed.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::client::{MsgConfig, MsgType};
+use super::{ChatType, ErrorCode, ProtocolError, Str, mid_str, parse_mid};
+
+/// One server frame: a reply echoes the request's `req`; a push has none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outgoing<'a> {
+    /// The body, flattened beside `req` on the wire.
+    #[serde(flatten)]
+    pub frame: ServerFrame<'a>,
+    /// The `req` of the client frame this answers; `None` for pushes and unparseable frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub req: Option<Cow<'a, str>>,
+}
+
+/// `groupReadCount: {MID: N}` of a group read receipt: one entry, keyed by the message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupReadCount {
+    /// The message.
+    pub mid: u64,
+    /// Distinct readers so far.
+    pub count: u64,
+}
+
+/// Every server frame of PROTOCOL.md, one variant per `op`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op")]
+pub enum ServerFrame<'a> {
+    /// Reply to `login`.
+    #[serde(rename = "loginOk")]
+    LoginOk {
+        /// The user now logged in.
+        user: Cow<'a, str>,
+        /// The device (defaulted to `web`).
+        device: Cow<'a, str>,
+        /// Server time, ms since the epoch.
+        time: u64,
+    },
+    /// Reply when a frame failed.
+    #[serde(rename = "error")]
+    Error {
+        /// The protocol error code.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: Cow<'a, str>,
+    },
+    /// Reply to `send` (all fields) and to receipts (`mid` only).
+    #[serde(rename = "received")]
+    Received {
+        /// The client's message id (replies to `send`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Cow<'a, str>>,
+        /// The server id of the message or receipt.
+        #[serde(with = "mid_str")]
+        mid: u64,
+        /// Recipient user or group (replies to `send`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<Cow<'a, str>>,
+        /// Server time (replies to `send`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        time: Option<u64>,
+        /// Whether group receipts are kept (group sends that asked for them).
+        #[serde(rename = "groupAck", skip_serializing_if = "Option::is_none")]
+        group_ack: Option<bool>,
+    },
+    /// A message pushed to a recipient device.
+    #[serde(rename = "message")]
+    Message {
+        /// Server message id.
+        #[serde(with = "mid_str")]
+        mid: u64,
+        /// Sender.
+        from: Cow<'a, str>,
+        /// Recipient user or group.
+        to: Cow<'a, str>,
+        /// One-to-one or group.
+        #[serde(rename = "chatType")]
+        chat_type: ChatType,
+        /// Always `txt` in v1.
+        #[serde(rename = "type")]
+        kind: MsgType,
+        /// Message text.
+        msg: Cow<'a, str>,
+        /// Server time of the send.
+        time: u64,
+        /// `{allowGroupAck:true}` exactly when group receipts are kept.
+        #[serde(rename = "msgConfig", skip_serializing_if = "Option::is_none")]
+        msg_config: Option<MsgConfig>,
+    },
+    /// Delivery receipt pushed to the sender.
+    #[serde(rename = "delivery")]
+    Delivery {
+        /// The receipt's own server id.
+        #[serde(with = "mid_str")]
+        id: u64,
+        /// The message delivered.
+        #[serde(with = "mid_str")]
+        mid: u64,
+        /// The recipient.
+        from: Cow<'a, str>,
+        /// The sender.
+        to: Cow<'a, str>,
+        /// 1 live, 0 replayed at login.
+        #[serde(rename = "onlineState")]
+        online_state: u8,
+    },
+    /// Read receipt pushed to the sender (1:1 or group).
+    #[serde(rename = "read")]
+    Read {
+        /// The receipt's own server id.
+        #[serde(with = "mid_str")]
+        id: u64,
+        /// The message read.
+        #[serde(with = "mid_str")]
+        mid: u64,
+        /// One-to-one or group.
+        #[serde(rename = "chatType")]
+        chat_type: ChatType,
+        /// The reader.
+        from: Cow<'a, str>,
+        /// The sender (1:1) or group.
+        to: Cow<'a, str>,
+        /// Group receipts: distinct readers so far.
+        #[serde(rename = "groupReadCount", skip_serializing_if = "Option::is_none")]
+        group_read_count: Option<GroupReadCount>,
+        /// Group receipts: the reader's `ackContent` (`""` when absent).
+        #[serde(rename = "ackContent", skip_serializing_if = "Option::is_none")]
+        ack_content: Option<Cow<'a, str>>,
+        /// 1 live, 0 replayed at login.
+        #[serde(rename = "onlineState")]
+        online_state: u8,
+    },
+    /// Channel ack pushed to the peer and to the reader's other devices.
+    #[serde(rename = "channel")]
+    Channel {
+        /// The ack's own server id.
+        #[serde(with = "mid_str")]
+        id: u64,
+        /// Always one-to-one (group channel acks push nothing).
+        #[serde(rename = "chatType")]
+        chat_type: ChatType,
+        /// The reader.
+        from: Cow<'a, str>,
+        /// The peer.
+        to: Cow<'a, str>,
+        /// Server time of the ack.
+        time: u64,
+        /// 1 live, 0 replayed at login.
+        #[serde(rename = "onlineState")]
+        online_state: u8,
+    },
+    /// Group read counts that arrived while the sender was offline, sent once at login.
+    #[serde(rename = "statistic")]
+    Statistic {
+        /// Always 0 (group read acks).
+        operation: u8,
+        /// JSON text: `{"group_ack":[{"mid":MID,"groupId":GROUP,"count":N},...]}`.
+        location: Cow<'a, str>,
+    },
+    /// The same user and device logged in elsewhere; the connection closes next.
+    #[serde(rename = "kicked")]
+    Kicked {
+        /// `login_elsewhere`.
+        reason: Cow<'a, str>,
+    },
+    /// Reply to group operations and queries.
+    #[serde(rename = "result")]
+    Result {
+        /// Op-specific payload.
+        data: ResultData<'a>,
+    },
+    /// Reply to `ping`.
+    #[serde(rename = "pong")]
+    Pong {
+        /// Server time.
+        time: u64,
+    },
+}
+
+/// Payload of a `result` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResultData<'a> {
+    /// `createGroup`, `joinGroup`, `leaveGroup`: `{groupId}`.
+    Group {
+        /// The group acted on.
+        #[serde(rename = "groupId")]
+        group_id: Cow<'a, str>,
+    },
+    /// `getGroupMsgReadUser`.
+    ReadUsers(ReadUsers<'a>),
+    /// `getConversations`.
+    Conversations(Vec<Conversation<'a>>),
+}
+
+/// One page of a message's readers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadUsers<'a> {
+    /// The message.
+    #[serde(with = "mid_str")]
+    pub ackmid: u64,
+    /// Distinct readers in all.
+    pub total: u64,
+    /// Reader ids on this page, newest first.
+    pub userlist: Vec<Cow<'a, str>>,
+    /// Key of the next page; `null` on the last page.
+    pub next_key: Option<Cow<'a, str>>,
+    /// True on the last page.
+    pub is_last: bool,
+    /// Server time of the reply.
+    pub timestamp: u64,
+}
+
+/// One entry of `getConversations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation<'a> {
+    /// Peer user id or group id.
+    #[serde(rename = "conversationId")]
+    pub conversation_id: Cow<'a, str>,
+    /// One-to-one or group.
+    #[serde(rename = "chatType")]
+    pub chat_type: ChatType,
+    /// Unread messages for this user.
+    pub unread: u64,
+    /// Newest message of the conversation.
+    #[serde(rename = "lastMid", with = "mid_str")]
+    pub last_mid: u64,
+}
+
+/// Every server op, in [`ServerFrame::op_index`] order.
+pub const SERVER_OPS: [&str; 11] = [
+    "loginOk",
+    "error",
+    "received",
+    "message",
+    "delivery",
+    "read",
+    "channel",
+    "statistic",
+    "kicked",
+    "result",
+    "pong",
+];
+
+impl ServerFrame<'_> {
+    /// Position of this frame's op in [`SERVER_OPS`] (counter arrays).
+    pub fn op_index(&self) -> usize {
+        match self {
+            ServerFrame::LoginOk { .. } => 0,
+            ServerFrame::Error { .. } => 1,
+            ServerFrame::Received { .. } => 2,
+            ServerFrame::Message { .. } => 3,
+            ServerFrame::Delivery { .. } => 4,
+            ServerFrame::Read { .. } => 5,
+            ServerFrame::Channel { .. } => 6,
+            ServerFrame::Statistic { .. } => 7,
+            ServerFrame::Kicked { .. } => 8,
+            ServerFrame::Result { .. } => 9,
+            ServerFrame::Pong { .. } => 10,
+        }
+    }
+
+    /// The wire `op`.
+    pub fn op(&self) -> &'static str {
+        SERVER_OPS[self.op_index()]
+    }
+}
+
+impl<'a> Outgoing<'a> {
+    /// A push (no `req`).
+    pub fn push(frame: ServerFrame<'a>) -> Self {
+        Outgoing { frame, req: None }
+    }
+
+    /// A reply echoing `req`.
+    pub fn reply(req: impl Into<Cow<'a, str>>, frame: ServerFrame<'a>) -> Self {
+        Outgoing { frame, req: Some(req.into()) }
+    }
+
+    /// Encodes the frame as JSON text.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+
+    /// Parses one text frame (the driver's side).
+    pub fn parse(text: &'a [u8]) -> Result<Outgoing<'a>, ProtocolError> {
+        let raw: RawServer<'a> = serde_json::from_slice(text).map_err(|e| ProtocolError::BadJson {
+            reason: e.to_string(),
+        })?;
+        raw.into_outgoing()
+    }
+}
+
+impl Serialize for GroupReadCount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        let mut buf = itoa::Buffer::new();
+        map.serialize_entry(buf.format(self.mid), &self.count)?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupReadCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GroupReadCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with one message id key and a count")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (key, count): (Str<'de>, u64) =
+                    map.next_entry()?.ok_or_else(|| de::Error::custom("empty groupReadCount"))?;
+                let mid = parse_mid(&key.0).ok_or_else(|| de::Error::custom("bad message id key"))?;
+                if map.next_key::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("groupReadCount has more than one entry"));
+                }
+                Ok(GroupReadCount { mid, count })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Every field any server frame may carry (see `client::RawClient` for the approach).
+#[derive(Deserialize)]
+struct RawServer<'a> {
+    #[serde(borrow)]
+    op: Option<Str<'a>>,
+    #[serde(borrow)]
+    req: Option<Str<'a>>,
+    #[serde(borrow)]
+    user: Option<Str<'a>>,
+    #[serde(borrow)]
+    device: Option<Str<'a>>,
+    time: Option<u64>,
+    code: Option<ErrorCode>,
+    #[serde(borrow)]
+    message: Option<Str<'a>>,
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    mid: Option<Str<'a>>,
+    #[serde(borrow)]
+    to: Option<Str<'a>>,
+    #[serde(rename = "groupAck")]
+    group_ack: Option<bool>,
+    #[serde(borrow)]
+    from: Option<Str<'a>>,
+    #[serde(rename = "chatType")]
+    chat_type: Option<ChatType>,
+    #[serde(rename = "type")]
+    kind: Option<MsgType>,
+    #[serde(borrow)]
+    msg: Option<Str<'a>>,
+    #[serde(rename = "msgConfig")]
+    msg_config: Option<MsgConfig>,
+    #[serde(rename = "onlineState")]
+    online_state: Option<u8>,
+    #[serde(rename = "groupReadCount")]
+    group_read_count: Option<GroupReadCount>,
+    #[serde(rename = "ackContent", borrow)]
+    ack_content: Option<Str<'a>>,
+    operation: Option<u8>,
+    #[serde(borrow)]
+    location: Option<Str<'a>>,
+    #[serde(borrow)]
+    reason: Option<Str<'a>>,
+    data: Option<serde_json::Value>,
+}
+
+impl<'a> RawServer<'a> {
+    fn into_outgoing(self) -> Result<Outgoing<'a>, ProtocolError> {
+        let req = self.req.map(|r| r.0);
+        let op = self.op.ok_or_else(|| ProtocolError::MissingOp { req: req.as_ref().map(|r| r.to_string()) })?;
+        let op_index = SERVER_OPS.iter().position(|o| *o == op.0).ok_or_else(|| ProtocolError::UnknownOp {
+            req: req.as_ref().map(|r| r.to_string()),
+            op: op.0.to_string(),
+        })?;
+        let op = SERVER_OPS[op_index];
+        let missing = |field: &'static str| ProtocolError::MissingField {
+            req: req.as_ref().map(|r| r.to_string()),
+            op,
+            field,
+        };
+        let invalid = |field: &str, reason: &str| ProtocolError::InvalidField {
+            req: req.as_ref().map(|r| r.to_string()),
+            op: op.to_string(),
+            field: field.to_string(),
+            reason: reason.to_string(),
+        };
+        let s = |v: Option<Str<'a>>, field: &'static str| v.map(|s| s.0).ok_or_else(|| missing(field));
+        let mid = |v: Option<Str<'a>>, field: &'static str| {
+            let text = v.ok_or_else(|| missing(field))?;
+            parse_mid(&text.0).ok_or_else(|| invalid(field, "is not a decimal id"))
+        };
+        let time = self.time.ok_or_else(|| missing("time"));
+        let online_state = self.online_state.ok_or_else(|| missing("onlineState"));
+        let chat_type = self.chat_type.ok_or_else(|| missing("chatType"));
+        let frame = match op_index {
+            0 => ServerFrame::LoginOk { user: s(self.user, "user")?, device: s(self.device, "device")?, time: time? },
+            1 => ServerFrame::Error {
+                code: self.code.ok_or_else(|| missing("code"))?,
+                message: self.message.map(|m| m.0).unwrap_or_default(),
+            },
+            2 => ServerFrame::Received {
+                id: self.id.map(|i| i.0),
+                mid: mid(self.mid, "mid")?,
+                to: self.to.map(|t| t.0),
+                time: self.time,
+                group_ack: self.group_ack,
+            },
+            3 => ServerFrame::Message {
+                mid: mid(self.mid, "mid")?,
+                from: s(self.from, "from")?,
+                to: s(self.to, "to")?,
+                chat_type: chat_type?,
+                kind: self.kind.ok_or_else(|| missing("type"))?,
+                msg: s(self.msg, "msg")?,
+                time: time?,
+                msg_config: self.msg_config,
+            },
+            4 => ServerFrame::Delivery {
+                id: mid(self.id, "id")?,
+                mid: mid(self.mid, "mid")?,
+                from: s(self.from, "from")?,
+                to: s(self.to, "to")?,
+                online_state: online_state?,
+            },
+            5 => ServerFrame::Read {
+                id: mid(self.id, "id")?,
+                mid: mid(self.mid, "mid")?,
+                chat_type: chat_type?,
+                from: s(self.from, "from")?,
+                to: s(self.to, "to")?,
+                group_read_count: self.group_read_count,
+                ack_content: self.ack_content.map(|a| a.0),
+                online_state: online_state?,
+            },
+            6 => ServerFrame::Channel {
+                id: mid(self.id, "id")?,
+                chat_type: chat_type?,
+                from: s(self.from, "from")?,
+                to: s(self.to, "to")?,
+                time: time?,
+                online_state: online_state?,
+            },
+            7 => ServerFrame::Statistic {
+                operation: self.operation.ok_or_else(|| missing("operation"))?,
+                location: s(self.location, "location")?,
+            },
+            8 => ServerFrame::Kicked { reason: s(self.reason, "reason")? },
+            9 => {
+                let data = self.data.ok_or_else(|| missing("data"))?;
+                let data = ResultData::deserialize(data).map_err(|e| invalid("data", &e.to_string()))?;
+                ServerFrame::Result { data }
+            }
+            _ => ServerFrame::Pong { time: time? },
+        };
+        Ok(Outgoing { frame, req })
+    }
+}
+
+/// The statistic frame's `location` payload, as typed data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatisticLocation {
+    /// Latest reader count per message.
+    pub group_ack: Vec<GroupAckCount>,
+}
+
+/// One entry of [`StatisticLocation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupAckCount {
+    /// The message.
+    #[serde(with = "mid_str")]
+    pub mid: u64,
+    /// Its group.
+    #[serde(rename = "groupId")]
+    pub group_id: String,
+    /// Distinct readers when the sender logged in.
+    pub count: u64,
+}
+
+impl StatisticLocation {
+    /// The JSON text carried in `location`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("statistic payload always serializes")
+    }
+
+    /// Parses the JSON text carried in `location`.
+    pub fn from_json(text: &str) -> Result<Self, ProtocolError> {
+        serde_json::from_str(text).map_err(|e| ProtocolError::InvalidField {
+            req: None,
+            op: "statistic".to_string(),
+            field: "location".to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -1,0 +1,269 @@
+//! One task per WebSocket connection: login, then read frames, rate-limit them, ask the hub,
+//! and write replies and pushes.
+//!
+//! A reply is fed to the socket in the same loop turn as the frame it answers, before the
+//! outbox is polled again, so `received` always precedes any receipt pushed for that message.
+//! Writes are batched: after one event the task drains whatever else is ready (pushes first)
+//! and flushes once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::hub::{Hub, Session};
+use super::online::Push;
+use super::ratelimit::TokenBucket;
+use super::store::Store;
+use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request, ServerFrame};
+
+/// Most events handled between two flushes.
+const BATCH: usize = 64;
+
+/// What the loop does after an event.
+enum Next {
+    Continue,
+    Close(Option<CloseFrame>),
+}
+
+struct Conn<T, S> {
+    ws: WebSocketStream<T>,
+    hub: Arc<Hub<S>>,
+    bucket: Option<TokenBucket>,
+}
+
+/// Serves one upgraded WebSocket until it closes, the client is kicked, or the server stops.
+pub(super) async fn serve<T, S>(ws: WebSocketStream<T>, hub: Arc<Hub<S>>, stop: CancellationToken)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: Store,
+{
+    let metrics = hub.metrics().clone();
+    metrics.connections_open.fetch_add(1, Relaxed);
+    metrics.connections_total.fetch_add(1, Relaxed);
+    let bucket = hub.config().rate_limit.map(|l| TokenBucket::new(l, Instant::now()));
+    let mut conn = Conn { ws, hub, bucket };
+    if let Err(e) = conn.run(&stop).await {
+        debug!(error = %e, "connection ended with an error");
+    }
+    metrics.connections_open.fetch_sub(1, Relaxed);
+}
+
+fn close_frame(code: CloseCode, reason: &'static str) -> Option<CloseFrame> {
+    Some(CloseFrame { code, reason: reason.into() })
+}
+
+impl<T, S> Conn<T, S>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: Store,
+{
+    async fn run(&mut self, stop: &CancellationToken) -> Result<(), tungstenite::Error> {
+        let (outbox, mut inbox) = mpsc::unbounded_channel();
+        let conn_id = self.hub.next_conn();
+        let timeout = self.hub.config().login_timeout;
+        let first = tokio::select! {
+            _ = stop.cancelled() => return self.close(close_frame(CloseCode::Away, "server stopping")).await,
+            first = tokio::time::timeout(timeout, self.ws.next()) => first,
+        };
+        let session = match first {
+            Err(_) => return self.close(close_frame(CloseCode::Policy, "no login")).await,
+            Ok(None) => return Ok(()),
+            Ok(Some(item)) => match self.login(item, conn_id, &outbox).await? {
+                Some(session) => session,
+                None => return Ok(()),
+            },
+        };
+        let metrics = self.hub.metrics().clone();
+        metrics.logged_in.fetch_add(1, Relaxed);
+        let result = self.session_loop(&session, &mut inbox, stop).await;
+        self.hub.logout(&session);
+        metrics.logged_in.fetch_sub(1, Relaxed);
+        result
+    }
+
+    /// Handles the first frame: `Some(session)` after `loginOk`, `None` after a refusal
+    /// (already answered and closed).
+    async fn login(
+        &mut self,
+        item: Result<Message, tungstenite::Error>,
+        conn_id: u64,
+        outbox: &super::online::Outbox,
+    ) -> Result<Option<Session>, tungstenite::Error> {
+        let text = match item {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(_)) => return Ok(None),
+            Err(e) => {
+                self.on_read_error(e).await?;
+                return Ok(None);
+            }
+            Ok(_) => Utf8Bytes::from_static(""),
+        };
+        let metrics = self.hub.metrics().clone();
+        let parsed = Request::parse(text.as_bytes());
+        metrics.frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                let frame = self.hub.error_frame(super::hub::Reject {
+                    code: ErrorCode::Unauthorized,
+                    message: format!("the first frame must be a valid login: {e}"),
+                });
+                self.write(Outgoing { frame, req: e.req().map(|r| r.into()) }).await?;
+                self.close(close_frame(CloseCode::Policy, "unauthorized")).await?;
+                return Ok(None);
+            }
+        };
+        match self.hub.login(conn_id, outbox, &request) {
+            Ok((session, reply)) => {
+                self.write(reply).await?;
+                self.ws.flush().await?;
+                Ok(Some(session))
+            }
+            Err(reply) => {
+                self.write(reply).await?;
+                self.close(close_frame(CloseCode::Policy, "unauthorized")).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn session_loop(
+        &mut self,
+        session: &Session,
+        inbox: &mut mpsc::UnboundedReceiver<Push>,
+        stop: &CancellationToken,
+    ) -> Result<(), tungstenite::Error> {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.cancelled() => Next::Close(close_frame(CloseCode::Away, "server stopping")),
+                push = inbox.recv() => self.on_push(push).await?,
+                item = self.ws.next() => self.on_item(session, item).await?,
+            };
+            if let Next::Close(frame) = next {
+                return self.close(frame).await;
+            }
+            // Drain what is ready without waiting, pushes first, then flush once.
+            for _ in 0..BATCH {
+                let next = if let Ok(push) = inbox.try_recv() {
+                    self.on_push(Some(push)).await?
+                } else if let Some(item) = self.ws.next().now_or_never() {
+                    self.on_item(session, item).await?
+                } else {
+                    break;
+                };
+                if let Next::Close(frame) = next {
+                    return self.close(frame).await;
+                }
+            }
+            self.ws.flush().await?;
+        }
+    }
+
+    async fn on_push(&mut self, push: Option<Push>) -> Result<Next, tungstenite::Error> {
+        match push {
+            Some(Push::Frame { op, text }) => {
+                self.write_text(op as usize, text).await?;
+                Ok(Next::Continue)
+            }
+            Some(Push::Kick(text)) => {
+                self.write_text(ServerFrame::Kicked { reason: "".into() }.op_index(), text).await?;
+                Ok(Next::Close(close_frame(CloseCode::Policy, "login_elsewhere")))
+            }
+            // The session holds a sender through the hub's registry until logout.
+            None => Ok(Next::Close(None)),
+        }
+    }
+
+    async fn on_item(
+        &mut self,
+        session: &Session,
+        item: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<Next, tungstenite::Error> {
+        let text = match item {
+            None | Some(Ok(Message::Close(_))) => return Ok(Next::Close(None)),
+            Some(Err(e)) => {
+                self.on_read_error(e).await?;
+                return Ok(Next::Close(None));
+            }
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(b))) => {
+                self.hub.metrics().frame_in(None, b.len());
+                let e = ProtocolError::BadJson { reason: "binary frame: frames are JSON text".to_string() };
+                self.write_parse_error(e).await?;
+                return Ok(Next::Continue);
+            }
+            Some(Ok(_)) => return Ok(Next::Continue), // ping/pong: tungstenite answers pings
+        };
+        let parsed = Request::parse(text.as_bytes());
+        self.hub.metrics().frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                self.write_parse_error(e).await?;
+                return Ok(Next::Continue);
+            }
+        };
+        if let Some(bucket) = &mut self.bucket
+            && !bucket.try_take(Instant::now())
+        {
+            self.hub.metrics().rate_limited.fetch_add(1, Relaxed);
+            let frame = self.hub.error_frame(super::hub::Reject {
+                code: ErrorCode::RateLimited,
+                message: format!("rate limit exceeded; next frame accepted in {:?}", bucket.wait_time()),
+            });
+            self.write(Outgoing::reply(request.req.clone(), frame)).await?;
+            return Ok(Next::Continue);
+        }
+        let reply = self.hub.handle(session, &request);
+        self.write(reply).await?;
+        Ok(Next::Continue)
+    }
+
+    async fn write_parse_error(&mut self, e: ProtocolError) -> Result<(), tungstenite::Error> {
+        let frame = self.hub.error_frame(super::hub::Reject { code: e.code(), message: e.to_string() });
+        self.write(Outgoing { frame, req: e.req().map(|r| r.to_string().into()) }).await
+    }
+
+    /// Oversize frames get `error too_large` and close 1009; other read errors just end.
+    async fn on_read_error(&mut self, e: tungstenite::Error) -> Result<(), tungstenite::Error> {
+        if let tungstenite::Error::Capacity(cap) = &e {
+            let frame = self.hub.error_frame(super::hub::Reject {
+                code: ErrorCode::TooLarge,
+                message: format!("{cap}; the limit is {} bytes", self.hub.config().max_frame_bytes),
+            });
+            self.write(Outgoing::push(frame)).await?;
+            return self.close(close_frame(CloseCode::Size, "frame too large")).await;
+        }
+        debug!(error = %e, "read failed");
+        Ok(())
+    }
+
+    async fn write(&mut self, out: Outgoing<'_>) -> Result<(), tungstenite::Error> {
+        let op = out.frame.op_index();
+        self.write_text(op, out.encode().into()).await
+    }
+
+    async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
+        self.hub.metrics().frame_out(op, text.len());
+        self.ws.feed(Message::Text(text)).await
+    }
+
+    /// Sends a close frame (flushing what is queued) and ends the connection.
+    async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), tungstenite::Error> {
+        match self.ws.close(frame).await {
+            Ok(()) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The TCP and HTTP front: accept loop with a connection cap, `GET /ws` upgraded to a
+//! WebSocket, `GET /metrics` and `GET /healthz`, and graceful shutdown of all of it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{
+    CONNECTION, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::ServerError;
+use super::conn;
+use super::hub::Hub;
+use super::store::Store;
+
+type Body = Full<Bytes>;
+
+/// How long shutdown waits for connections to close before returning anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Shared by every connection task.
+struct Shared<S> {
+    hub: Arc<Hub<S>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    ws_config: WebSocketConfig,
+}
+
+/// Accepts until `shutdown`, then stops every connection and waits for them.
+pub(super) async fn serve<S: Store>(
+    listener: TcpListener,
+    hub: Arc<Hub<S>>,
+    shutdown: impl Future,
+) -> Result<(), ServerError> {
+    let cfg = hub.config();
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(Some(cfg.max_frame_bytes))
+        .max_frame_size(Some(cfg.max_frame_bytes));
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let shared = Arc::new(Shared { hub, stop: CancellationToken::new(), tasks: TaskTracker::new(), ws_config });
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = accept(&listener, &limit) => accepted,
+        };
+        let (stream, permit) = accepted?;
+        let shared2 = shared.clone();
+        shared.tasks.spawn(serve_http(stream, shared2, Arc::new(permit)));
+    }
+    shared.stop.cancel();
+    shared.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait()).await.is_err() {
+        warn!(open = shared.tasks.len(), "connections still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+/// Waits for a connection slot, then for a connection. Accept errors (out of file
+/// descriptors, most often) are logged and retried with backoff rather than ending the server.
+async fn accept(listener: &TcpListener, limit: &Arc<Semaphore>) -> Result<(TcpStream, OwnedSemaphorePermit), ServerError> {
+    let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, permit));
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn serve_http<S: Store>(stream: TcpStream, shared: Arc<Shared<S>>, permit: Arc<OwnedSemaphorePermit>) {
+    let stop = shared.stop.clone();
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(route(req, &shared, permit)) }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(Body::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+fn route<S: Store>(req: Request<Incoming>, shared: &Arc<Shared<S>>, permit: Arc<OwnedSemaphorePermit>) -> Response<Body> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ws") => upgrade(req, shared, permit),
+        (&Method::GET, "/metrics") => {
+            text_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.hub.metrics().render())
+        }
+        (&Method::GET, "/healthz") => text_response(StatusCode::OK, PLAIN, "ok\n"),
+        (_, "/ws" | "/metrics" | "/healthz") => text_response(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use GET\n"),
+        _ => text_response(StatusCode::NOT_FOUND, PLAIN, "not found: try /ws, /metrics or /healthz\n"),
+    }
+}
+
+fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Answers a WebSocket handshake (RFC 6455) and hands the upgraded stream to a connection task.
+fn upgrade<S: Store>(mut req: Request<Incoming>, shared: &Arc<Shared<S>>, permit: Arc<OwnedSemaphorePermit>) -> Response<Body> {
+    let key = req.headers().get(SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes()));
+    let version_ok = req.headers().get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let (Some(accept), true, true, true) = (
+        key,
+        version_ok,
+        header_has(&req, CONNECTION, "upgrade"),
+        header_has(&req, UPGRADE, "websocket"),
+    ) else {
+        let mut res = text_response(StatusCode::UPGRADE_REQUIRED, "text/plain; charset=utf-8", "expected a WebSocket upgrade (version 13)\n");
+        res.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return res;
+    };
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        match hyper::upgrade::on(&mut req).await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(shared2.ws_config)).await;
+                conn::serve(ws, shared2.hub.clone(), shared2.stop.clone()).await;
+            }
+            Err(e) => debug!(error = %e, "websocket upgrade failed"),
+        }
+        drop(permit);
+    });
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header value"));
+    res
+}

@@ -1,0 +1,264 @@
+//! Server counters and their `/metrics` rendering (Prometheus text exposition format 0.0.4).
+//!
+//! Every counter is a fixed array of relaxed atomics indexed by a small enum, so counting on
+//! the hot path is one atomic add with no lock and no label lookup. The renderer is written
+//! here rather than taken from `prometheus-client` because that crate emits OpenMetrics
+//! (`# EOF`, `_total` suffixes split from the `# TYPE` name), and PROTOCOL.md promises the
+//! classic Prometheus text format that every scraper and our own driver read.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::protocol::ErrorCode;
+use crate::protocol::client::CLIENT_OPS;
+use crate::protocol::server::SERVER_OPS;
+
+/// Receipt kinds counted by `ackstorm_receipts_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptMetric {
+    /// 1:1 delivery receipt.
+    Delivery = 0,
+    /// 1:1 read receipt.
+    Read = 1,
+    /// Group read receipt.
+    GroupRead = 2,
+    /// 1:1 channel ack.
+    Channel = 3,
+    /// Group channel ack.
+    GroupChannel = 4,
+}
+
+const RECEIPT_KINDS: [&str; 5] = ["delivery", "read", "group_read", "channel", "group_channel"];
+const CHAT_TYPES: [&str; 2] = ["singleChat", "groupChat"];
+const OFFLINE_KINDS: [&str; 2] = ["message", "receipt"];
+/// Label of frames that could not be parsed, counted beside the client ops.
+const INVALID_OP: &str = "invalid";
+
+fn counters<const N: usize>() -> [AtomicU64; N] {
+    std::array::from_fn(|_| AtomicU64::new(0))
+}
+
+/// All server counters. Shared by the hub and every connection task.
+#[derive(Debug)]
+pub struct Metrics {
+    build_info: String,
+    /// WebSocket connections currently open.
+    pub connections_open: AtomicI64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections logged in right now.
+    pub logged_in: AtomicI64,
+    frames_in: [AtomicU64; CLIENT_OPS.len() + 1],
+    frames_out: [AtomicU64; SERVER_OPS.len()],
+    /// Payload bytes of text frames read.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes of text frames written.
+    pub bytes_out: AtomicU64,
+    messages: [AtomicU64; 2],
+    receipts: [AtomicU64; 5],
+    receipts_repeated: [AtomicU64; 5],
+    /// Frames refused by the rate limit.
+    pub rate_limited: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    offline_replaced: [AtomicU64; 2],
+    /// Connections closed by a same-device login elsewhere.
+    pub kicked: AtomicU64,
+}
+
+impl Metrics {
+    /// New counters; `build_info` holds the labels of `ackstorm_build_info` (already escaped).
+    pub fn new(build_info: String) -> Self {
+        Metrics {
+            build_info,
+            connections_open: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            logged_in: AtomicI64::new(0),
+            frames_in: counters(),
+            frames_out: counters(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            messages: counters(),
+            receipts: counters(),
+            receipts_repeated: counters(),
+            rate_limited: AtomicU64::new(0),
+            errors: counters(),
+            offline_replaced: counters(),
+            kicked: AtomicU64::new(0),
+        }
+    }
+
+    /// A client frame of op `op_index` (`None`: unparseable) and `bytes` long was read.
+    pub fn frame_in(&self, op_index: Option<usize>, bytes: usize) {
+        self.frames_in[op_index.unwrap_or(CLIENT_OPS.len())].fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// A server frame of op `op_index` and `bytes` long was written.
+    pub fn frame_out(&self, op_index: usize, bytes: usize) {
+        self.frames_out[op_index].fetch_add(1, Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// A message was accepted (index: 0 one-to-one, 1 group).
+    pub fn message(&self, group: bool) {
+        self.messages[group as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A receipt frame was accepted; `first` is false for a deduplicated repeat.
+    pub fn receipt(&self, kind: ReceiptMetric, first: bool) {
+        let set = if first { &self.receipts } else { &self.receipts_repeated };
+        set[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// An error frame was sent.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    /// An offline entry made room by dropping the oldest (`receipt`: a receipt, else a message).
+    pub fn offline_replaced(&self, receipt: bool) {
+        self.offline_replaced[receipt as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Errors sent so far with `code` (tests and summaries).
+    pub fn errors_of(&self, code: ErrorCode) -> u64 {
+        self.errors[code.index()].load(Relaxed)
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let scalar = |v: u64| [("", v)];
+        let gauge = |v: &AtomicI64| v.load(Relaxed).max(0) as u64;
+        let labelled = |names: &[&'static str], values: &[AtomicU64]| -> Vec<(&'static str, u64)> {
+            names.iter().zip(values).map(|(n, v)| (*n, v.load(Relaxed))).collect()
+        };
+        let in_ops: Vec<&'static str> = CLIENT_OPS.iter().copied().chain([INVALID_OP]).collect();
+        let codes: Vec<&'static str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let families: [(&str, &str, &str, &str, Vec<(&str, u64)>); 15] = [
+            ("connections", "gauge", "WebSocket connections open", "", scalar(gauge(&self.connections_open)).to_vec()),
+            (
+                "connections_accepted_total",
+                "counter",
+                "WebSocket connections accepted",
+                "",
+                scalar(self.connections_total.load(Relaxed)).to_vec(),
+            ),
+            ("logged_in", "gauge", "Connections logged in", "", scalar(gauge(&self.logged_in)).to_vec()),
+            ("frames_in_total", "counter", "Client frames read, by op", "op", labelled(&in_ops, &self.frames_in)),
+            ("frames_out_total", "counter", "Server frames written, by op", "op", labelled(&SERVER_OPS, &self.frames_out)),
+            ("bytes_in_total", "counter", "Text frame bytes read", "", scalar(self.bytes_in.load(Relaxed)).to_vec()),
+            ("bytes_out_total", "counter", "Text frame bytes written", "", scalar(self.bytes_out.load(Relaxed)).to_vec()),
+            ("messages_total", "counter", "Messages accepted, by chat type", "chat_type", labelled(&CHAT_TYPES, &self.messages)),
+            (
+                "receipts_total",
+                "counter",
+                "Receipts and channel acks accepted and recorded (first of their kind), by kind",
+                "kind",
+                labelled(&RECEIPT_KINDS, &self.receipts),
+            ),
+            (
+                "receipts_repeated_total",
+                "counter",
+                "Receipts answered but not pushed again (deduplicated repeats), by kind",
+                "kind",
+                labelled(&RECEIPT_KINDS, &self.receipts_repeated),
+            ),
+            (
+                "rate_limited_total",
+                "counter",
+                "Frames refused by the per-connection rate limit",
+                "",
+                scalar(self.rate_limited.load(Relaxed)).to_vec(),
+            ),
+            ("errors_total", "counter", "Error frames sent, by code", "code", labelled(&codes, &self.errors)),
+            (
+                "offline_replaced_total",
+                "counter",
+                "Offline entries dropped to make room for newer ones, by kind",
+                "kind",
+                labelled(&OFFLINE_KINDS, &self.offline_replaced),
+            ),
+            (
+                "kicked_total",
+                "counter",
+                "Connections replaced by a same-device login",
+                "",
+                scalar(self.kicked.load(Relaxed)).to_vec(),
+            ),
+            ("build_info", "gauge", "Server build and options", "", Vec::new()),
+        ];
+        for (name, kind, help, label, samples) in families {
+            let _ = writeln!(out, "# HELP ackstorm_{name} {help}");
+            let _ = writeln!(out, "# TYPE ackstorm_{name} {kind}");
+            if name == "build_info" {
+                let _ = writeln!(out, "ackstorm_build_info{{{}}} 1", self.build_info);
+            }
+            for (value_label, v) in samples {
+                if label.is_empty() {
+                    let _ = writeln!(out, "ackstorm_{name} {v}");
+                } else {
+                    let _ = writeln!(out, "ackstorm_{name}{{{label}=\"{value_label}\"}} {v}");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Escapes a label value for the text format.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_parseable_prometheus_text() {
+        let m = Metrics::new("version=\"0.1.0\",group_read_ack=\"false\"".to_string());
+        m.frame_in(Some(1), 10);
+        m.frame_in(None, 3);
+        m.frame_out(2, 20);
+        m.receipt(ReceiptMetric::GroupRead, true);
+        m.receipt(ReceiptMetric::GroupRead, false);
+        m.error(ErrorCode::RateLimited);
+        m.offline_replaced(true);
+        let text = m.render();
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition text");
+        let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+                .unwrap_or_else(|| panic!("{name} {label:?} missing in\n{text}"))
+        };
+        assert_eq!(value("ackstorm_frames_in_total", Some(("op", "send"))), 1.0);
+        assert_eq!(value("ackstorm_frames_in_total", Some(("op", "invalid"))), 1.0);
+        assert_eq!(value("ackstorm_frames_out_total", Some(("op", "received"))), 1.0);
+        assert_eq!(value("ackstorm_receipts_total", Some(("kind", "group_read"))), 1.0);
+        assert_eq!(value("ackstorm_receipts_repeated_total", Some(("kind", "group_read"))), 1.0);
+        assert_eq!(value("ackstorm_errors_total", Some(("code", "rate_limited"))), 1.0);
+        assert_eq!(value("ackstorm_offline_replaced_total", Some(("kind", "receipt"))), 1.0);
+        assert_eq!(value("ackstorm_build_info", Some(("version", "0.1.0"))), 1.0);
+        assert_eq!(value("ackstorm_bytes_in_total", None), 13.0);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE line");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP line");
+        }
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,151 @@
+//! The reference receipts server: implements all of PROTOCOL.md over WebSocket (`/ws`), with
+//! `/metrics` and `/healthz` on the same port.
+//!
+//! Data flow: [`http`] accepts TCP connections and upgrades `/ws` requests; [`conn`] runs one
+//! task per WebSocket (parse, rate limit, write replies and pushes); [`hub`] applies the
+//! protocol's rules under one short lock and fans pushes out through per-connection outboxes;
+//! [`store`] keeps the state behind a small trait. The entry point takes a bound listener and
+//! a shutdown future, so tests bind `127.0.0.1:0` and the load tester embeds it in-process.
+
+mod conn;
+mod http;
+pub mod hub;
+pub mod metrics;
+pub mod online;
+pub mod ratelimit;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::hub::Hub;
+use self::metrics::{Metrics, escape_label};
+use self::ratelimit::RateLimit;
+use self::store::{MemoryStore, StoreLimits};
+
+/// Server options; the defaults are PROTOCOL.md's.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// HMAC key of login tokens.
+    pub secret: Vec<u8>,
+    /// Group read receipts enabled (off by default, as in the SDK's console switch).
+    pub group_read_ack: bool,
+    /// Every member, not only owner and admins, may ask for group read receipts.
+    pub group_ack_anyone: bool,
+    /// Groups larger than this keep no read receipts (`groupAck:false`); the owner counts.
+    pub group_ack_max_members: usize,
+    /// Group size limit for create and join.
+    pub group_max_members: usize,
+    /// How long after sending a group message read receipts are accepted.
+    pub ack_validity: Duration,
+    /// Offline queue caps and the message metadata retention cap.
+    pub limits: StoreLimits,
+    /// Per-connection token bucket; `None` disables rate limiting.
+    pub rate_limit: Option<RateLimit>,
+    /// Largest WebSocket frame accepted (`too_large` and close above it).
+    pub max_frame_bytes: usize,
+    /// Largest `msg` of a `send` (`bad_request` above it).
+    pub max_msg_bytes: usize,
+    /// Most TCP connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// A connection that sends no `login` within this time is closed.
+    pub login_timeout: Duration,
+    /// tungstenite read buffer per connection (4 KiB: ~6-7 KiB per connection in all).
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            secret: Vec::new(),
+            group_read_ack: false,
+            group_ack_anyone: false,
+            group_ack_max_members: 200,
+            group_max_members: 3000,
+            ack_validity: Duration::from_secs(3 * 24 * 3600),
+            limits: StoreLimits::default(),
+            rate_limit: Some(RateLimit { per_second: 100.0, burst: 200 }),
+            max_frame_bytes: 64 * 1024,
+            max_msg_bytes: 5 * 1024,
+            max_connections: 100_000,
+            login_timeout: Duration::from_secs(10),
+            read_buffer_bytes: 4 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Labels of `ackstorm_build_info`: version and every option that changes behaviour, so a
+    /// load run can record which build and settings it measured.
+    pub fn build_info_labels(&self) -> String {
+        let rate = match self.rate_limit {
+            Some(r) => format!("{}/{}", r.per_second, r.burst),
+            None => "off".to_string(),
+        };
+        let pairs = [
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("store", "memory".to_string()),
+            ("group_read_ack", self.group_read_ack.to_string()),
+            ("group_ack_anyone", self.group_ack_anyone.to_string()),
+            ("group_ack_max_members", self.group_ack_max_members.to_string()),
+            ("group_max_members", self.group_max_members.to_string()),
+            ("rate_limit", rate),
+        ];
+        pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Binding or reading the listener failed.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// Serves `listener` until `shutdown` completes, then closes every connection (WebSocket
+/// close 1001) and returns once they are gone (or after a grace period).
+pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new(config.build_info_labels()));
+    let store = MemoryStore::new(config.limits);
+    let hub = Arc::new(Hub::new(Arc::new(config), metrics, store));
+    http::serve(listener, hub, shutdown).await
+}
+
+/// A server running on the current Tokio runtime (tests, benches, the embedded target).
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    /// Binds `addr` (use `127.0.0.1:0` for a free port) and starts serving.
+    pub async fn start(addr: &str, config: ServerConfig) -> Result<ServerHandle, ServerError> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let task = tokio::spawn(async move { run(listener, config, signal.cancelled_owned()).await });
+        Ok(ServerHandle { addr, stop, task })
+    }
+
+    /// The WebSocket URL of this server.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        self.stop.cancel();
+        self.task.await.unwrap_or(Ok(()))
+    }
+}

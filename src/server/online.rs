@@ -1,0 +1,119 @@
+//! Who is connected: per user, the devices logged in and the outbox of each connection.
+//!
+//! Pushing is a non-blocking channel send; the connection's own task writes to the socket.
+//! This is how the hub routes under its lock without ever holding it across I/O.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::store::UserId;
+
+/// Identifies one connection for its whole life (never reused).
+pub type ConnId = u64;
+
+/// What the hub hands to a connection's task.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// Write this encoded frame; `op` indexes `SERVER_OPS` for the frames-out counter.
+    Frame {
+        /// Index into `protocol::server::SERVER_OPS`.
+        op: u8,
+        /// The encoded frame.
+        text: Utf8Bytes,
+    },
+    /// Write this encoded `kicked` frame, then close the connection.
+    Kick(Utf8Bytes),
+}
+
+/// The sending half of a connection's queue.
+pub type Outbox = mpsc::UnboundedSender<Push>;
+
+/// One logged-in device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Device name from `login`.
+    pub name: Arc<str>,
+    /// The connection it is logged in on.
+    pub conn: ConnId,
+    /// That connection's queue.
+    pub outbox: Outbox,
+}
+
+/// The online registry.
+#[derive(Debug, Default)]
+pub struct Online {
+    users: FxHashMap<UserId, SmallVec<[Device; 2]>>,
+    connections: usize,
+}
+
+impl Online {
+    /// The devices of `user` that are online (empty when offline).
+    pub fn devices(&self, user: &str) -> &[Device] {
+        self.users.get(user).map(|d| d.as_slice()).unwrap_or(&[])
+    }
+
+    /// True when `user` has at least one device online.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// Logged-in connections.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// Registers a device; returns the device it replaces (same user and device name).
+    pub fn insert(&mut self, user: &UserId, device: Device) -> Option<Device> {
+        let devices = self.users.entry(user.clone()).or_default();
+        match devices.iter_mut().find(|d| d.name == device.name) {
+            Some(slot) => Some(std::mem::replace(slot, device)),
+            None => {
+                devices.push(device);
+                self.connections += 1;
+                None
+            }
+        }
+    }
+
+    /// Removes the device of connection `conn`, if it is still the one registered.
+    pub fn remove(&mut self, user: &str, conn: ConnId) {
+        let Some(devices) = self.users.get_mut(user) else { return };
+        let before = devices.len();
+        devices.retain(|d| d.conn != conn);
+        self.connections -= before - devices.len();
+        if devices.is_empty() {
+            self.users.remove(user);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(name: &str, conn: ConnId) -> Device {
+        let (outbox, _rx) = mpsc::unbounded_channel();
+        Device { name: Arc::from(name), conn, outbox }
+    }
+
+    #[test]
+    fn same_device_replaces_and_stale_removal_is_ignored() {
+        let mut online = Online::default();
+        let u: UserId = Arc::from("u");
+        assert!(online.insert(&u, device("web", 1)).is_none());
+        assert!(online.insert(&u, device("phone", 2)).is_none());
+        let old = online.insert(&u, device("web", 3)).expect("replaced");
+        assert_eq!(old.conn, 1);
+        assert_eq!(online.connections(), 2);
+        online.remove("u", 1); // the kicked connection closing: not registered any more
+        assert_eq!(online.devices("u").len(), 2);
+        online.remove("u", 3);
+        online.remove("u", 2);
+        assert!(!online.is_online("u"));
+        assert_eq!(online.connections(), 0);
+    }
+}

@@ -1,0 +1,304 @@
+//! The server's state behind a small interface: messages and their receipts, groups,
+//! conversations with unread counts, and what waits for offline users.
+//!
+//! The routing hub decides *who* gets *what* and in which order; a [`Store`] only records facts
+//! and answers questions about them. It never sees connections, frames in flight or locks: the
+//! hub calls it under its own lock, so implementations are plain single-threaded code. The
+//! in-memory store is [`MemoryStore`]; a durable one implements the same trait.
+
+mod memory;
+
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+pub use memory::MemoryStore;
+
+use crate::protocol::ChatType;
+use crate::protocol::server::GroupAckCount;
+
+/// An interned user id (cheap to clone, shared by every record that names the user).
+pub type UserId = Arc<str>;
+/// An interned group id.
+pub type GroupId = Arc<str>;
+
+/// What the store keeps of a message: enough to route and check receipts, not the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// Sender.
+    pub from: UserId,
+    /// Recipient user (1:1) or group.
+    pub to: Arc<str>,
+    /// One-to-one or group.
+    pub chat_type: ChatType,
+    /// Server time of the send, ms.
+    pub time: u64,
+    /// Group messages: receipts are kept (asked for, allowed, and the group within the limit).
+    pub group_receipts: bool,
+}
+
+/// Which per-message receipt of a 1:1 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// Delivery receipt.
+    Delivery,
+    /// Read receipt.
+    Read,
+}
+
+/// Outcome of recording a deduplicated receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The first one: recorded under this new receipt id, to be pushed.
+    First {
+        /// The receipt's new server id.
+        id: u64,
+        /// Group receipts: distinct readers now (1:1 receipts: 1).
+        count: u64,
+    },
+    /// A repeat: nothing to push; the id of the first one.
+    Repeat {
+        /// Server id of the first receipt.
+        id: u64,
+    },
+    /// The message is not stored (never existed or evicted).
+    NoMessage,
+}
+
+/// One page of a message's readers, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderPage {
+    /// Distinct readers in all.
+    pub total: u64,
+    /// Readers on this page, newest first.
+    pub users: Vec<UserId>,
+    /// Cursor of the next page (readers older than this position), if any.
+    pub next: Option<usize>,
+}
+
+/// A group and its roles.
+///
+/// Membership changes go through [`Group::add`] and [`Group::remove`], which keep a shared
+/// snapshot of the member list: fan-out takes it with one reference-count increment instead of
+/// copying the list for every message.
+#[derive(Debug, Clone)]
+pub struct Group {
+    id: GroupId,
+    owner: UserId,
+    admins: Vec<UserId>,
+    members: indexmap::IndexSet<UserId, rustc_hash::FxBuildHasher>,
+    snapshot: Arc<[UserId]>,
+}
+
+impl Group {
+    /// A group owned by `owner` whose members are the owner, `members` and `admins`
+    /// (duplicates ignored).
+    pub fn new(id: GroupId, owner: UserId, members: Vec<UserId>, admins: Vec<UserId>) -> Self {
+        let mut set = indexmap::IndexSet::default();
+        set.insert(owner.clone());
+        set.extend(members);
+        set.extend(admins.iter().cloned());
+        let mut admins = admins;
+        admins.retain(|a| *a != owner);
+        admins.dedup();
+        let mut group = Group { id, owner, admins, members: set, snapshot: Arc::from(Vec::new()) };
+        group.refresh();
+        group
+    }
+
+    fn refresh(&mut self) {
+        self.snapshot = self.members.iter().cloned().collect();
+    }
+
+    /// Group id.
+    pub fn id(&self) -> &GroupId {
+        &self.id
+    }
+
+    /// Creator; a member who cannot leave.
+    pub fn owner(&self) -> &UserId {
+        &self.owner
+    }
+
+    /// All members (owner and admins included), in join order.
+    pub fn members(&self) -> Arc<[UserId]> {
+        self.snapshot.clone()
+    }
+
+    /// Number of members, owner included.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Never true: the owner is always a member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// True when `user` is a member.
+    pub fn is_member(&self, user: &str) -> bool {
+        self.members.contains(user)
+    }
+
+    /// True when `user` is the owner or an admin.
+    pub fn is_manager(&self, user: &str) -> bool {
+        &*self.owner == user || self.admins.iter().any(|a| &**a == user)
+    }
+
+    /// Adds a member; false if already one.
+    pub fn add(&mut self, user: UserId) -> bool {
+        let added = self.members.insert(user);
+        if added {
+            self.refresh();
+        }
+        added
+    }
+
+    /// Removes a member (and their admin role); false if not one.
+    pub fn remove(&mut self, user: &str) -> bool {
+        let removed = self.members.shift_remove(user);
+        if removed {
+            self.admins.retain(|a| &**a != user);
+            self.refresh();
+        }
+        removed
+    }
+}
+
+/// A user's view of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationState {
+    /// Peer user or group.
+    pub id: Arc<str>,
+    /// One-to-one or group.
+    pub chat_type: ChatType,
+    /// Unread messages.
+    pub unread: u64,
+    /// Newest message.
+    pub last_mid: u64,
+}
+
+/// A message waiting for an offline user: its encoded `message` push, shared with every other
+/// recipient of the same message.
+#[derive(Debug, Clone)]
+pub struct OfflineMessage {
+    /// Server message id (replay merges the 1:1 and group queues by it).
+    pub mid: u64,
+    /// One-to-one or group (they have separate caps).
+    pub chat_type: ChatType,
+    /// The encoded push.
+    pub frame: Utf8Bytes,
+}
+
+/// A 1:1 receipt waiting for its offline addressee, replayed with `onlineState:0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfflineReceipt {
+    /// A delivery receipt.
+    Delivery {
+        /// Receipt id.
+        id: u64,
+        /// Message delivered.
+        mid: u64,
+        /// Recipient of the message.
+        from: UserId,
+    },
+    /// A 1:1 read receipt.
+    Read {
+        /// Receipt id.
+        id: u64,
+        /// Message read.
+        mid: u64,
+        /// Reader.
+        from: UserId,
+    },
+    /// A 1:1 channel ack.
+    Channel {
+        /// Ack id.
+        id: u64,
+        /// Reader.
+        from: UserId,
+        /// Server time of the ack.
+        time: u64,
+    },
+}
+
+/// Everything that waited for a user, in replay order.
+#[derive(Debug, Default)]
+pub struct OfflineBatch {
+    /// Stored messages, oldest (lowest mid) first.
+    pub messages: Vec<OfflineMessage>,
+    /// Stored 1:1 receipts, in the order they were made.
+    pub receipts: Vec<OfflineReceipt>,
+    /// Latest group read count per message, in the order first counted.
+    pub group_counts: Vec<GroupAckCount>,
+}
+
+/// Caps on what the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Offline 1:1 messages per user.
+    pub offline_single: usize,
+    /// Offline group messages per user.
+    pub offline_group: usize,
+    /// Offline 1:1 receipts per user (an extension: PROTOCOL.md sets no cap).
+    pub offline_receipts: usize,
+    /// Messages whose metadata is kept for receipts (oldest evicted first; an extension).
+    pub messages: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits { offline_single: 500, offline_group: 200, offline_receipts: 1000, messages: 2_000_000 }
+    }
+}
+
+/// The storage interface the routing hub uses.
+///
+/// Ids are interned: pass `&str`, get back shared [`UserId`]s. All methods are infallible for
+/// the in-memory store; a durable store that can fail reports through its own channel (a
+/// later issue) rather than making every routing decision fallible.
+pub trait Store: Send + 'static {
+    /// Allocates the next server id (messages and receipts share one increasing sequence).
+    fn next_id(&mut self) -> u64;
+    /// Newest id allocated so far.
+    fn last_id(&self) -> u64;
+    /// The shared id for `user`, created on first use.
+    fn intern_user(&mut self, user: &str) -> UserId;
+
+    /// Stores a new message's metadata.
+    fn insert_message(&mut self, mid: u64, meta: MessageMeta);
+    /// The metadata of a stored message.
+    fn message(&self, mid: u64) -> Option<&MessageMeta>;
+    /// Records the first receipt of `kind` for a 1:1 message, allocating its id.
+    fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Recorded;
+    /// Adds `reader` to a group message's reader set, allocating a receipt id if new.
+    fn record_group_read(&mut self, mid: u64, reader: &UserId) -> Recorded;
+    /// A page of a group message's readers, newest first, older than cursor `before`.
+    fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> ReaderPage;
+
+    /// A group by id.
+    fn group(&self, id: &str) -> Option<&Group>;
+    /// A group by id, to change membership.
+    fn group_mut(&mut self, id: &str) -> Option<&mut Group>;
+    /// Adds a new group; false (and no change) if the id exists.
+    fn insert_group(&mut self, group: Group) -> bool;
+
+    /// Notes message `mid` in `user`'s conversation `conv`; `unread` adds one unread.
+    fn note_message(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, mid: u64, unread: bool);
+    /// A read receipt of `mid` by `user`: subtracts one unread if `mid` was still unread
+    /// (not covered by a channel ack). Returns whether it counted.
+    fn mark_read(&mut self, user: &str, chat_type: ChatType, conv: &str, mid: u64) -> bool;
+    /// A channel ack: unread to 0, and every message up to `upto` counts as read.
+    fn mark_all_read(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, upto: u64);
+    /// `user`'s conversations, newest first.
+    fn conversations(&self, user: &str) -> Vec<ConversationState>;
+
+    /// Stores a message for an offline user; true if the oldest one of its kind was replaced.
+    fn push_offline_message(&mut self, user: &UserId, message: OfflineMessage) -> bool;
+    /// Stores a 1:1 receipt for an offline user; true if the oldest one was replaced.
+    fn push_offline_receipt(&mut self, user: &UserId, receipt: OfflineReceipt) -> bool;
+    /// Sets the latest group read count of `mid` for its offline sender.
+    fn set_offline_group_count(&mut self, user: &UserId, mid: u64, group: &GroupId, count: u64);
+    /// Takes everything that waited for `user`, in replay order.
+    fn take_offline(&mut self, user: &str) -> OfflineBatch;
+}

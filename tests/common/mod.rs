@@ -1,0 +1,269 @@
+//! Test helpers: start the real server on `127.0.0.1:0` and talk to it as an independent client
+//! would, with raw JSON (`serde_json::Value`), not with ackstorm's own protocol types, so the
+//! tests check the wire contract of PROTOCOL.md rather than our reading of it.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ackstorm::protocol::token;
+use ackstorm::server::{ServerConfig, ServerHandle};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub const SECRET: &str = "test-secret";
+/// How long a test waits for a frame it expects before failing.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure a frame does not come.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+/// A server with the protocol's defaults, except rate limiting off and group receipts on
+/// (tests that check those switch them back).
+pub fn config() -> ServerConfig {
+    ServerConfig { secret: SECRET.as_bytes().to_vec(), group_read_ack: true, rate_limit: None, ..ServerConfig::default() }
+}
+
+pub async fn start(config: ServerConfig) -> ServerHandle {
+    ServerHandle::start("127.0.0.1:0", config).await.expect("server starts on loopback")
+}
+
+pub fn token_for(user: &str) -> String {
+    token::token(SECRET.as_bytes(), user)
+}
+
+/// An HTTP GET on the server's port; returns (status, body).
+pub async fn http_get(server: &ServerHandle, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.expect("http reply in time").unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a metric sample (`name` with `labels` as `k="v"` pairs, or none).
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no sample {prefix:?} in metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_req: u64,
+    /// Frames read while waiting for something else, oldest first.
+    buffered: VecDeque<Value>,
+    pub user: String,
+}
+
+impl Client {
+    pub async fn connect(server: &ServerHandle) -> Client {
+        let (ws, _) = connect_async(server.ws_url()).await.expect("websocket connects");
+        Client { ws, next_req: 0, buffered: VecDeque::new(), user: String::new() }
+    }
+
+    /// Connects and logs in `user` on `device` (None: default), asserting `loginOk`.
+    pub async fn login_as(server: &ServerHandle, user: &str, device: Option<&str>, delivery: bool) -> Client {
+        let mut c = Client::connect(server).await;
+        let mut frame = json!({"op":"login","user":user,"token":token_for(user),"delivery":delivery});
+        if let Some(d) = device {
+            frame["device"] = json!(d);
+        }
+        let reply = c.request(frame).await;
+        assert_eq!(reply["op"], "loginOk", "{reply}");
+        assert_eq!(reply["user"], user);
+        assert_eq!(reply["device"], device.unwrap_or("web"));
+        c.user = user.to_string();
+        c
+    }
+
+    pub async fn login(server: &ServerHandle, user: &str) -> Client {
+        Client::login_as(server, user, None, false).await
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::Text(text.into().into())).await.expect("send");
+    }
+
+    /// Next frame from the socket (not the buffer); `None` when the connection closed.
+    async fn read_socket(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame within the wait")?;
+            match msg {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("server frames are JSON")),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Next frame of any kind.
+    pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.buffered.pop_front() {
+            return v;
+        }
+        self.read_socket().await.expect("connection open")
+    }
+
+    /// Sends `frame` with a fresh `req` and returns the reply echoing it; pushes read
+    /// meanwhile stay buffered for [`Client::push`].
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.next_req += 1;
+        let req = format!("r{}", self.next_req);
+        frame["req"] = json!(req);
+        self.send_text(frame.to_string()).await;
+        self.reply_to(&req).await
+    }
+
+    /// Waits for the reply carrying `req`.
+    pub async fn reply_to(&mut self, req: &str) -> Value {
+        if let Some(i) = self.buffered.iter().position(|v| v["req"] == req) {
+            return self.buffered.remove(i).unwrap();
+        }
+        loop {
+            let v = self.read_socket().await.unwrap_or_else(|| panic!("closed before the reply to {req}"));
+            if v["req"] == req {
+                return v;
+            }
+            self.buffered.push_back(v);
+        }
+    }
+
+    /// Next frame without `req` (a push).
+    pub async fn push(&mut self) -> Value {
+        if let Some(i) = self.buffered.iter().position(|v| v.get("req").is_none()) {
+            return self.buffered.remove(i).unwrap();
+        }
+        loop {
+            let v = self.read_socket().await.expect("connection open while waiting for a push");
+            if v.get("req").is_none() {
+                return v;
+            }
+            self.buffered.push_back(v);
+        }
+    }
+
+    /// Next push, which must have op `op`.
+    pub async fn push_op(&mut self, op: &str) -> Value {
+        let v = self.push().await;
+        assert_eq!(v["op"], op, "expected a {op} push, got {v}");
+        v
+    }
+
+    /// Asserts that no push arrives within [`QUIET`] (replies are buffered, not counted).
+    pub async fn no_push(&mut self) {
+        if let Some(v) = self.buffered.iter().find(|v| v.get("req").is_none()) {
+            panic!("unexpected push {v}");
+        }
+        let deadline = tokio::time::Instant::now() + QUIET;
+        while let Ok(msg) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    assert!(v.get("req").is_some(), "unexpected push {v}");
+                    self.buffered.push_back(v);
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// True when the server closed the connection (reads until close, within the wait).
+    pub async fn closed(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(Message::Text(t)))) => self.buffered.push_back(serde_json::from_str(&t).unwrap()),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// The close frame's code, reading until the server closes.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed within the wait") {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Text(t))) => self.buffered.push_back(serde_json::from_str(&t).unwrap()),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
+            }
+        }
+    }
+
+    // ---- protocol shorthands -------------------------------------------------------------
+
+    /// Sends a 1:1 text message; returns the `received` reply.
+    pub async fn send_single(&mut self, to: &str, msg: &str) -> Value {
+        let r = self
+            .request(json!({"op":"send","id":format!("c{}", self.next_req + 1),"chatType":"singleChat","type":"txt","to":to,"msg":msg}))
+            .await;
+        assert_eq!(r["op"], "received", "{r}");
+        r
+    }
+
+    /// Sends a group message, optionally asking for receipts; returns the reply (received or error).
+    pub async fn send_group(&mut self, group: &str, msg: &str, ack: bool) -> Value {
+        let mut f = json!({"op":"send","id":"g","chatType":"groupChat","type":"txt","to":group,"msg":msg});
+        if ack {
+            f["msgConfig"] = json!({"allowGroupAck": true});
+        }
+        self.request(f).await
+    }
+
+    pub async fn create_group(&mut self, group: &str, members: &[&str], admins: &[&str]) -> Value {
+        self.request(json!({"op":"createGroup","groupId":group,"members":members,"admins":admins})).await
+    }
+
+    pub async fn delivery(&mut self, mid: &Value, to: &str) -> Value {
+        self.request(json!({"op":"delivery","ackId":mid,"to":to})).await
+    }
+
+    pub async fn read_single(&mut self, mid: &Value, to: &str) -> Value {
+        self.request(json!({"op":"read","chatType":"singleChat","id":mid,"to":to})).await
+    }
+
+    pub async fn read_group(&mut self, mid: &Value, group: &str) -> Value {
+        self.request(json!({"op":"read","chatType":"groupChat","id":mid,"to":group})).await
+    }
+
+    pub async fn channel(&mut self, chat_type: &str, to: &str) -> Value {
+        self.request(json!({"op":"channel","chatType":chat_type,"to":to})).await
+    }
+
+    pub async fn conversations(&mut self) -> Vec<Value> {
+        let r = self.request(json!({"op":"getConversations"})).await;
+        assert_eq!(r["op"], "result", "{r}");
+        r["data"].as_array().unwrap().clone()
+    }
+
+    /// Unread count of one conversation (0 when absent).
+    pub async fn unread(&mut self, id: &str) -> u64 {
+        self.conversations()
+            .await
+            .iter()
+            .find(|c| c["conversationId"] == id)
+            .map(|c| c["unread"].as_u64().unwrap())
+            .unwrap_or(0)
+    }
+}
+
+/// Asserts an `error` reply with `code`.
+pub fn assert_error(v: &Value, code: &str) {
+    assert_eq!(v["op"], "error", "expected error {code}, got {v}");
+    assert_eq!(v["code"], code, "{v}");
+    assert!(v["message"].is_string(), "{v}");
+}
