@@ -1,5 +1,6 @@
-mod common;
-use common::*;
+//! A first end-to-end chain: message, delivery receipt, read receipt, ping.
+
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

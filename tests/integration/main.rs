@@ -1,0 +1,5 @@
+//! The one integration test binary (one link step for all of them). Every test starts the
+//! real server on `127.0.0.1:0` and speaks to it over WebSocket; see `common`.
+
+mod common;
+mod server_smoke;
