@@ -1,1 +1,225 @@
-//! placeholder
+//! Command-line interface: clap definitions and the dispatch to the library.
+//!
+//! This is the only layer that uses `anyhow`; everything below returns its own error enum.
+//! Exit codes: 0 success, 1 a checked condition failed (an SLO, a regression), 2 the command
+//! could not run (bad input, I/O, bind failure); clap's own usage errors also exit with 2.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::protocol::token;
+use crate::server::ratelimit::RateLimit;
+use crate::server::store::StoreLimits;
+use crate::server::{self, ServerConfig};
+
+/// Exit code when the command ran and a checked condition failed.
+pub const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit code when the command could not run.
+pub const EXIT_ERROR: u8 = 2;
+
+/// ackstorm: load-test and simulate IM message receipts.
+#[derive(Debug, Parser)]
+#[command(name = "ackstorm", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the reference receipts server (PROTOCOL.md over WebSocket, plus /metrics, /healthz).
+    Serve(ServeArgs),
+    /// Print the login token of USER under a server secret.
+    Token {
+        /// Server secret (HMAC key).
+        #[arg(long, env = "ACKSTORM_SECRET", hide_env_values = true)]
+        secret: String,
+        /// User id.
+        user: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port. The first line on stdout is
+    /// `listening on ADDR`.
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    listen: SocketAddr,
+    /// HMAC key of login tokens.
+    #[arg(long, env = "ACKSTORM_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Enable group read receipts (off by default).
+    #[arg(long)]
+    group_read_ack: bool,
+    /// Let every member, not only owner and admins, ask for group read receipts.
+    #[arg(long)]
+    group_ack_anyone: bool,
+    /// Groups with more members than this keep no read receipts (groupAck:false).
+    #[arg(long, default_value_t = 200)]
+    group_ack_max_members: usize,
+    /// Group size limit.
+    #[arg(long, default_value_t = 3000)]
+    group_max_members: usize,
+    /// Per-connection rate limit in frames per second; 0 turns rate limiting off.
+    #[arg(long, default_value_t = 100.0)]
+    rate_limit: f64,
+    /// Per-connection burst (token bucket capacity).
+    #[arg(long, default_value_t = 200)]
+    rate_burst: u32,
+    /// Validity window of group read receipts, in seconds.
+    #[arg(long, default_value_t = 3 * 24 * 3600)]
+    ack_validity_secs: u64,
+    /// Offline one-to-one messages kept per user.
+    #[arg(long, default_value_t = 500)]
+    offline_single: usize,
+    /// Offline group messages kept per user.
+    #[arg(long, default_value_t = 200)]
+    offline_group: usize,
+    /// Largest WebSocket frame, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_frame_bytes: usize,
+    /// Largest `msg` of a send, bytes.
+    #[arg(long, default_value_t = 5 * 1024)]
+    max_msg_bytes: usize,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<ServerConfig> {
+        if self.secret.is_empty() {
+            bail!("--secret must not be empty");
+        }
+        if !(self.rate_limit >= 0.0 && self.rate_limit.is_finite()) {
+            bail!(
+                "--rate-limit must be a number of frames per second >= 0, got {}",
+                self.rate_limit
+            );
+        }
+        if self.rate_limit > 0.0 && self.rate_burst == 0 {
+            bail!("--rate-burst must be at least 1 when rate limiting is on");
+        }
+        let defaults = StoreLimits::default();
+        Ok(ServerConfig {
+            secret: self.secret.as_bytes().to_vec(),
+            group_read_ack: self.group_read_ack,
+            group_ack_anyone: self.group_ack_anyone,
+            group_ack_max_members: self.group_ack_max_members,
+            group_max_members: self.group_max_members,
+            ack_validity: Duration::from_secs(self.ack_validity_secs),
+            limits: StoreLimits {
+                offline_single: self.offline_single,
+                offline_group: self.offline_group,
+                ..defaults
+            },
+            rate_limit: (self.rate_limit > 0.0).then_some(RateLimit {
+                per_second: self.rate_limit,
+                burst: self.rate_burst,
+            }),
+            max_frame_bytes: self.max_frame_bytes,
+            max_msg_bytes: self.max_msg_bytes,
+            max_connections: self.max_connections,
+            ..ServerConfig::default()
+        })
+    }
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token { secret, user } => {
+            if !crate::protocol::is_valid_id(&user) {
+                bail!("{user:?} is not a valid user id ([A-Za-z0-9_.-]{{1,64}})");
+            }
+            println!("{}", token::token(secret.as_bytes(), &user));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let config = args.config()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = builder.enable_all().build().context("building the Tokio runtime")?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("listening on {addr}");
+        eprintln!("ackstorm server: ws://{addr}/ws, http://{addr}/metrics, http://{addr}/healthz (Ctrl-C stops)");
+        server::run(listener, config, shutdown_signal()).await?;
+        eprintln!("ackstorm server: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_flags_map_to_the_config() {
+        let cli = Cli::try_parse_from([
+            "ackstorm",
+            "serve",
+            "--secret",
+            "s",
+            "--group-read-ack",
+            "--rate-limit",
+            "0",
+            "--group-ack-max-members",
+            "50",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        let c = args.config().unwrap();
+        assert!(c.group_read_ack);
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.group_ack_max_members, 50);
+        assert_eq!(c.secret, b"s");
+    }
+
+    #[test]
+    fn bad_serve_flags_are_refused_with_the_flag_named() {
+        let cli = Cli::try_parse_from(["ackstorm", "serve", "--secret", "s", "--rate-limit=-1"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        let err = args.config().unwrap_err().to_string();
+        assert!(err.contains("--rate-limit"), "{err}");
+    }
+}

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::wire::ObjectWriter;
 use super::{ChatType, ProtocolError, Str, is_valid_id, mid_str, parse_mid};
 
 /// One client frame: the client-chosen `req` and the typed body.
@@ -192,16 +193,89 @@ pub const CLIENT_OPS: [&str; 11] = [
 
 impl<'a> Request<'a> {
     /// Parses one text frame. Borrows from `text` where no JSON escapes get in the way.
-    pub fn parse(text: &'a [u8]) -> Result<Request<'a>, ProtocolError> {
-        match serde_json::from_slice::<RawClient<'a>>(text) {
+    pub fn parse(text: &'a str) -> Result<Request<'a>, ProtocolError> {
+        match serde_json::from_str::<RawClient<'a>>(text) {
             Ok(raw) => raw.into_request(),
             Err(_) => Err(diagnose(text)),
         }
     }
 
-    /// Encodes the frame as JSON text.
+    /// Encodes the frame as JSON text (the same JSON as the derived `Serialize`, written
+    /// directly; see [`super::wire`]).
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("client frames always serialize")
+        let extra = match &self.frame {
+            ClientFrame::Send { msg, .. } => msg.len(),
+            ClientFrame::CreateGroup { members, admins, .. } => 68 * (members.len() + admins.len()),
+            _ => 0,
+        };
+        let mut w = ObjectWriter::new(self.frame.op(), 128 + extra);
+        w.str("req", &self.req);
+        match &self.frame {
+            ClientFrame::Login {
+                user,
+                token,
+                device,
+                delivery,
+            } => w
+                .str("user", user)
+                .str("token", token)
+                .opt_str("device", device.as_deref())
+                .bool("delivery", *delivery),
+            ClientFrame::Send {
+                id,
+                chat_type,
+                kind: MsgType::Txt,
+                to,
+                msg,
+                msg_config,
+            } => {
+                w.str("id", id)
+                    .str("chatType", chat_type.as_str())
+                    .str("type", "txt")
+                    .str("to", to)
+                    .str("msg", msg);
+                if let Some(c) = msg_config {
+                    w.serde("msgConfig", c);
+                }
+                &mut w
+            }
+            ClientFrame::Delivery { ack_id, to } => w.id("ackId", *ack_id).str("to", to),
+            ClientFrame::Read {
+                chat_type,
+                id,
+                to,
+                ack_content,
+            } => w
+                .str("chatType", chat_type.as_str())
+                .id("id", *id)
+                .str("to", to)
+                .opt_str("ackContent", ack_content.as_deref()),
+            ClientFrame::Channel { chat_type, to } => w.str("chatType", chat_type.as_str()).str("to", to),
+            ClientFrame::CreateGroup {
+                group_id,
+                members,
+                admins,
+            } => {
+                w.str("groupId", group_id).str_list("members", members);
+                if !admins.is_empty() {
+                    w.str_list("admins", admins);
+                }
+                &mut w
+            }
+            ClientFrame::JoinGroup { group_id } | ClientFrame::LeaveGroup { group_id } => w.str("groupId", group_id),
+            ClientFrame::GetGroupMsgReadUser {
+                group_id,
+                msg_id,
+                limit,
+                key,
+            } => w
+                .str("groupId", group_id)
+                .id("msgId", *msg_id)
+                .opt_num("limit", limit.map(u64::from))
+                .opt_str("key", key.as_deref()),
+            ClientFrame::GetConversations {} | ClientFrame::Ping {} => &mut w,
+        };
+        w.finish()
     }
 }
 
@@ -260,11 +334,7 @@ impl Check<'_, '_> {
         self.req.as_ref().map(|s| s.0.to_string())
     }
 
-    fn need<'a>(
-        &self,
-        v: Option<Str<'a>>,
-        field: &'static str,
-    ) -> Result<Cow<'a, str>, ProtocolError> {
+    fn need<'a>(&self, v: Option<Str<'a>>, field: &'static str) -> Result<Cow<'a, str>, ProtocolError> {
         v.map(|s| s.0).ok_or_else(|| ProtocolError::MissingField {
             req: self.req(),
             op: self.op,
@@ -313,8 +383,7 @@ impl Check<'_, '_> {
 
     fn chat_type(&self, v: Option<Str<'_>>) -> Result<ChatType, ProtocolError> {
         let s = self.need(v, "chatType")?;
-        ChatType::parse(&s)
-            .ok_or_else(|| self.invalid("chatType", format!("{s:?} is not singleChat or groupChat")))
+        ChatType::parse(&s).ok_or_else(|| self.invalid("chatType", format!("{s:?} is not singleChat or groupChat")))
     }
 }
 
@@ -343,7 +412,9 @@ impl<'a> RawClient<'a> {
             key,
         } = self;
         let Some(op) = op else {
-            return Err(ProtocolError::MissingOp { req: req.map(|r| r.0.into_owned()) });
+            return Err(ProtocolError::MissingOp {
+                req: req.map(|r| r.0.into_owned()),
+            });
         };
         let op_index = CLIENT_OPS.iter().position(|o| *o == op.0);
         let Some(op_index) = op_index else {
@@ -352,7 +423,10 @@ impl<'a> RawClient<'a> {
                 op: op.0.into_owned(),
             });
         };
-        let c = Check { req: &req, op: CLIENT_OPS[op_index] };
+        let c = Check {
+            req: &req,
+            op: CLIENT_OPS[op_index],
+        };
         let frame = match op_index {
             0 => ClientFrame::Login {
                 user: c.id(user, "user")?,
@@ -375,14 +449,20 @@ impl<'a> RawClient<'a> {
                     msg_config,
                 }
             }
-            2 => ClientFrame::Delivery { ack_id: c.mid(ack_id, "ackId")?, to: c.id(to, "to")? },
+            2 => ClientFrame::Delivery {
+                ack_id: c.mid(ack_id, "ackId")?,
+                to: c.id(to, "to")?,
+            },
             3 => ClientFrame::Read {
                 chat_type: c.chat_type(chat_type)?,
                 id: c.mid(id, "id")?,
                 to: c.id(to, "to")?,
                 ack_content: ack_content.map(|s| s.0),
             },
-            4 => ClientFrame::Channel { chat_type: c.chat_type(chat_type)?, to: c.id(to, "to")? },
+            4 => ClientFrame::Channel {
+                chat_type: c.chat_type(chat_type)?,
+                to: c.id(to, "to")?,
+            },
             5 => ClientFrame::CreateGroup {
                 group_id: c.id(group_id, "groupId")?,
                 members: match members {
@@ -391,8 +471,12 @@ impl<'a> RawClient<'a> {
                 },
                 admins: c.ids(admins, "admins")?,
             },
-            6 => ClientFrame::JoinGroup { group_id: c.id(group_id, "groupId")? },
-            7 => ClientFrame::LeaveGroup { group_id: c.id(group_id, "groupId")? },
+            6 => ClientFrame::JoinGroup {
+                group_id: c.id(group_id, "groupId")?,
+            },
+            7 => ClientFrame::LeaveGroup {
+                group_id: c.id(group_id, "groupId")?,
+            },
             8 => {
                 if limit == Some(0) {
                     return Err(c.invalid("limit", "must be at least 1"));
@@ -416,17 +500,19 @@ impl<'a> RawClient<'a> {
 
 /// The slow path, taken only when the one-pass parse failed: find the `req` to echo and name
 /// the field that was wrong.
-fn diagnose(text: &[u8]) -> ProtocolError {
-    let value: serde_json::Value = match serde_json::from_slice(text) {
+fn diagnose(text: &str) -> ProtocolError {
+    let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => return ProtocolError::BadJson { reason: e.to_string() },
     };
     let Some(obj) = value.as_object() else {
-        return ProtocolError::BadJson { reason: "expected an object".to_string() };
+        return ProtocolError::BadJson {
+            reason: "expected an object".to_string(),
+        };
     };
     let req = obj.get("req").and_then(|r| r.as_str()).map(str::to_string);
     let op = obj.get("op").and_then(|o| o.as_str()).unwrap_or("?").to_string();
-    let mut de = serde_json::Deserializer::from_slice(text);
+    let mut de = serde_json::Deserializer::from_str(text);
     match serde_path_to_error::deserialize::<_, RawClient<'_>>(&mut de) {
         Err(e) => {
             let field = e.path().to_string();
@@ -438,7 +524,9 @@ fn diagnose(text: &[u8]) -> ProtocolError {
             ProtocolError::InvalidField { req, op, field, reason }
         }
         // Parsed this time: cannot happen for the same text, but stay total.
-        Ok(_) => ProtocolError::BadJson { reason: "unparseable frame".to_string() },
+        Ok(_) => ProtocolError::BadJson {
+            reason: "unparseable frame".to_string(),
+        },
     }
 }
 

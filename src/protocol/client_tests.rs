@@ -7,13 +7,22 @@ use super::*;
 use crate::protocol::ErrorCode;
 
 fn parse(text: &str) -> Result<Request<'_>, ProtocolError> {
-    Request::parse(text.as_bytes())
+    Request::parse(text)
 }
 
 fn round_trip(frame: ClientFrame<'static>) {
-    let req = Request { frame, req: Cow::Borrowed("r1") };
+    let req = Request {
+        frame,
+        req: Cow::Borrowed("r1"),
+    };
     let text = req.encode();
-    let back = Request::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let written: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        written,
+        serde_json::to_value(&req).unwrap(),
+        "direct writer and derived Serialize agree"
+    );
+    let back = Request::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
     assert_eq!(back, req, "{text}");
     assert!(text.contains(&format!("\"op\":\"{}\"", req.frame.op())), "{text}");
 }
@@ -22,8 +31,18 @@ fn round_trip(frame: ClientFrame<'static>) {
 fn every_op_round_trips() {
     let b = Cow::Borrowed;
     let frames = vec![
-        ClientFrame::Login { user: b("alice"), token: b("ab12"), device: Some(b("phone")), delivery: true },
-        ClientFrame::Login { user: b("alice"), token: b("ab12"), device: None, delivery: false },
+        ClientFrame::Login {
+            user: b("alice"),
+            token: b("ab12"),
+            device: Some(b("phone")),
+            delivery: true,
+        },
+        ClientFrame::Login {
+            user: b("alice"),
+            token: b("ab12"),
+            device: None,
+            delivery: false,
+        },
         ClientFrame::Send {
             id: b("c-1"),
             chat_type: ChatType::Single,
@@ -40,17 +59,54 @@ fn every_op_round_trips() {
             msg: b(""),
             msg_config: Some(MsgConfig { allow_group_ack: true }),
         },
-        ClientFrame::Delivery { ack_id: 42, to: b("bob") },
-        ClientFrame::Read { chat_type: ChatType::Single, id: 7, to: b("bob"), ack_content: None },
-        ClientFrame::Read { chat_type: ChatType::Group, id: 7, to: b("g1"), ack_content: Some(b("seen")) },
-        ClientFrame::Channel { chat_type: ChatType::Single, to: b("bob") },
-        ClientFrame::Channel { chat_type: ChatType::Group, to: b("g1") },
-        ClientFrame::CreateGroup { group_id: b("g1"), members: vec![b("a"), b("b")], admins: vec![b("a")] },
-        ClientFrame::CreateGroup { group_id: b("g2"), members: vec![], admins: vec![] },
+        ClientFrame::Delivery {
+            ack_id: 42,
+            to: b("bob"),
+        },
+        ClientFrame::Read {
+            chat_type: ChatType::Single,
+            id: 7,
+            to: b("bob"),
+            ack_content: None,
+        },
+        ClientFrame::Read {
+            chat_type: ChatType::Group,
+            id: 7,
+            to: b("g1"),
+            ack_content: Some(b("seen")),
+        },
+        ClientFrame::Channel {
+            chat_type: ChatType::Single,
+            to: b("bob"),
+        },
+        ClientFrame::Channel {
+            chat_type: ChatType::Group,
+            to: b("g1"),
+        },
+        ClientFrame::CreateGroup {
+            group_id: b("g1"),
+            members: vec![b("a"), b("b")],
+            admins: vec![b("a")],
+        },
+        ClientFrame::CreateGroup {
+            group_id: b("g2"),
+            members: vec![],
+            admins: vec![],
+        },
         ClientFrame::JoinGroup { group_id: b("g1") },
         ClientFrame::LeaveGroup { group_id: b("g1") },
-        ClientFrame::GetGroupMsgReadUser { group_id: b("g1"), msg_id: 9, limit: Some(20), key: Some(b("3")) },
-        ClientFrame::GetGroupMsgReadUser { group_id: b("g1"), msg_id: 9, limit: None, key: None },
+        ClientFrame::GetGroupMsgReadUser {
+            group_id: b("g1"),
+            msg_id: 9,
+            limit: Some(20),
+            key: Some(b("3")),
+        },
+        ClientFrame::GetGroupMsgReadUser {
+            group_id: b("g1"),
+            msg_id: 9,
+            limit: None,
+            key: None,
+        },
         ClientFrame::GetConversations {},
         ClientFrame::Ping {},
     ];
@@ -65,7 +121,12 @@ fn parses_the_documented_wire_form() {
         .unwrap();
     assert_eq!(r.req, "9");
     match r.frame {
-        ClientFrame::Send { chat_type, to, msg_config, .. } => {
+        ClientFrame::Send {
+            chat_type,
+            to,
+            msg_config,
+            ..
+        } => {
             assert_eq!(chat_type, ChatType::Group);
             assert_eq!(to, "g1");
             assert_eq!(msg_config, Some(MsgConfig { allow_group_ack: true }));
@@ -73,18 +134,28 @@ fn parses_the_documented_wire_form() {
         other => panic!("{other:?}"),
     }
     let r = parse(r#"{"op":"delivery","req":"1","ackId":"18446744073709551615","to":"bob"}"#).unwrap();
-    assert_eq!(r.frame, ClientFrame::Delivery { ack_id: u64::MAX, to: "bob".into() });
+    assert_eq!(
+        r.frame,
+        ClientFrame::Delivery {
+            ack_id: u64::MAX,
+            to: "bob".into()
+        }
+    );
 }
 
 #[test]
 fn borrows_plain_strings_and_decodes_escapes() {
     let text = r#"{"op":"send","req":"1","id":"m","chatType":"singleChat","type":"txt","to":"bob","msg":"plain"}"#;
     let r = parse(text).unwrap();
-    let ClientFrame::Send { msg, to, .. } = r.frame else { panic!() };
+    let ClientFrame::Send { msg, to, .. } = r.frame else {
+        panic!()
+    };
     assert!(matches!(msg, Cow::Borrowed("plain")));
     assert!(matches!(to, Cow::Borrowed("bob")));
     let text = r#"{"op":"send","req":"1","id":"m","chatType":"singleChat","type":"txt","to":"bob","msg":"a\"b\u00e9"}"#;
-    let ClientFrame::Send { msg, .. } = parse(text).unwrap().frame else { panic!() };
+    let ClientFrame::Send { msg, .. } = parse(text).unwrap().frame else {
+        panic!()
+    };
     assert_eq!(msg, "a\"bé");
 }
 
@@ -97,7 +168,15 @@ fn unknown_fields_are_ignored() {
 #[test]
 fn login_defaults() {
     let r = parse(r#"{"op":"login","req":"1","user":"u1","token":"t"}"#).unwrap();
-    assert_eq!(r.frame, ClientFrame::Login { user: "u1".into(), token: "t".into(), device: None, delivery: false });
+    assert_eq!(
+        r.frame,
+        ClientFrame::Login {
+            user: "u1".into(),
+            token: "t".into(),
+            device: None,
+            delivery: false
+        }
+    );
 }
 
 /// (frame text, expected req, a fragment the error message must contain)
@@ -120,46 +199,170 @@ fn malformed_cases() -> Vec<(&'static str, Option<&'static str>, &'static str)> 
         // Missing fields.
         (r#"{"op":"login","req":"a","token":"t"}"#, Some("a"), "\"user\""),
         (r#"{"op":"login","req":"a","user":"u"}"#, Some("a"), "\"token\""),
-        (r#"{"op":"send","req":"a","chatType":"singleChat","type":"txt","to":"b","msg":"m"}"#, Some("a"), "\"id\""),
-        (r#"{"op":"send","req":"a","id":"1","type":"txt","to":"b","msg":"m"}"#, Some("a"), "\"chatType\""),
-        (r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","to":"b","msg":"m"}"#, Some("a"), "\"type\""),
-        (r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","type":"txt","msg":"m"}"#, Some("a"), "\"to\""),
-        (r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","type":"txt","to":"b"}"#, Some("a"), "\"msg\""),
-        (r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","type":"txt","to":"b","msg":null}"#, Some("a"), "\"msg\""),
+        (
+            r#"{"op":"send","req":"a","chatType":"singleChat","type":"txt","to":"b","msg":"m"}"#,
+            Some("a"),
+            "\"id\"",
+        ),
+        (
+            r#"{"op":"send","req":"a","id":"1","type":"txt","to":"b","msg":"m"}"#,
+            Some("a"),
+            "\"chatType\"",
+        ),
+        (
+            r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","to":"b","msg":"m"}"#,
+            Some("a"),
+            "\"type\"",
+        ),
+        (
+            r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","type":"txt","msg":"m"}"#,
+            Some("a"),
+            "\"to\"",
+        ),
+        (
+            r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","type":"txt","to":"b"}"#,
+            Some("a"),
+            "\"msg\"",
+        ),
+        (
+            r#"{"op":"send","req":"a","id":"1","chatType":"singleChat","type":"txt","to":"b","msg":null}"#,
+            Some("a"),
+            "\"msg\"",
+        ),
         (r#"{"op":"delivery","req":"a","to":"b"}"#, Some("a"), "\"ackId\""),
-        (r#"{"op":"read","req":"a","chatType":"singleChat","to":"b"}"#, Some("a"), "\"id\""),
-        (r#"{"op":"channel","req":"a","chatType":"singleChat"}"#, Some("a"), "\"to\""),
-        (r#"{"op":"createGroup","req":"a","groupId":"g"}"#, Some("a"), "\"members\""),
+        (
+            r#"{"op":"read","req":"a","chatType":"singleChat","to":"b"}"#,
+            Some("a"),
+            "\"id\"",
+        ),
+        (
+            r#"{"op":"channel","req":"a","chatType":"singleChat"}"#,
+            Some("a"),
+            "\"to\"",
+        ),
+        (
+            r#"{"op":"createGroup","req":"a","groupId":"g"}"#,
+            Some("a"),
+            "\"members\"",
+        ),
         (r#"{"op":"joinGroup","req":"a"}"#, Some("a"), "\"groupId\""),
         (r#"{"op":"leaveGroup","req":"a"}"#, Some("a"), "\"groupId\""),
-        (r#"{"op":"getGroupMsgReadUser","req":"a","groupId":"g"}"#, Some("a"), "\"msgId\""),
+        (
+            r#"{"op":"getGroupMsgReadUser","req":"a","groupId":"g"}"#,
+            Some("a"),
+            "\"msgId\"",
+        ),
         // Wrong types.
         (r#"{"op":"login","req":"b","user":5,"token":"t"}"#, Some("b"), "user"),
-        (r#"{"op":"login","req":"b","user":"u","token":"t","delivery":"yes"}"#, Some("b"), "delivery"),
-        (r#"{"op":"send","req":"b","id":"1","chatType":"singleChat","type":"txt","to":"x","msg":["m"]}"#, Some("b"), "msg"),
-        (r#"{"op":"send","req":"b","id":"1","chatType":"groupChat","type":"txt","to":"g","msg":"m","msgConfig":{"allowGroupAck":"y"}}"#, Some("b"), "allowGroupAck"),
-        (r#"{"op":"send","req":"b","id":"1","chatType":"groupChat","type":"txt","to":"g","msg":"m","msgConfig":true}"#, Some("b"), "msgConfig"),
+        (
+            r#"{"op":"login","req":"b","user":"u","token":"t","delivery":"yes"}"#,
+            Some("b"),
+            "delivery",
+        ),
+        (
+            r#"{"op":"send","req":"b","id":"1","chatType":"singleChat","type":"txt","to":"x","msg":["m"]}"#,
+            Some("b"),
+            "msg",
+        ),
+        (
+            r#"{"op":"send","req":"b","id":"1","chatType":"groupChat","type":"txt","to":"g","msg":"m","msgConfig":{"allowGroupAck":"y"}}"#,
+            Some("b"),
+            "allowGroupAck",
+        ),
+        (
+            r#"{"op":"send","req":"b","id":"1","chatType":"groupChat","type":"txt","to":"g","msg":"m","msgConfig":true}"#,
+            Some("b"),
+            "msgConfig",
+        ),
         (r#"{"op":"delivery","req":"b","ackId":12,"to":"x"}"#, Some("b"), "ackId"),
-        (r#"{"op":"createGroup","req":"b","groupId":"g","members":"a,b"}"#, Some("b"), "members"),
-        (r#"{"op":"createGroup","req":"b","groupId":"g","members":["a",2]}"#, Some("b"), "members"),
-        (r#"{"op":"getGroupMsgReadUser","req":"b","groupId":"g","msgId":"1","limit":-1}"#, Some("b"), "limit"),
-        (r#"{"op":"getGroupMsgReadUser","req":"b","groupId":"g","msgId":"1","limit":"5"}"#, Some("b"), "limit"),
+        (
+            r#"{"op":"createGroup","req":"b","groupId":"g","members":"a,b"}"#,
+            Some("b"),
+            "members",
+        ),
+        (
+            r#"{"op":"createGroup","req":"b","groupId":"g","members":["a",2]}"#,
+            Some("b"),
+            "members",
+        ),
+        (
+            r#"{"op":"getGroupMsgReadUser","req":"b","groupId":"g","msgId":"1","limit":-1}"#,
+            Some("b"),
+            "limit",
+        ),
+        (
+            r#"{"op":"getGroupMsgReadUser","req":"b","groupId":"g","msgId":"1","limit":"5"}"#,
+            Some("b"),
+            "limit",
+        ),
         // Wrong values.
-        (r#"{"op":"send","req":"c","id":"1","chatType":"roomChat","type":"txt","to":"x","msg":"m"}"#, Some("c"), "chatType"),
-        (r#"{"op":"send","req":"c","id":"1","chatType":"singleChat","type":"img","to":"x","msg":"m"}"#, Some("c"), "\"type\""),
-        (r#"{"op":"delivery","req":"c","ackId":"12a","to":"x"}"#, Some("c"), "ackId"),
-        (r#"{"op":"delivery","req":"c","ackId":"-3","to":"x"}"#, Some("c"), "ackId"),
-        (r#"{"op":"read","req":"c","chatType":"singleChat","id":"99999999999999999999","to":"x"}"#, Some("c"), "\"id\""),
-        (r#"{"op":"getGroupMsgReadUser","req":"c","groupId":"g","msgId":"1","limit":0}"#, Some("c"), "limit"),
+        (
+            r#"{"op":"send","req":"c","id":"1","chatType":"roomChat","type":"txt","to":"x","msg":"m"}"#,
+            Some("c"),
+            "chatType",
+        ),
+        (
+            r#"{"op":"send","req":"c","id":"1","chatType":"singleChat","type":"img","to":"x","msg":"m"}"#,
+            Some("c"),
+            "\"type\"",
+        ),
+        (
+            r#"{"op":"delivery","req":"c","ackId":"12a","to":"x"}"#,
+            Some("c"),
+            "ackId",
+        ),
+        (
+            r#"{"op":"delivery","req":"c","ackId":"-3","to":"x"}"#,
+            Some("c"),
+            "ackId",
+        ),
+        (
+            r#"{"op":"read","req":"c","chatType":"singleChat","id":"99999999999999999999","to":"x"}"#,
+            Some("c"),
+            "\"id\"",
+        ),
+        (
+            r#"{"op":"getGroupMsgReadUser","req":"c","groupId":"g","msgId":"1","limit":0}"#,
+            Some("c"),
+            "limit",
+        ),
         // Bad id characters.
-        (r#"{"op":"login","req":"d","user":"a b","token":"t"}"#, Some("d"), "user"),
+        (
+            r#"{"op":"login","req":"d","user":"a b","token":"t"}"#,
+            Some("d"),
+            "user",
+        ),
         (r#"{"op":"login","req":"d","user":"","token":"t"}"#, Some("d"), "user"),
-        (r#"{"op":"login","req":"d","user":"u","token":"t","device":"ph/1"}"#, Some("d"), "device"),
-        (r#"{"op":"send","req":"d","id":"1","chatType":"singleChat","type":"txt","to":"bob!","msg":"m"}"#, Some("d"), "to"),
-        (r#"{"op":"createGroup","req":"d","groupId":"g#1","members":[]}"#, Some("d"), "groupId"),
-        (r#"{"op":"createGroup","req":"d","groupId":"g","members":["ok","bad id"]}"#, Some("d"), "members[1]"),
-        (r#"{"op":"createGroup","req":"d","groupId":"g","members":[],"admins":["é"]}"#, Some("d"), "admins[0]"),
-        (r#"{"op":"joinGroup","req":"d","groupId":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#, Some("d"), "groupId"),
+        (
+            r#"{"op":"login","req":"d","user":"u","token":"t","device":"ph/1"}"#,
+            Some("d"),
+            "device",
+        ),
+        (
+            r#"{"op":"send","req":"d","id":"1","chatType":"singleChat","type":"txt","to":"bob!","msg":"m"}"#,
+            Some("d"),
+            "to",
+        ),
+        (
+            r#"{"op":"createGroup","req":"d","groupId":"g#1","members":[]}"#,
+            Some("d"),
+            "groupId",
+        ),
+        (
+            r#"{"op":"createGroup","req":"d","groupId":"g","members":["ok","bad id"]}"#,
+            Some("d"),
+            "members[1]",
+        ),
+        (
+            r#"{"op":"createGroup","req":"d","groupId":"g","members":[],"admins":["é"]}"#,
+            Some("d"),
+            "admins[0]",
+        ),
+        (
+            r#"{"op":"joinGroup","req":"d","groupId":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
+            Some("d"),
+            "groupId",
+        ),
     ]
 }
 
@@ -173,6 +376,9 @@ fn every_malformed_case_is_a_bad_request_with_its_req() {
         assert_eq!(err.code(), ErrorCode::BadRequest, "{text}");
         assert_eq!(err.req(), req, "{text}: {err}");
         let message = err.to_string();
-        assert!(message.contains(fragment), "{text}: message {message:?} lacks {fragment:?}");
+        assert!(
+            message.contains(fragment),
+            "{text}: message {message:?} lacks {fragment:?}"
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod client;
 mod error;
 pub mod server;
 pub mod token;
+mod wire;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -9,6 +9,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::client::{MsgConfig, MsgType};
+use super::wire::ObjectWriter;
 use super::{ChatType, ErrorCode, ProtocolError, Str, mid_str, parse_mid};
 
 /// One server frame: a reply echoes the request's `req`; a push has none.
@@ -283,19 +284,120 @@ impl<'a> Outgoing<'a> {
 
     /// A reply echoing `req`.
     pub fn reply(req: impl Into<Cow<'a, str>>, frame: ServerFrame<'a>) -> Self {
-        Outgoing { frame, req: Some(req.into()) }
+        Outgoing {
+            frame,
+            req: Some(req.into()),
+        }
     }
 
-    /// Encodes the frame as JSON text.
+    /// Encodes the frame as JSON text (the same JSON as the derived `Serialize`, written
+    /// directly; see [`super::wire`]).
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("server frames always serialize")
+        let extra = match &self.frame {
+            ServerFrame::Message { msg, .. } => msg.len(),
+            ServerFrame::Statistic { location, .. } => location.len(),
+            _ => 0,
+        };
+        let mut w = ObjectWriter::new(self.frame.op(), 128 + extra);
+        w.opt_str("req", self.req.as_deref());
+        match &self.frame {
+            ServerFrame::LoginOk { user, device, time } => w.str("user", user).str("device", device).num("time", *time),
+            ServerFrame::Error { code, message } => w.str("code", code.as_str()).str("message", message),
+            ServerFrame::Received {
+                id,
+                mid,
+                to,
+                time,
+                group_ack,
+            } => w
+                .opt_str("id", id.as_deref())
+                .id("mid", *mid)
+                .opt_str("to", to.as_deref())
+                .opt_num("time", *time)
+                .opt_bool("groupAck", *group_ack),
+            ServerFrame::Message {
+                mid,
+                from,
+                to,
+                chat_type,
+                kind: MsgType::Txt,
+                msg,
+                time,
+                msg_config,
+            } => {
+                w.id("mid", *mid)
+                    .str("from", from)
+                    .str("to", to)
+                    .str("chatType", chat_type.as_str())
+                    .str("type", "txt")
+                    .str("msg", msg)
+                    .num("time", *time);
+                if let Some(c) = msg_config {
+                    w.serde("msgConfig", c);
+                }
+                &mut w
+            }
+            ServerFrame::Delivery {
+                id,
+                mid,
+                from,
+                to,
+                online_state,
+            } => w
+                .id("id", *id)
+                .id("mid", *mid)
+                .str("from", from)
+                .str("to", to)
+                .num("onlineState", u64::from(*online_state)),
+            ServerFrame::Read {
+                id,
+                mid,
+                chat_type,
+                from,
+                to,
+                group_read_count,
+                ack_content,
+                online_state,
+            } => {
+                w.id("id", *id)
+                    .id("mid", *mid)
+                    .str("chatType", chat_type.as_str())
+                    .str("from", from)
+                    .str("to", to);
+                if let Some(c) = group_read_count {
+                    w.id_count("groupReadCount", c.mid, c.count);
+                }
+                w.opt_str("ackContent", ack_content.as_deref())
+                    .num("onlineState", u64::from(*online_state))
+            }
+            ServerFrame::Channel {
+                id,
+                chat_type,
+                from,
+                to,
+                time,
+                online_state,
+            } => w
+                .id("id", *id)
+                .str("chatType", chat_type.as_str())
+                .str("from", from)
+                .str("to", to)
+                .num("time", *time)
+                .num("onlineState", u64::from(*online_state)),
+            ServerFrame::Statistic { operation, location } => {
+                w.num("operation", u64::from(*operation)).str("location", location)
+            }
+            ServerFrame::Kicked { reason } => w.str("reason", reason),
+            ServerFrame::Result { data } => w.serde("data", data),
+            ServerFrame::Pong { time } => w.num("time", *time),
+        };
+        w.finish()
     }
 
     /// Parses one text frame (the driver's side).
-    pub fn parse(text: &'a [u8]) -> Result<Outgoing<'a>, ProtocolError> {
-        let raw: RawServer<'a> = serde_json::from_slice(text).map_err(|e| ProtocolError::BadJson {
-            reason: e.to_string(),
-        })?;
+    pub fn parse(text: &'a str) -> Result<Outgoing<'a>, ProtocolError> {
+        let raw: RawServer<'a> =
+            serde_json::from_str(text).map_err(|e| ProtocolError::BadJson { reason: e.to_string() })?;
         raw.into_outgoing()
     }
 }
@@ -318,8 +420,9 @@ impl<'de> Deserialize<'de> for GroupReadCount {
                 f.write_str("an object with one message id key and a count")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let (key, count): (Str<'de>, u64) =
-                    map.next_entry()?.ok_or_else(|| de::Error::custom("empty groupReadCount"))?;
+                let (key, count): (Str<'de>, u64) = map
+                    .next_entry()?
+                    .ok_or_else(|| de::Error::custom("empty groupReadCount"))?;
                 let mid = parse_mid(&key.0).ok_or_else(|| de::Error::custom("bad message id key"))?;
                 if map.next_key::<de::IgnoredAny>()?.is_some() {
                     return Err(de::Error::custom("groupReadCount has more than one entry"));
@@ -381,11 +484,16 @@ struct RawServer<'a> {
 impl<'a> RawServer<'a> {
     fn into_outgoing(self) -> Result<Outgoing<'a>, ProtocolError> {
         let req = self.req.map(|r| r.0);
-        let op = self.op.ok_or_else(|| ProtocolError::MissingOp { req: req.as_ref().map(|r| r.to_string()) })?;
-        let op_index = SERVER_OPS.iter().position(|o| *o == op.0).ok_or_else(|| ProtocolError::UnknownOp {
+        let op = self.op.ok_or_else(|| ProtocolError::MissingOp {
             req: req.as_ref().map(|r| r.to_string()),
-            op: op.0.to_string(),
         })?;
+        let op_index = SERVER_OPS
+            .iter()
+            .position(|o| *o == op.0)
+            .ok_or_else(|| ProtocolError::UnknownOp {
+                req: req.as_ref().map(|r| r.to_string()),
+                op: op.0.to_string(),
+            })?;
         let op = SERVER_OPS[op_index];
         let missing = |field: &'static str| ProtocolError::MissingField {
             req: req.as_ref().map(|r| r.to_string()),
@@ -407,7 +515,11 @@ impl<'a> RawServer<'a> {
         let online_state = self.online_state.ok_or_else(|| missing("onlineState"));
         let chat_type = self.chat_type.ok_or_else(|| missing("chatType"));
         let frame = match op_index {
-            0 => ServerFrame::LoginOk { user: s(self.user, "user")?, device: s(self.device, "device")?, time: time? },
+            0 => ServerFrame::LoginOk {
+                user: s(self.user, "user")?,
+                device: s(self.device, "device")?,
+                time: time?,
+            },
             1 => ServerFrame::Error {
                 code: self.code.ok_or_else(|| missing("code"))?,
                 message: self.message.map(|m| m.0).unwrap_or_default(),
@@ -458,7 +570,9 @@ impl<'a> RawServer<'a> {
                 operation: self.operation.ok_or_else(|| missing("operation"))?,
                 location: s(self.location, "location")?,
             },
-            8 => ServerFrame::Kicked { reason: s(self.reason, "reason")? },
+            8 => ServerFrame::Kicked {
+                reason: s(self.reason, "reason")?,
+            },
             9 => {
                 let data = self.data.ok_or_else(|| missing("data"))?;
                 let data = ResultData::deserialize(data).map_err(|e| invalid("data", &e.to_string()))?;

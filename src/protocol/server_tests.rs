@@ -19,26 +19,57 @@ fn wire(o: &Outgoing<'_>) -> Value {
 fn frames_encode_exactly_as_documented() {
     let cases: Vec<(Outgoing<'static>, Value)> = vec![
         (
-            Outgoing::reply("1", ServerFrame::LoginOk { user: b("al"), device: b("web"), time: 5 }),
+            Outgoing::reply(
+                "1",
+                ServerFrame::LoginOk {
+                    user: b("al"),
+                    device: b("web"),
+                    time: 5,
+                },
+            ),
             json!({"op":"loginOk","req":"1","user":"al","device":"web","time":5}),
         ),
         (
-            Outgoing::reply("2", ServerFrame::Error { code: ErrorCode::GroupAckNotOpen, message: b("off") }),
+            Outgoing::reply(
+                "2",
+                ServerFrame::Error {
+                    code: ErrorCode::GroupAckNotOpen,
+                    message: b("off"),
+                },
+            ),
             json!({"op":"error","req":"2","code":"group_ack_not_open","message":"off"}),
         ),
         (
-            Outgoing::push(ServerFrame::Error { code: ErrorCode::TooLarge, message: b("big") }),
+            Outgoing::push(ServerFrame::Error {
+                code: ErrorCode::TooLarge,
+                message: b("big"),
+            }),
             json!({"op":"error","code":"too_large","message":"big"}),
         ),
         (
             Outgoing::reply(
                 "3",
-                ServerFrame::Received { id: Some(b("c1")), mid: 10, to: Some(b("g")), time: Some(7), group_ack: Some(false) },
+                ServerFrame::Received {
+                    id: Some(b("c1")),
+                    mid: 10,
+                    to: Some(b("g")),
+                    time: Some(7),
+                    group_ack: Some(false),
+                },
             ),
             json!({"op":"received","req":"3","id":"c1","mid":"10","to":"g","time":7,"groupAck":false}),
         ),
         (
-            Outgoing::reply("4", ServerFrame::Received { id: None, mid: 11, to: None, time: None, group_ack: None }),
+            Outgoing::reply(
+                "4",
+                ServerFrame::Received {
+                    id: None,
+                    mid: 11,
+                    to: None,
+                    time: None,
+                    group_ack: None,
+                },
+            ),
             json!({"op":"received","req":"4","mid":"11"}),
         ),
         (
@@ -55,7 +86,13 @@ fn frames_encode_exactly_as_documented() {
             json!({"op":"message","mid":"10","from":"al","to":"g","chatType":"groupChat","type":"txt","msg":"hi","time":7,"msgConfig":{"allowGroupAck":true}}),
         ),
         (
-            Outgoing::push(ServerFrame::Delivery { id: 12, mid: 10, from: b("bo"), to: b("al"), online_state: 1 }),
+            Outgoing::push(ServerFrame::Delivery {
+                id: 12,
+                mid: 10,
+                from: b("bo"),
+                to: b("al"),
+                online_state: 1,
+            }),
             json!({"op":"delivery","id":"12","mid":"10","from":"bo","to":"al","onlineState":1}),
         ),
         (
@@ -96,15 +133,25 @@ fn frames_encode_exactly_as_documented() {
             json!({"op":"channel","id":"15","chatType":"singleChat","from":"bo","to":"al","time":9,"onlineState":1}),
         ),
         (
-            Outgoing::push(ServerFrame::Statistic { operation: 0, location: b("{}") }),
+            Outgoing::push(ServerFrame::Statistic {
+                operation: 0,
+                location: b("{}"),
+            }),
             json!({"op":"statistic","operation":0,"location":"{}"}),
         ),
         (
-            Outgoing::push(ServerFrame::Kicked { reason: b("login_elsewhere") }),
+            Outgoing::push(ServerFrame::Kicked {
+                reason: b("login_elsewhere"),
+            }),
             json!({"op":"kicked","reason":"login_elsewhere"}),
         ),
         (
-            Outgoing::reply("5", ServerFrame::Result { data: ResultData::Group { group_id: b("g") } }),
+            Outgoing::reply(
+                "5",
+                ServerFrame::Result {
+                    data: ResultData::Group { group_id: b("g") },
+                },
+            ),
             json!({"op":"result","req":"5","data":{"groupId":"g"}}),
         ),
         (
@@ -137,13 +184,52 @@ fn frames_encode_exactly_as_documented() {
             ),
             json!({"op":"result","req":"7","data":[{"conversationId":"bo","chatType":"singleChat","unread":4,"lastMid":"10"}]}),
         ),
-        (Outgoing::reply("8", ServerFrame::Pong { time: 3 }), json!({"op":"pong","req":"8","time":3})),
+        (
+            Outgoing::reply("8", ServerFrame::Pong { time: 3 }),
+            json!({"op":"pong","req":"8","time":3}),
+        ),
     ];
     for (frame, expected) in cases {
         assert_eq!(wire(&frame), expected, "{:?}", frame.frame.op());
+        // The direct writer and the derived Serialize (the reference) agree.
+        assert_eq!(
+            wire(&frame),
+            serde_json::to_value(&frame).unwrap(),
+            "{:?}",
+            frame.frame.op()
+        );
         let text = frame.encode();
-        let back = Outgoing::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let back = Outgoing::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(back, frame, "{text}");
+    }
+}
+
+#[test]
+fn strings_that_need_escaping_survive_the_writer() {
+    for msg in [
+        "\"quoted\"",
+        "back\\slash",
+        "line\nbreak\ttab",
+        "\u{0}\u{1f}",
+        "é☃😀",
+        "",
+    ] {
+        let frame = Outgoing::reply(
+            "r\"1",
+            ServerFrame::Message {
+                mid: 1,
+                from: b("a"),
+                to: b("b"),
+                chat_type: ChatType::Single,
+                kind: MsgType::Txt,
+                msg: Cow::Owned(msg.to_string()),
+                time: 0,
+                msg_config: None,
+            },
+        );
+        assert_eq!(wire(&frame), serde_json::to_value(&frame).unwrap());
+        let text = frame.encode();
+        assert_eq!(Outgoing::parse(&text).unwrap(), frame);
     }
 }
 
@@ -157,7 +243,11 @@ fn op_table_matches_variants() {
 #[test]
 fn statistic_location_round_trips() {
     let loc = StatisticLocation {
-        group_ack: vec![GroupAckCount { mid: 5, group_id: "g1".into(), count: 2 }],
+        group_ack: vec![GroupAckCount {
+            mid: 5,
+            group_id: "g1".into(),
+            count: 2,
+        }],
     };
     let text = loc.to_json();
     assert_eq!(text, r#"{"group_ack":[{"mid":"5","groupId":"g1","count":2}]}"#);
@@ -177,6 +267,6 @@ fn driver_side_parse_rejects_broken_frames() {
         r#"{"op":"result","req":"1","data":5}"#,
         r#"{"op":"pong","req":"1"}"#,
     ] {
-        assert!(Outgoing::parse(bad.as_bytes()).is_err(), "{bad}");
+        assert!(Outgoing::parse(bad).is_err(), "{bad}");
     }
 }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::hub::{Hub, Session};
+use super::hub::{Hub, Login, Session};
 use super::online::Push;
 use super::ratelimit::TokenBucket;
 use super::store::Store;
@@ -59,7 +59,10 @@ where
 }
 
 fn close_frame(code: CloseCode, reason: &'static str) -> Option<CloseFrame> {
-    Some(CloseFrame { code, reason: reason.into() })
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
 }
 
 impl<T, S> Conn<T, S>
@@ -109,7 +112,7 @@ where
             Ok(_) => Utf8Bytes::from_static(""),
         };
         let metrics = self.hub.metrics().clone();
-        let parsed = Request::parse(text.as_bytes());
+        let parsed = Request::parse(text.as_str());
         metrics.frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
         let request = match parsed {
             Ok(r) => r,
@@ -118,18 +121,22 @@ where
                     code: ErrorCode::Unauthorized,
                     message: format!("the first frame must be a valid login: {e}"),
                 });
-                self.write(Outgoing { frame, req: e.req().map(|r| r.into()) }).await?;
+                self.write(Outgoing {
+                    frame,
+                    req: e.req().map(|r| r.into()),
+                })
+                .await?;
                 self.close(close_frame(CloseCode::Policy, "unauthorized")).await?;
                 return Ok(None);
             }
         };
         match self.hub.login(conn_id, outbox, &request) {
-            Ok((session, reply)) => {
+            Login::Accepted(session, reply) => {
                 self.write(reply).await?;
                 self.ws.flush().await?;
                 Ok(Some(session))
             }
-            Err(reply) => {
+            Login::Refused(reply) => {
                 self.write(reply).await?;
                 self.close(close_frame(CloseCode::Policy, "unauthorized")).await?;
                 Ok(None)
@@ -177,7 +184,8 @@ where
                 Ok(Next::Continue)
             }
             Some(Push::Kick(text)) => {
-                self.write_text(ServerFrame::Kicked { reason: "".into() }.op_index(), text).await?;
+                self.write_text(ServerFrame::Kicked { reason: "".into() }.op_index(), text)
+                    .await?;
                 Ok(Next::Close(close_frame(CloseCode::Policy, "login_elsewhere")))
             }
             // The session holds a sender through the hub's registry until logout.
@@ -199,14 +207,18 @@ where
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(b))) => {
                 self.hub.metrics().frame_in(None, b.len());
-                let e = ProtocolError::BadJson { reason: "binary frame: frames are JSON text".to_string() };
+                let e = ProtocolError::BadJson {
+                    reason: "binary frame: frames are JSON text".to_string(),
+                };
                 self.write_parse_error(e).await?;
                 return Ok(Next::Continue);
             }
             Some(Ok(_)) => return Ok(Next::Continue), // ping/pong: tungstenite answers pings
         };
-        let parsed = Request::parse(text.as_bytes());
-        self.hub.metrics().frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
+        let parsed = Request::parse(text.as_str());
+        self.hub
+            .metrics()
+            .frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
         let request = match parsed {
             Ok(r) => r,
             Err(e) => {
@@ -231,8 +243,15 @@ where
     }
 
     async fn write_parse_error(&mut self, e: ProtocolError) -> Result<(), tungstenite::Error> {
-        let frame = self.hub.error_frame(super::hub::Reject { code: e.code(), message: e.to_string() });
-        self.write(Outgoing { frame, req: e.req().map(|r| r.to_string().into()) }).await
+        let frame = self.hub.error_frame(super::hub::Reject {
+            code: e.code(),
+            message: e.to_string(),
+        });
+        self.write(Outgoing {
+            frame,
+            req: e.req().map(|r| r.to_string().into()),
+        })
+        .await
     }
 
     /// Oversize frames get `error too_large` and close 1009; other read errors just end.

@@ -56,7 +56,12 @@ pub(super) async fn serve<S: Store>(
         .max_message_size(Some(cfg.max_frame_bytes))
         .max_frame_size(Some(cfg.max_frame_bytes));
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
-    let shared = Arc::new(Shared { hub, stop: CancellationToken::new(), tasks: TaskTracker::new(), ws_config });
+    let shared = Arc::new(Shared {
+        hub,
+        stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        ws_config,
+    });
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -70,15 +75,25 @@ pub(super) async fn serve<S: Store>(
     shared.stop.cancel();
     shared.tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait()).await.is_err() {
-        warn!(open = shared.tasks.len(), "connections still open after the shutdown grace period");
+        warn!(
+            open = shared.tasks.len(),
+            "connections still open after the shutdown grace period"
+        );
     }
     Ok(())
 }
 
 /// Waits for a connection slot, then for a connection. Accept errors (out of file
 /// descriptors, most often) are logged and retried with backoff rather than ending the server.
-async fn accept(listener: &TcpListener, limit: &Arc<Semaphore>) -> Result<(TcpStream, OwnedSemaphorePermit), ServerError> {
-    let permit = limit.clone().acquire_owned().await.expect("the semaphore is never closed");
+async fn accept(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+) -> Result<(TcpStream, OwnedSemaphorePermit), ServerError> {
+    let permit = limit
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
     let mut backoff = Duration::from_millis(1);
     loop {
         match listener.accept().await {
@@ -102,7 +117,9 @@ async fn serve_http<S: Store>(stream: TcpStream, shared: Arc<Shared<S>>, permit:
         let permit = permit.clone();
         async move { Ok::<_, Infallible>(route(req, &shared, permit)) }
     });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -119,20 +136,31 @@ async fn serve_http<S: Store>(stream: TcpStream, shared: Arc<Shared<S>>, permit:
 fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut res = Response::new(Body::new(body.into()));
     *res.status_mut() = status;
-    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
-fn route<S: Store>(req: Request<Incoming>, shared: &Arc<Shared<S>>, permit: Arc<OwnedSemaphorePermit>) -> Response<Body> {
+fn route<S: Store>(
+    req: Request<Incoming>,
+    shared: &Arc<Shared<S>>,
+    permit: Arc<OwnedSemaphorePermit>,
+) -> Response<Body> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => upgrade(req, shared, permit),
-        (&Method::GET, "/metrics") => {
-            text_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.hub.metrics().render())
-        }
+        (&Method::GET, "/metrics") => text_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.hub.metrics().render(),
+        ),
         (&Method::GET, "/healthz") => text_response(StatusCode::OK, PLAIN, "ok\n"),
         (_, "/ws" | "/metrics" | "/healthz") => text_response(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use GET\n"),
-        _ => text_response(StatusCode::NOT_FOUND, PLAIN, "not found: try /ws, /metrics or /healthz\n"),
+        _ => text_response(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found: try /ws, /metrics or /healthz\n",
+        ),
     }
 }
 
@@ -146,8 +174,15 @@ fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &
 }
 
 /// Answers a WebSocket handshake (RFC 6455) and hands the upgraded stream to a connection task.
-fn upgrade<S: Store>(mut req: Request<Incoming>, shared: &Arc<Shared<S>>, permit: Arc<OwnedSemaphorePermit>) -> Response<Body> {
-    let key = req.headers().get(SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes()));
+fn upgrade<S: Store>(
+    mut req: Request<Incoming>,
+    shared: &Arc<Shared<S>>,
+    permit: Arc<OwnedSemaphorePermit>,
+) -> Response<Body> {
+    let key = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()));
     let version_ok = req.headers().get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     let (Some(accept), true, true, true) = (
         key,
@@ -155,8 +190,13 @@ fn upgrade<S: Store>(mut req: Request<Incoming>, shared: &Arc<Shared<S>>, permit
         header_has(&req, CONNECTION, "upgrade"),
         header_has(&req, UPGRADE, "websocket"),
     ) else {
-        let mut res = text_response(StatusCode::UPGRADE_REQUIRED, "text/plain; charset=utf-8", "expected a WebSocket upgrade (version 13)\n");
-        res.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        let mut res = text_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "text/plain; charset=utf-8",
+            "expected a WebSocket upgrade (version 13)\n",
+        );
+        res.headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return res;
     };
     let shared2 = shared.clone();
@@ -164,7 +204,8 @@ fn upgrade<S: Store>(mut req: Request<Incoming>, shared: &Arc<Shared<S>>, permit
         match hyper::upgrade::on(&mut req).await {
             Ok(upgraded) => {
                 let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(shared2.ws_config)).await;
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(shared2.ws_config))
+                        .await;
                 conn::serve(ws, shared2.hub.clone(), shared2.stop.clone()).await;
             }
             Err(e) => debug!(error = %e, "websocket upgrade failed"),
@@ -176,6 +217,9 @@ fn upgrade<S: Store>(mut req: Request<Incoming>, shared: &Arc<Shared<S>>, permit
     let headers = res.headers_mut();
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header value"));
+    headers.insert(
+        SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
     res
 }

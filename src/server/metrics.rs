@@ -127,82 +127,120 @@ impl Metrics {
 
     /// The exposition text.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        let scalar = |v: u64| [("", v)];
         let gauge = |v: &AtomicI64| v.load(Relaxed).max(0) as u64;
-        let labelled = |names: &[&'static str], values: &[AtomicU64]| -> Vec<(&'static str, u64)> {
-            names.iter().zip(values).map(|(n, v)| (*n, v.load(Relaxed))).collect()
-        };
-        let in_ops: Vec<&'static str> = CLIENT_OPS.iter().copied().chain([INVALID_OP]).collect();
-        let codes: Vec<&'static str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-        let families: [(&str, &str, &str, &str, Vec<(&str, u64)>); 15] = [
-            ("connections", "gauge", "WebSocket connections open", "", scalar(gauge(&self.connections_open)).to_vec()),
-            (
-                "connections_accepted_total",
-                "counter",
-                "WebSocket connections accepted",
-                "",
-                scalar(self.connections_total.load(Relaxed)).to_vec(),
-            ),
-            ("logged_in", "gauge", "Connections logged in", "", scalar(gauge(&self.logged_in)).to_vec()),
-            ("frames_in_total", "counter", "Client frames read, by op", "op", labelled(&in_ops, &self.frames_in)),
-            ("frames_out_total", "counter", "Server frames written, by op", "op", labelled(&SERVER_OPS, &self.frames_out)),
-            ("bytes_in_total", "counter", "Text frame bytes read", "", scalar(self.bytes_in.load(Relaxed)).to_vec()),
-            ("bytes_out_total", "counter", "Text frame bytes written", "", scalar(self.bytes_out.load(Relaxed)).to_vec()),
-            ("messages_total", "counter", "Messages accepted, by chat type", "chat_type", labelled(&CHAT_TYPES, &self.messages)),
-            (
-                "receipts_total",
-                "counter",
-                "Receipts and channel acks accepted and recorded (first of their kind), by kind",
-                "kind",
-                labelled(&RECEIPT_KINDS, &self.receipts),
-            ),
-            (
-                "receipts_repeated_total",
-                "counter",
-                "Receipts answered but not pushed again (deduplicated repeats), by kind",
-                "kind",
-                labelled(&RECEIPT_KINDS, &self.receipts_repeated),
-            ),
-            (
-                "rate_limited_total",
-                "counter",
-                "Frames refused by the per-connection rate limit",
-                "",
-                scalar(self.rate_limited.load(Relaxed)).to_vec(),
-            ),
-            ("errors_total", "counter", "Error frames sent, by code", "code", labelled(&codes, &self.errors)),
-            (
-                "offline_replaced_total",
-                "counter",
-                "Offline entries dropped to make room for newer ones, by kind",
-                "kind",
-                labelled(&OFFLINE_KINDS, &self.offline_replaced),
-            ),
-            (
-                "kicked_total",
-                "counter",
-                "Connections replaced by a same-device login",
-                "",
-                scalar(self.kicked.load(Relaxed)).to_vec(),
-            ),
-            ("build_info", "gauge", "Server build and options", "", Vec::new()),
-        ];
-        for (name, kind, help, label, samples) in families {
-            let _ = writeln!(out, "# HELP ackstorm_{name} {help}");
-            let _ = writeln!(out, "# TYPE ackstorm_{name} {kind}");
-            if name == "build_info" {
-                let _ = writeln!(out, "ackstorm_build_info{{{}}} 1", self.build_info);
-            }
-            for (value_label, v) in samples {
-                if label.is_empty() {
-                    let _ = writeln!(out, "ackstorm_{name} {v}");
-                } else {
-                    let _ = writeln!(out, "ackstorm_{name}{{{label}=\"{value_label}\"}} {v}");
-                }
-            }
+        let in_ops: Vec<&str> = CLIENT_OPS.iter().copied().chain([INVALID_OP]).collect();
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let mut out = Exposition(String::with_capacity(8 * 1024));
+        out.scalar(
+            "connections",
+            "gauge",
+            "WebSocket connections open",
+            gauge(&self.connections_open),
+        );
+        out.scalar(
+            "connections_accepted_total",
+            "counter",
+            "WebSocket connections accepted",
+            self.connections_total.load(Relaxed),
+        );
+        out.scalar("logged_in", "gauge", "Connections logged in", gauge(&self.logged_in));
+        out.labelled(
+            "frames_in_total",
+            "Client frames read, by op",
+            "op",
+            &in_ops,
+            &self.frames_in,
+        );
+        out.labelled(
+            "frames_out_total",
+            "Server frames written, by op",
+            "op",
+            &SERVER_OPS,
+            &self.frames_out,
+        );
+        out.scalar(
+            "bytes_in_total",
+            "counter",
+            "Text frame bytes read",
+            self.bytes_in.load(Relaxed),
+        );
+        out.scalar(
+            "bytes_out_total",
+            "counter",
+            "Text frame bytes written",
+            self.bytes_out.load(Relaxed),
+        );
+        out.labelled(
+            "messages_total",
+            "Messages accepted, by chat type",
+            "chat_type",
+            &CHAT_TYPES,
+            &self.messages,
+        );
+        out.labelled(
+            "receipts_total",
+            "Receipts and channel acks accepted and recorded (first of their kind), by kind",
+            "kind",
+            &RECEIPT_KINDS,
+            &self.receipts,
+        );
+        out.labelled(
+            "receipts_repeated_total",
+            "Receipts answered but not pushed again (deduplicated repeats), by kind",
+            "kind",
+            &RECEIPT_KINDS,
+            &self.receipts_repeated,
+        );
+        out.scalar(
+            "rate_limited_total",
+            "counter",
+            "Frames refused by the per-connection rate limit",
+            self.rate_limited.load(Relaxed),
+        );
+        out.labelled(
+            "errors_total",
+            "Error frames sent, by code",
+            "code",
+            &codes,
+            &self.errors,
+        );
+        out.labelled(
+            "offline_replaced_total",
+            "Offline entries dropped to make room for newer ones, by kind",
+            "kind",
+            &OFFLINE_KINDS,
+            &self.offline_replaced,
+        );
+        out.scalar(
+            "kicked_total",
+            "counter",
+            "Connections replaced by a same-device login",
+            self.kicked.load(Relaxed),
+        );
+        out.header("build_info", "gauge", "Server build and options");
+        let _ = writeln!(out.0, "ackstorm_build_info{{{}}} 1", self.build_info);
+        out.0
+    }
+}
+
+/// Text format writer: `# HELP`/`# TYPE` then samples, every name prefixed `ackstorm_`.
+struct Exposition(String);
+
+impl Exposition {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP ackstorm_{name} {help}\n# TYPE ackstorm_{name} {kind}");
+    }
+
+    fn scalar(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.header(name, kind, help);
+        let _ = writeln!(self.0, "ackstorm_{name} {value}");
+    }
+
+    fn labelled(&mut self, name: &str, help: &str, label: &str, values: &[&str], counters: &[AtomicU64]) {
+        self.header(name, "counter", help);
+        for (v, c) in values.iter().zip(counters) {
+            let _ = writeln!(self.0, "ackstorm_{name}{{{label}=\"{v}\"}} {}", c.load(Relaxed));
         }
-        out
     }
 }
 
@@ -245,7 +283,10 @@ mod tests {
         assert_eq!(value("ackstorm_frames_in_total", Some(("op", "invalid"))), 1.0);
         assert_eq!(value("ackstorm_frames_out_total", Some(("op", "received"))), 1.0);
         assert_eq!(value("ackstorm_receipts_total", Some(("kind", "group_read"))), 1.0);
-        assert_eq!(value("ackstorm_receipts_repeated_total", Some(("kind", "group_read"))), 1.0);
+        assert_eq!(
+            value("ackstorm_receipts_repeated_total", Some(("kind", "group_read"))),
+            1.0
+        );
         assert_eq!(value("ackstorm_errors_total", Some(("code", "rate_limited"))), 1.0);
         assert_eq!(value("ackstorm_offline_replaced_total", Some(("kind", "receipt"))), 1.0);
         assert_eq!(value("ackstorm_build_info", Some(("version", "0.1.0"))), 1.0);

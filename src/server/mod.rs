@@ -70,7 +70,10 @@ impl Default for ServerConfig {
             group_max_members: 3000,
             ack_validity: Duration::from_secs(3 * 24 * 3600),
             limits: StoreLimits::default(),
-            rate_limit: Some(RateLimit { per_second: 100.0, burst: 200 }),
+            rate_limit: Some(RateLimit {
+                per_second: 100.0,
+                burst: 200,
+            }),
             max_frame_bytes: 64 * 1024,
             max_msg_bytes: 5 * 1024,
             max_connections: 100_000,
@@ -97,7 +100,11 @@ impl ServerConfig {
             ("group_max_members", self.group_max_members.to_string()),
             ("rate_limit", rate),
         ];
-        pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect::<Vec<_>>().join(",")
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -81,7 +81,9 @@ impl Online {
 
     /// Removes the device of connection `conn`, if it is still the one registered.
     pub fn remove(&mut self, user: &str, conn: ConnId) {
-        let Some(devices) = self.users.get_mut(user) else { return };
+        let Some(devices) = self.users.get_mut(user) else {
+            return;
+        };
         let before = devices.len();
         devices.retain(|d| d.conn != conn);
         self.connections -= before - devices.len();
@@ -97,7 +99,11 @@ mod tests {
 
     fn device(name: &str, conn: ConnId) -> Device {
         let (outbox, _rx) = mpsc::unbounded_channel();
-        Device { name: Arc::from(name), conn, outbox }
+        Device {
+            name: Arc::from(name),
+            conn,
+            outbox,
+        }
     }
 
     #[test]

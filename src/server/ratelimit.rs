@@ -24,7 +24,11 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket at `now`.
     pub fn new(limit: RateLimit, now: Instant) -> Self {
-        TokenBucket { limit, tokens: f64::from(limit.burst), last: now }
+        TokenBucket {
+            limit,
+            tokens: f64::from(limit.burst),
+            last: now,
+        }
     }
 
     /// Takes one token if there is one; false means the frame is refused.
@@ -56,7 +60,13 @@ mod tests {
     #[test]
     fn burst_then_steady_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(RateLimit { per_second: 100.0, burst: 200 }, t0);
+        let mut b = TokenBucket::new(
+            RateLimit {
+                per_second: 100.0,
+                burst: 200,
+            },
+            t0,
+        );
         let taken = (0..300).filter(|_| b.try_take(t0)).count();
         assert_eq!(taken, 200, "the burst, then nothing at the same instant");
         assert!(b.wait_time() > Duration::ZERO);
@@ -73,7 +83,13 @@ mod tests {
     #[test]
     fn partial_tokens_accumulate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(RateLimit { per_second: 10.0, burst: 1 }, t0);
+        let mut b = TokenBucket::new(
+            RateLimit {
+                per_second: 10.0,
+                burst: 1,
+            },
+            t0,
+        );
         assert!(b.try_take(t0));
         assert!(!b.try_take(t0 + Duration::from_millis(50)));
         assert!(b.try_take(t0 + Duration::from_millis(100)));

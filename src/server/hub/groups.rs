@@ -13,7 +13,11 @@ use crate::server::store::{Group, Store};
 pub const MAX_READERS_PAGE: u32 = 500;
 
 fn group_result<'a>(group_id: &Cow<'a, str>) -> ServerFrame<'a> {
-    ServerFrame::Result { data: ResultData::Group { group_id: group_id.clone() } }
+    ServerFrame::Result {
+        data: ResultData::Group {
+            group_id: group_id.clone(),
+        },
+    }
 }
 
 impl<S: Store> Hub<S> {
@@ -28,7 +32,10 @@ impl<S: Store> Hub<S> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         if st.store.group(group_id).is_some() {
-            return Err(reject(ErrorCode::BadRequest, format!("group {group_id:?} already exists")));
+            return Err(reject(
+                ErrorCode::BadRequest,
+                format!("group {group_id:?} already exists"),
+            ));
         }
         let members = members.iter().map(|m| st.store.intern_user(m)).collect();
         let admins = admins.iter().map(|a| st.store.intern_user(a)).collect();
@@ -49,13 +56,19 @@ impl<S: Store> Hub<S> {
         let limit = self.config.group_max_members;
         let mut guard = self.state.lock();
         let Some(group) = guard.store.group_mut(group_id) else {
-            return Err(reject(ErrorCode::NotFound, format!("group {group_id:?} does not exist")));
+            return Err(reject(
+                ErrorCode::NotFound,
+                format!("group {group_id:?} does not exist"),
+            ));
         };
         if group.is_member(&s.user) {
             return Ok(group_result(group_id));
         }
         if group.len() >= limit {
-            return Err(reject(ErrorCode::Forbidden, format!("group {group_id:?} is full ({limit} members)")));
+            return Err(reject(
+                ErrorCode::Forbidden,
+                format!("group {group_id:?} is full ({limit} members)"),
+            ));
         }
         group.add(s.user.clone());
         Ok(group_result(group_id))
@@ -65,13 +78,19 @@ impl<S: Store> Hub<S> {
     pub(super) fn leave_group<'a>(&self, s: &Session, group_id: &Cow<'a, str>) -> Reply<'a> {
         let mut guard = self.state.lock();
         let Some(group) = guard.store.group_mut(group_id) else {
-            return Err(reject(ErrorCode::NotFound, format!("group {group_id:?} does not exist")));
+            return Err(reject(
+                ErrorCode::NotFound,
+                format!("group {group_id:?} does not exist"),
+            ));
         };
         if *group.owner() == s.user {
             return Err(reject(ErrorCode::Forbidden, "the owner cannot leave the group"));
         }
         if !group.remove(&s.user) {
-            return Err(reject(ErrorCode::Forbidden, format!("not a member of group {group_id:?}")));
+            return Err(reject(
+                ErrorCode::Forbidden,
+                format!("not a member of group {group_id:?}"),
+            ));
         }
         Ok(group_result(group_id))
     }
@@ -87,25 +106,39 @@ impl<S: Store> Hub<S> {
         key: Option<&str>,
     ) -> Reply<'a> {
         if !self.config.group_read_ack {
-            return Err(reject(ErrorCode::GroupAckNotOpen, "group read receipts are disabled on this server"));
+            return Err(reject(
+                ErrorCode::GroupAckNotOpen,
+                "group read receipts are disabled on this server",
+            ));
         }
         let before = match key {
             None => None,
             Some(k) => match k.parse::<usize>() {
                 Ok(v) => Some(v),
-                Err(_) => return Err(reject(ErrorCode::BadRequest, format!("key {k:?} is not a next_key of this server"))),
+                Err(_) => {
+                    return Err(reject(
+                        ErrorCode::BadRequest,
+                        format!("key {k:?} is not a next_key of this server"),
+                    ));
+                }
             },
         };
         let limit = limit.unwrap_or(MAX_READERS_PAGE).min(MAX_READERS_PAGE) as usize;
         let guard = self.state.lock();
         let Some(group) = guard.store.group(group_id) else {
-            return Err(reject(ErrorCode::NotFound, format!("group {group_id:?} does not exist")));
+            return Err(reject(
+                ErrorCode::NotFound,
+                format!("group {group_id:?} does not exist"),
+            ));
         };
         let Some(meta) = guard.store.message(mid) else {
             return Err(reject(ErrorCode::NotFound, format!("message {mid} does not exist")));
         };
         if meta.chat_type != ChatType::Group || *meta.to != *group_id {
-            return Err(reject(ErrorCode::NotFound, format!("message {mid} is not a message of group {group_id:?}")));
+            return Err(reject(
+                ErrorCode::NotFound,
+                format!("message {mid} is not a message of group {group_id:?}"),
+            ));
         }
         if meta.from != s.user && !group.is_manager(&s.user) {
             return Err(reject(
@@ -114,7 +147,10 @@ impl<S: Store> Hub<S> {
             ));
         }
         if !meta.group_receipts {
-            return Err(reject(ErrorCode::GroupAckMsgNotFound, format!("message {mid} keeps no group read receipts")));
+            return Err(reject(
+                ErrorCode::GroupAckMsgNotFound,
+                format!("message {mid} keeps no group read receipts"),
+            ));
         }
         let page = guard.store.group_readers(mid, before, limit);
         drop(guard);

@@ -40,6 +40,16 @@ pub struct Session {
     pub delivery: bool,
 }
 
+/// The answer to a connection's first frame.
+#[derive(Debug)]
+pub enum Login<'a> {
+    /// Logged in: the session and the `loginOk` reply (offline replay is already queued in
+    /// the outbox, behind it).
+    Accepted(Session, Outgoing<'a>),
+    /// Refused: the `error` reply to send before closing.
+    Refused(Outgoing<'a>),
+}
+
 /// Why a frame was refused: becomes an `error` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
@@ -50,14 +60,20 @@ pub struct Reject {
 }
 
 fn reject(code: ErrorCode, message: impl Into<String>) -> Reject {
-    Reject { code, message: message.into() }
+    Reject {
+        code,
+        message: message.into(),
+    }
 }
 
 type Reply<'a> = Result<ServerFrame<'a>, Reject>;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Encodes a push once; the text is shared by every device it goes to.
@@ -153,7 +169,15 @@ pub struct Hub<S> {
 impl<S: Store> Hub<S> {
     /// A hub over `store`.
     pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>, store: S) -> Self {
-        Hub { state: Mutex::new(State { store, online: Online::default() }), config, metrics, next_conn: AtomicU64::new(1) }
+        Hub {
+            state: Mutex::new(State {
+                store,
+                online: Online::default(),
+            }),
+            config,
+            metrics,
+            next_conn: AtomicU64::new(1),
+        }
     }
 
     /// The server's counters.
@@ -171,27 +195,29 @@ impl<S: Store> Hub<S> {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Handles the first frame of a connection. `Ok`: the session and the `loginOk` reply
-    /// (offline replay is already queued in `outbox`, behind it). `Err`: the reply to send
-    /// before closing.
-    pub fn login<'a>(
-        &self,
-        conn: ConnId,
-        outbox: &Outbox,
-        request: &Request<'a>,
-    ) -> Result<(Session, Outgoing<'a>), Outgoing<'a>> {
+    /// Handles the first frame of a connection.
+    pub fn login<'a>(&self, conn: ConnId, outbox: &Outbox, request: &Request<'a>) -> Login<'a> {
         let unauthorized = |message: &str| {
             self.metrics.error(ErrorCode::Unauthorized);
             Outgoing::reply(
                 request.req.clone(),
-                ServerFrame::Error { code: ErrorCode::Unauthorized, message: Cow::Owned(message.to_string()) },
+                ServerFrame::Error {
+                    code: ErrorCode::Unauthorized,
+                    message: Cow::Owned(message.to_string()),
+                },
             )
         };
-        let ClientFrame::Login { user, token, device, delivery } = &request.frame else {
-            return Err(unauthorized("the first frame must be login"));
+        let ClientFrame::Login {
+            user,
+            token,
+            device,
+            delivery,
+        } = &request.frame
+        else {
+            return Login::Refused(unauthorized("the first frame must be login"));
         };
         if !token::verify(&self.config.secret, user, token) {
-            return Err(unauthorized("bad token"));
+            return Login::Refused(unauthorized("bad token"));
         }
         let device: Arc<str> = Arc::from(device.as_deref().unwrap_or("web"));
         let now = now_ms();
@@ -199,9 +225,15 @@ impl<S: Store> Hub<S> {
         let st = &mut *guard;
         let user_id = st.store.intern_user(user);
         let was_online = st.online.is_online(user);
-        let new = Device { name: device.clone(), conn, outbox: outbox.clone() };
+        let new = Device {
+            name: device.clone(),
+            conn,
+            outbox: outbox.clone(),
+        };
         if let Some(old) = st.online.insert(&user_id, new) {
-            let (_, text) = encode_push(ServerFrame::Kicked { reason: Cow::Borrowed("login_elsewhere") });
+            let (_, text) = encode_push(ServerFrame::Kicked {
+                reason: Cow::Borrowed("login_elsewhere"),
+            });
             let _ = old.outbox.send(Push::Kick(text));
             self.metrics.kicked.fetch_add(1, Ordering::Relaxed);
         }
@@ -209,24 +241,42 @@ impl<S: Store> Hub<S> {
             self.replay(st, &user_id, outbox);
         }
         drop(guard);
-        let session = Session { conn, user: user_id, device: device.clone(), delivery: *delivery };
-        let reply = ServerFrame::LoginOk { user: user.clone(), device: Cow::Owned(device.to_string()), time: now };
-        Ok((session, Outgoing::reply(request.req.clone(), reply)))
+        let session = Session {
+            conn,
+            user: user_id,
+            device: device.clone(),
+            delivery: *delivery,
+        };
+        let reply = ServerFrame::LoginOk {
+            user: user.clone(),
+            device: Cow::Owned(device.to_string()),
+            time: now,
+        };
+        Login::Accepted(session, Outgoing::reply(request.req.clone(), reply))
     }
 
     /// Queues what waited for `user`: messages, then 1:1 receipts, then one statistic frame.
     fn replay(&self, st: &mut State<S>, user: &UserId, outbox: &Outbox) {
         let batch = st.store.take_offline(user);
         for m in batch.messages {
-            let _ = outbox.send(Push::Frame { op: MESSAGE_OP, text: m.frame });
+            let _ = outbox.send(Push::Frame {
+                op: MESSAGE_OP,
+                text: m.frame,
+            });
         }
         for r in &batch.receipts {
             let (op, text) = encode_push(receipt_frame(r, user, 0));
             let _ = outbox.send(Push::Frame { op, text });
         }
         if !batch.group_counts.is_empty() {
-            let location = StatisticLocation { group_ack: batch.group_counts }.to_json();
-            let (op, text) = encode_push(ServerFrame::Statistic { operation: 0, location: Cow::Owned(location) });
+            let location = StatisticLocation {
+                group_ack: batch.group_counts,
+            }
+            .to_json();
+            let (op, text) = encode_push(ServerFrame::Statistic {
+                operation: 0,
+                location: Cow::Owned(location),
+            });
             let _ = outbox.send(Push::Frame { op, text });
         }
     }
@@ -240,23 +290,41 @@ impl<S: Store> Hub<S> {
     pub fn handle<'a>(&self, session: &Session, request: &Request<'a>) -> Outgoing<'a> {
         let result = match &request.frame {
             ClientFrame::Login { .. } => Err(reject(ErrorCode::BadRequest, "already logged in on this connection")),
-            ClientFrame::Send { id, chat_type, to, msg, msg_config, .. } => {
-                self.send(session, id, *chat_type, to, msg, *msg_config)
-            }
+            ClientFrame::Send {
+                id,
+                chat_type,
+                to,
+                msg,
+                msg_config,
+                ..
+            } => self.send(session, id, *chat_type, to, msg, *msg_config),
             ClientFrame::Delivery { ack_id, to } => self.delivery(session, *ack_id, to),
-            ClientFrame::Read { chat_type: ChatType::Single, id, to, .. } => self.read_single(session, *id, to),
-            ClientFrame::Read { chat_type: ChatType::Group, id, to, ack_content } => {
-                self.read_group(session, *id, to, ack_content.as_deref())
-            }
+            ClientFrame::Read {
+                chat_type: ChatType::Single,
+                id,
+                to,
+                ..
+            } => self.read_single(session, *id, to),
+            ClientFrame::Read {
+                chat_type: ChatType::Group,
+                id,
+                to,
+                ack_content,
+            } => self.read_group(session, *id, to, ack_content.as_deref()),
             ClientFrame::Channel { chat_type, to } => self.channel(session, *chat_type, to),
-            ClientFrame::CreateGroup { group_id, members, admins } => {
-                self.create_group(session, group_id, members, admins)
-            }
+            ClientFrame::CreateGroup {
+                group_id,
+                members,
+                admins,
+            } => self.create_group(session, group_id, members, admins),
             ClientFrame::JoinGroup { group_id } => self.join_group(session, group_id),
             ClientFrame::LeaveGroup { group_id } => self.leave_group(session, group_id),
-            ClientFrame::GetGroupMsgReadUser { group_id, msg_id, limit, key } => {
-                self.group_msg_read_users(session, group_id, *msg_id, *limit, key.as_deref())
-            }
+            ClientFrame::GetGroupMsgReadUser {
+                group_id,
+                msg_id,
+                limit,
+                key,
+            } => self.group_msg_read_users(session, group_id, *msg_id, *limit, key.as_deref()),
             ClientFrame::GetConversations {} => Ok(self.conversations(session)),
             ClientFrame::Ping {} => Ok(ServerFrame::Pong { time: now_ms() }),
         };
@@ -267,7 +335,10 @@ impl<S: Store> Hub<S> {
     /// Counts and builds an `error` frame.
     pub fn error_frame(&self, r: Reject) -> ServerFrame<'static> {
         self.metrics.error(r.code);
-        ServerFrame::Error { code: r.code, message: Cow::Owned(r.message) }
+        ServerFrame::Error {
+            code: r.code,
+            message: Cow::Owned(r.message),
+        }
     }
 
     fn send<'a>(
@@ -281,7 +352,10 @@ impl<S: Store> Hub<S> {
     ) -> Reply<'a> {
         if msg.len() > self.config.max_msg_bytes {
             let limit = self.config.max_msg_bytes;
-            return Err(reject(ErrorCode::BadRequest, format!("msg is {} bytes; the limit is {limit}", msg.len())));
+            return Err(reject(
+                ErrorCode::BadRequest,
+                format!("msg is {} bytes; the limit is {limit}", msg.len()),
+            ));
         }
         let now = now_ms();
         let asked = msg_config.is_some_and(|c| c.allow_group_ack);
@@ -304,10 +378,16 @@ impl<S: Store> Hub<S> {
                 }
                 let group_ack = if asked {
                     if !self.config.group_read_ack {
-                        return Err(reject(ErrorCode::GroupAckNotOpen, "group read receipts are disabled on this server"));
+                        return Err(reject(
+                            ErrorCode::GroupAckNotOpen,
+                            "group read receipts are disabled on this server",
+                        ));
                     }
                     if !self.config.group_ack_anyone && !group.is_manager(&s.user) {
-                        return Err(reject(ErrorCode::Forbidden, "only the group owner and admins may ask for read receipts"));
+                        return Err(reject(
+                            ErrorCode::Forbidden,
+                            "only the group owner and admins may ask for read receipts",
+                        ));
                     }
                     Some(group.len() <= self.config.group_ack_max_members)
                 } else {
@@ -318,7 +398,13 @@ impl<S: Store> Hub<S> {
         };
         let receipts = group_ack == Some(true);
         let mid = st.store.next_id();
-        let meta = MessageMeta { from: s.user.clone(), to: to_id.clone(), chat_type, time: now, group_receipts: receipts };
+        let meta = MessageMeta {
+            from: s.user.clone(),
+            to: to_id.clone(),
+            chat_type,
+            time: now,
+            group_receipts: receipts,
+        };
         st.store.insert_message(mid, meta);
         let (_, frame) = encode_push(ServerFrame::Message {
             mid,
@@ -330,7 +416,11 @@ impl<S: Store> Hub<S> {
             time: now,
             msg_config: receipts.then_some(MsgConfig { allow_group_ack: true }),
         });
-        let offline = |frame: &Utf8Bytes| OfflineMessage { mid, chat_type, frame: frame.clone() };
+        let offline = |frame: &Utf8Bytes| OfflineMessage {
+            mid,
+            chat_type,
+            frame: frame.clone(),
+        };
         match recipients {
             None => {
                 st.store.note_message(&to_id, chat_type, &s.user, mid, true);
@@ -349,7 +439,13 @@ impl<S: Store> Hub<S> {
         }
         drop(guard);
         self.metrics.message(chat_type == ChatType::Group);
-        Ok(ServerFrame::Received { id: Some(id.clone()), mid, to: Some(to.clone()), time: Some(now), group_ack })
+        Ok(ServerFrame::Received {
+            id: Some(id.clone()),
+            mid,
+            to: Some(to.clone()),
+            time: Some(now),
+            group_ack,
+        })
     }
 }
 

@@ -10,7 +10,13 @@ use crate::server::store::{OfflineReceipt, ReceiptKind, Recorded, Store};
 
 /// The reply to every receipt: `received {mid}` with the receipt's own id.
 fn received<'a>(id: u64) -> ServerFrame<'a> {
-    ServerFrame::Received { id: None, mid: id, to: None, time: None, group_ack: None }
+    ServerFrame::Received {
+        id: None,
+        mid: id,
+        to: None,
+        time: None,
+        group_ack: None,
+    }
 }
 
 impl<S: Store> Hub<S> {
@@ -32,7 +38,10 @@ impl<S: Store> Hub<S> {
             ReceiptKind::Read => ("read receipt", ReceiptMetric::Read),
         };
         if to == &*s.user {
-            return Err(reject(ErrorCode::BadRequest, format!("a {what} cannot be addressed to oneself")));
+            return Err(reject(
+                ErrorCode::BadRequest,
+                format!("a {what} cannot be addressed to oneself"),
+            ));
         }
         let mut guard = self.state.lock();
         let st = &mut *guard;
@@ -46,10 +55,16 @@ impl<S: Store> Hub<S> {
             ));
         }
         if meta.from == s.user {
-            return Err(reject(ErrorCode::BadRequest, format!("message {mid} is one's own: no {what} for it")));
+            return Err(reject(
+                ErrorCode::BadRequest,
+                format!("message {mid} is one's own: no {what} for it"),
+            ));
         }
         if *meta.to != *s.user || *meta.from != *to {
-            return Err(reject(ErrorCode::Forbidden, format!("message {mid} was not sent by {to:?} to this user")));
+            return Err(reject(
+                ErrorCode::Forbidden,
+                format!("message {mid} was not sent by {to:?} to this user"),
+            ));
         }
         let sender = meta.from.clone();
         let id = match st.store.record_receipt(mid, kind) {
@@ -78,7 +93,10 @@ impl<S: Store> Hub<S> {
     /// `read {chatType:"groupChat", id, to, ackContent?}`.
     pub(super) fn read_group<'a>(&self, s: &Session, mid: u64, to: &str, ack_content: Option<&str>) -> Reply<'a> {
         if !self.config.group_read_ack {
-            return Err(reject(ErrorCode::GroupAckNotOpen, "group read receipts are disabled on this server"));
+            return Err(reject(
+                ErrorCode::GroupAckNotOpen,
+                "group read receipts are disabled on this server",
+            ));
         }
         let now = now_ms();
         let mut guard = self.state.lock();
@@ -90,19 +108,31 @@ impl<S: Store> Hub<S> {
             return Err(reject(ErrorCode::NotFound, format!("message {mid} does not exist")));
         };
         if meta.chat_type != ChatType::Group || *meta.to != *to {
-            return Err(reject(ErrorCode::NotFound, format!("message {mid} is not a message of group {to:?}")));
+            return Err(reject(
+                ErrorCode::NotFound,
+                format!("message {mid} is not a message of group {to:?}"),
+            ));
         }
         if !group.is_member(&s.user) {
             return Err(reject(ErrorCode::Forbidden, format!("not a member of group {to:?}")));
         }
         if meta.from == s.user {
-            return Err(reject(ErrorCode::BadRequest, format!("message {mid} is one's own: no read receipt for it")));
+            return Err(reject(
+                ErrorCode::BadRequest,
+                format!("message {mid} is one's own: no read receipt for it"),
+            ));
         }
         if !meta.group_receipts {
-            return Err(reject(ErrorCode::GroupAckMsgNotFound, format!("message {mid} keeps no group read receipts")));
+            return Err(reject(
+                ErrorCode::GroupAckMsgNotFound,
+                format!("message {mid} keeps no group read receipts"),
+            ));
         }
         if now.saturating_sub(meta.time) > self.config.ack_validity.as_millis() as u64 {
-            return Err(reject(ErrorCode::GroupAckMsgNotFound, format!("message {mid} is past the receipt validity window")));
+            return Err(reject(
+                ErrorCode::GroupAckMsgNotFound,
+                format!("message {mid} is past the receipt validity window"),
+            ));
         }
         let sender = meta.from.clone();
         let group_id = group.id().clone();
@@ -114,7 +144,10 @@ impl<S: Store> Hub<S> {
                 return Ok(received(id));
             }
             Recorded::NoMessage => {
-                return Err(reject(ErrorCode::GroupAckMsgNotFound, format!("message {mid} keeps no group read receipts")));
+                return Err(reject(
+                    ErrorCode::GroupAckMsgNotFound,
+                    format!("message {mid} keeps no group read receipts"),
+                ));
             }
         };
         if st.online.is_online(&sender) {
@@ -146,12 +179,19 @@ impl<S: Store> Hub<S> {
         let id = match chat_type {
             ChatType::Single => {
                 if to == &*s.user {
-                    return Err(reject(ErrorCode::BadRequest, "a channel ack cannot be addressed to oneself"));
+                    return Err(reject(
+                        ErrorCode::BadRequest,
+                        "a channel ack cannot be addressed to oneself",
+                    ));
                 }
                 let peer = st.store.intern_user(to);
                 let id = st.store.next_id();
                 st.store.mark_all_read(&s.user, chat_type, &peer, id);
-                let receipt = OfflineReceipt::Channel { id, from: s.user.clone(), time: now };
+                let receipt = OfflineReceipt::Channel {
+                    id,
+                    from: s.user.clone(),
+                    time: now,
+                };
                 let (op, text) = encode_push(super::receipt_frame(&receipt, &peer, 1));
                 if st.online.is_online(&peer) {
                     st.push_live(&peer, op, &text, None);

@@ -98,7 +98,10 @@ fn push_capped<T>(queue: &mut VecDeque<T>, cap: usize, item: T) -> bool {
 impl MemoryStore {
     /// An empty store with the given caps.
     pub fn new(limits: StoreLimits) -> Self {
-        MemoryStore { limits, ..Default::default() }
+        MemoryStore {
+            limits,
+            ..Default::default()
+        }
     }
 
     fn user_mut(&mut self, user: &UserId) -> &mut UserRecord {
@@ -130,7 +133,15 @@ impl Store for MemoryStore {
 
     fn insert_message(&mut self, mid: u64, meta: MessageMeta) {
         let readers = meta.group_receipts.then(Box::default);
-        self.messages.insert(mid, MessageRecord { meta, delivery: None, read: None, readers });
+        self.messages.insert(
+            mid,
+            MessageRecord {
+                meta,
+                delivery: None,
+                read: None,
+                readers,
+            },
+        );
         self.order.push_back(mid);
         while self.order.len() > self.limits.messages {
             if let Some(old) = self.order.pop_front() {
@@ -173,12 +184,19 @@ impl Store for MemoryStore {
         readers.ids.insert(reader.clone(), next);
         readers.order.push(reader.clone());
         self.last_id = next;
-        Recorded::First { id: next, count: readers.order.len() as u64 }
+        Recorded::First {
+            id: next,
+            count: readers.order.len() as u64,
+        }
     }
 
     fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> ReaderPage {
         let Some(readers) = self.messages.get(&mid).and_then(|m| m.readers.as_ref()) else {
-            return ReaderPage { total: 0, users: Vec::new(), next: None };
+            return ReaderPage {
+                total: 0,
+                users: Vec::new(),
+                next: None,
+            };
         };
         let len = readers.order.len();
         let end = before.unwrap_or(len).min(len);
@@ -215,7 +233,11 @@ impl Store for MemoryStore {
     }
 
     fn mark_read(&mut self, user: &str, chat_type: ChatType, conv: &str, mid: u64) -> bool {
-        let Some(c) = self.users.get_mut(user).and_then(|u| u.convs_mut(chat_type).get_mut(conv)) else {
+        let Some(c) = self
+            .users
+            .get_mut(user)
+            .and_then(|u| u.convs_mut(chat_type).get_mut(conv))
+        else {
             return false;
         };
         if mid <= c.read_upto || c.unread == 0 {
@@ -238,15 +260,18 @@ impl Store for MemoryStore {
         let mut out: Vec<ConversationState> = [ChatType::Single, ChatType::Group]
             .into_iter()
             .flat_map(|chat_type| {
-                u.convs(chat_type).iter().filter(|(_, c)| c.last_mid > 0).map(move |(id, c)| ConversationState {
-                    id: id.clone(),
-                    chat_type,
-                    unread: c.unread,
-                    last_mid: c.last_mid,
-                })
+                u.convs(chat_type)
+                    .iter()
+                    .filter(|(_, c)| c.last_mid > 0)
+                    .map(move |(id, c)| ConversationState {
+                        id: id.clone(),
+                        chat_type,
+                        unread: c.unread,
+                        last_mid: c.last_mid,
+                    })
             })
             .collect();
-        out.sort_by(|a, b| b.last_mid.cmp(&a.last_mid));
+        out.sort_by_key(|c| std::cmp::Reverse(c.last_mid));
         out
     }
 
@@ -281,7 +306,11 @@ impl Store for MemoryStore {
             group_counts: u
                 .offline_counts
                 .drain(..)
-                .map(|(mid, (group, count))| GroupAckCount { mid, group_id: group.to_string(), count })
+                .map(|(mid, (group, count))| GroupAckCount {
+                    mid,
+                    group_id: group.to_string(),
+                    count,
+                })
                 .collect(),
         }
     }
@@ -292,7 +321,13 @@ mod tests {
     use super::*;
 
     fn meta(store: &mut MemoryStore, from: &str, to: &str, chat_type: ChatType, receipts: bool) -> MessageMeta {
-        MessageMeta { from: store.intern_user(from), to: Arc::from(to), chat_type, time: 0, group_receipts: receipts }
+        MessageMeta {
+            from: store.intern_user(from),
+            to: Arc::from(to),
+            chat_type,
+            time: 0,
+            group_receipts: receipts,
+        }
     }
 
     #[test]
@@ -301,10 +336,15 @@ mod tests {
         let mid = s.next_id();
         let m = meta(&mut s, "a", "b", ChatType::Single, false);
         s.insert_message(mid, m);
-        let Recorded::First { id, .. } = s.record_receipt(mid, ReceiptKind::Delivery) else { panic!() };
+        let Recorded::First { id, .. } = s.record_receipt(mid, ReceiptKind::Delivery) else {
+            panic!()
+        };
         assert!(id > mid);
         assert_eq!(s.record_receipt(mid, ReceiptKind::Delivery), Recorded::Repeat { id });
-        assert!(matches!(s.record_receipt(mid, ReceiptKind::Read), Recorded::First { .. }));
+        assert!(matches!(
+            s.record_receipt(mid, ReceiptKind::Read),
+            Recorded::First { .. }
+        ));
         assert_eq!(s.record_receipt(999, ReceiptKind::Read), Recorded::NoMessage);
     }
 
@@ -345,7 +385,10 @@ mod tests {
         assert_eq!(s.conversations("b")[0].unread, 2);
         s.mark_all_read(&b, ChatType::Single, &a, 3);
         assert_eq!(s.conversations("b")[0].unread, 0);
-        assert!(!s.mark_read("b", ChatType::Single, "a", 3), "covered by the channel ack");
+        assert!(
+            !s.mark_read("b", ChatType::Single, "a", 3),
+            "covered by the channel ack"
+        );
         s.note_message(&b, ChatType::Single, &a, 4, true);
         assert!(s.mark_read("b", ChatType::Single, "a", 4));
         let c = &s.conversations("b")[0];
@@ -354,17 +397,33 @@ mod tests {
 
     #[test]
     fn offline_queues_cap_and_replay_in_mid_order() {
-        let limits = StoreLimits { offline_single: 2, offline_group: 1, offline_receipts: 1, messages: 10 };
+        let limits = StoreLimits {
+            offline_single: 2,
+            offline_group: 1,
+            offline_receipts: 1,
+            messages: 10,
+        };
         let mut s = MemoryStore::new(limits);
         let u = s.intern_user("u");
-        let msg = |mid, chat_type| OfflineMessage { mid, chat_type, frame: mid.to_string().into() };
+        let msg = |mid, chat_type| OfflineMessage {
+            mid,
+            chat_type,
+            frame: mid.to_string().into(),
+        };
         assert!(!s.push_offline_message(&u, msg(1, ChatType::Single)));
         assert!(!s.push_offline_message(&u, msg(2, ChatType::Group)));
         assert!(!s.push_offline_message(&u, msg(3, ChatType::Single)));
         assert!(s.push_offline_message(&u, msg(4, ChatType::Single)), "replaces mid 1");
         assert!(s.push_offline_message(&u, msg(5, ChatType::Group)), "replaces mid 2");
         let from = s.intern_user("x");
-        assert!(!s.push_offline_receipt(&u, OfflineReceipt::Channel { id: 6, from: from.clone(), time: 0 }));
+        assert!(!s.push_offline_receipt(
+            &u,
+            OfflineReceipt::Channel {
+                id: 6,
+                from: from.clone(),
+                time: 0
+            }
+        ));
         assert!(s.push_offline_receipt(&u, OfflineReceipt::Channel { id: 7, from, time: 0 }));
         let g: GroupId = Arc::from("g");
         s.set_offline_group_count(&u, 5, &g, 1);
@@ -372,13 +431,23 @@ mod tests {
         let batch = s.take_offline("u");
         assert_eq!(batch.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(batch.receipts.len(), 1);
-        assert_eq!(batch.group_counts, [GroupAckCount { mid: 5, group_id: "g".into(), count: 2 }]);
+        assert_eq!(
+            batch.group_counts,
+            [GroupAckCount {
+                mid: 5,
+                group_id: "g".into(),
+                count: 2
+            }]
+        );
         assert!(s.take_offline("u").messages.is_empty(), "taken once");
     }
 
     #[test]
     fn old_messages_are_evicted_past_the_cap() {
-        let limits = StoreLimits { messages: 2, ..StoreLimits::default() };
+        let limits = StoreLimits {
+            messages: 2,
+            ..StoreLimits::default()
+        };
         let mut s = MemoryStore::new(limits);
         for _ in 0..3 {
             let mid = s.next_id();

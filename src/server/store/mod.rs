@@ -101,7 +101,13 @@ impl Group {
         let mut admins = admins;
         admins.retain(|a| *a != owner);
         admins.dedup();
-        let mut group = Group { id, owner, admins, members: set, snapshot: Arc::from(Vec::new()) };
+        let mut group = Group {
+            id,
+            owner,
+            admins,
+            members: set,
+            snapshot: Arc::from(Vec::new()),
+        };
         group.refresh();
         group
     }
@@ -248,7 +254,12 @@ pub struct StoreLimits {
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        StoreLimits { offline_single: 500, offline_group: 200, offline_receipts: 1000, messages: 2_000_000 }
+        StoreLimits {
+            offline_single: 500,
+            offline_group: 200,
+            offline_receipts: 1000,
+            messages: 2_000_000,
+        }
     }
 }
 
