@@ -1,0 +1,314 @@
+//! The run report as data: one serialisable [`Report`] (written as `summary.json`, checked
+//! against `schema/summary.schema.json`) and the [`Comparison`] of strategies. Renderers (text,
+//! HTML) read these types and nothing else.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the `summary.json` layout; bump on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Layout version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Run name (from the profile).
+    pub name: String,
+    /// UTC start, RFC 3339.
+    pub started_at: String,
+    /// UTC end, RFC 3339.
+    pub ended_at: String,
+    /// Wall time of the whole run (ramp, steady, drain), seconds.
+    pub elapsed_secs: f64,
+    /// The effective plan in brief.
+    pub plan: PlanSummary,
+    /// What was measured against.
+    pub target: TargetInfo,
+    /// Connection counts.
+    pub connections: Connections,
+    /// Volume and rates.
+    pub throughput: Throughput,
+    /// Latency per metric (`server_ack`, `delivery`, `read_receipt`, `read`, `channel`,
+    /// `group_read_first`, `group_read_all`, `schedule_lag`), milliseconds.
+    pub latencies: BTreeMap<String, Latency>,
+    /// Frame, receipt and error counters, as the tester saw them.
+    pub counters: Counters,
+    /// Ack volume versus the per-message baseline.
+    pub ack_economics: AckEconomics,
+    /// Receipts expected versus arrived, after the drain.
+    pub audit: Audit,
+    /// Per-second series for the plots.
+    pub timeline: Vec<TimelinePoint>,
+    /// SLO checks and their outcome.
+    pub slo: Vec<SloResult>,
+    /// Things the reader must know to trust the numbers (e.g. the generator was the bottleneck).
+    pub warnings: Vec<String>,
+}
+
+/// The parts of the plan a reader needs beside the numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// Ack strategy.
+    pub strategy: String,
+    /// Simulated users.
+    pub users: u64,
+    /// Devices (connections) per user.
+    pub devices_per_user: u64,
+    /// Groups.
+    pub groups: u64,
+    /// Seed of the workload.
+    pub seed: u64,
+    /// Steady phase, seconds.
+    pub duration_secs: f64,
+    /// Offered one-to-one messages per second (all users).
+    pub offered_one_to_one_per_sec: f64,
+    /// Offered group messages per second (all users).
+    pub offered_group_per_sec: f64,
+    /// Hash (hex) of the effective profile, to tell runs of the same workload apart.
+    pub profile_hash: String,
+}
+
+/// The server measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// `embedded` or `external`.
+    pub kind: String,
+    /// WebSocket URL.
+    pub url: String,
+    /// The server's `ackstorm_build_info` labels, when it exposes them.
+    pub build_info: Option<String>,
+    /// A user-supplied label of the server build.
+    pub label: Option<String>,
+}
+
+/// Connection counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Connections {
+    /// Connections the plan asked for (users x devices that were to be online).
+    pub asked: u64,
+    /// Connections that logged in at least once.
+    pub achieved: u64,
+    /// Connect or login failures.
+    pub failed: u64,
+    /// Most connections logged in at once.
+    pub peak: u64,
+    /// Connections lost unexpectedly (not closed by the simulation).
+    pub dropped: u64,
+}
+
+/// Volume and rates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Messages sent (1:1 + group).
+    pub messages_sent: u64,
+    /// One-to-one messages sent.
+    pub one_to_one_sent: u64,
+    /// Group messages sent.
+    pub group_sent: u64,
+    /// Messages per second over the steady phase.
+    pub messages_per_sec: f64,
+    /// Sends skipped because the user was offline at the scheduled time.
+    pub skipped_offline: u64,
+    /// Frames sent by the tester.
+    pub frames_sent: u64,
+    /// Frames received by the tester.
+    pub frames_received: u64,
+    /// Bytes sent (frame payloads).
+    pub bytes_sent: u64,
+    /// Bytes received (frame payloads).
+    pub bytes_received: u64,
+}
+
+/// Percentiles of one latency metric, milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// The percentile curve: (percentile 0-100, ms), for plots.
+    pub curve: Vec<(f64, f64)>,
+    /// Measured from the actual send instead of the scheduled one (coordinated omission
+    /// not corrected); absent for metrics that do not start at a send.
+    pub uncorrected: Option<Box<Latency>>,
+}
+
+/// Counters by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Client frames sent, by op.
+    pub frames_sent_by_op: BTreeMap<String, u64>,
+    /// Server frames received, by op.
+    pub frames_received_by_op: BTreeMap<String, u64>,
+    /// Receipt pushes received, by kind (`delivery`, `read`, `group_read`, `channel`, `statistic`).
+    pub receipts_received: BTreeMap<String, u64>,
+    /// Error replies, by code.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Error replies / client frames sent.
+    pub error_rate: f64,
+    /// `rate_limited` replies.
+    pub rate_limited: u64,
+    /// Server frames that could not be parsed.
+    pub unparseable: u64,
+}
+
+/// Ack volume of one kind of conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AckSplit {
+    /// Messages the simulated users read.
+    pub messages_read: u64,
+    /// Per-message read acks sent.
+    pub read_acks: u64,
+    /// Channel acks sent.
+    pub channel_acks: u64,
+    /// (read + channel acks) / messages read.
+    pub acks_per_read: f64,
+    /// The per-message baseline: one ack per message read.
+    pub baseline_acks: u64,
+    /// 100 x (1 - acks / baseline); negative when the strategy costs more.
+    pub saving_pct: f64,
+}
+
+/// Ack economics of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AckEconomics {
+    /// The strategy used.
+    pub strategy: String,
+    /// One-to-one conversations.
+    pub one_to_one: AckSplit,
+    /// Group conversations.
+    pub group: AckSplit,
+    /// Both.
+    pub total: AckSplit,
+    /// Server-side frames during the run, from `/metrics` before and after (absent when the
+    /// server exposes no ackstorm metrics).
+    pub server_frames: Option<ServerFrames>,
+}
+
+/// Server frame counts from `/metrics` deltas.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerFrames {
+    /// Frames the server read, by op.
+    pub frames_in: BTreeMap<String, u64>,
+    /// Frames the server wrote, by op.
+    pub frames_out: BTreeMap<String, u64>,
+    /// All frames read.
+    pub total_in: u64,
+    /// All frames written.
+    pub total_out: u64,
+}
+
+/// Expected versus arrived receipts of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditKind {
+    /// Receipts the senders should have seen, from what receivers sent.
+    pub expected: u64,
+    /// Receipts that arrived, once each.
+    pub arrived: u64,
+    /// Expected but never arrived.
+    pub lost: u64,
+    /// Arrived more than once.
+    pub duplicated: u64,
+    /// Arrived without a matching ack (or for a message never sent).
+    pub unexpected: u64,
+}
+
+/// The end-of-run audit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Audit {
+    /// All kinds together.
+    pub total: AuditKind,
+    /// By kind: `delivery`, `read`, `group_read`, `channel`, and `message` (pushes of messages
+    /// to online recipients).
+    pub by_kind: BTreeMap<String, AuditKind>,
+    /// Seconds waited after the traffic stopped.
+    pub drain_secs: f64,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Connections logged in.
+    pub connected: u64,
+    /// Messages sent in this second.
+    pub messages: u64,
+    /// Read and channel acks sent in this second.
+    pub acks: u64,
+    /// Receipt pushes received in this second.
+    pub receipts: u64,
+    /// Errors in this second.
+    pub errors: u64,
+    /// p99 of schedule lag in this second, ms.
+    pub schedule_lag_p99: f64,
+    /// p99 of `read_receipt` in this second, ms (0 when none).
+    pub read_receipt_p99: f64,
+}
+
+/// One SLO check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloResult {
+    /// The check as written, e.g. `read_receipt.p99 < 50ms`.
+    pub check: String,
+    /// The measured value in the check's unit (ms for latencies, % for rates), if available.
+    pub value: Option<f64>,
+    /// Whether it held (a missing value fails).
+    pub passed: bool,
+}
+
+/// `ackstorm strategies`: the same workload once per strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Layout version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Profile name.
+    pub name: String,
+    /// Seed shared by every run.
+    pub seed: u64,
+    /// One row per strategy, in the order run.
+    pub rows: Vec<StrategyRow>,
+}
+
+/// One strategy's run in a [`Comparison`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyRow {
+    /// Strategy name.
+    pub strategy: String,
+    /// Results folder of that run.
+    pub results_dir: String,
+    /// Messages sent (the same workload gives the same count, up to timing at the edges).
+    pub messages_sent: u64,
+    /// Messages read.
+    pub messages_read: u64,
+    /// Read acks sent.
+    pub read_acks: u64,
+    /// Channel acks sent.
+    pub channel_acks: u64,
+    /// Read + channel acks.
+    pub ack_frames: u64,
+    /// Saving versus per_message's ack frames in the same comparison, percent.
+    pub saving_vs_per_message_pct: Option<f64>,
+    /// `read` latency (send -> sender learns it was read): p50, ms.
+    pub read_p50_ms: f64,
+    /// `read` latency p99, ms.
+    pub read_p99_ms: f64,
+    /// Frames the server read and wrote, from `/metrics`.
+    pub server_frames: Option<u64>,
+    /// Lost receipts in that run's audit.
+    pub lost: u64,
+}
