@@ -6,6 +6,7 @@
 //! Writes are batched: after one event the task drains whatever else is ready (pushes first)
 //! and flushes once.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -73,10 +74,18 @@ where
     async fn run(&mut self, stop: &CancellationToken) -> Result<(), tungstenite::Error> {
         let (outbox, mut inbox) = mpsc::unbounded_channel();
         let conn_id = self.hub.next_conn();
-        let timeout = self.hub.config().login_timeout;
-        let first = tokio::select! {
-            _ = stop.cancelled() => return self.close(close_frame(CloseCode::Away, "server stopping")).await,
-            first = tokio::time::timeout(timeout, self.ws.next()) => first,
+        let deadline = tokio::time::Instant::now() + self.hub.config().login_timeout;
+        let first = loop {
+            let item = tokio::select! {
+                _ = stop.cancelled() => return self.close(close_frame(CloseCode::Away, "server stopping")).await,
+                item = tokio::time::timeout_at(deadline, self.ws.next()) => item,
+            };
+            // WebSocket pings and pongs are the transport's keepalive (tungstenite answers
+            // pings), not protocol frames: they are not the first frame and do not extend the
+            // login deadline.
+            if !matches!(item, Ok(Some(Ok(Message::Ping(_) | Message::Pong(_))))) {
+                break item;
+            }
         };
         let session = match first {
             Err(_) => return self.close(close_frame(CloseCode::Policy, "no login")).await,
@@ -207,6 +216,9 @@ where
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(b))) => {
                 self.hub.metrics().frame_in(None, b.len());
+                if self.rate_limited(None).await? {
+                    return Ok(Next::Continue);
+                }
                 let e = ProtocolError::BadJson {
                     reason: "binary frame: frames are JSON text".to_string(),
                 };
@@ -219,6 +231,14 @@ where
         self.hub
             .metrics()
             .frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
+        // Every frame but login counts against the bucket, parseable or not.
+        let req = match &parsed {
+            Ok(r) => Some(Cow::Borrowed(&*r.req)),
+            Err(e) => e.req().map(Cow::Borrowed),
+        };
+        if self.rate_limited(req).await? {
+            return Ok(Next::Continue);
+        }
         let request = match parsed {
             Ok(r) => r,
             Err(e) => {
@@ -226,20 +246,28 @@ where
                 return Ok(Next::Continue);
             }
         };
-        if let Some(bucket) = &mut self.bucket
-            && !bucket.try_take(Instant::now())
-        {
-            self.hub.metrics().rate_limited.fetch_add(1, Relaxed);
-            let frame = self.hub.error_frame(super::hub::Reject {
-                code: ErrorCode::RateLimited,
-                message: format!("rate limit exceeded; next frame accepted in {:?}", bucket.wait_time()),
-            });
-            self.write(Outgoing::reply(request.req.clone(), frame)).await?;
-            return Ok(Next::Continue);
-        }
         let reply = self.hub.handle(session, &request);
         self.write(reply).await?;
         Ok(Next::Continue)
+    }
+
+    /// Takes a token of the rate limit for one frame. With none left, answers `rate_limited`
+    /// (echoing `req` when it is readable) and returns true: the frame is not processed.
+    async fn rate_limited(&mut self, req: Option<Cow<'_, str>>) -> Result<bool, tungstenite::Error> {
+        let Some(bucket) = &mut self.bucket else {
+            return Ok(false);
+        };
+        if bucket.try_take(Instant::now()) {
+            return Ok(false);
+        }
+        let wait = bucket.wait_time();
+        self.hub.metrics().rate_limited.fetch_add(1, Relaxed);
+        let frame = self.hub.error_frame(super::hub::Reject {
+            code: ErrorCode::RateLimited,
+            message: format!("rate limit exceeded; next frame accepted in {wait:?}"),
+        });
+        self.write(Outgoing { frame, req }).await?;
+        Ok(true)
     }
 
     async fn write_parse_error(&mut self, e: ProtocolError) -> Result<(), tungstenite::Error> {

@@ -2,4 +2,10 @@
 //! real server on `127.0.0.1:0` and speaks to it over WebSocket; see `common`.
 
 mod common;
+mod server_concurrency;
+mod server_groups;
+mod server_limits;
+mod server_messages;
+mod server_receipts;
+mod server_session;
 mod server_smoke;
