@@ -1,0 +1,218 @@
+//! Profiles: a TOML file (plus command-line overrides) checked into a typed [`Plan`].
+//!
+//! Two stages, as in ripgrep's flags: [`raw`] mirrors the file (unknown keys are errors), and
+//! [`plan`] validates it into typed values with every default filled. Precedence: command
+//! line (`--set key=value` and its shorthands) > profile file > defaults. Every error names the
+//! file, the key and what is wrong; all problems are reported at once. The effective plan is
+//! written back as TOML ([`effective_toml`]) so a run records exactly what it executed.
+
+pub mod plan;
+pub mod raw;
+pub mod slo;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+pub use plan::*;
+pub use raw::RawProfile;
+pub use slo::SloCheck;
+
+/// Why a profile could not become a plan.
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The profile path.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    #[error("{file}: {message}")]
+    Toml {
+        /// The profile path.
+        file: PathBuf,
+        /// The TOML parser's message (with line and key).
+        message: String,
+    },
+    /// Keys with values the plan cannot use.
+    #[error("{file}: {}", problems.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The profile path.
+        file: PathBuf,
+        /// (key, what is wrong), every problem found.
+        problems: Vec<(String, String)>,
+    },
+    /// A `--set key=value` that does not fit the profile.
+    #[error("--set {arg}: {message}")]
+    Override {
+        /// The override as given.
+        arg: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Sets `key.path = value` in a TOML table; `value` is read as TOML (`5000`, `true`, `"x"`,
+/// `["a"]`), or as a bare string when it is not TOML (`30s`, `hybrid`).
+pub fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ProfileError> {
+    let err = |message: &str| ProfileError::Override { arg: arg.to_string(), message: message.to_string() };
+    let (path, value) = arg.split_once('=').ok_or_else(|| err("expected key=value, e.g. population.users=5000"))?;
+    let value = match format!("v = {}", value.trim()).parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed a table with key v"),
+        Err(_) => toml::Value::String(value.trim().to_string()),
+    };
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(err("empty key"));
+    }
+    let mut cursor = table;
+    for k in &keys[..keys.len() - 1] {
+        let entry = cursor.entry(k.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry.as_table_mut().ok_or_else(|| err(&format!("{k} is not a table")))?;
+    }
+    cursor.insert(keys[keys.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Parses profile text (already read from `file`) with overrides applied, and validates it.
+pub fn parse(file: &Path, text: &str, overrides: &[String]) -> Result<Plan, ProfileError> {
+    let toml_err = |e: &dyn std::fmt::Display| ProfileError::Toml { file: file.to_path_buf(), message: e.to_string() };
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_err(&e))?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    let raw: RawProfile = RawProfile::deserialize(toml::Value::Table(table)).map_err(|e| toml_err(&e))?;
+    let mut checker = plan::Checker { errors: Vec::new() };
+    let plan = plan::check(&raw, &mut checker);
+    if checker.errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(ProfileError::Invalid { file: file.to_path_buf(), problems: checker.errors })
+    }
+}
+
+use serde::Deserialize;
+
+/// Reads and validates the profile at `path` with `overrides` (`key=value`) applied.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Plan, ProfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { file: path.to_path_buf(), source })?;
+    parse(path, &text, overrides)
+}
+
+fn secs(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn delay_raw(d: &Delay) -> raw::RawDelay {
+    match d {
+        Delay::Fixed(v) => raw::RawDelay { dist: Some("fixed".into()), value: Some(secs(*v)), ..Default::default() },
+        Delay::Exp(m) => raw::RawDelay { dist: Some("exp".into()), mean: Some(secs(*m)), ..Default::default() },
+        Delay::LogNormal { median, p99 } => raw::RawDelay {
+            dist: Some("lognormal".into()),
+            median: Some(secs(*median)),
+            p99: Some(secs(*p99)),
+            ..Default::default()
+        },
+    }
+}
+
+/// The plan written back as a complete profile (every default explicit). Secrets and token
+/// files are left out: results folders get shared.
+pub fn effective_toml(p: &Plan) -> String {
+    use raw::*;
+    let (users_per_sec, steps) = match &p.ramp {
+        Ramp::Rate { users_per_sec } => (*users_per_sec, None),
+        Ramp::Steps { users_per_sec, steps } => (
+            *users_per_sec,
+            Some(steps.iter().map(|s| RawStep { users: s.users, hold: secs(s.hold) }).collect()),
+        ),
+    };
+    let target = match &p.target {
+        Target::Embedded { mode, threads, server } => RawTarget {
+            embedded: Some(serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            server_threads: *threads,
+            label: p.label.clone(),
+            server: Some(RawServer {
+                rate_limit: Some(server.rate_limit.map_or(0.0, |r| r.per_second)),
+                rate_burst: server.rate_limit.map(|r| r.burst),
+                offline_single: Some(server.offline_single),
+                offline_group: Some(server.offline_group),
+                group_max_members: Some(server.group_max_members),
+            }),
+            ..Default::default()
+        },
+        Target::External { url, .. } => RawTarget { url: Some(url.clone()), label: p.label.clone(), ..Default::default() },
+    };
+    let raw = RawProfile {
+        run: RawRun {
+            name: Some(p.name.clone()),
+            duration: steps.is_none().then(|| secs(p.duration)),
+            drain: Some(secs(p.drain)),
+            seed: Some(p.seed),
+            ramp: Some(RawRamp { users_per_sec: Some(users_per_sec), steps }),
+            results_dir: Some(p.results_dir.display().to_string()),
+        },
+        target,
+        population: RawPopulation {
+            users: Some(p.population.users),
+            devices_per_user: Some(p.population.devices_per_user),
+            delivery_share: Some(p.population.delivery_share),
+            contacts: Some(p.population.contacts),
+            user_prefix: Some(p.population.user_prefix.clone()),
+        },
+        groups: RawGroups {
+            count: Some(p.groups.count),
+            size_min: Some(p.groups.size_min),
+            size_max: Some(p.groups.size_max),
+            admins: Some(p.groups.admins),
+            allow_group_ack_share: Some(p.groups.allow_group_ack_share),
+            server_read_ack: Some(p.groups.server_read_ack),
+            server_ack_anyone: Some(p.groups.server_ack_anyone),
+            server_ack_max_members: Some(p.groups.server_ack_max_members),
+        },
+        traffic: RawTraffic {
+            one_to_one_per_min: Some(p.traffic.one_to_one_per_min),
+            group_per_min: Some(p.traffic.group_per_min),
+            message_bytes: Some(p.traffic.message_bytes),
+            contact_choice: Some(match p.traffic.contact_choice {
+                ContactChoice::Uniform => "uniform".into(),
+                ContactChoice::Zipf(_) => "zipf".into(),
+            }),
+            zipf_exponent: match p.traffic.contact_choice {
+                ContactChoice::Zipf(s) => Some(s),
+                ContactChoice::Uniform => None,
+            },
+        },
+        reading: RawReading {
+            online_share: Some(p.reading.online_share),
+            always_open: Some(p.reading.always_open),
+            open: Some(secs(p.reading.open)),
+            away: Some(secs(p.reading.away)),
+            read_probability: Some(p.reading.read_probability),
+            read_delay: Some(delay_raw(&p.reading.read_delay)),
+            churn: p.reading.churn.map(|c| RawChurn { online: Some(secs(c.online)), offline: Some(secs(c.offline)) }),
+        },
+        acks: RawAcks { strategy: Some(p.acks.strategy.as_str().into()), debounce: Some(secs(p.acks.debounce)) },
+        slo: RawSlo { checks: Some(p.slo.iter().map(|c| c.text.clone()).collect()) },
+        tester: RawTester {
+            arbiters: Some(p.tester.arbiters),
+            source_ips: Some(p.tester.source_ips.iter().map(|ip| ip.to_string()).collect()),
+            connect_timeout: Some(secs(p.tester.connect_timeout)),
+            progress: Some(p.tester.progress),
+        },
+    };
+    toml::to_string(&raw).expect("the raw profile always serializes")
+}
+
+/// Short hex hash of the effective profile: equal for runs of the same workload.
+pub fn profile_hash(effective: &str) -> String {
+    hex::encode(&Sha256::digest(effective.as_bytes())[..8])
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

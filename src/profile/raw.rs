@@ -1,0 +1,185 @@
+//! The profile file as written: serde mirrors of the TOML tables, unknown keys refused.
+//!
+//! Values keep their written form (durations as text, rates as numbers); [`super::plan`]
+//! checks them and turns them into the typed plan.
+
+use serde::{Deserialize, Serialize};
+
+/// A whole profile file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    /// `[run]`.
+    #[serde(default)]
+    pub run: RawRun,
+    /// `[target]`.
+    #[serde(default)]
+    pub target: RawTarget,
+    /// `[population]`.
+    #[serde(default)]
+    pub population: RawPopulation,
+    /// `[groups]`.
+    #[serde(default)]
+    pub groups: RawGroups,
+    /// `[traffic]`.
+    #[serde(default)]
+    pub traffic: RawTraffic,
+    /// `[reading]`.
+    #[serde(default)]
+    pub reading: RawReading,
+    /// `[acks]`.
+    #[serde(default)]
+    pub acks: RawAcks,
+    /// `[slo]`.
+    #[serde(default)]
+    pub slo: RawSlo,
+    /// `[tester]`.
+    #[serde(default)]
+    pub tester: RawTester,
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    pub name: Option<String>,
+    pub duration: Option<String>,
+    pub drain: Option<String>,
+    pub seed: Option<u64>,
+    pub ramp: Option<RawRamp>,
+    pub results_dir: Option<String>,
+}
+
+/// `[run.ramp]`: a connection rate, or steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRamp {
+    pub users_per_sec: Option<f64>,
+    pub steps: Option<Vec<RawStep>>,
+}
+
+/// One step of a step plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub users: u64,
+    pub hold: String,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub token_file: Option<String>,
+    pub label: Option<String>,
+    pub embedded: Option<String>,
+    pub server_threads: Option<usize>,
+    pub server: Option<RawServer>,
+}
+
+/// `[target.server]`: options of the embedded server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub rate_limit: Option<f64>,
+    pub rate_burst: Option<u32>,
+    pub offline_single: Option<usize>,
+    pub offline_group: Option<usize>,
+    pub group_max_members: Option<usize>,
+}
+
+/// `[population]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPopulation {
+    pub users: Option<u64>,
+    pub devices_per_user: Option<u64>,
+    pub delivery_share: Option<f64>,
+    pub contacts: Option<u64>,
+    pub user_prefix: Option<String>,
+}
+
+/// `[groups]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroups {
+    pub count: Option<u64>,
+    pub size_min: Option<u64>,
+    pub size_max: Option<u64>,
+    pub admins: Option<u64>,
+    pub allow_group_ack_share: Option<f64>,
+    pub server_read_ack: Option<bool>,
+    pub server_ack_anyone: Option<bool>,
+    pub server_ack_max_members: Option<u64>,
+}
+
+/// `[traffic]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraffic {
+    pub one_to_one_per_min: Option<f64>,
+    pub group_per_min: Option<f64>,
+    pub message_bytes: Option<usize>,
+    pub contact_choice: Option<String>,
+    pub zipf_exponent: Option<f64>,
+}
+
+/// `[reading]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReading {
+    pub online_share: Option<f64>,
+    pub always_open: Option<bool>,
+    pub open: Option<String>,
+    pub away: Option<String>,
+    pub read_probability: Option<f64>,
+    pub read_delay: Option<RawDelay>,
+    pub churn: Option<RawChurn>,
+}
+
+/// A delay distribution: `{ dist = "exp", mean = "800ms" }`, `{ dist = "fixed", value = "0s" }`
+/// or `{ dist = "lognormal", median = "500ms", p99 = "5s" }`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelay {
+    pub dist: Option<String>,
+    pub mean: Option<String>,
+    pub value: Option<String>,
+    pub median: Option<String>,
+    pub p99: Option<String>,
+}
+
+/// `[reading.churn]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChurn {
+    pub online: Option<String>,
+    pub offline: Option<String>,
+}
+
+/// `[acks]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcks {
+    pub strategy: Option<String>,
+    pub debounce: Option<String>,
+}
+
+/// `[slo]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlo {
+    pub checks: Option<Vec<String>>,
+}
+
+/// `[tester]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTester {
+    pub arbiters: Option<usize>,
+    pub source_ips: Option<Vec<String>>,
+    pub connect_timeout: Option<String>,
+    pub progress: Option<bool>,
+}

@@ -1,0 +1,268 @@
+//! `ackstorm run`: executes a plan end to end.
+//!
+//! Start (or name) the target, read its `/metrics`, create the groups, then on an actix
+//! system with one arbiter per core start each user actor at its planned time, show progress,
+//! stop traffic, drain, stop the actors, fold the collector, read `/metrics` again, and turn
+//! it all into a [`Report`] and a results folder.
+
+mod progress;
+mod results;
+mod summary;
+pub mod target;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use thiserror::Error;
+
+use crate::collector;
+use crate::profile::{Plan, Ramp, Strategy};
+use crate::report::{Comparison, Report, ReportError, SCHEMA_VERSION, StrategyRow};
+use crate::sim::behaviour::{Micros, SimConfig};
+use crate::sim::user::{Shared, Stop, UserActor};
+use crate::sim::world::World;
+use crate::transport::native::NativeDriver;
+use crate::transport::{Driver, FrameStats, Inbound, LoginSpec, Op, TransportError};
+
+pub use results::write_comparison;
+
+/// Why a run could not produce results.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The target could not be started or reached.
+    #[error("target: {0}")]
+    Target(String),
+    /// Connecting for setup failed.
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// Creating the groups failed.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// Writing results failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// What was being written.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Rendering the report failed.
+    #[error("report: {0}")]
+    Report(#[from] ReportError),
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// What it measured.
+    pub report: Report,
+    /// Where the results folder is.
+    pub dir: PathBuf,
+}
+
+/// When traffic stops: after the ramp and the steady phase (or the last step).
+pub fn traffic_end(plan: &Plan) -> Duration {
+    match &plan.ramp {
+        Ramp::Rate { users_per_sec } => {
+            Duration::from_secs_f64(plan.population.users as f64 / users_per_sec) + plan.duration
+        }
+        Ramp::Steps { users_per_sec, steps } => {
+            let mut joined = 0u64;
+            let mut t = Duration::ZERO;
+            for s in steps {
+                t += Duration::from_secs_f64(s.users.saturating_sub(joined) as f64 / users_per_sec) + s.hold;
+                joined = joined.max(s.users);
+            }
+            t
+        }
+    }
+}
+
+/// When ramp-up ends (the steady phase starts).
+pub fn ramp_end(plan: &Plan) -> Duration {
+    traffic_end(plan).saturating_sub(plan.duration)
+}
+
+/// A short id of this run, put in group ids and message bodies so that state left on an
+/// external server by earlier runs cannot be mistaken for this run's.
+fn run_tag() -> String {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    format!("{:x}", secs % 0xFFFF_FFFF)
+}
+
+/// Runs `plan`; `effective` is its effective profile text (saved with the results).
+pub fn run(plan: &Plan, effective: &str) -> Result<RunOutput, RunError> {
+    let tag = run_tag();
+    let world = Arc::new(World::build_tagged(plan, &tag));
+    let mut target = target::start(plan)?;
+    let stats = Arc::new(FrameStats::default());
+    let connections = plan.peak_users() * plan.population.devices_per_user;
+    let mut source_ips = plan.tester.source_ips.clone();
+    if source_ips.is_empty() && connections > 25_000 {
+        // ~28k ephemeral ports per source address: spread over 127.0.0.1, .2, ...
+        source_ips = (1..=connections.div_ceil(25_000) as u8).map(|i| std::net::Ipv4Addr::new(127, 0, 0, i)).collect();
+    }
+    let driver: Arc<dyn Driver> = Arc::new(NativeDriver::new(
+        &target.url,
+        target.auth.clone(),
+        source_ips,
+        stats.clone(),
+        plan.tester.connect_timeout,
+    )?);
+    let started_at = SystemTime::now();
+    let system = actix_rt::System::new();
+    let measured = system.block_on(drive(plan, &world, &target, driver, &tag))?;
+    target.stop();
+    let ended_at = SystemTime::now();
+    let report = summary::build(plan, &target, &stats, measured, started_at, ended_at, effective);
+    let dir = results::write(plan, &report, effective)?;
+    Ok(RunOutput { report, dir })
+}
+
+/// What the actix part of a run hands back.
+pub(crate) struct Measured {
+    folded: collector::Folded,
+    before: Option<target::Metrics>,
+    after: Option<target::Metrics>,
+    elapsed: Duration,
+}
+
+async fn drive(
+    plan: &Plan,
+    world: &Arc<World>,
+    target: &target::Running,
+    driver: Arc<dyn Driver>,
+    tag: &str,
+) -> Result<Measured, RunError> {
+    let before = target.metrics().await;
+    create_groups(world, driver.as_ref()).await?;
+
+    let start = Instant::now();
+    let collector = collector::Handle::start(start);
+    let end = traffic_end(plan);
+    let run_end = end + plan.drain;
+    let quiet = (plan.drain / 2).min(Duration::from_secs(1));
+    let micros = |d: Duration| d.as_micros() as Micros;
+    let cfg = Arc::new(SimConfig::new(plan, micros(end), micros(run_end.saturating_sub(quiet))));
+    let shared = Arc::new(Shared {
+        world: world.clone(),
+        cfg,
+        driver,
+        start,
+        devices: plan.population.devices_per_user as u32,
+        message_bytes: plan.traffic.message_bytes,
+        tag: tag.to_string(),
+    });
+    let arbiters: Vec<Arbiter> = (0..plan.tester.arbiters).map(|_| Arbiter::new()).collect();
+    let progress = progress::spawn(collector.sink(), start, plan, run_end);
+
+    let mut actors = Vec::with_capacity(world.users.len());
+    for ix in 0..world.users.len() as u32 {
+        let planned = world.planned_start[ix as usize];
+        if planned == Duration::MAX {
+            continue;
+        }
+        actix_rt::time::sleep_until((start + planned).into()).await;
+        let (shared, sink) = (shared.clone(), collector.sink());
+        let arbiter = arbiters[ix as usize % arbiters.len()].handle();
+        actors.push(UserActor::start_in_arbiter(&arbiter, move |_| UserActor::new(ix, shared, sink)));
+    }
+    actix_rt::time::sleep_until((start + run_end).into()).await;
+    for a in &actors {
+        a.do_send(Stop);
+    }
+    // Let the close frames go out before the last scrape.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    progress.stop();
+    let after = target.metrics().await;
+    let folded = collector.finish(Instant::now());
+    for a in arbiters {
+        a.stop();
+        let _ = a.join();
+    }
+    Ok(Measured { folded, before, after, elapsed: start.elapsed() })
+}
+
+/// Logs each group's owner in on a `setup` device, creates the group, and logs out.
+async fn create_groups(world: &World, driver: &dyn Driver) -> Result<(), RunError> {
+    let tasks = world.groups.iter().map(|g| {
+        let owner = world.users[g.owner as usize].clone();
+        let members = g.members.iter().map(|m| world.users[*m as usize].clone()).collect();
+        let admins = g.admins.iter().map(|m| world.users[*m as usize].clone()).collect();
+        let spec = LoginSpec { user: owner, device: Arc::from("setup"), delivery: false };
+        let group = g.id.clone();
+        async move {
+            let mut conn = driver.connect(spec).await?;
+            let _ = conn.out.send(Op::CreateGroup { group: group.clone(), members, admins });
+            while let Some(t) = conn.events.next().await {
+                match t.event {
+                    Inbound::Result => break,
+                    Inbound::Error { code, message, .. } => {
+                        return Err(RunError::Setup(format!("createGroup {group}: {code}: {message}")));
+                    }
+                    Inbound::Closed => return Err(RunError::Setup(format!("createGroup {group}: connection closed"))),
+                    _ => {}
+                }
+            }
+            let _ = conn.out.send(Op::Close);
+            // Wait for the close so the setup device is gone before traffic starts.
+            while conn.events.next().await.is_some() {}
+            Ok(())
+        }
+    });
+    let results: Vec<Result<(), RunError>> = futures_util::stream::iter(tasks).buffer_unordered(32).collect().await;
+    results.into_iter().collect()
+}
+
+/// `ackstorm strategies`: the same seeded workload once per strategy.
+pub fn strategies(
+    plan: &Plan,
+    list: &[Strategy],
+    effective: impl Fn(&Plan) -> String,
+) -> Result<(Comparison, Vec<RunOutput>), RunError> {
+    let mut outputs = Vec::new();
+    for s in list {
+        let mut p = plan.clone();
+        p.acks.strategy = *s;
+        p.name = format!("{}-{}", plan.name, s.as_str());
+        eprintln!("== strategy {} ==", s.as_str());
+        outputs.push(run(&p, &effective(&p))?);
+    }
+    let baseline = outputs
+        .iter()
+        .find(|o| o.report.plan.strategy == Strategy::PerMessage.as_str())
+        .map(|o| ack_frames(&o.report));
+    let rows = outputs
+        .iter()
+        .map(|o| {
+            let r = &o.report;
+            let e = &r.ack_economics.total;
+            let read = r.latencies.get("read").cloned().unwrap_or_default();
+            StrategyRow {
+                strategy: r.plan.strategy.clone(),
+                results_dir: o.dir.display().to_string(),
+                messages_sent: r.throughput.messages_sent,
+                messages_read: e.messages_read,
+                read_acks: e.read_acks,
+                channel_acks: e.channel_acks,
+                ack_frames: ack_frames(r),
+                saving_vs_per_message_pct: baseline
+                    .filter(|b| *b > 0)
+                    .map(|b| 100.0 * (1.0 - ack_frames(r) as f64 / b as f64)),
+                read_p50_ms: read.p50,
+                read_p99_ms: read.p99,
+                server_frames: r.ack_economics.server_frames.as_ref().map(|s| s.total_in + s.total_out),
+                lost: r.audit.total.lost,
+            }
+        })
+        .collect();
+    let comparison = Comparison { schema_version: SCHEMA_VERSION, name: plan.name.clone(), seed: plan.seed, rows };
+    Ok((comparison, outputs))
+}
+
+fn ack_frames(r: &Report) -> u64 {
+    r.ack_economics.total.read_acks + r.ack_economics.total.channel_acks
+}

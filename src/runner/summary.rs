@@ -1,0 +1,178 @@
+//! Turns what a run measured into its [`Report`]: the plan in brief, target identity,
+//! throughput over the steady phase, counters, ack economics with server frames, the audit,
+//! SLO outcomes, and the warnings a reader needs before trusting the numbers.
+
+use std::time::SystemTime;
+
+use super::target::Running;
+use super::{Measured, ramp_end, traffic_end};
+use crate::profile::{self, Plan};
+use crate::report::{AckEconomics, AckSplit, Counters, PlanSummary, Report, SCHEMA_VERSION, ServerFrames, TargetInfo, Throughput};
+use crate::transport::FrameStats;
+
+/// Schedule lag p99 above which the generator, not the server, is the bottleneck.
+pub const LAG_LIMIT_MS: f64 = 5.0;
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn total(a: &AckSplit, b: &AckSplit) -> AckSplit {
+    let read = a.messages_read + b.messages_read;
+    let acks = a.read_acks + a.channel_acks + b.read_acks + b.channel_acks;
+    let per = if read == 0 { 0.0 } else { acks as f64 / read as f64 };
+    AckSplit {
+        messages_read: read,
+        read_acks: a.read_acks + b.read_acks,
+        channel_acks: a.channel_acks + b.channel_acks,
+        acks_per_read: per,
+        baseline_acks: read,
+        saving_pct: if read == 0 { 0.0 } else { 100.0 * (1.0 - per) },
+    }
+}
+
+/// Builds the report; returns it with the `.hlog` text.
+pub(super) fn build(
+    plan: &Plan,
+    target: &Running,
+    stats: &FrameStats,
+    m: Measured,
+    started_at: SystemTime,
+    ended_at: SystemTime,
+    effective: &str,
+) -> (Report, Vec<u8>) {
+    let f = m.folded;
+    let (offered_single, offered_group) = plan.offered_rates();
+    let (steady_from, steady_to) = (ramp_end(plan).as_secs_f64(), traffic_end(plan).as_secs_f64());
+    let steady: Vec<_> = f.timeline.iter().filter(|p| p.t >= steady_from.ceil() && p.t + 1.0 <= steady_to).collect();
+    let messages_per_sec = if steady.is_empty() {
+        (f.sent.0 + f.sent.1) as f64 / steady_to.max(1.0)
+    } else {
+        steady.iter().map(|p| p.messages).sum::<u64>() as f64 / steady.len() as f64
+    };
+    let frames_sent = stats.total_sent();
+    let errors: u64 = f.errors.values().sum();
+    let nonzero = |v: Vec<(&str, u64)>| v.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect();
+    let server_frames = match (&m.before, &m.after) {
+        (Some(b), Some(a)) if !a.frames_in.is_empty() => {
+            let (frames_in, frames_out) = b.delta(a);
+            Some(ServerFrames {
+                total_in: frames_in.values().sum(),
+                total_out: frames_out.values().sum(),
+                frames_in,
+                frames_out,
+            })
+        }
+        _ => None,
+    };
+    let (one, group) = f.economics;
+    let mut connections = f.connections;
+    connections.asked =
+        (plan.peak_users() as f64 * plan.reading.online_share).round() as u64 * plan.population.devices_per_user;
+    let mut audit = f.audit;
+    audit.drain_secs = plan.drain.as_secs_f64();
+
+    let mut report = Report {
+        schema_version: SCHEMA_VERSION,
+        name: plan.name.clone(),
+        started_at: rfc3339(started_at),
+        ended_at: rfc3339(ended_at),
+        elapsed_secs: m.elapsed.as_secs_f64(),
+        plan: PlanSummary {
+            strategy: plan.acks.strategy.as_str().to_string(),
+            users: plan.peak_users(),
+            devices_per_user: plan.population.devices_per_user,
+            groups: plan.groups.count,
+            seed: plan.seed,
+            duration_secs: plan.duration.as_secs_f64(),
+            offered_one_to_one_per_sec: offered_single,
+            offered_group_per_sec: offered_group,
+            profile_hash: profile::profile_hash(effective),
+        },
+        target: TargetInfo {
+            kind: target.kind.to_string(),
+            url: target.url.clone(),
+            build_info: m.after.as_ref().or(m.before.as_ref()).and_then(|x| x.build_info.clone()),
+            label: plan.label.clone(),
+        },
+        connections,
+        throughput: Throughput {
+            messages_sent: f.sent.0 + f.sent.1,
+            one_to_one_sent: f.sent.0,
+            group_sent: f.sent.1,
+            messages_per_sec,
+            skipped_offline: f.skipped,
+            frames_sent,
+            frames_received: stats.total_received(),
+            bytes_sent: stats.bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_received: stats.bytes_received.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        latencies: f.latencies,
+        counters: Counters {
+            frames_sent_by_op: nonzero(stats.sent_by_op()),
+            frames_received_by_op: nonzero(stats.received_by_op()),
+            receipts_received: f.receipts,
+            errors_by_code: f.errors,
+            error_rate: if frames_sent == 0 { 0.0 } else { errors as f64 / frames_sent as f64 },
+            rate_limited: f.rate_limited,
+            unparseable: stats.unparseable.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        ack_economics: AckEconomics {
+            strategy: plan.acks.strategy.as_str().to_string(),
+            total: total(&one, &group),
+            one_to_one: one,
+            group,
+            server_frames,
+        },
+        audit,
+        timeline: f.timeline,
+        slo: Vec::new(),
+        warnings: Vec::new(),
+    };
+    report.warnings = warnings(plan, &report, &f.connect_errors);
+    report.slo = plan.slo.iter().map(|c| c.evaluate(&report)).collect();
+    (report, f.hlog)
+}
+
+fn warnings(plan: &Plan, r: &Report, connect_errors: &[String]) -> Vec<String> {
+    let mut w = Vec::new();
+    let lag = r.latencies.get("schedule_lag").map_or(0.0, |l| l.p99);
+    if lag > LAG_LIMIT_MS {
+        w.push(format!(
+            "generator bottleneck: schedule_lag p99 is {lag:.1} ms (> {LAG_LIMIT_MS} ms): messages left late, so latencies include the tester's own delay; use fewer users per process or more cores before blaming the server"
+        ));
+    }
+    if r.connections.failed > 0 {
+        w.push(format!(
+            "{} connection attempts failed (first: {}); see the file limit (20,000 per process) and ephemeral ports (~28k per source address)",
+            r.connections.failed,
+            connect_errors.first().map(String::as_str).unwrap_or("?")
+        ));
+    }
+    if r.connections.dropped > 0 {
+        w.push(format!("{} connections were closed by the server or the network, not by the simulation", r.connections.dropped));
+    }
+    let offered = r.plan.offered_one_to_one_per_sec + r.plan.offered_group_per_sec;
+    if offered > 0.0 && r.throughput.messages_per_sec < 0.9 * offered && r.throughput.skipped_offline == 0 {
+        w.push(format!(
+            "sent {:.0} messages/s in the steady phase, below the {:.0}/s offered",
+            r.throughput.messages_per_sec, offered
+        ));
+    }
+    if r.audit.total.lost > 0 {
+        let churn = if plan.reading.churn.is_some() {
+            " (with churn, pushes in flight when a connection closes may be lost: protocol v1 is at-most-once)"
+        } else {
+            ""
+        };
+        w.push(format!("{} receipts were lost{churn}", r.audit.total.lost));
+    }
+    if r.counters.error_rate > 0.0 {
+        let top = r.counters.errors_by_code.iter().max_by_key(|(_, n)| **n).map(|(c, n)| format!("{c} x{n}"));
+        w.push(format!("{:.3}% of frames got errors (most: {})", r.counters.error_rate * 100.0, top.unwrap_or_default()));
+    }
+    if r.counters.unparseable > 0 {
+        w.push(format!("{} server frames could not be parsed", r.counters.unparseable));
+    }
+    w
+}

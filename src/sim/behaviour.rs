@@ -1,0 +1,522 @@
+//! One simulated user's behaviour as a pure state machine: when it sends, which conversation
+//! it has open, which messages it reads and when, and which acks its strategy sends.
+//!
+//! No I/O and no clock: the actor feeds it the time (microseconds since the run start) and
+//! the messages that arrive, and performs the [`Action`]s it returns. Every random choice comes
+//! from per-user streams or from a hash of (seed, message, reader), so the same seed gives the
+//! same sends and the same read decisions whatever the timing of the run.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rand_pcg::Pcg64Mcg;
+use rustc_hash::FxHashMap;
+
+use super::world::{Role, Stream, World, mix, stream};
+use crate::profile::{Churn, ContactChoice, Delay, Plan, Strategy};
+
+/// Simulation time: microseconds since the run started.
+pub type Micros = u64;
+
+/// A conversation as seen by one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Conv {
+    /// One-to-one with this user.
+    Peer(u32),
+    /// This group.
+    Group(u32),
+}
+
+/// Identifies a message across the run: its sender and the sender's message number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MsgKey {
+    /// Sender index.
+    pub sender: u32,
+    /// Sender's message number.
+    pub seq: u64,
+}
+
+/// What the actor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send message `seq` (planned for `scheduled`).
+    Send {
+        /// Message number.
+        seq: u64,
+        /// Where.
+        conv: Conv,
+        /// Ask for group read receipts.
+        allow_group_ack: bool,
+        /// Planned send time (latencies are measured from it).
+        scheduled: Micros,
+    },
+    /// A per-message read ack (1:1 `read`, or group `read` for a message with receipts).
+    ReadAck {
+        /// Conversation.
+        conv: Conv,
+        /// Server id of the message.
+        mid: u64,
+        /// The message.
+        key: MsgKey,
+    },
+    /// A channel ack for the conversation.
+    ChannelAck {
+        /// Conversation.
+        conv: Conv,
+    },
+    /// The user read a message (counted for ack economics).
+    Read {
+        /// Conversation.
+        conv: Conv,
+    },
+    /// Sends that fell while offline.
+    Skipped(u64),
+    /// Go offline (close the connections).
+    Offline,
+    /// Come back online (reconnect).
+    Online,
+}
+
+/// The plan's behaviour settings, shared by every user.
+#[derive(Debug)]
+pub struct SimConfig {
+    seed: u64,
+    strategy: Strategy,
+    debounce: Micros,
+    always_open: bool,
+    open_mean: f64,
+    away_mean: f64,
+    read_probability: f64,
+    read_delay: Delay,
+    churn: Option<Churn>,
+    single_per_us: f64,
+    group_per_us: f64,
+    /// Cumulative contact weights (zipf or uniform), for choosing a peer.
+    contact_cdf: Vec<f64>,
+    allow_group_ack_share: f64,
+    ack_anyone: bool,
+    /// When sends and conversation changes stop.
+    pub traffic_end: Micros,
+    /// After this no acks leave, so that every receipt can arrive before the audit.
+    pub acks_end: Micros,
+}
+
+impl SimConfig {
+    /// Settings of `plan`; traffic stops at `traffic_end`, acks at `acks_end`.
+    pub fn new(plan: &Plan, traffic_end: Micros, acks_end: Micros) -> SimConfig {
+        let k = plan.population.contacts.max(1) as usize;
+        let weights: Vec<f64> = (1..=k)
+            .map(|i| match plan.traffic.contact_choice {
+                ContactChoice::Uniform => 1.0,
+                ContactChoice::Zipf(s) => 1.0 / (i as f64).powf(s),
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let contact_cdf = weights
+            .iter()
+            .scan(0.0, |acc, w| {
+                *acc += w / total;
+                Some(*acc)
+            })
+            .collect();
+        SimConfig {
+            seed: plan.seed,
+            strategy: plan.acks.strategy,
+            debounce: plan.acks.debounce.as_micros() as Micros,
+            always_open: plan.reading.always_open,
+            open_mean: plan.reading.open.as_micros() as f64,
+            away_mean: plan.reading.away.as_micros() as f64,
+            read_probability: plan.reading.read_probability,
+            read_delay: plan.reading.read_delay,
+            churn: plan.reading.churn,
+            single_per_us: plan.traffic.one_to_one_per_min / 60e6,
+            group_per_us: plan.traffic.group_per_min / 60e6,
+            contact_cdf,
+            allow_group_ack_share: plan.groups.allow_group_ack_share,
+            ack_anyone: plan.groups.server_ack_anyone,
+            traffic_end,
+            acks_end,
+        }
+    }
+
+    /// Whether `reader` reads message `key`, and after what delay once it sees it: a pure
+    /// function of the seed, the message and the reader.
+    pub fn read_decision(&self, key: MsgKey, reader: u32) -> Option<Micros> {
+        let h = mix(self.seed ^ mix(u64::from(key.sender) << 32 ^ u64::from(reader)) ^ mix(key.seq.rotate_left(17)));
+        let mut rng = Pcg64Mcg::seed_from_u64(h);
+        if !rng.random_bool(self.read_probability) {
+            return None;
+        }
+        Some(match self.read_delay {
+            Delay::Fixed(d) => d.as_micros() as Micros,
+            Delay::Exp(mean) => exp_sample(&mut rng, mean.as_micros() as f64),
+            Delay::LogNormal { median, p99 } => {
+                let m = median.as_micros() as f64;
+                let sigma = (p99.as_micros() as f64 / m).ln() / 2.326_348;
+                let z: f64 = StandardNormal.sample(&mut rng);
+                (m * (sigma * z).exp()) as Micros
+            }
+        })
+    }
+}
+
+fn exp_sample(rng: &mut Pcg64Mcg, mean: f64) -> Micros {
+    let u: f64 = rng.random();
+    (-(1.0 - u).ln() * mean) as Micros
+}
+
+/// Inter-arrival time of a Poisson process with `rate` events per microsecond.
+fn next_arrival(rng: &mut Pcg64Mcg, rate: f64) -> Micros {
+    if rate <= 0.0 { Micros::MAX } else { exp_sample(rng, 1.0 / rate).max(1) }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Focus {
+    Away { until: Micros },
+    Open { conv: Conv, until: Micros },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Unseen {
+    mid: u64,
+    key: MsgKey,
+    receipts: bool,
+}
+
+#[derive(Debug, Default)]
+struct ConvState {
+    /// Arrived while the conversation was not open.
+    unseen: VecDeque<Unseen>,
+    /// Messages not yet covered by a read ack or channel ack.
+    unacked: u32,
+    /// Arrival of the oldest unacked message (for choosing what to open).
+    oldest_unacked: Micros,
+    /// Bumped by every channel ack: reads scheduled before it are covered.
+    epoch: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PendingRead {
+    due: Micros,
+    conv: Conv,
+    mid: u64,
+    key: MsgKey,
+    receipts: bool,
+    epoch: u32,
+}
+
+/// Lifecycle of the user within the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Sending, reading, changing conversations.
+    Active,
+    /// Traffic over: only pending reads and debounced acks finish.
+    Draining,
+}
+
+/// One user's state.
+#[derive(Debug)]
+pub struct UserSim {
+    ix: u32,
+    cfg: Arc<SimConfig>,
+    world: Arc<World>,
+    seq: u64,
+    next_single: Micros,
+    next_group: Micros,
+    rng_single: Pcg64Mcg,
+    rng_group: Pcg64Mcg,
+    rng_focus: Pcg64Mcg,
+    rng_churn: Pcg64Mcg,
+    focus: Focus,
+    convs: FxHashMap<Conv, ConvState>,
+    reads: BinaryHeap<Reverse<PendingRead>>,
+    debounce: Option<(Micros, Conv)>,
+    online: bool,
+    /// Has been online at some point (only such users come back for the drain).
+    was_online: bool,
+    next_churn: Micros,
+    phase: Phase,
+}
+
+impl UserSim {
+    /// User `ix`, joining at its planned start.
+    pub fn new(ix: u32, cfg: Arc<SimConfig>, world: Arc<World>) -> UserSim {
+        let start = world.planned_start[ix as usize].as_micros().min(u128::from(Micros::MAX)) as Micros;
+        let mut rng_single = stream(cfg.seed, ix, Stream::Single);
+        let mut rng_group = stream(cfg.seed, ix, Stream::Group);
+        let mut rng_focus = stream(cfg.seed, ix, Stream::Focus);
+        let mut rng_churn = stream(cfg.seed, ix, Stream::Churn);
+        let has_contacts = !world.contacts[ix as usize].is_empty();
+        let in_groups = !world.memberships[ix as usize].is_empty();
+        let next_single = if has_contacts { start.saturating_add(next_arrival(&mut rng_single, cfg.single_per_us)) } else { Micros::MAX };
+        let next_group = if in_groups { start.saturating_add(next_arrival(&mut rng_group, cfg.group_per_us)) } else { Micros::MAX };
+        let away = exp_sample(&mut rng_focus, cfg.away_mean).max(1);
+        let online = world.online_at_start[ix as usize];
+        let next_churn = match cfg.churn {
+            Some(c) => {
+                let mean = if online { c.online } else { c.offline };
+                start.saturating_add(exp_sample(&mut rng_churn, mean.as_micros() as f64))
+            }
+            None => Micros::MAX,
+        };
+        UserSim {
+            ix,
+            cfg,
+            world,
+            seq: 0,
+            next_single,
+            next_group,
+            rng_single,
+            rng_group,
+            rng_focus,
+            rng_churn,
+            focus: Focus::Away { until: start.saturating_add(away) },
+            convs: FxHashMap::default(),
+            reads: BinaryHeap::new(),
+            debounce: None,
+            online,
+            was_online: online,
+            next_churn,
+            phase: Phase::Active,
+        }
+    }
+
+    /// Whether the user is online now.
+    pub fn online(&self) -> bool {
+        self.online
+    }
+
+    /// Whether acks may still leave at `now` (deliveries included).
+    pub fn acks_allowed(&self, now: Micros) -> bool {
+        now <= self.cfg.acks_end
+    }
+
+    /// Earliest time something is due, if anything is.
+    pub fn next_due(&self) -> Option<Micros> {
+        let mut due = Micros::MAX;
+        if let Some(Reverse(r)) = self.reads.peek() {
+            due = due.min(r.due);
+        }
+        if let Some((t, _)) = self.debounce {
+            due = due.min(t);
+        }
+        if self.phase == Phase::Active {
+            due = due.min(self.next_single).min(self.next_group).min(self.next_churn);
+            if !self.cfg.always_open && self.online {
+                due = due.min(match self.focus {
+                    Focus::Away { until } | Focus::Open { until, .. } => until,
+                });
+            }
+            due = due.min(self.cfg.traffic_end);
+        }
+        (due != Micros::MAX).then_some(due)
+    }
+
+    /// Does everything due up to `now`, in time order.
+    pub fn advance(&mut self, now: Micros, out: &mut Vec<Action>) {
+        loop {
+            let Some(due) = self.next_due() else { return };
+            if due > now {
+                return;
+            }
+            self.step(due, out);
+        }
+    }
+
+    /// Handles the earliest due item (at time `t`).
+    fn step(&mut self, t: Micros, out: &mut Vec<Action>) {
+        if self.phase == Phase::Active && t >= self.cfg.traffic_end {
+            self.end_traffic(out);
+        } else if self.reads.peek().is_some_and(|Reverse(r)| r.due == t) {
+            let Reverse(r) = self.reads.pop().expect("peeked");
+            if t <= self.cfg.acks_end {
+                self.fire_read(t, r, out);
+            }
+        } else if self.debounce.is_some_and(|(d, _)| d == t) {
+            let (_, conv) = self.debounce.take().expect("checked");
+            if t <= self.cfg.acks_end {
+                self.channel_ack(conv, out);
+            }
+        } else if self.next_churn == t {
+            self.churn(t, out);
+        } else if self.next_single == t {
+            self.next_single = t.saturating_add(next_arrival(&mut self.rng_single, self.cfg.single_per_us));
+            let contacts = &self.world.contacts[self.ix as usize];
+            let u: f64 = self.rng_single.random();
+            let i = self.cfg.contact_cdf.partition_point(|c| *c < u).min(contacts.len() - 1);
+            let conv = Conv::Peer(contacts[i]);
+            self.send(t, conv, false, out);
+        } else if self.next_group == t {
+            self.next_group = t.saturating_add(next_arrival(&mut self.rng_group, self.cfg.group_per_us));
+            let groups = &self.world.memberships[self.ix as usize];
+            let (g, role) = groups[self.rng_group.random_range(0..groups.len())];
+            let may_ask = self.cfg.ack_anyone || role != Role::Member;
+            let ask = may_ask && self.rng_group.random_bool(self.cfg.allow_group_ack_share);
+            self.send(t, Conv::Group(g), ask, out);
+        } else {
+            self.change_focus(t, out);
+        }
+    }
+
+    fn send(&mut self, t: Micros, conv: Conv, allow_group_ack: bool, out: &mut Vec<Action>) {
+        if self.online {
+            self.seq += 1;
+            out.push(Action::Send { seq: self.seq, conv, allow_group_ack, scheduled: t });
+        } else {
+            out.push(Action::Skipped(1));
+        }
+    }
+
+    fn end_traffic(&mut self, out: &mut Vec<Action>) {
+        self.phase = Phase::Draining;
+        if !self.online && self.was_online {
+            // Reconnect to collect what waited (receipts for messages sent before going offline).
+            self.online = true;
+            out.push(Action::Online);
+        }
+    }
+
+    fn churn(&mut self, t: Micros, out: &mut Vec<Action>) {
+        let churn = self.cfg.churn.expect("churn is scheduled only when configured");
+        self.online = !self.online;
+        self.was_online |= self.online;
+        let mean = if self.online { churn.online } else { churn.offline };
+        self.next_churn = t.saturating_add(exp_sample(&mut self.rng_churn, mean.as_micros() as f64).max(1));
+        if self.online {
+            self.focus = Focus::Away { until: t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.away_mean)) };
+            out.push(Action::Online);
+        } else {
+            // The app closes: what was not yet read stays unread.
+            self.reads.clear();
+            self.debounce = None;
+            self.focus = Focus::Away { until: Micros::MAX };
+            out.push(Action::Offline);
+        }
+    }
+
+    fn visible(&self, conv: Conv) -> bool {
+        self.cfg.always_open || matches!(self.focus, Focus::Open { conv: c, .. } if c == conv)
+    }
+
+    /// A message arrived (pushed live or replayed at login).
+    pub fn on_message(&mut self, now: Micros, mid: u64, key: MsgKey, conv: Conv, receipts: bool, out: &mut Vec<Action>) {
+        self.advance(now, out);
+        let visible = self.visible(conv);
+        let state = self.convs.entry(conv).or_default();
+        if state.unacked == 0 {
+            state.oldest_unacked = now;
+        }
+        state.unacked += 1;
+        if visible {
+            self.see(now, conv, mid, key, receipts);
+        } else {
+            state.unseen.push_back(Unseen { mid, key, receipts });
+        }
+    }
+
+    /// The user sees a message: decide whether and when it is read.
+    fn see(&mut self, now: Micros, conv: Conv, mid: u64, key: MsgKey, receipts: bool) {
+        if let Some(delay) = self.cfg.read_decision(key, self.ix) {
+            let epoch = self.convs.get(&conv).map_or(0, |c| c.epoch);
+            self.reads.push(Reverse(PendingRead { due: now.saturating_add(delay), conv, mid, key, receipts, epoch }));
+        }
+    }
+
+    fn fire_read(&mut self, t: Micros, r: PendingRead, out: &mut Vec<Action>) {
+        out.push(Action::Read { conv: r.conv });
+        let state = self.convs.entry(r.conv).or_default();
+        let covered = state.epoch > r.epoch;
+        let group = matches!(r.conv, Conv::Group(_));
+        if group {
+            // Group senders learn of reads only through per-message group receipts.
+            if r.receipts {
+                out.push(Action::ReadAck { conv: r.conv, mid: r.mid, key: r.key });
+            }
+            if !covered {
+                state.unacked = state.unacked.saturating_sub(1);
+            }
+            return;
+        }
+        if covered {
+            return;
+        }
+        match self.cfg.strategy {
+            Strategy::PerMessage | Strategy::Hybrid => {
+                state.unacked = state.unacked.saturating_sub(1);
+                out.push(Action::ReadAck { conv: r.conv, mid: r.mid, key: r.key });
+            }
+            Strategy::Channel => {}
+            Strategy::Debounced => {
+                if self.visible(r.conv) {
+                    self.debounce = Some((t.saturating_add(self.cfg.debounce), r.conv));
+                }
+            }
+        }
+    }
+
+    fn channel_ack(&mut self, conv: Conv, out: &mut Vec<Action>) {
+        let state = self.convs.entry(conv).or_default();
+        if state.unacked == 0 && state.unseen.is_empty() {
+            return;
+        }
+        state.unacked = 0;
+        state.epoch += 1;
+        out.push(Action::ChannelAck { conv });
+    }
+
+    fn change_focus(&mut self, t: Micros, out: &mut Vec<Action>) {
+        match self.focus {
+            Focus::Open { conv, .. } => {
+                if self.debounce.is_some_and(|(_, c)| c == conv) {
+                    self.debounce = None;
+                    self.channel_ack(conv, out);
+                }
+                self.focus = Focus::Away { until: t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.away_mean).max(1)) };
+            }
+            Focus::Away { .. } => {
+                let conv = self.choose_conversation();
+                let until = t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.open_mean).max(1));
+                let Some(conv) = conv else {
+                    self.focus = Focus::Away { until };
+                    return;
+                };
+                self.focus = Focus::Open { conv, until };
+                self.open(t, conv, out);
+            }
+        }
+    }
+
+    /// The conversation with the oldest unacknowledged message, else a random one of the
+    /// user's contacts and groups.
+    fn choose_conversation(&mut self) -> Option<Conv> {
+        let pending = self.convs.iter().filter(|(_, s)| s.unacked > 0).min_by_key(|(c, s)| (s.oldest_unacked, **c));
+        if let Some((conv, _)) = pending {
+            return Some(*conv);
+        }
+        let contacts = &self.world.contacts[self.ix as usize];
+        let groups = &self.world.memberships[self.ix as usize];
+        let n = contacts.len() + groups.len();
+        if n == 0 {
+            return None;
+        }
+        let i = self.rng_focus.random_range(0..n);
+        Some(if i < contacts.len() { Conv::Peer(contacts[i]) } else { Conv::Group(groups[i - contacts.len()].0) })
+    }
+
+    fn open(&mut self, t: Micros, conv: Conv, out: &mut Vec<Action>) {
+        let unseen: Vec<Unseen> = self.convs.get_mut(&conv).map(|s| s.unseen.drain(..).collect()).unwrap_or_default();
+        for u in unseen {
+            self.see(t, conv, u.mid, u.key, u.receipts);
+        }
+        if self.cfg.strategy != Strategy::PerMessage {
+            self.channel_ack(conv, out);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "behaviour_tests.rs"]
+mod tests;

@@ -1,0 +1,182 @@
+//! Strategy and schedule tests of the behaviour state machine, driven by hand-fed time.
+
+use super::*;
+use crate::profile;
+
+const SEC: Micros = 1_000_000;
+
+/// A plan whose user 0 reads everything after a fixed 100 ms and opens conversations almost
+/// at once and keeps them open for a long time, unless `extra` says otherwise.
+fn setup(strategy: &str, extra: &str) -> (Arc<SimConfig>, Arc<World>) {
+    let text = format!(
+        r#"
+[run]
+duration = "100s"
+seed = 3
+[population]
+users = 10
+contacts = 3
+[groups]
+count = 1
+size_min = 10
+size_max = 10
+[traffic]
+one_to_one_per_min = 0
+group_per_min = 0
+[reading]
+open = "1000s"
+away = "1us"
+read_probability = 1.0
+read_delay = {{ dist = "fixed", value = "100ms" }}
+{extra}
+[acks]
+strategy = "{strategy}"
+debounce = "1s"
+"#
+    );
+    let plan = profile::parse(std::path::Path::new("t.toml"), &text, &[]).unwrap();
+    let world = Arc::new(World::build(&plan));
+    (Arc::new(SimConfig::new(&plan, 100 * SEC, 110 * SEC)), world)
+}
+
+fn key(seq: u64) -> MsgKey {
+    MsgKey { sender: 1, seq }
+}
+
+fn count(actions: &[Action], f: impl Fn(&Action) -> bool) -> usize {
+    actions.iter().filter(|a| f(a)).count()
+}
+
+fn read_acks(a: &[Action]) -> usize {
+    count(a, |a| matches!(a, Action::ReadAck { .. }))
+}
+
+fn channel_acks(a: &[Action]) -> usize {
+    count(a, |a| matches!(a, Action::ChannelAck { .. }))
+}
+
+fn reads(a: &[Action]) -> usize {
+    count(a, |a| matches!(a, Action::Read { .. }))
+}
+
+/// Three messages arrive before the user opens the conversation, one more while it is open.
+fn scenario(strategy: &str) -> (Vec<Action>, Vec<Action>) {
+    let (cfg, world) = setup(strategy, "");
+    let mut u = UserSim::new(0, cfg, world);
+    let mut before = Vec::new();
+    let peer = Conv::Peer(1);
+    for seq in 1..=3 {
+        u.on_message(0, seq, key(seq), peer, false, &mut before);
+    }
+    u.advance(SEC, &mut before);
+    let mut after = Vec::new();
+    u.on_message(2 * SEC, 4, key(4), peer, false, &mut after);
+    u.advance(5 * SEC, &mut after);
+    (before, after)
+}
+
+#[test]
+fn per_message_acks_every_read_and_never_the_channel() {
+    let (before, after) = scenario("per_message");
+    assert_eq!((reads(&before), read_acks(&before), channel_acks(&before)), (3, 3, 0));
+    assert_eq!((reads(&after), read_acks(&after), channel_acks(&after)), (1, 1, 0));
+}
+
+#[test]
+fn channel_acks_once_on_open_and_nothing_while_open() {
+    let (before, after) = scenario("channel");
+    assert_eq!((reads(&before), read_acks(&before), channel_acks(&before)), (3, 0, 1));
+    assert_eq!((reads(&after), read_acks(&after), channel_acks(&after)), (1, 0, 0));
+}
+
+#[test]
+fn hybrid_channel_acks_on_open_and_read_acks_while_open() {
+    let (before, after) = scenario("hybrid");
+    assert_eq!((reads(&before), read_acks(&before), channel_acks(&before)), (3, 0, 1));
+    assert_eq!((reads(&after), read_acks(&after), channel_acks(&after)), (1, 1, 0));
+}
+
+#[test]
+fn debounced_coalesces_reads_while_open_into_one_channel_ack() {
+    let (cfg, world) = setup("debounced", "");
+    let mut u = UserSim::new(0, cfg, world);
+    let peer = Conv::Peer(1);
+    let mut out = Vec::new();
+    u.on_message(0, 1, key(1), peer, false, &mut out);
+    u.advance(SEC, &mut out);
+    assert_eq!(channel_acks(&out), 1, "channel ack on opening with an unread message");
+    out.clear();
+    for (i, t) in [2 * SEC, 2 * SEC + 300_000, 2 * SEC + 600_000].into_iter().enumerate() {
+        u.on_message(t, 10 + i as u64, key(10 + i as u64), peer, false, &mut out);
+    }
+    u.advance(3 * SEC, &mut out);
+    assert_eq!((reads(&out), channel_acks(&out)), (3, 0), "still inside the quiet window");
+    u.advance(4 * SEC, &mut out);
+    assert_eq!((read_acks(&out), channel_acks(&out)), (0, 1), "one ack for three reads");
+}
+
+#[test]
+fn group_reads_ack_per_message_only_when_receipts_are_kept() {
+    for strategy in ["per_message", "channel", "hybrid", "debounced"] {
+        let (cfg, world) = setup(strategy, "always_open = true");
+        let mut u = UserSim::new(0, cfg, world);
+        let mut out = Vec::new();
+        u.on_message(0, 1, key(1), Conv::Group(0), true, &mut out);
+        u.on_message(0, 2, key(2), Conv::Group(0), false, &mut out);
+        u.advance(SEC, &mut out);
+        assert_eq!(reads(&out), 2, "{strategy}");
+        assert_eq!(read_acks(&out), 1, "{strategy}: only the message with receipts");
+        assert!(out.iter().all(|a| !matches!(a, Action::ReadAck { mid: 2, .. })));
+    }
+}
+
+#[test]
+fn read_decisions_are_pure_and_follow_the_probability() {
+    let (cfg, _) = setup("hybrid", "");
+    let mut cfg = Arc::try_unwrap(cfg).unwrap();
+    cfg.read_probability = 0.3;
+    cfg.read_delay = Delay::Exp(std::time::Duration::from_secs(1));
+    let decisions: Vec<Option<Micros>> = (0..4000).map(|s| cfg.read_decision(key(s), 7)).collect();
+    let again: Vec<Option<Micros>> = (0..4000).map(|s| cfg.read_decision(key(s), 7)).collect();
+    assert_eq!(decisions, again);
+    let read = decisions.iter().flatten().count() as f64 / 4000.0;
+    assert!((0.26..0.34).contains(&read), "read share {read}");
+    let mean = decisions.iter().flatten().sum::<Micros>() as f64 / decisions.iter().flatten().count() as f64;
+    assert!((0.85e6..1.15e6).contains(&mean), "mean delay {mean}");
+}
+
+#[test]
+fn same_seed_same_sends() {
+    let sends = || {
+        let (cfg, world) = setup("hybrid", "");
+        let mut plan_cfg = Arc::try_unwrap(cfg).unwrap();
+        plan_cfg.single_per_us = 10.0 / 1e6;
+        let mut u = UserSim::new(2, Arc::new(plan_cfg), world);
+        let mut out = Vec::new();
+        u.advance(3 * SEC, &mut out);
+        out.into_iter().filter(|a| matches!(a, Action::Send { .. })).collect::<Vec<_>>()
+    };
+    let a = sends();
+    assert!((20..=40).contains(&a.len()), "~30 sends in 3 s at 10/s, got {}", a.len());
+    assert_eq!(a, sends());
+}
+
+#[test]
+fn traffic_stops_at_the_end_and_offline_users_come_back_to_drain() {
+    let (cfg, world) = setup("hybrid", "churn = { online = \"1s\", offline = \"1000s\" }");
+    let mut c = Arc::try_unwrap(cfg).unwrap();
+    c.single_per_us = 5.0 / 1e6;
+    c.traffic_end = 20 * SEC;
+    c.acks_end = 25 * SEC;
+    let mut u = UserSim::new(0, Arc::new(c), world);
+    let mut out = Vec::new();
+    u.advance(19 * SEC, &mut out);
+    assert!(out.contains(&Action::Offline));
+    assert!(!u.online());
+    assert!(out.iter().any(|a| matches!(a, Action::Skipped(_))));
+    out.clear();
+    u.advance(30 * SEC, &mut out);
+    assert_eq!(out.last(), Some(&Action::Online), "back online for the drain");
+    assert!(out.iter().all(|a| !matches!(a, Action::Send { .. })), "nothing sent while offline or after the end");
+    assert_eq!(u.next_due(), None);
+}

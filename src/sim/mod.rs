@@ -1,0 +1,6 @@
+//! The simulated users: the deterministic [`world`], each user's [`behaviour`] (a pure state
+//! machine), and the actix actors that run them over a transport driver.
+
+pub mod behaviour;
+pub mod user;
+pub mod world;

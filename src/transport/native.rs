@@ -1,0 +1,327 @@
+//! The native driver: PROTOCOL.md over WebSocket (tokio-tungstenite).
+//!
+//! Each connection is a TCP socket with no-delay, a 4 KiB tungstenite read buffer (the
+//! default 128 KiB costs ~135 KiB per connection), a writer task that batches frames (feed
+//! everything queued, then flush once), and a read stream that timestamps and decodes frames.
+//! The op kind rides in `req` (`s12`, `r13`, ...), so errors are attributed without a map.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::SplitSink;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::{Connection, Driver, FrameStats, Inbound, LoginSpec, Op, OpKind, Timed, TransportError};
+use crate::profile::Auth;
+use crate::protocol::client::{MsgConfig, MsgType};
+use crate::protocol::server::ResultData;
+use crate::protocol::{ClientFrame, Outgoing, Request, ServerFrame, token};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Connects to one `ws://` target.
+pub struct NativeDriver {
+    url: String,
+    addr: SocketAddr,
+    auth: Auth,
+    source_ips: Vec<Ipv4Addr>,
+    next_ip: AtomicUsize,
+    stats: Arc<FrameStats>,
+    timeout: Duration,
+}
+
+impl NativeDriver {
+    /// A driver for `url` (`ws://IP:PORT/PATH`; loopback only), logging in with `auth`.
+    pub fn new(
+        url: &str,
+        auth: Auth,
+        source_ips: Vec<Ipv4Addr>,
+        stats: Arc<FrameStats>,
+        timeout: Duration,
+    ) -> Result<NativeDriver, TransportError> {
+        let bad = |reason: &str| TransportError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("ws") {
+            return Err(bad("the scheme must be ws://"));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let host = if host == "localhost" { "127.0.0.1" } else { host };
+        let ip: IpAddr = host.parse().map_err(|_| bad("the host must be a loopback IP address such as 127.0.0.1"))?;
+        if !ip.is_loopback() {
+            return Err(bad("ackstorm only drives loopback targets (127.0.0.0/8)"));
+        }
+        let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
+        Ok(NativeDriver {
+            url: url.to_string(),
+            addr: SocketAddr::new(ip, port),
+            auth,
+            source_ips,
+            next_ip: AtomicUsize::new(0),
+            stats,
+            timeout,
+        })
+    }
+
+    fn token(&self, user: &str) -> Result<String, TransportError> {
+        match &self.auth {
+            Auth::Secret(s) => Ok(token::token(s.as_bytes(), user)),
+            Auth::Tokens(map) => map.get(user).cloned().ok_or_else(|| TransportError::NoToken(user.to_string())),
+        }
+    }
+
+    fn source_ip(&self) -> Option<Ipv4Addr> {
+        if self.source_ips.is_empty() {
+            return None;
+        }
+        let i = self.next_ip.fetch_add(1, Ordering::Relaxed);
+        Some(self.source_ips[i % self.source_ips.len()])
+    }
+}
+
+/// The WebSocket settings of every driver connection.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(16 * 1024)
+}
+
+impl Driver for NativeDriver {
+    fn connect(&self, login: LoginSpec) -> LocalBoxFuture<'static, Result<Connection, TransportError>> {
+        let token = self.token(&login.user);
+        let (addr, url, source, stats, timeout) =
+            (self.addr, self.url.clone(), self.source_ip(), self.stats.clone(), self.timeout);
+        async move {
+            let token = token?;
+            match tokio::time::timeout(timeout, open(addr, &url, source, login, token, stats)).await {
+                Ok(r) => r,
+                Err(_) => Err(TransportError::Timeout),
+            }
+        }
+        .boxed_local()
+    }
+
+    fn name(&self) -> &'static str {
+        "native"
+    }
+}
+
+async fn open(
+    addr: SocketAddr,
+    url: &str,
+    source: Option<Ipv4Addr>,
+    login: LoginSpec,
+    token: String,
+    stats: Arc<FrameStats>,
+) -> Result<Connection, TransportError> {
+    let connect_err = |source| TransportError::Connect { addr: addr.to_string(), source };
+    let socket = TcpSocket::new_v4().map_err(connect_err)?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(IpAddr::V4(ip), 0)).map_err(connect_err)?;
+    }
+    let stream = socket.connect(addr).await.map_err(connect_err)?;
+    let _ = stream.set_nodelay(true);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+        .await
+        .map_err(|e| TransportError::Handshake(e.to_string()))?;
+    let frame = Request {
+        req: "l0".into(),
+        frame: ClientFrame::Login {
+            user: login.user.as_ref().into(),
+            token: token.into(),
+            device: Some(login.device.as_ref().into()),
+            delivery: login.delivery,
+        },
+    };
+    let text = frame.encode();
+    stats.sent(frame.frame.op_index(), text.len());
+    ws.send(Message::Text(text.into())).await.map_err(|e| TransportError::Handshake(e.to_string()))?;
+    let logged_in_at = loop {
+        let Some(Ok(msg)) = ws.next().await else { return Err(TransportError::Closed) };
+        let Message::Text(text) = msg else { continue };
+        let at = Instant::now();
+        let Ok(reply) = Outgoing::parse(text.as_str()) else { continue };
+        stats.received(reply.frame.op_index(), text.len());
+        match reply.frame {
+            ServerFrame::LoginOk { .. } => break at,
+            ServerFrame::Error { code, message } => {
+                return Err(TransportError::LoginRefused { code, message: message.into_owned() });
+            }
+            _ => continue,
+        }
+    };
+    let (sink, stream) = ws.split();
+    let (out, rx) = mpsc::unbounded_channel();
+    actix_rt::spawn(writer(sink, rx, stats.clone()));
+    // The stream ends at the first error or close frame; `Closed` is then yielded once.
+    let events = stream
+        .scan((), |_, item| futures_util::future::ready(item.ok().filter(|m| !m.is_close())))
+        .filter_map(move |msg| {
+            let at = Instant::now();
+            let event = match msg {
+                Message::Text(text) => decode(&text, &stats),
+                _ => None,
+            };
+            futures_util::future::ready(event.map(|event| Timed { at, event }))
+        })
+        .chain(futures_util::stream::once(async { Timed { at: Instant::now(), event: Inbound::Closed } }))
+        .boxed_local();
+    Ok(Connection { out, events, logged_in_at })
+}
+
+fn kind_of(req: Option<&str>) -> Option<OpKind> {
+    Some(match req?.as_bytes().first()? {
+        b's' => OpKind::Send,
+        b'd' => OpKind::Delivery,
+        b'r' => OpKind::Read,
+        b'c' => OpKind::Channel,
+        b'g' => OpKind::Group,
+        b'p' => OpKind::Ping,
+        b'l' => OpKind::Login,
+        _ => return None,
+    })
+}
+
+/// Turns a server frame into an event; counts it.
+fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
+    let Ok(frame) = Outgoing::parse(text.as_str()) else {
+        stats.unparseable.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    stats.received(frame.frame.op_index(), text.len());
+    let op = kind_of(frame.req.as_deref());
+    Some(match frame.frame {
+        ServerFrame::Received { id: Some(id), mid, group_ack, .. } => match id.parse() {
+            Ok(seq) => Inbound::Accepted { seq, mid, group_ack },
+            Err(_) => return None,
+        },
+        ServerFrame::Received { mid, .. } => Inbound::Acked { kind: op?, id: mid },
+        ServerFrame::Message { mid, from, to, chat_type, msg, msg_config, .. } => Inbound::Message {
+            mid,
+            from: from.into_owned(),
+            to: to.into_owned(),
+            chat: chat_type,
+            body: msg.into_owned(),
+            receipts: msg_config.is_some_and(|c| c.allow_group_ack),
+        },
+        ServerFrame::Delivery { mid, from, online_state, .. } => {
+            Inbound::Delivery { mid, from: from.into_owned(), live: online_state == 1 }
+        }
+        ServerFrame::Read { mid, from, chat_type, group_read_count, online_state, .. } => Inbound::Read {
+            mid,
+            from: from.into_owned(),
+            chat: chat_type,
+            count: group_read_count.map(|c| c.count),
+            live: online_state == 1,
+        },
+        ServerFrame::Channel { id, from, to, online_state, .. } => {
+            Inbound::Channel { id, from: from.into_owned(), to: to.into_owned(), live: online_state == 1 }
+        }
+        ServerFrame::Statistic { location, .. } => {
+            let parsed = crate::protocol::server::StatisticLocation::from_json(&location).ok()?;
+            Inbound::Statistic(parsed.group_ack.into_iter().map(|g| (g.mid, g.group_id, g.count)).collect())
+        }
+        ServerFrame::Result { data: ResultData::Group { .. } | ResultData::ReadUsers(_) | ResultData::Conversations(_) } => {
+            Inbound::Result
+        }
+        ServerFrame::Pong { .. } => Inbound::Pong,
+        ServerFrame::Error { code, message } => Inbound::Error { code, op, message: message.into_owned() },
+        ServerFrame::Kicked { .. } => Inbound::Kicked,
+        ServerFrame::LoginOk { .. } => return None,
+    })
+}
+
+/// Encodes one operation; `None` for [`Op::Close`].
+fn encode(op: &Op, n: u64) -> Option<(usize, String)> {
+    let (prefix, frame) = match op {
+        Op::Send { seq, chat, to, body, allow_group_ack } => (
+            's',
+            ClientFrame::Send {
+                id: seq.to_string().into(),
+                chat_type: *chat,
+                kind: MsgType::Txt,
+                to: to.as_ref().into(),
+                msg: body.as_str().into(),
+                msg_config: allow_group_ack.then_some(MsgConfig { allow_group_ack: true }),
+            },
+        ),
+        Op::Delivery { mid, to } => ('d', ClientFrame::Delivery { ack_id: *mid, to: to.as_ref().into() }),
+        Op::Read { chat, mid, to } => {
+            ('r', ClientFrame::Read { chat_type: *chat, id: *mid, to: to.as_ref().into(), ack_content: None })
+        }
+        Op::Channel { chat, to } => ('c', ClientFrame::Channel { chat_type: *chat, to: to.as_ref().into() }),
+        Op::CreateGroup { group, members, admins } => (
+            'g',
+            ClientFrame::CreateGroup {
+                group_id: group.as_ref().into(),
+                members: members.iter().map(|m| m.as_ref().into()).collect(),
+                admins: admins.iter().map(|m| m.as_ref().into()).collect(),
+            },
+        ),
+        Op::Ping => ('p', ClientFrame::Ping {}),
+        Op::Close => return None,
+    };
+    let request = Request { req: format!("{prefix}{n}").into(), frame };
+    Some((request.frame.op_index(), request.encode()))
+}
+
+/// Writes queued operations: feed all that are ready, flush once.
+async fn writer(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Op>, stats: Arc<FrameStats>) {
+    let mut n = 0u64;
+    'outer: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            n += 1;
+            let Some((op_index, text)) = encode(&op, n) else { break 'outer };
+            stats.sent(op_index, text.len());
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ChatType;
+
+    #[test]
+    fn urls_must_be_loopback_ws() {
+        let stats = Arc::new(FrameStats::default());
+        let ok = |u: &str| NativeDriver::new(u, Auth::Secret("s".into()), vec![], stats.clone(), Duration::from_secs(1));
+        assert!(ok("ws://127.0.0.1:9400/ws").is_ok());
+        assert!(ok("ws://localhost:9400/ws").is_ok());
+        assert!(ok("ws://127.0.0.9:1/ws").is_ok());
+        for bad in ["http://127.0.0.1:1/ws", "ws://10.0.0.1:9400/ws", "ws://example.com:80/ws", "ws://127.0.0.1/ws"] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ops_encode_with_their_kind_in_req_and_decode_back() {
+        let stats = FrameStats::default();
+        let (_, text) = encode(&Op::Read { chat: ChatType::Single, mid: 5, to: Arc::from("u1") }, 7).unwrap();
+        assert!(text.contains("\"req\":\"r7\""), "{text}");
+        let reply: Utf8Bytes = r#"{"op":"error","req":"r7","code":"not_found","message":"x"}"#.into();
+        assert_eq!(
+            decode(&reply, &stats),
+            Some(Inbound::Error { code: crate::protocol::ErrorCode::NotFound, op: Some(OpKind::Read), message: "x".into() })
+        );
+        let accepted: Utf8Bytes = r#"{"op":"received","req":"s3","id":"42","mid":"9","to":"u2","time":1}"#.into();
+        assert_eq!(decode(&accepted, &stats), Some(Inbound::Accepted { seq: 42, mid: 9, group_ack: None }));
+        assert!(encode(&Op::Close, 1).is_none());
+        assert_eq!(stats.total_received(), 2);
+    }
+}
