@@ -1,0 +1,166 @@
+//! The page comparing strategies over the same workload: the rows as a table, then ack frames,
+//! read latency and server frames per strategy, and the `read` percentile curves when the runs'
+//! reports are at hand.
+
+use minijinja::value::Serde;
+
+use super::{Figure, HALF, TableView, render};
+use crate::report::chart::{self, Bar, PALETTE, Series};
+use crate::report::fmt;
+use crate::report::model::{Comparison, Latency, Report, StrategyRow};
+use crate::report::{ReportError, SCHEMA_VERSION};
+
+/// The page comparing strategies; `reports` (the runs behind the rows, any order) add the `read`
+/// percentile curves per strategy when given.
+pub fn render_comparison_html(c: &Comparison, reports: &[Report]) -> Result<String, ReportError> {
+    let names: Vec<String> = c.rows.iter().map(|r| r.strategy.clone()).collect();
+    let acks = Bar {
+        segments: vec![
+            (
+                "read acks".into(),
+                PALETTE[0],
+                c.rows.iter().map(|r| r.read_acks as f64).collect(),
+            ),
+            (
+                "channel acks".into(),
+                PALETTE[1],
+                c.rows.iter().map(|r| r.channel_acks as f64).collect(),
+            ),
+        ],
+        labels: c
+            .rows
+            .iter()
+            .map(|r| match r.saving_vs_per_message_pct {
+                Some(s) => format!("{} · {}", fmt::int(r.ack_frames), fmt::saving(s)),
+                None => fmt::int(r.ack_frames),
+            })
+            .collect(),
+    };
+    let latency = |label: &str, color, f: fn(&StrategyRow) -> f64| Bar {
+        segments: vec![(label.to_string(), color, c.rows.iter().map(f).collect())],
+        labels: c.rows.iter().map(|r| fmt::ms(f(r))).collect(),
+    };
+    let read = [
+        latency("read p50", PALETTE[4], |r| r.read_p50_ms),
+        latency("read p99", PALETTE[3], |r| r.read_p99_ms),
+    ];
+    let server = Bar {
+        segments: vec![(
+            "server frames (in + out)".into(),
+            PALETTE[6],
+            c.rows.iter().map(|r| r.server_frames.unwrap_or(0) as f64).collect(),
+        )],
+        labels: c
+            .rows
+            .iter()
+            .map(|r| r.server_frames.map_or("no /metrics".to_string(), fmt::int))
+            .collect(),
+    };
+    let mut figures = vec![
+        Figure {
+            title: "Ack frames per strategy".into(),
+            caption: "read + channel acks the clients sent, with the saving versus per_message".into(),
+            svg: Some(chart::bars(
+                "ack frames per strategy",
+                "ack frames",
+                &names,
+                &[acks],
+                &[],
+                HALF,
+            )?),
+        },
+        Figure {
+            title: "Read latency per strategy".into(),
+            caption: "send → sender learns it was read, ms".into(),
+            svg: Some(chart::bars(
+                "read latency per strategy",
+                "ms",
+                &names,
+                &read,
+                &[],
+                HALF,
+            )?),
+        },
+        Figure {
+            title: "Server frames per strategy".into(),
+            caption: "frames the server read and wrote, from /metrics".into(),
+            svg: Some(chart::bars(
+                "server frames per strategy",
+                "frames",
+                &names,
+                &[server],
+                &[],
+                HALF,
+            )?),
+        },
+    ];
+    let curves: Vec<(String, &Latency)> = c
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let report = reports.iter().find(|r| r.plan.strategy == row.strategy)?;
+            Some((
+                row.strategy.clone(),
+                report.latencies.get("read").filter(|l| !l.curve.is_empty())?,
+            ))
+        })
+        .collect();
+    if !curves.is_empty() {
+        let series: Vec<Series<'_>> = curves
+            .iter()
+            .enumerate()
+            .map(|(i, (name, l))| Series {
+                label: name.clone(),
+                color: PALETTE[i % PALETTE.len()],
+                points: &l.curve,
+                dashed: false,
+            })
+            .collect();
+        figures.push(Figure {
+            title: "Read latency percentiles".into(),
+            caption: "send → read receipt, corrected for coordinated omission".into(),
+            svg: Some(chart::percentiles("read percentiles per strategy", &series, HALF)?),
+        });
+    }
+    let mut table = TableView::new(
+        "Strategies",
+        &[
+            "strategy",
+            "messages",
+            "read",
+            "read acks",
+            "channel acks",
+            "ack frames",
+            "vs per_message",
+            "read p50 ms",
+            "read p99 ms",
+            "server frames",
+            "lost",
+        ],
+    );
+    for r in &c.rows {
+        table.row(
+            vec![
+                r.strategy.clone(),
+                fmt::int(r.messages_sent),
+                fmt::int(r.messages_read),
+                fmt::int(r.read_acks),
+                fmt::int(r.channel_acks),
+                fmt::int(r.ack_frames),
+                r.saving_vs_per_message_pct.map_or(fmt::NONE.to_string(), fmt::saving),
+                fmt::ms(r.read_p50_ms),
+                fmt::ms(r.read_p99_ms),
+                r.server_frames.map_or(fmt::NONE.to_string(), fmt::int),
+                fmt::int(r.lost),
+            ],
+            r.lost > 0,
+        );
+    }
+    let page = minijinja::context! {
+        comparison => Serde(c),
+        table => Serde(&table),
+        figures => Serde(&figures),
+        schema_version => SCHEMA_VERSION,
+    };
+    render("comparison.html", page)
+}

@@ -1,0 +1,155 @@
+//! The HTML report: one self-contained page per run (and one per strategy comparison), meant to
+//! be looked at: a header, a verdict band, key numbers, plots as inline SVG, then the tables.
+//!
+//! The page loads nothing: CSS is inline, plots are inline `<svg>`, fonts are the reader's own.
+//! Rust code here turns the model into display strings and charts; the minijinja templates in
+//! `templates/` only lay them out (and escape every string taken from the report).
+//!
+//! `run` builds the page of one run, `comparison` the page of a strategy comparison; this module
+//! holds what they share: the display types the templates read and the template environment.
+
+mod comparison;
+mod run;
+
+use minijinja::value::Value;
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use super::ReportError;
+use super::fmt;
+
+pub use comparison::render_comparison_html;
+pub use run::render_html;
+
+const STYLE_CSS: &str = include_str!("../templates/style.css");
+const MACROS_HTML: &str = include_str!("../templates/macros.html");
+const REPORT_HTML: &str = include_str!("../templates/report.html");
+const COMPARISON_HTML: &str = include_str!("../templates/comparison.html");
+
+/// Small-multiple percentile chart.
+const SMALL: (u32, u32) = (580, 270);
+/// Full-width chart.
+const WIDE: (u32, u32) = (1180, 270);
+/// Bar chart beside a table.
+const HALF: (u32, u32) = (560, 330);
+
+/// A labelled value in the header.
+#[derive(Serialize)]
+struct Fact {
+    label: &'static str,
+    value: String,
+}
+
+/// A key number: one big value, or a few side by side (`pairs`, e.g. p50 and p99).
+#[derive(Serialize)]
+struct Card {
+    label: String,
+    value: String,
+    unit: String,
+    /// (label, value) shown instead of `value` when not empty.
+    pairs: Vec<(&'static str, String)>,
+    sub: String,
+    /// `good`, `bad` or empty.
+    tone: &'static str,
+}
+
+impl Card {
+    fn new(label: &str, value: String, unit: &str, sub: String, tone: &'static str) -> Self {
+        Card {
+            label: label.to_string(),
+            value,
+            unit: unit.to_string(),
+            pairs: Vec::new(),
+            sub,
+            tone,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Slo {
+    check: String,
+    value: String,
+    passed: bool,
+}
+
+/// The SLO verdict band.
+#[derive(Serialize)]
+struct Verdict {
+    /// `pass`, `fail` or `none`.
+    tone: &'static str,
+    headline: String,
+    slos: Vec<Slo>,
+}
+
+/// A plot with its heading; `svg` absent when there was nothing to draw.
+#[derive(Serialize)]
+struct Figure {
+    title: String,
+    caption: String,
+    svg: Option<String>,
+}
+
+/// A table: the first column is a label, the others numbers.
+#[derive(Serialize, Default)]
+struct TableView {
+    title: String,
+    head: Vec<String>,
+    rows: Vec<Row>,
+    note: String,
+}
+
+#[derive(Serialize)]
+struct Row {
+    cells: Vec<String>,
+    /// `bad` to highlight the row, or empty.
+    tone: &'static str,
+}
+
+impl TableView {
+    fn new(title: &str, head: &[&str]) -> Self {
+        TableView {
+            title: title.to_string(),
+            head: head.iter().map(|h| h.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>, bad: bool) {
+        self.rows.push(Row {
+            cells,
+            tone: if bad { "bad" } else { "" },
+        });
+    }
+
+    /// A two-column table of a counter map.
+    fn counts<'a>(title: &str, head: [&str; 2], counts: impl IntoIterator<Item = (&'a String, &'a u64)>) -> Self {
+        let mut t = TableView::new(title, &head);
+        for (k, v) in counts {
+            t.row(vec![k.clone(), fmt::int(*v)], false);
+        }
+        if t.rows.is_empty() {
+            t.note = "none".to_string();
+        }
+        t
+    }
+}
+
+fn render(name: &'static str, ctx: Value) -> Result<String, ReportError> {
+    let err = |source| ReportError::Template { template: name, source };
+    let mut env = Environment::new();
+    // A misspelt field in a template is a bug to catch in the tests, not an empty cell.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    for (n, src) in [
+        ("style.css", STYLE_CSS),
+        ("macros.html", MACROS_HTML),
+        ("report.html", REPORT_HTML),
+        ("comparison.html", COMPARISON_HTML),
+    ] {
+        env.add_template(n, src).map_err(err)?;
+    }
+    env.get_template(name).and_then(|t| t.render(ctx)).map_err(err)
+}
+
+#[cfg(test)]
+mod tests;

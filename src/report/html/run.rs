@@ -1,0 +1,452 @@
+//! The page of one run: header, verdict band, key numbers, percentile curves, ack volume, time
+//! lines, tables.
+
+use minijinja::value::Serde;
+use serde::Serialize;
+
+use super::{Card, Fact, Figure, HALF, SMALL, Slo, TableView, Verdict, WIDE, render};
+use crate::report::chart::{self, BASELINE, Bar, PALETTE, Series, metric_color};
+use crate::report::fmt;
+use crate::report::model::{AckSplit, AuditKind, Report};
+use crate::report::text::ordered_latencies;
+use crate::report::{ReportError, SCHEMA_VERSION};
+
+/// The page of one run.
+pub fn render_html(report: &Report) -> Result<String, ReportError> {
+    let plan = &report.plan;
+    let target = &report.target;
+    let mut target_text = format!("{} · {}", target.kind, target.url);
+    if let Some(label) = &target.label {
+        target_text.push_str(&format!(" · {label}"));
+    }
+    let fact = |label, value| Fact { label, value };
+    let users = format!(
+        "{} × {} devices · {} groups",
+        fmt::int(plan.users),
+        plan.devices_per_user,
+        fmt::int(plan.groups)
+    );
+    let duration = format!(
+        "{} steady · {} wall",
+        fmt::secs(plan.duration_secs),
+        fmt::secs(report.elapsed_secs)
+    );
+    let offered = format!(
+        "{}/s one-to-one · {}/s group",
+        fmt::rate(plan.offered_one_to_one_per_sec),
+        fmt::rate(plan.offered_group_per_sec)
+    );
+    let facts = vec![
+        fact("target", target_text),
+        fact(
+            "workload",
+            format!("seed {} · profile {}", plan.seed, short_hash(&plan.profile_hash)),
+        ),
+        fact("users", users),
+        fact("started", fmt::when(&report.started_at)),
+        fact("duration", duration),
+        fact("offered", offered),
+    ];
+    let page = minijinja::context! {
+        report => Serde(report),
+        facts => Serde(&facts),
+        verdict => Serde(&verdict(report)),
+        cards => Serde(&cards(report)),
+        percentiles => Serde(&percentile_figures(report)?),
+        acks => Serde(&ack_figure(report)?),
+        timeline => Serde(&timeline_figures(report)?),
+        tables => Serde(&tables(report)),
+        schema_version => SCHEMA_VERSION,
+    };
+    render("report.html", page)
+}
+
+/// The first 12 characters of a hex hash, enough to tell profiles apart at a glance.
+fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+fn verdict(report: &Report) -> Verdict {
+    let failed = report.slo.iter().filter(|s| !s.passed).count();
+    let n = report.slo.len();
+    let (tone, headline) = match (n, failed) {
+        (0, _) => ("none", "No SLOs were checked".to_string()),
+        (n, 0) => ("pass", format!("All {n} SLOs held")),
+        (n, f) => ("fail", format!("{f} of {n} SLOs failed")),
+    };
+    let unit = |check: &str| {
+        if check.contains("ms") {
+            " ms"
+        } else if check.contains('%') {
+            "%"
+        } else {
+            ""
+        }
+    };
+    let slos = report
+        .slo
+        .iter()
+        .map(|s| Slo {
+            check: s.check.clone(),
+            value: s.value.map_or("no value".to_string(), |v| {
+                format!("{}{}", fmt::measured(v), unit(&s.check))
+            }),
+            passed: s.passed,
+        })
+        .collect();
+    Verdict { tone, headline, slos }
+}
+
+fn cards(report: &Report) -> Vec<Card> {
+    let plan = &report.plan;
+    let tp = &report.throughput;
+    let offered = plan.offered_one_to_one_per_sec + plan.offered_group_per_sec;
+    let sent = format!("offered {}/s", fmt::rate(offered));
+    let mut cards = vec![Card::new("messages / s", fmt::rate(tp.messages_per_sec), "", sent, "")];
+    for metric in ["read_receipt", "read"] {
+        let mut card = Card::new(metric, fmt::NONE.to_string(), "", "no samples".to_string(), "");
+        if let Some(l) = report.latencies.get(metric).filter(|l| l.count > 0) {
+            card.pairs = vec![("p50", fmt::ms(l.p50)), ("p99", fmt::ms(l.p99))];
+            card.sub = format!("ms · {} samples", fmt::int(l.count));
+        }
+        cards.push(card);
+    }
+    let audit = &report.audit.total;
+    let of = format!(
+        "of {} · {} dup · {} unexp.",
+        fmt::int(audit.expected),
+        fmt::int(audit.duplicated),
+        fmt::int(audit.unexpected)
+    );
+    cards.push(Card::new(
+        "lost receipts",
+        fmt::int(audit.lost),
+        "",
+        of,
+        if audit.lost > 0 { "bad" } else { "good" },
+    ));
+    let total = &report.ack_economics.total;
+    let (value, unit, tone) = match total.saving_pct {
+        s if !s.is_finite() => (fmt::NONE.to_string(), "", ""),
+        s if s >= 0.05 => (format!("{}%", fmt::num(s, 1)), "fewer", "good"),
+        s if s <= -0.05 => (format!("{}%", fmt::num(-s, 1)), "more", "bad"),
+        _ => ("same".to_string(), "", ""),
+    };
+    let per_read = format!("{} acks per message read", fmt::num(total.acks_per_read, 2));
+    cards.push(Card::new("ack frames", value, unit, per_read, tone));
+    let c = &report.connections;
+    cards.push(Card::new(
+        "connections",
+        fmt::int(c.achieved),
+        &format!("/ {}", fmt::int(c.asked)),
+        format!("{} failed · {} dropped", fmt::int(c.failed), fmt::int(c.dropped)),
+        if c.failed + c.dropped > 0 || c.achieved < c.asked {
+            "bad"
+        } else {
+            ""
+        },
+    ));
+    cards
+}
+
+fn percentile_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
+    ordered_latencies(report)
+        .into_iter()
+        .map(|(name, l)| {
+            let caption = format!(
+                "p50 {} · p99 {} · max {} ms · {} samples",
+                fmt::ms(l.p50),
+                fmt::ms(l.p99),
+                fmt::ms(l.max),
+                fmt::int(l.count)
+            );
+            if l.curve.is_empty() {
+                return Ok(Figure {
+                    title: name.to_string(),
+                    caption,
+                    svg: None,
+                });
+            }
+            let color = metric_color(name);
+            let mut series = vec![Series {
+                label: "corrected".into(),
+                color,
+                points: &l.curve,
+                dashed: false,
+            }];
+            if let Some(u) = l.uncorrected.as_deref().filter(|u| !u.curve.is_empty()) {
+                series.push(Series {
+                    label: "uncorrected".into(),
+                    color,
+                    points: &u.curve,
+                    dashed: true,
+                });
+            }
+            let svg = chart::percentiles(&format!("percentiles of {name}"), &series, SMALL)?;
+            Ok(Figure {
+                title: name.to_string(),
+                caption,
+                svg: Some(svg),
+            })
+        })
+        .collect()
+}
+
+fn ack_figure(report: &Report) -> Result<Figure, ReportError> {
+    let econ = &report.ack_economics;
+    let splits = [&econ.one_to_one, &econ.group];
+    let values = |f: fn(&AckSplit) -> u64| splits.iter().map(|s| f(s) as f64).collect::<Vec<f64>>();
+    let this = Bar {
+        segments: vec![
+            ("read acks".into(), PALETTE[0], values(|s| s.read_acks)),
+            ("channel acks".into(), PALETTE[1], values(|s| s.channel_acks)),
+        ],
+        labels: splits.iter().map(|s| fmt::int(s.read_acks + s.channel_acks)).collect(),
+    };
+    let baseline = Bar {
+        segments: vec![("per-message baseline".into(), BASELINE, values(|s| s.baseline_acks))],
+        labels: splits.iter().map(|s| fmt::int(s.baseline_acks)).collect(),
+    };
+    let categories = vec!["one-to-one".to_string(), "group".to_string()];
+    let notes: Vec<String> = splits
+        .iter()
+        .map(|s| format!("{} acks", fmt::saving(s.saving_pct)))
+        .collect();
+    let svg = chart::bars("ack volume", "ack frames", &categories, &[this, baseline], &notes, HALF)?;
+    Ok(Figure {
+        title: format!("Ack volume: {} vs one ack per message", econ.strategy),
+        caption: "left bar: acks this strategy sent; right bar: one read ack per message read".into(),
+        svg: Some(svg),
+    })
+}
+
+fn timeline_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
+    let tl = &report.timeline;
+    if tl.is_empty() {
+        return Ok(vec![Figure {
+            title: "Over time".into(),
+            caption: "no timeline recorded".into(),
+            svg: None,
+        }]);
+    }
+    let col = |f: fn(&crate::report::model::TimelinePoint) -> f64| tl.iter().map(|p| (p.t, f(p))).collect::<Vec<_>>();
+    let (msgs, acks, receipts, errors) = (
+        col(|p| p.messages as f64),
+        col(|p| p.acks as f64),
+        col(|p| p.receipts as f64),
+        col(|p| p.errors as f64),
+    );
+    let mut rates = vec![
+        Series {
+            label: "messages/s".into(),
+            color: PALETTE[0],
+            points: &msgs,
+            dashed: false,
+        },
+        Series {
+            label: "acks/s".into(),
+            color: PALETTE[1],
+            points: &acks,
+            dashed: false,
+        },
+        Series {
+            label: "receipts/s".into(),
+            color: PALETTE[2],
+            points: &receipts,
+            dashed: false,
+        },
+    ];
+    if tl.iter().any(|p| p.errors > 0) {
+        rates.push(Series {
+            label: "errors/s".into(),
+            color: PALETTE[5],
+            points: &errors,
+            dashed: false,
+        });
+    }
+    let connected = col(|p| p.connected as f64);
+    let (lag, rr) = (col(|p| p.schedule_lag_p99), col(|p| p.read_receipt_p99));
+    let p99s = [
+        Series {
+            label: "schedule_lag p99".into(),
+            color: metric_color("schedule_lag"),
+            points: &lag,
+            dashed: false,
+        },
+        Series {
+            label: "read_receipt p99".into(),
+            color: metric_color("read_receipt"),
+            points: &rr,
+            dashed: false,
+        },
+    ];
+    let conn = [Series {
+        label: "connected".into(),
+        color: PALETTE[3],
+        points: &connected,
+        dashed: false,
+    }];
+    Ok(vec![
+        Figure {
+            title: "Traffic".into(),
+            caption: "per second: messages sent, read and channel acks sent, receipt pushes received".into(),
+            svg: Some(chart::lines("traffic over time", "per second", &rates, WIDE)?),
+        },
+        Figure {
+            title: "Connected users".into(),
+            caption: "connections logged in".into(),
+            svg: Some(chart::lines("connections over time", "connections", &conn, WIDE)?),
+        },
+        Figure {
+            title: "p99 per second".into(),
+            caption: "schedule lag is the tester's own delay; when it rises, the generator is the bottleneck".into(),
+            svg: Some(chart::lines("p99 per second", "ms", &p99s, WIDE)?),
+        },
+    ])
+}
+
+/// The tables of a run page, by the width they are laid out at.
+#[derive(Serialize)]
+struct Tables {
+    wide: Vec<TableView>,
+    half: Vec<TableView>,
+    small: Vec<TableView>,
+}
+
+fn tables(report: &Report) -> Tables {
+    let mut lat = TableView::new(
+        "Latency (ms, from the scheduled send)",
+        &[
+            "metric",
+            "count",
+            "min",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "p99 uncorrected",
+        ],
+    );
+    for (name, l) in ordered_latencies(report) {
+        let uncorrected = l.uncorrected.as_ref().map_or(fmt::NONE.to_string(), |u| fmt::ms(u.p99));
+        let cells = vec![
+            name.to_string(),
+            fmt::int(l.count),
+            fmt::ms(l.min),
+            fmt::ms(l.p50),
+            fmt::ms(l.p90),
+            fmt::ms(l.p99),
+            fmt::ms(l.p999),
+            fmt::ms(l.max),
+            uncorrected,
+        ];
+        lat.row(cells, false);
+    }
+    let mut audit = TableView::new(
+        "Receipt audit",
+        &["kind", "expected", "arrived", "lost", "duplicated", "unexpected"],
+    );
+    let audit_row = |kind: &str, a: &AuditKind| {
+        let cells = [a.expected, a.arrived, a.lost, a.duplicated, a.unexpected].map(fmt::int);
+        (
+            std::iter::once(kind.to_string()).chain(cells).collect(),
+            a.lost + a.duplicated + a.unexpected > 0,
+        )
+    };
+    for (kind, a) in &report.audit.by_kind {
+        let (cells, bad) = audit_row(kind, a);
+        audit.row(cells, bad);
+    }
+    let (cells, bad) = audit_row("total", &report.audit.total);
+    audit.row(cells, bad);
+    audit.note = format!("after a drain of {}", fmt::secs(report.audit.drain_secs));
+
+    let econ = &report.ack_economics;
+    let mut acks = TableView::new(
+        "Ack economics",
+        &[
+            "",
+            "read",
+            "read acks",
+            "channel acks",
+            "acks/read",
+            "baseline",
+            "vs baseline",
+        ],
+    );
+    for (kind, s) in [
+        ("one-to-one", &econ.one_to_one),
+        ("group", &econ.group),
+        ("total", &econ.total),
+    ] {
+        let cells = vec![
+            kind.to_string(),
+            fmt::int(s.messages_read),
+            fmt::int(s.read_acks),
+            fmt::int(s.channel_acks),
+            fmt::num(s.acks_per_read, 2),
+            fmt::int(s.baseline_acks),
+            fmt::saving(s.saving_pct),
+        ];
+        acks.row(cells, false);
+    }
+    acks.note = format!(
+        "strategy {}; read = messages the users read; baseline = one read ack per message read",
+        econ.strategy
+    );
+
+    let mut server = TableView::new("Server frames", &["op", "in", "out"]);
+    match &econ.server_frames {
+        Some(sf) => {
+            let ops: std::collections::BTreeSet<&String> = sf.frames_in.keys().chain(sf.frames_out.keys()).collect();
+            for op in ops {
+                let get = |m: &std::collections::BTreeMap<String, u64>| {
+                    m.get(op).map_or(fmt::NONE.to_string(), |v| fmt::int(*v))
+                };
+                server.row(vec![op.clone(), get(&sf.frames_in), get(&sf.frames_out)], false);
+            }
+            server.row(
+                vec!["total".into(), fmt::int(sf.total_in), fmt::int(sf.total_out)],
+                false,
+            );
+        }
+        None => server.note = "the server exposed no ackstorm metrics".into(),
+    }
+
+    let c = &report.counters;
+    let mut errors = TableView::counts("Errors", ["code", "replies"], &c.errors_by_code);
+    errors.note = format!(
+        "error rate {} · {} rate limited · {} unparseable",
+        fmt::pct(100.0 * c.error_rate),
+        fmt::int(c.rate_limited),
+        fmt::int(c.unparseable)
+    );
+    let tp = &report.throughput;
+    let mut volume = TableView::new("Volume", &["", "value"]);
+    for (k, v) in [
+        ("messages sent", fmt::int(tp.messages_sent)),
+        ("one-to-one", fmt::int(tp.one_to_one_sent)),
+        ("group", fmt::int(tp.group_sent)),
+        ("skipped (offline)", fmt::int(tp.skipped_offline)),
+        ("frames sent", fmt::int(tp.frames_sent)),
+        ("frames received", fmt::int(tp.frames_received)),
+        ("bytes sent", fmt::bytes(tp.bytes_sent)),
+        ("bytes received", fmt::bytes(tp.bytes_received)),
+        ("peak connections", fmt::int(report.connections.peak)),
+    ] {
+        volume.row(vec![k.to_string(), v], false);
+    }
+    Tables {
+        wide: vec![lat],
+        half: vec![audit, acks],
+        small: vec![
+            TableView::counts("Frames sent", ["op", "frames"], &c.frames_sent_by_op),
+            TableView::counts("Frames received", ["op", "frames"], &c.frames_received_by_op),
+            server,
+            TableView::counts("Receipts received", ["kind", "pushes"], &c.receipts_received),
+            errors,
+            volume,
+        ],
+    }
+}
