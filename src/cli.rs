@@ -12,7 +12,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use crate::profile::{self, Plan, Strategy, Target};
 use crate::protocol::token;
+use crate::report;
+use crate::runner;
 use crate::server::ratelimit::RateLimit;
 use crate::server::store::StoreLimits;
 use crate::server::{self, ServerConfig};
@@ -32,6 +35,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a load profile: simulated users against the embedded server or --target.
+    Run(RunArgs),
+    /// Run the same seeded workload once per ack strategy and compare them.
+    Strategies {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Strategies to run, in order (per_message is the baseline of the savings).
+        #[arg(long, value_delimiter = ',', default_value = "per_message,channel,hybrid,debounced")]
+        strategies: Vec<String>,
+    },
     /// Run the reference receipts server (PROTOCOL.md over WebSocket, plus /metrics, /healthz).
     Serve(ServeArgs),
     /// Print the login token of USER under a server secret.
@@ -42,6 +55,76 @@ enum Command {
         /// User id.
         user: String,
     },
+}
+
+/// Profile and overrides (command line > profile file > defaults).
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The profile (TOML), e.g. profiles/smoke.toml.
+    profile: std::path::PathBuf,
+    /// Override any profile key, e.g. --set population.users=5000 --set reading.open=5s.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Users (population.users).
+    #[arg(long)]
+    users: Option<u64>,
+    /// Steady phase (run.duration), e.g. 30s.
+    #[arg(long)]
+    duration: Option<String>,
+    /// Workload seed (run.seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Ack strategy (acks.strategy): per_message, channel, hybrid or debounced.
+    #[arg(long)]
+    strategy: Option<String>,
+    /// An external server (target.url), ws://127.0.0.1:PORT/ws; default: the embedded server.
+    #[arg(long)]
+    target: Option<String>,
+    /// The external server's secret (target.secret).
+    #[arg(long, env = "ACKSTORM_SECRET", hide_env_values = true, conflicts_with = "token_file", requires = "target")]
+    secret: Option<String>,
+    /// A file of `user token` lines for the external server (target.token_file).
+    #[arg(long, requires = "target")]
+    token_file: Option<String>,
+    /// A label of the server build, recorded in the results (target.label).
+    #[arg(long)]
+    label: Option<String>,
+    /// Where result folders go (run.results_dir).
+    #[arg(long)]
+    results: Option<String>,
+    /// No live progress line.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl RunArgs {
+    /// All overrides as `key=value`, shorthands after `--set` (so they win).
+    fn overrides(&self) -> Vec<String> {
+        let mut o = self.set.clone();
+        let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut add = |key: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push(format!("{key}={v}"));
+            }
+        };
+        add("population.users", self.users.map(|v| v.to_string()));
+        add("run.duration", self.duration.as_deref().map(quoted));
+        add("run.seed", self.seed.map(|v| v.to_string()));
+        add("acks.strategy", self.strategy.as_deref().map(quoted));
+        add("target.url", self.target.as_deref().map(quoted));
+        add("target.secret", self.secret.as_deref().map(quoted));
+        add("target.token_file", self.token_file.as_deref().map(quoted));
+        add("target.label", self.label.as_deref().map(quoted));
+        add("run.results_dir", self.results.as_deref().map(quoted));
+        if self.no_progress {
+            o.push("tester.progress=false".to_string());
+        }
+        o
+    }
+
+    fn plan(&self) -> Result<Plan> {
+        Ok(profile::load(&self.profile, &self.overrides())?)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +219,8 @@ impl ServeArgs {
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run_profile(&args),
+        Command::Strategies { run, strategies } => compare_strategies(&run, &strategies),
         Command::Serve(args) => serve(args),
         Command::Token { secret, user } => {
             if !crate::protocol::is_valid_id(&user) {
@@ -145,6 +230,65 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints the effective plan in brief (the full profile goes to the results folder).
+fn print_plan(plan: &Plan, overrides: &[String]) {
+    let target = match &plan.target {
+        Target::Embedded { .. } => "embedded reference server".to_string(),
+        Target::External { url, .. } => url.clone(),
+    };
+    let (single, group) = plan.offered_rates();
+    eprintln!("ackstorm run {}: {target}", plan.name);
+    eprintln!(
+        "  users {} x {} devices, {} groups, strategy {}, seed {}",
+        plan.peak_users(),
+        plan.population.devices_per_user,
+        plan.groups.count,
+        plan.acks.strategy.as_str(),
+        plan.seed
+    );
+    eprintln!(
+        "  offered {single:.0} one-to-one + {group:.0} group messages/s; steady {}, drain {}",
+        humantime::format_duration(plan.duration),
+        humantime::format_duration(plan.drain)
+    );
+    if !overrides.is_empty() {
+        eprintln!("  overrides: {}", overrides.join(" "));
+    }
+    for n in &plan.notes {
+        eprintln!("  note: {n}");
+    }
+}
+
+fn slo_exit(report: &report::Report) -> ExitCode {
+    if report.slo.iter().all(|s| s.passed) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHECK_FAILED) }
+}
+
+fn run_profile(args: &RunArgs) -> Result<ExitCode> {
+    let plan = args.plan()?;
+    print_plan(&plan, &args.overrides());
+    let effective = profile::effective_toml(&plan);
+    let out = runner::run(&plan, &effective)?;
+    println!("{}", report::render_text(&out.report));
+    println!("results: {}", out.dir.display());
+    println!("report:  {}", out.dir.join("report.html").display());
+    Ok(slo_exit(&out.report))
+}
+
+fn compare_strategies(args: &RunArgs, names: &[String]) -> Result<ExitCode> {
+    let plan = args.plan()?;
+    let list: Vec<Strategy> = names
+        .iter()
+        .map(|n| Strategy::parse(n.trim()).with_context(|| format!("--strategies: {n:?} is not one of per_message, channel, hybrid, debounced")))
+        .collect::<Result<_>>()?;
+    print_plan(&plan, &args.overrides());
+    let (comparison, runs) = runner::strategies(&plan, &list, profile::effective_toml)?;
+    let dir = runner::write_comparison(&plan, &comparison, &runs)?;
+    println!("{}", report::render_comparison_text(&comparison));
+    println!("comparison: {}", dir.join("comparison.html").display());
+    let all_pass = runs.iter().all(|r| r.report.slo.iter().all(|s| s.passed));
+    Ok(if all_pass { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHECK_FAILED) })
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {

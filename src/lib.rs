@@ -8,6 +8,7 @@
 //! - [`report`]: the run report as data, and its renderers (JSON, terminal table, HTML).
 //! - [`sim`]: simulated users: the seeded world, behaviour state machines, actix user actors.
 //! - [`transport`]: how user actors reach a server: the driver trait and the native WebSocket driver.
+//! - [`runner`]: `ackstorm run`/`strategies`: target, actors, drain, results folder.
 //! - [`cli`]: command-line definitions and dispatch (the only place `anyhow` is used).
 
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod collector;
 pub mod profile;
 pub mod protocol;
 pub mod report;
+pub mod runner;
 pub mod server;
 pub mod sim;
 pub mod transport;

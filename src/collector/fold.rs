@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 
-use super::intervals::Intervals;
+use super::intervals::{Count, Intervals};
 use super::{AckKind, Event, ReceiptKind, Snapshot};
 use crate::protocol::ChatType;
 use crate::report::{AckSplit, Audit, AuditKind, Connections, Latency, TimelinePoint};
@@ -212,18 +212,25 @@ impl State {
         at.saturating_duration_since(self.start).as_micros() as u64
     }
 
-    /// Records a latency from `from` (corrected) and `raw_from` (uncorrected) to `to`.
+    /// Records a latency from `from` (corrected) and `raw_from` (uncorrected) to `to`, in
+    /// the run totals and in the interval of `to`'s second.
     fn record(&mut self, metric: usize, to: u64, from: u64, raw_from: Option<u64>) {
+        let v = self.record_total(metric, to, from, raw_from);
+        self.intervals.record(to / 1_000_000, self.connected, metric, v);
+    }
+
+    /// Records in the run totals only; returns the corrected value.
+    fn record_total(&mut self, metric: usize, to: u64, from: u64, raw_from: Option<u64>) -> u64 {
         let v = to.saturating_sub(from).max(1);
         self.corrected[metric].saturating_record(v);
         if let Some(r) = raw_from {
             self.raw[metric].saturating_record(to.saturating_sub(r).max(1));
         }
-        self.intervals.record(to / 1_000_000, self.connected, metric, v);
+        v
     }
 
-    fn bump(&mut self, at: u64) -> &mut super::intervals::Interval {
-        self.intervals.at(at / 1_000_000, self.connected)
+    fn bump(&mut self, at: u64, what: Count) {
+        self.intervals.count(at / 1_000_000, self.connected, what);
     }
 
     fn count(map: &mut BTreeMap<String, u64>, key: &str) {
@@ -237,7 +244,7 @@ impl State {
                 self.conn.achieved += u64::from(first);
                 self.conn.peak = self.conn.peak.max(self.connected);
                 let at = self.us(at);
-                self.bump(at);
+                self.intervals.touch(at / 1_000_000, self.connected);
             }
             Event::ConnectFailed { error, .. } => {
                 self.conn.failed += 1;
@@ -280,7 +287,7 @@ impl State {
                     self.rate_limited += 1;
                 }
                 let at = self.us(at);
-                self.bump(at).errors += 1;
+                self.bump(at, Count::Errors);
             }
             Event::Snapshot(_) | Event::Finish(_) => {}
         }
@@ -298,7 +305,7 @@ impl State {
         }
         if group { self.sent.1 += 1 } else { self.sent.0 += 1 }
         self.record(LAG, at, scheduled, None);
-        self.bump(at).messages += 1;
+        self.bump(at, Count::Messages);
     }
 
     fn ack_sent(&mut self, reader: u32, kind: AckKind, key: Option<MsgKey>, conv: u32, at: u64) {
@@ -332,11 +339,11 @@ impl State {
             }
             AckKind::GroupChannel => self.econ.1.channel_acks += 1,
         }
-        self.bump(at).acks += 1;
+        self.bump(at, Count::Acks);
     }
 
     fn receipt(&mut self, kind: ReceiptKind, mid: u64, from: u32, count: Option<u64>, at: u64) {
-        self.bump(at).receipts += 1;
+        self.bump(at, Count::Receipts);
         let name = match kind {
             ReceiptKind::Delivery => "delivery",
             ReceiptKind::Read => "read",
@@ -407,7 +414,7 @@ impl State {
 
     fn channel_push(&mut self, user: u32, from: u32, id: u64, at: u64) {
         Self::count(&mut self.receipts, "channel");
-        self.bump(at).receipts += 1;
+        self.bump(at, Count::Receipts);
         match self.channels.get_mut(&(from, user)).and_then(|q| q.pop_front()) {
             Some(sent) => {
                 self.channel_arrived += 1;
@@ -438,7 +445,7 @@ impl State {
         Snapshot {
             connected: self.connected,
             messages: self.sent.0 + self.sent.1,
-            messages_last_sec: self.intervals.at(last_sec, self.connected).messages,
+            messages_last_sec: self.intervals.messages(last_sec),
             server_ack_p99: p99(&self.corrected[SERVER_ACK]),
             read_receipt_p99: p99(&self.corrected[READ_RECEIPT]),
             schedule_lag_p99: p99(&self.corrected[LAG]),
@@ -451,7 +458,8 @@ impl State {
             let m = &self.msgs[i];
             if m.receipts && m.group_acks > 0 && m.group_max >= u64::from(m.group_acks) {
                 let (to, scheduled, sent) = (m.group_max_at, m.scheduled, m.sent);
-                self.record(GROUP_ALL, to, scheduled, Some(sent));
+                // Known only now, long after its second closed: totals only.
+                self.record_total(GROUP_ALL, to, scheduled, Some(sent));
             }
         }
         let audit = self.audit();

@@ -15,14 +15,23 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer}
 use super::fold::{METRICS, new_histogram};
 use crate::report::TimelinePoint;
 
+/// What a second counts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Count {
+    Messages,
+    Acks,
+    Receipts,
+    Errors,
+}
+
 /// Counts and histograms of one second.
 #[derive(Default)]
 pub(super) struct Interval {
-    pub messages: u64,
-    pub acks: u64,
-    pub receipts: u64,
-    pub errors: u64,
-    pub connected: u64,
+    messages: u64,
+    acks: u64,
+    receipts: u64,
+    errors: u64,
+    connected: u64,
     hists: [Option<Histogram<u64>>; METRICS.len()],
 }
 
@@ -32,10 +41,15 @@ impl Interval {
     }
 }
 
+/// Seconds kept open for late events before they are closed.
+const WINDOW: u64 = 3;
+
 /// Open and closed seconds.
 #[derive(Default)]
 pub(super) struct Intervals {
     open: BTreeMap<u64, Interval>,
+    /// Seconds below this are closed (`closed` holds one point per second up to here).
+    closed_below: u64,
     closed: Vec<TimelinePoint>,
     /// (second, metric index, compressed histogram).
     hlog: Vec<(u64, usize, Vec<u8>)>,
@@ -47,32 +61,74 @@ const LAG: usize = 7;
 const READ_RECEIPT: usize = 2;
 
 impl Intervals {
-    /// The interval of second `sec`, closing those at least two seconds older.
-    pub fn at(&mut self, sec: u64, connected: u64) -> &mut Interval {
+    /// Closes the seconds that fell out of the window before second `sec`.
+    fn advance_to(&mut self, sec: u64) {
         while let Some((&first, _)) = self.open.first_key_value() {
-            if first + 2 >= sec {
+            if first + WINDOW >= sec {
                 break;
             }
             self.close_first();
         }
-        let i = self.open.entry(sec).or_default();
-        i.connected = connected;
-        i
     }
 
-    /// Records a latency (µs) in second `sec`'s histogram of `metric`.
+    /// The open interval of second `sec`, or `None` when `sec` is already closed.
+    fn at(&mut self, sec: u64, connected: u64) -> Option<&mut Interval> {
+        self.advance_to(sec);
+        if sec < self.closed_below {
+            return None;
+        }
+        let i = self.open.entry(sec).or_default();
+        i.connected = connected;
+        Some(i)
+    }
+
+    /// Counts one event of `what` in second `sec`; a late event still counts, in its closed
+    /// second's point.
+    pub fn count(&mut self, sec: u64, connected: u64, what: Count) {
+        self.advance_to(sec);
+        let slot = |m: &mut u64, a: &mut u64, r: &mut u64, e: &mut u64| match what {
+            Count::Messages => *m += 1,
+            Count::Acks => *a += 1,
+            Count::Receipts => *r += 1,
+            Count::Errors => *e += 1,
+        };
+        if sec < self.closed_below {
+            if let Some(p) = self.closed.get_mut(sec as usize) {
+                slot(&mut p.messages, &mut p.acks, &mut p.receipts, &mut p.errors);
+            }
+        } else if let Some(i) = self.at(sec, connected) {
+            slot(&mut i.messages, &mut i.acks, &mut i.receipts, &mut i.errors);
+        }
+    }
+
+    /// Touches second `sec` so it appears with the current connection count.
+    pub fn touch(&mut self, sec: u64, connected: u64) {
+        let _ = self.at(sec, connected);
+    }
+
+    /// Messages counted so far in second `sec`.
+    pub fn messages(&self, sec: u64) -> u64 {
+        match self.open.get(&sec) {
+            Some(i) => i.messages,
+            None => self.closed.get(sec as usize).map_or(0, |p| p.messages),
+        }
+    }
+
+    /// Records a latency (µs) in second `sec`'s histogram of `metric`. Samples for a second
+    /// already closed (more than the window late) stay in the run totals only.
     pub fn record(&mut self, sec: u64, connected: u64, metric: usize, us: u64) {
-        let h = self.at(sec, connected).hists[metric].get_or_insert_with(new_histogram);
-        h.saturating_record(us.max(1));
+        if let Some(i) = self.at(sec, connected) {
+            i.hists[metric].get_or_insert_with(new_histogram).saturating_record(us.max(1));
+        }
     }
 
     fn close_first(&mut self) {
         let Some((sec, interval)) = self.open.pop_first() else { return };
         // Fill skipped seconds so the timeline has one point per second.
-        let next = self.closed.last().map_or(0, |p| p.t as u64 + 1);
-        for gap in next..sec {
+        for gap in self.closed_below..sec {
             self.closed.push(TimelinePoint { t: gap as f64, ..Default::default() });
         }
+        self.closed_below = sec + 1;
         self.closed.push(TimelinePoint {
             t: sec as f64,
             connected: interval.connected,
@@ -127,12 +183,17 @@ mod tests {
     fn seconds_close_in_order_and_the_log_reads_back() {
         let mut iv = Intervals::default();
         iv.record(0, 5, LAG, 1500);
-        iv.at(0, 5).messages += 3;
+        for _ in 0..3 {
+            iv.count(0, 5, Count::Messages);
+        }
         iv.record(3, 6, READ_RECEIPT, 20_000);
         iv.record(5, 6, READ_RECEIPT, 10_000);
+        // Late: second 0 is closed by now; the count still lands, the sample only in totals.
+        iv.count(0, 6, Count::Messages);
+        iv.record(0, 6, LAG, 9000);
         let (timeline, log) = iv.finish(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         assert_eq!(timeline.iter().map(|p| p.t as u64).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
-        assert_eq!(timeline[0].messages, 3);
+        assert_eq!(timeline[0].messages, 4);
         assert!((timeline[0].schedule_lag_p99 - 1.5).abs() < 0.01);
         assert!((timeline[3].read_receipt_p99 - 20.0).abs() < 0.05);
         let text = String::from_utf8(log.clone()).unwrap();

@@ -86,7 +86,7 @@ pub fn parse(file: &Path, text: &str, overrides: &[String]) -> Result<Plan, Prof
         apply_override(&mut table, o)?;
     }
     let raw: RawProfile = RawProfile::deserialize(toml::Value::Table(table)).map_err(|e| toml_err(&e))?;
-    let mut checker = plan::Checker { errors: Vec::new() };
+    let mut checker = plan::Checker { errors: Vec::new(), notes: Vec::new() };
     let plan = plan::check(&raw, &mut checker);
     if checker.errors.is_empty() {
         Ok(plan)

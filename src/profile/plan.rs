@@ -287,6 +287,8 @@ pub struct Plan {
     pub slo: Vec<SloCheck>,
     /// Generator settings.
     pub tester: Tester,
+    /// Things the profile asked for that the plan ignores, to tell the user.
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -302,9 +304,11 @@ impl Plan {
     pub fn offered_rates(&self) -> (f64, f64) {
         let users = self.peak_users() as f64;
         let share = self.reading.online_share;
-        // Users in at least one group, at most: memberships can overlap.
-        let memberships = self.groups.count as f64 * (self.groups.size_min + self.groups.size_max) as f64 / 2.0;
-        let in_groups = memberships.min(users);
+        // Members are drawn at random: a user is in no group with probability
+        // (1 - mean size / users) ^ groups.
+        let mean_size = (self.groups.size_min + self.groups.size_max) as f64 / 2.0;
+        let outside = (1.0 - (mean_size / self.population.users as f64).min(1.0)).powf(self.groups.count as f64);
+        let in_groups = if self.groups.count == 0 { 0.0 } else { users * (1.0 - outside) };
         (users * share * self.traffic.one_to_one_per_min / 60.0, in_groups * share * self.traffic.group_per_min / 60.0)
     }
 }
@@ -312,9 +316,14 @@ impl Plan {
 /// Collects validation failures as `(key, message)`.
 pub(super) struct Checker {
     pub(super) errors: Vec<(String, String)>,
+    pub(super) notes: Vec<String>,
 }
 
 impl Checker {
+    fn note(&mut self, message: &str) {
+        self.notes.push(message.to_string());
+    }
+
     fn fail(&mut self, key: &str, message: impl Into<String>) {
         self.errors.push((key.to_string(), message.into()));
     }
@@ -446,6 +455,9 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                     Step { users: s.users, hold: c.duration(&format!("{key}.hold"), Some(&s.hold), Duration::ZERO) }
                 })
                 .collect();
+            if steps.windows(2).any(|w| w[1].users < w[0].users) {
+                c.fail("run.ramp.steps", "user counts must not decrease from one step to the next");
+            }
             let total = steps.iter().map(|s| s.hold).sum();
             (Ramp::Steps { users_per_sec, steps }, total)
         }
@@ -463,7 +475,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                 c.fail("target.url", format!("{url:?} must be a ws:// URL (loopback only: ws://127.0.0.1:PORT/ws)"));
             }
             if t.server.is_some() || t.embedded.is_some() || t.server_threads.is_some() {
-                c.fail("target.server", "server options apply to the embedded server only; set them on the external server");
+                c.note("target.server and target.embedded are ignored: they configure the embedded server, and target.url names an external one");
             }
             let auth = match (&t.secret, &t.token_file) {
                 (Some(s), None) => Auth::Secret(s.clone()),
@@ -646,5 +658,6 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         acks,
         slo,
         tester,
+        notes: std::mem::take(&mut c.notes),
     }
 }

@@ -117,8 +117,8 @@ pub fn run(plan: &Plan, effective: &str) -> Result<RunOutput, RunError> {
     let measured = system.block_on(drive(plan, &world, &target, driver, &tag))?;
     target.stop();
     let ended_at = SystemTime::now();
-    let report = summary::build(plan, &target, &stats, measured, started_at, ended_at, effective);
-    let dir = results::write(plan, &report, effective)?;
+    let (report, hlog) = summary::build(plan, &target, &stats, measured, started_at, ended_at, effective);
+    let dir = results::write(plan, &report, &hlog, effective)?;
     Ok(RunOutput { report, dir })
 }
 
@@ -188,11 +188,12 @@ async fn drive(
 
 /// Logs each group's owner in on a `setup` device, creates the group, and logs out.
 async fn create_groups(world: &World, driver: &dyn Driver) -> Result<(), RunError> {
-    let tasks = world.groups.iter().map(|g| {
+    let tasks = world.groups.iter().enumerate().map(|(i, g)| {
         let owner = world.users[g.owner as usize].clone();
         let members = g.members.iter().map(|m| world.users[*m as usize].clone()).collect();
         let admins = g.admins.iter().map(|m| world.users[*m as usize].clone()).collect();
-        let spec = LoginSpec { user: owner, device: Arc::from("setup"), delivery: false };
+        // One setup device per group: an owner of several groups must not kick itself.
+        let spec = LoginSpec { user: owner, device: Arc::from(format!("setup{i}")), delivery: false };
         let group = g.id.clone();
         async move {
             let mut conn = driver.connect(spec).await?;
