@@ -81,7 +81,13 @@ struct RunArgs {
     #[arg(long)]
     target: Option<String>,
     /// The external server's secret (target.secret).
-    #[arg(long, env = "ACKSTORM_SECRET", hide_env_values = true, conflicts_with = "token_file", requires = "target")]
+    #[arg(
+        long,
+        env = "ACKSTORM_SECRET",
+        hide_env_values = true,
+        conflicts_with = "token_file",
+        requires = "target"
+    )]
     secret: Option<String>,
     /// A file of `user token` lines for the external server (target.token_file).
     #[arg(long, requires = "target")]
@@ -262,7 +268,11 @@ fn print_plan(plan: &Plan, overrides: &[String]) {
 }
 
 fn slo_exit(report: &report::Report) -> ExitCode {
-    if report.slo.iter().all(|s| s.passed) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHECK_FAILED) }
+    if report.slo.iter().all(|s| s.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    }
 }
 
 fn run_profile(args: &RunArgs) -> Result<ExitCode> {
@@ -280,7 +290,10 @@ fn compare_strategies(args: &RunArgs, names: &[String]) -> Result<ExitCode> {
     let plan = args.plan()?;
     let list: Vec<Strategy> = names
         .iter()
-        .map(|n| Strategy::parse(n.trim()).with_context(|| format!("--strategies: {n:?} is not one of per_message, channel, hybrid, debounced")))
+        .map(|n| {
+            Strategy::parse(n.trim())
+                .with_context(|| format!("--strategies: {n:?} is not one of per_message, channel, hybrid, debounced"))
+        })
         .collect::<Result<_>>()?;
     print_plan(&plan, &args.overrides());
     let (comparison, runs) = runner::strategies(&plan, &list, profile::effective_toml)?;
@@ -288,7 +301,11 @@ fn compare_strategies(args: &RunArgs, names: &[String]) -> Result<ExitCode> {
     println!("{}", report::render_comparison_text(&comparison));
     println!("comparison: {}", dir.join("comparison.html").display());
     let all_pass = runs.iter().all(|r| r.report.slo.iter().all(|s| s.passed));
-    Ok(if all_pass { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHECK_FAILED) })
+    Ok(if all_pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use super::intervals::{Count, Intervals};
 use super::{AckKind, Event, ReceiptKind, Snapshot};
 use crate::protocol::ChatType;
-use crate::report::{AckSplit, Audit, AuditKind, Connections, Latency, TimelinePoint};
+use crate::report::{AckSplit, Audit, Connections, Latency, TimelinePoint};
 use crate::sim::behaviour::MsgKey;
 
 /// Latency metrics, in histogram index order.
@@ -40,22 +40,22 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// What one message went through. Times are µs since the run start.
 #[derive(Debug, Default)]
-struct MsgRec {
-    scheduled: u64,
-    sent: u64,
-    mid: u64,
-    receipts: bool,
-    read_ack_at: Option<u64>,
-    delivery_acked: bool,
-    read_acked: bool,
-    read_learned: bool,
-    delivery_pushes: u32,
-    read_pushes: u32,
-    group_acks: u32,
-    group_pushes: u32,
-    group_max: u64,
-    group_first: bool,
-    group_max_at: u64,
+pub(super) struct MsgRec {
+    pub(super) scheduled: u64,
+    pub(super) sent: u64,
+    pub(super) mid: u64,
+    pub(super) receipts: bool,
+    pub(super) read_ack_at: Option<u64>,
+    pub(super) delivery_acked: bool,
+    pub(super) read_acked: bool,
+    pub(super) read_learned: bool,
+    pub(super) delivery_pushes: u32,
+    pub(super) read_pushes: u32,
+    pub(super) group_acks: u32,
+    pub(super) group_pushes: u32,
+    pub(super) group_max: u64,
+    pub(super) group_first: bool,
+    pub(super) group_max_at: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -68,7 +68,11 @@ struct Econ {
 impl Econ {
     fn split(self) -> AckSplit {
         let acks = self.read_acks + self.channel_acks;
-        let per = if self.read == 0 { 0.0 } else { acks as f64 / self.read as f64 };
+        let per = if self.read == 0 {
+            0.0
+        } else {
+            acks as f64 / self.read as f64
+        };
         AckSplit {
             messages_read: self.read,
             read_acks: self.read_acks,
@@ -115,12 +119,12 @@ impl Folded {
     }
 }
 
-struct State {
+pub(super) struct State {
     start: Instant,
     start_time: SystemTime,
     corrected: [Histogram<u64>; METRICS.len()],
     raw: [Histogram<u64>; METRICS.len()],
-    msgs: Vec<MsgRec>,
+    pub(super) msgs: Vec<MsgRec>,
     by_key: FxHashMap<MsgKey, u32>,
     by_mid: FxHashMap<u64, u32>,
     /// 1:1 messages per (sender, peer) whose reading the sender has not learned yet.
@@ -139,18 +143,18 @@ struct State {
     rate_limited: u64,
     receipts: BTreeMap<String, u64>,
     econ: (Econ, Econ),
-    unexpected: AuditKinds,
-    channel_arrived: u64,
-    channel_expected: u64,
+    pub(super) unexpected: AuditKinds,
+    pub(super) channel_arrived: u64,
+    pub(super) channel_expected: u64,
 }
 
 /// Unexpected receipts by kind (no matching ack or message).
 #[derive(Default)]
-struct AuditKinds {
-    delivery: u64,
-    read: u64,
-    group_read: u64,
-    channel: u64,
+pub(super) struct AuditKinds {
+    pub(super) delivery: u64,
+    pub(super) read: u64,
+    pub(super) group_read: u64,
+    pub(super) channel: u64,
 }
 
 fn ms(us: u64) -> f64 {
@@ -161,10 +165,12 @@ fn summarize(h: &Histogram<u64>) -> Latency {
     if h.is_empty() {
         return Latency::default();
     }
-    let curve = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0]
-        .iter()
-        .map(|p| (*p, ms(h.value_at_percentile(*p))))
-        .collect();
+    let curve = [
+        0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
+    ]
+    .iter()
+    .map(|p| (*p, ms(h.value_at_percentile(*p))))
+    .collect();
     Latency {
         count: h.len(),
         min: ms(h.min()),
@@ -256,9 +262,20 @@ impl State {
                 self.connected = self.connected.saturating_sub(1);
                 self.conn.dropped += u64::from(!expected);
             }
-            Event::Sent { key, chat, conv, scheduled, at } => self.sent(key, chat, conv, scheduled, at),
+            Event::Sent {
+                key,
+                chat,
+                conv,
+                scheduled,
+                at,
+            } => self.sent(key, chat, conv, scheduled, at),
             Event::Skipped(n) => self.skipped += n,
-            Event::Accepted { key, mid, at, group_ack } => {
+            Event::Accepted {
+                key,
+                mid,
+                at,
+                group_ack,
+            } => {
                 let at = self.us(at);
                 let Some(&i) = self.by_key.get(&key) else { return };
                 let m = &mut self.msgs[i as usize];
@@ -269,10 +286,27 @@ impl State {
                 self.record(SERVER_ACK, at, scheduled, Some(sent));
             }
             Event::Read { group } => {
-                if group { self.econ.1.read += 1 } else { self.econ.0.read += 1 }
+                if group {
+                    self.econ.1.read += 1
+                } else {
+                    self.econ.0.read += 1
+                }
             }
-            Event::AckSent { reader, kind, key, conv, at } => self.ack_sent(reader, kind, key, conv, self.us(at)),
-            Event::Receipt { kind, mid, from, count, at, .. } => self.receipt(kind, mid, from, count, self.us(at)),
+            Event::AckSent {
+                reader,
+                kind,
+                key,
+                conv,
+                at,
+            } => self.ack_sent(reader, kind, key, conv, self.us(at)),
+            Event::Receipt {
+                kind,
+                mid,
+                from,
+                count,
+                at,
+                ..
+            } => self.receipt(kind, mid, from, count, self.us(at)),
             Event::ChannelPush { user, from, id, at } => self.channel_push(user, from, id, self.us(at)),
             Event::Statistic { counts, at, .. } => {
                 let at = self.us(at);
@@ -297,13 +331,21 @@ impl State {
         let (scheduled, at) = (self.us(scheduled), self.us(at));
         let group = chat == ChatType::Group;
         let i = self.msgs.len() as u32;
-        self.msgs.push(MsgRec { scheduled, sent: at, ..Default::default() });
+        self.msgs.push(MsgRec {
+            scheduled,
+            sent: at,
+            ..Default::default()
+        });
         self.by_key.insert(key, i);
         if !group {
             // 1:1 messages wait here until the sender learns they were read.
             self.unlearned.entry((key.sender, conv)).or_default().push_back(i);
         }
-        if group { self.sent.1 += 1 } else { self.sent.0 += 1 }
+        if group {
+            self.sent.1 += 1
+        } else {
+            self.sent.0 += 1
+        }
         self.record(LAG, at, scheduled, None);
         self.bump(at, Count::Messages);
     }
@@ -441,7 +483,13 @@ impl State {
 
     fn snapshot(&mut self) -> Snapshot {
         let last_sec = (self.us(Instant::now()) / 1_000_000).saturating_sub(1);
-        let p99 = |h: &Histogram<u64>| if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(0.99)) };
+        let p99 = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ms(h.value_at_quantile(0.99))
+            }
+        };
         Snapshot {
             connected: self.connected,
             messages: self.sent.0 + self.sent.1,
@@ -486,61 +534,6 @@ impl State {
             timeline,
             hlog,
         }
-    }
-
-    fn audit(&self) -> Audit {
-        let mut delivery = AuditKind { unexpected: self.unexpected.delivery, ..Default::default() };
-        let mut read = AuditKind { unexpected: self.unexpected.read, ..Default::default() };
-        let mut group = AuditKind { unexpected: self.unexpected.group_read, ..Default::default() };
-        for m in &self.msgs {
-            tally(&mut delivery, m.delivery_acked, m.delivery_pushes);
-            tally(&mut read, m.read_acked, m.read_pushes);
-            if m.group_acks > 0 || m.group_max > 0 {
-                let expected = u64::from(m.group_acks);
-                group.expected += expected;
-                group.arrived += m.group_max.min(expected);
-                group.lost += expected.saturating_sub(m.group_max);
-                group.unexpected += m.group_max.saturating_sub(expected);
-                // Each distinct reader is pushed once; more pushes than readers are repeats.
-                group.duplicated += u64::from(m.group_pushes).saturating_sub(m.group_max);
-            }
-        }
-        let channel = AuditKind {
-            expected: self.channel_expected,
-            arrived: self.channel_arrived,
-            lost: self.channel_expected - self.channel_arrived,
-            duplicated: 0,
-            unexpected: self.unexpected.channel,
-        };
-        let by_kind: BTreeMap<String, AuditKind> = [("delivery", delivery), ("read", read), ("group_read", group), ("channel", channel)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let mut total = AuditKind::default();
-        for k in by_kind.values() {
-            total.expected += k.expected;
-            total.arrived += k.arrived;
-            total.lost += k.lost;
-            total.duplicated += k.duplicated;
-            total.unexpected += k.unexpected;
-        }
-        Audit { total, by_kind, drain_secs: 0.0 }
-    }
-}
-
-/// One message's per-message receipt: expected when acked, arrived once, repeats, or unasked.
-fn tally(k: &mut AuditKind, acked: bool, pushes: u32) {
-    let pushes = u64::from(pushes);
-    if acked {
-        k.expected += 1;
-        if pushes == 0 {
-            k.lost += 1;
-        } else {
-            k.arrived += 1;
-            k.duplicated += pushes - 1;
-        }
-    } else {
-        k.unexpected += pushes;
     }
 }
 

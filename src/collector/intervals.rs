@@ -37,7 +37,9 @@ pub(super) struct Interval {
 
 impl Interval {
     fn p99_ms(&self, metric: usize) -> f64 {
-        self.hists[metric].as_ref().map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
+        self.hists[metric]
+            .as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
     }
 }
 
@@ -118,15 +120,22 @@ impl Intervals {
     /// already closed (more than the window late) stay in the run totals only.
     pub fn record(&mut self, sec: u64, connected: u64, metric: usize, us: u64) {
         if let Some(i) = self.at(sec, connected) {
-            i.hists[metric].get_or_insert_with(new_histogram).saturating_record(us.max(1));
+            i.hists[metric]
+                .get_or_insert_with(new_histogram)
+                .saturating_record(us.max(1));
         }
     }
 
     fn close_first(&mut self) {
-        let Some((sec, interval)) = self.open.pop_first() else { return };
+        let Some((sec, interval)) = self.open.pop_first() else {
+            return;
+        };
         // Fill skipped seconds so the timeline has one point per second.
         for gap in self.closed_below..sec {
-            self.closed.push(TimelinePoint { t: gap as f64, ..Default::default() });
+            self.closed.push(TimelinePoint {
+                t: gap as f64,
+                ..Default::default()
+            });
         }
         self.closed_below = sec + 1;
         self.closed.push(TimelinePoint {
@@ -159,15 +168,26 @@ impl Intervals {
         {
             let mut builder = IntervalLogWriterBuilder::new();
             builder
-                .add_comment("ackstorm latency intervals: values in microseconds, one interval per second per metric (tag)")
+                .add_comment(
+                    "ackstorm latency intervals: values in microseconds, one interval per second per metric (tag)",
+                )
                 .with_start_time(start_time)
                 .with_base_time(start_time)
                 .with_max_value_divisor(1000.0);
-            let mut writer = builder.begin_log_with(&mut out, &mut serializer).expect("writing to a Vec");
+            let mut writer = builder
+                .begin_log_with(&mut out, &mut serializer)
+                .expect("writing to a Vec");
             let mut de = Deserializer::new();
             for (sec, m, bytes) in &self.hlog {
-                let Ok(h) = de.deserialize::<u64, _>(&mut bytes.as_slice()) else { continue };
-                let _ = writer.write_histogram(&h, Duration::from_secs(*sec), Duration::from_secs(1), Tag::new(METRICS[*m]));
+                let Ok(h) = de.deserialize::<u64, _>(&mut bytes.as_slice()) else {
+                    continue;
+                };
+                let _ = writer.write_histogram(
+                    &h,
+                    Duration::from_secs(*sec),
+                    Duration::from_secs(1),
+                    Tag::new(METRICS[*m]),
+                );
             }
         }
         (self.closed, out)
@@ -192,7 +212,10 @@ mod tests {
         iv.count(0, 6, Count::Messages);
         iv.record(0, 6, LAG, 9000);
         let (timeline, log) = iv.finish(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        assert_eq!(timeline.iter().map(|p| p.t as u64).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            timeline.iter().map(|p| p.t as u64).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5]
+        );
         assert_eq!(timeline[0].messages, 4);
         assert!((timeline[0].schedule_lag_p99 - 1.5).abs() < 0.01);
         assert!((timeline[3].read_receipt_p99 - 20.0).abs() < 0.05);

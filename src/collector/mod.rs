@@ -6,6 +6,7 @@
 //! [`Handle::finish`] for the folded result, each answered on its own reply channel. The
 //! collector never touches sockets or actors; it only reads events.
 
+mod audit;
 mod fold;
 mod intervals;
 
@@ -201,7 +202,10 @@ impl Handle {
             .name("collector".into())
             .spawn(move || fold::run(start, rx))
             .expect("spawning the collector thread");
-        Handle { tx, thread: Some(thread) }
+        Handle {
+            tx,
+            thread: Some(thread),
+        }
     }
 
     /// A sender for an actor.

@@ -6,6 +6,7 @@
 //! file, the key and what is wrong; all problems are reported at once. The effective plan is
 //! written back as TOML ([`effective_toml`]) so a run records exactly what it executed.
 
+mod check;
 pub mod plan;
 pub mod raw;
 pub mod slo;
@@ -59,8 +60,13 @@ pub enum ProfileError {
 /// Sets `key.path = value` in a TOML table; `value` is read as TOML (`5000`, `true`, `"x"`,
 /// `["a"]`), or as a bare string when it is not TOML (`30s`, `hybrid`).
 pub fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ProfileError> {
-    let err = |message: &str| ProfileError::Override { arg: arg.to_string(), message: message.to_string() };
-    let (path, value) = arg.split_once('=').ok_or_else(|| err("expected key=value, e.g. population.users=5000"))?;
+    let err = |message: &str| ProfileError::Override {
+        arg: arg.to_string(),
+        message: message.to_string(),
+    };
+    let (path, value) = arg
+        .split_once('=')
+        .ok_or_else(|| err("expected key=value, e.g. population.users=5000"))?;
     let value = match format!("v = {}", value.trim()).parse::<toml::Table>() {
         Ok(mut t) => t.remove("v").expect("parsed a table with key v"),
         Err(_) => toml::Value::String(value.trim().to_string()),
@@ -71,8 +77,12 @@ pub fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ProfileE
     }
     let mut cursor = table;
     for k in &keys[..keys.len() - 1] {
-        let entry = cursor.entry(k.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cursor = entry.as_table_mut().ok_or_else(|| err(&format!("{k} is not a table")))?;
+        let entry = cursor
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .ok_or_else(|| err(&format!("{k} is not a table")))?;
     }
     cursor.insert(keys[keys.len() - 1].to_string(), value);
     Ok(())
@@ -80,18 +90,27 @@ pub fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ProfileE
 
 /// Parses profile text (already read from `file`) with overrides applied, and validates it.
 pub fn parse(file: &Path, text: &str, overrides: &[String]) -> Result<Plan, ProfileError> {
-    let toml_err = |e: &dyn std::fmt::Display| ProfileError::Toml { file: file.to_path_buf(), message: e.to_string() };
+    let toml_err = |e: &dyn std::fmt::Display| ProfileError::Toml {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    };
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_err(&e))?;
     for o in overrides {
         apply_override(&mut table, o)?;
     }
     let raw: RawProfile = RawProfile::deserialize(toml::Value::Table(table)).map_err(|e| toml_err(&e))?;
-    let mut checker = plan::Checker { errors: Vec::new(), notes: Vec::new() };
-    let plan = plan::check(&raw, &mut checker);
+    let mut checker = check::Checker {
+        errors: Vec::new(),
+        notes: Vec::new(),
+    };
+    let plan = check::check(&raw, &mut checker);
     if checker.errors.is_empty() {
         Ok(plan)
     } else {
-        Err(ProfileError::Invalid { file: file.to_path_buf(), problems: checker.errors })
+        Err(ProfileError::Invalid {
+            file: file.to_path_buf(),
+            problems: checker.errors,
+        })
     }
 }
 
@@ -99,7 +118,10 @@ use serde::Deserialize;
 
 /// Reads and validates the profile at `path` with `overrides` (`key=value`) applied.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Plan, ProfileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { file: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
     parse(path, &text, overrides)
 }
 
@@ -109,8 +131,16 @@ fn secs(d: std::time::Duration) -> String {
 
 fn delay_raw(d: &Delay) -> raw::RawDelay {
     match d {
-        Delay::Fixed(v) => raw::RawDelay { dist: Some("fixed".into()), value: Some(secs(*v)), ..Default::default() },
-        Delay::Exp(m) => raw::RawDelay { dist: Some("exp".into()), mean: Some(secs(*m)), ..Default::default() },
+        Delay::Fixed(v) => raw::RawDelay {
+            dist: Some("fixed".into()),
+            value: Some(secs(*v)),
+            ..Default::default()
+        },
+        Delay::Exp(m) => raw::RawDelay {
+            dist: Some("exp".into()),
+            mean: Some(secs(*m)),
+            ..Default::default()
+        },
         Delay::LogNormal { median, p99 } => raw::RawDelay {
             dist: Some("lognormal".into()),
             median: Some(secs(*median)),
@@ -128,12 +158,25 @@ pub fn effective_toml(p: &Plan) -> String {
         Ramp::Rate { users_per_sec } => (*users_per_sec, None),
         Ramp::Steps { users_per_sec, steps } => (
             *users_per_sec,
-            Some(steps.iter().map(|s| RawStep { users: s.users, hold: secs(s.hold) }).collect()),
+            Some(
+                steps
+                    .iter()
+                    .map(|s| RawStep {
+                        users: s.users,
+                        hold: secs(s.hold),
+                    })
+                    .collect(),
+            ),
         ),
     };
     let target = match &p.target {
         Target::Embedded { mode, threads, server } => RawTarget {
-            embedded: Some(serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            embedded: Some(
+                serde_json::to_value(mode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+            ),
             server_threads: *threads,
             label: p.label.clone(),
             server: Some(RawServer {
@@ -145,7 +188,11 @@ pub fn effective_toml(p: &Plan) -> String {
             }),
             ..Default::default()
         },
-        Target::External { url, .. } => RawTarget { url: Some(url.clone()), label: p.label.clone(), ..Default::default() },
+        Target::External { url, .. } => RawTarget {
+            url: Some(url.clone()),
+            label: p.label.clone(),
+            ..Default::default()
+        },
     };
     let raw = RawProfile {
         run: RawRun {
@@ -153,7 +200,10 @@ pub fn effective_toml(p: &Plan) -> String {
             duration: steps.is_none().then(|| secs(p.duration)),
             drain: Some(secs(p.drain)),
             seed: Some(p.seed),
-            ramp: Some(RawRamp { users_per_sec: Some(users_per_sec), steps }),
+            ramp: Some(RawRamp {
+                users_per_sec: Some(users_per_sec),
+                steps,
+            }),
             results_dir: Some(p.results_dir.display().to_string()),
         },
         target,
@@ -194,10 +244,18 @@ pub fn effective_toml(p: &Plan) -> String {
             away: Some(secs(p.reading.away)),
             read_probability: Some(p.reading.read_probability),
             read_delay: Some(delay_raw(&p.reading.read_delay)),
-            churn: p.reading.churn.map(|c| RawChurn { online: Some(secs(c.online)), offline: Some(secs(c.offline)) }),
+            churn: p.reading.churn.map(|c| RawChurn {
+                online: Some(secs(c.online)),
+                offline: Some(secs(c.offline)),
+            }),
         },
-        acks: RawAcks { strategy: Some(p.acks.strategy.as_str().into()), debounce: Some(secs(p.acks.debounce)) },
-        slo: RawSlo { checks: Some(p.slo.iter().map(|c| c.text.clone()).collect()) },
+        acks: RawAcks {
+            strategy: Some(p.acks.strategy.as_str().into()),
+            debounce: Some(secs(p.acks.debounce)),
+        },
+        slo: RawSlo {
+            checks: Some(p.slo.iter().map(|c| c.text.clone()).collect()),
+        },
         tester: RawTester {
             arbiters: Some(p.tester.arbiters),
             source_ips: Some(p.tester.source_ips.iter().map(|ip| ip.to_string()).collect()),

@@ -130,9 +130,17 @@ fn parse_value(text: &str, unit: Unit) -> Result<f64, String> {
 impl SloCheck {
     /// Parses `METRIC.STAT OP VALUE`.
     pub fn parse(text: &str) -> Result<SloCheck, String> {
-        let ops = [("<=", Cmp::Le), (">=", Cmp::Ge), ("==", Cmp::Eq), ("<", Cmp::Lt), (">", Cmp::Gt)];
+        let ops = [
+            ("<=", Cmp::Le),
+            (">=", Cmp::Ge),
+            ("==", Cmp::Eq),
+            ("<", Cmp::Lt),
+            (">", Cmp::Gt),
+        ];
         let Some((at, op, cmp)) = ops.iter().find_map(|(op, cmp)| text.find(op).map(|at| (at, *op, *cmp))) else {
-            return Err(format!("{text:?}: expected METRIC OP VALUE, e.g. \"read_receipt.p99 < 50ms\""));
+            return Err(format!(
+                "{text:?}: expected METRIC OP VALUE, e.g. \"read_receipt.p99 < 50ms\""
+            ));
         };
         let metric = text[..at].trim().to_string();
         let value = text[at + op.len()..].trim();
@@ -146,7 +154,12 @@ impl SloCheck {
             ));
         };
         let threshold = parse_value(value, unit).map_err(|e| format!("{text:?}: {e}"))?;
-        Ok(SloCheck { text: text.trim().to_string(), metric, cmp, threshold })
+        Ok(SloCheck {
+            text: text.trim().to_string(),
+            metric,
+            cmp,
+            threshold,
+        })
     }
 
     /// The measured value in the check's unit, if the report has it.
@@ -192,7 +205,9 @@ impl SloCheck {
             .metric
             .split_once('.')
             .is_some_and(|(m, s)| LATENCY_METRICS.contains(&m) && s != "count")
-            && r.latencies.get(self.metric.split('.').next().unwrap_or("")).is_none_or(|l| l.count == 0);
+            && r.latencies
+                .get(self.metric.split('.').next().unwrap_or(""))
+                .is_none_or(|l| l.count == 0);
         let value = if latency_without_samples { None } else { value };
         SloResult {
             check: self.text.clone(),
@@ -209,7 +224,10 @@ mod tests {
     #[test]
     fn parses_units_and_operators() {
         let c = SloCheck::parse("read_receipt.p99 < 50ms").unwrap();
-        assert_eq!((c.metric.as_str(), c.cmp, c.threshold), ("read_receipt.p99", Cmp::Lt, 50.0));
+        assert_eq!(
+            (c.metric.as_str(), c.cmp, c.threshold),
+            ("read_receipt.p99", Cmp::Lt, 50.0)
+        );
         assert_eq!(SloCheck::parse("read.p50<=1.5s").unwrap().threshold, 1500.0);
         assert_eq!(SloCheck::parse("delivery.max >= 250us").unwrap().threshold, 0.25);
         let e = SloCheck::parse("errors.rate < 0.1%").unwrap();

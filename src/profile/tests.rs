@@ -1,0 +1,170 @@
+//! Profile parsing, validation, overrides and the effective profile.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse_text(text: &str, overrides: &[&str]) -> Result<Plan, ProfileError> {
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    parse(Path::new("profiles/test.toml"), text, &o)
+}
+
+const MINIMAL: &str = "[run]\nduration = \"10s\"\n[population]\nusers = 100\n";
+
+#[test]
+fn a_minimal_profile_gets_every_default() {
+    let p = parse_text(MINIMAL, &[]).unwrap();
+    assert_eq!(p.name, "run");
+    assert_eq!(p.duration, Duration::from_secs(10));
+    assert_eq!(p.population.users, 100);
+    assert_eq!(p.acks.strategy, Strategy::Hybrid);
+    assert!(matches!(
+        p.target,
+        Target::Embedded {
+            mode: EmbeddedMode::Auto,
+            ..
+        }
+    ));
+    assert_eq!(p.reading.read_delay, Delay::Exp(Duration::from_millis(800)));
+    assert!(p.slo.is_empty());
+}
+
+#[test]
+fn the_shipped_profiles_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "smoke, capacity, group-heavy, strategies");
+    let smoke = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/smoke.toml"), &[]).unwrap();
+    assert_eq!(
+        (smoke.population.users, smoke.duration, smoke.acks.strategy),
+        (1000, Duration::from_secs(30), Strategy::Hybrid)
+    );
+    assert!(smoke.groups.count > 0 && smoke.groups.allow_group_ack_share > 0.0);
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_file_and_key() {
+    let e = parse_text("[population]\nusrs = 5\n", &[]).unwrap_err().to_string();
+    assert!(e.contains("profiles/test.toml") && e.contains("usrs"), "{e}");
+    let e = parse_text("[populaton]\nusers = 5\n", &[]).unwrap_err().to_string();
+    assert!(e.contains("populaton"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_errors_naming_the_key() {
+    let e = parse_text("[run]\nduration = \"10s\"\n[population]\nusers = \"many\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("users"), "{e}");
+}
+
+#[test]
+fn every_invalid_value_is_reported_at_once_with_its_key() {
+    let text = r#"
+[run]
+duration = "ten seconds"
+[population]
+users = 0
+delivery_share = 1.5
+[acks]
+strategy = "sometimes"
+[reading]
+read_delay = { dist = "fixed", mean = "1s" }
+[slo]
+checks = ["read_receipt.p99 < 50", "latency < 3ms"]
+"#;
+    let Err(ProfileError::Invalid { file, problems }) = parse_text(text, &[]) else {
+        panic!("must be invalid")
+    };
+    assert_eq!(file, Path::new("profiles/test.toml"));
+    let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+    for key in [
+        "run.duration",
+        "population.users",
+        "population.delivery_share",
+        "acks.strategy",
+        "reading.read_delay",
+        "slo.checks[0]",
+        "slo.checks[1]",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {problems:?}");
+    }
+    let msg = ProfileError::Invalid { file, problems }.to_string();
+    assert!(msg.contains("\"sometimes\" is not one of"), "{msg}");
+}
+
+#[test]
+fn external_targets_need_credentials_and_loopback_ws() {
+    let e = parse_text(&format!("{MINIMAL}[target]\nurl = \"ws://127.0.0.1:1/ws\"\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("target.secret"), "{e}");
+    let e = parse_text(&format!("{MINIMAL}[target]\nurl = \"http://x\"\nsecret = \"s\"\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("target.url"), "{e}");
+    let p = parse_text(
+        &format!("{MINIMAL}[target]\nurl = \"ws://127.0.0.1:1/ws\"\nsecret = \"s\"\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        p.target,
+        Target::External {
+            url: "ws://127.0.0.1:1/ws".into(),
+            auth: Auth::Secret("s".into())
+        }
+    );
+}
+
+#[test]
+fn command_line_overrides_win_over_the_file() {
+    let p = parse_text(
+        MINIMAL,
+        &[
+            "population.users=7",
+            "run.duration=3s",
+            "acks.strategy=channel",
+            "run.ramp.users_per_sec=50",
+        ],
+    )
+    .unwrap();
+    assert_eq!(p.population.users, 7);
+    assert_eq!(p.duration, Duration::from_secs(3));
+    assert_eq!(p.acks.strategy, Strategy::Channel);
+    assert_eq!(p.ramp, Ramp::Rate { users_per_sec: 50.0 });
+    let e = parse_text(MINIMAL, &["population.users"]).unwrap_err().to_string();
+    assert!(e.contains("--set population.users") && e.contains("key=value"), "{e}");
+    let e = parse_text(MINIMAL, &["population.users=lots"]).unwrap_err().to_string();
+    assert!(e.contains("users"), "{e}");
+}
+
+#[test]
+fn step_plans_replace_the_duration() {
+    let text = "[run]\nramp = { users_per_sec = 100, steps = [ { users = 50, hold = \"5s\" }, { users = 100, hold = \"5s\" } ] }\n[population]\nusers = 100\n";
+    let p = parse_text(text, &[]).unwrap();
+    assert_eq!(p.duration, Duration::from_secs(10));
+    assert_eq!(p.peak_users(), 100);
+    let e = parse_text(text, &["run.duration=5s"]).unwrap_err().to_string();
+    assert!(e.contains("not allowed with run.ramp.steps"), "{e}");
+}
+
+#[test]
+fn the_effective_profile_parses_back_to_the_same_plan() {
+    let smoke = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/smoke.toml")).unwrap();
+    for text in [MINIMAL.to_string(), smoke] {
+        let p = parse_text(&text, &[]).unwrap();
+        let eff = effective_toml(&p);
+        let back = parse_text(&eff, &[]).unwrap_or_else(|e| panic!("{e}\n{eff}"));
+        assert_eq!(back, p, "{eff}");
+        assert_eq!(profile_hash(&eff), profile_hash(&effective_toml(&back)));
+    }
+}

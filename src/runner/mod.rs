@@ -89,7 +89,10 @@ pub fn ramp_end(plan: &Plan) -> Duration {
 /// A short id of this run, put in group ids and message bodies so that state left on an
 /// external server by earlier runs cannot be mistaken for this run's.
 fn run_tag() -> String {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     format!("{:x}", secs % 0xFFFF_FFFF)
 }
 
@@ -103,7 +106,9 @@ pub fn run(plan: &Plan, effective: &str) -> Result<RunOutput, RunError> {
     let mut source_ips = plan.tester.source_ips.clone();
     if source_ips.is_empty() && connections > 25_000 {
         // ~28k ephemeral ports per source address: spread over 127.0.0.1, .2, ...
-        source_ips = (1..=connections.div_ceil(25_000) as u8).map(|i| std::net::Ipv4Addr::new(127, 0, 0, i)).collect();
+        source_ips = (1..=connections.div_ceil(25_000) as u8)
+            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
+            .collect();
     }
     let driver: Arc<dyn Driver> = Arc::new(NativeDriver::new(
         &target.url,
@@ -168,7 +173,9 @@ async fn drive(
         actix_rt::time::sleep_until((start + planned).into()).await;
         let (shared, sink) = (shared.clone(), collector.sink());
         let arbiter = arbiters[ix as usize % arbiters.len()].handle();
-        actors.push(UserActor::start_in_arbiter(&arbiter, move |_| UserActor::new(ix, shared, sink)));
+        actors.push(UserActor::start_in_arbiter(&arbiter, move |_| {
+            UserActor::new(ix, shared, sink)
+        }));
     }
     actix_rt::time::sleep_until((start + run_end).into()).await;
     for a in &actors {
@@ -183,7 +190,12 @@ async fn drive(
         a.stop();
         let _ = a.join();
     }
-    Ok(Measured { folded, before, after, elapsed: start.elapsed() })
+    Ok(Measured {
+        folded,
+        before,
+        after,
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Logs each group's owner in on a `setup` device, creates the group, and logs out.
@@ -193,11 +205,19 @@ async fn create_groups(world: &World, driver: &dyn Driver) -> Result<(), RunErro
         let members = g.members.iter().map(|m| world.users[*m as usize].clone()).collect();
         let admins = g.admins.iter().map(|m| world.users[*m as usize].clone()).collect();
         // One setup device per group: an owner of several groups must not kick itself.
-        let spec = LoginSpec { user: owner, device: Arc::from(format!("setup{i}")), delivery: false };
+        let spec = LoginSpec {
+            user: owner,
+            device: Arc::from(format!("setup{i}")),
+            delivery: false,
+        };
         let group = g.id.clone();
         async move {
             let mut conn = driver.connect(spec).await?;
-            let _ = conn.out.send(Op::CreateGroup { group: group.clone(), members, admins });
+            let _ = conn.out.send(Op::CreateGroup {
+                group: group.clone(),
+                members,
+                admins,
+            });
             while let Some(t) = conn.events.next().await {
                 match t.event {
                     Inbound::Result => break,
@@ -260,7 +280,12 @@ pub fn strategies(
             }
         })
         .collect();
-    let comparison = Comparison { schema_version: SCHEMA_VERSION, name: plan.name.clone(), seed: plan.seed, rows };
+    let comparison = Comparison {
+        schema_version: SCHEMA_VERSION,
+        name: plan.name.clone(),
+        seed: plan.seed,
+        rows,
+    };
     Ok((comparison, outputs))
 }
 

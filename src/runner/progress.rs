@@ -27,7 +27,13 @@ impl Progress {
 fn line(s: &Snapshot, users: u64) -> String {
     format!(
         "users {}/{users} | msgs {} ({}/s) | server_ack p99 {:.1}ms | read_receipt p99 {:.1}ms | lag p99 {:.1}ms | errors {}",
-        s.connected, s.messages, s.messages_last_sec, s.server_ack_p99, s.read_receipt_p99, s.schedule_lag_p99, s.errors
+        s.connected,
+        s.messages,
+        s.messages_last_sec,
+        s.server_ack_p99,
+        s.read_receipt_p99,
+        s.schedule_lag_p99,
+        s.errors
     )
 }
 
@@ -50,7 +56,9 @@ pub fn spawn(sink: Sink, start: Instant, plan: &Plan, run_end: Duration) -> Prog
         let bar = if show && tty {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {msg}").expect("valid template").progress_chars("=> "),
+                ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
             Some(bar)
         } else {
@@ -73,7 +81,9 @@ pub fn spawn(sink: Sink, start: Instant, plan: &Plan, run_end: Duration) -> Prog
                     bar.set_position(start.elapsed().as_secs().min(total));
                     bar.set_message(line(&s, users));
                 }
-                None if n % 5 == 0 => eprintln!("[{:>5.1}s] {}", start.elapsed().as_secs_f64(), line(&s, users)),
+                None if n.is_multiple_of(5) => {
+                    eprintln!("[{:>5.1}s] {}", start.elapsed().as_secs_f64(), line(&s, users))
+                }
                 None => {}
             }
         }

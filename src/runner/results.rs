@@ -23,7 +23,10 @@ fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf, RunError> {
         n += 1;
         dir = root.join(format!("{base}-{n}"));
     }
-    std::fs::create_dir_all(&dir).map_err(|source| RunError::Io { path: dir.clone(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     Ok(dir)
 }
 
@@ -49,6 +52,10 @@ pub fn write_comparison(plan: &Plan, comparison: &Comparison, runs: &[RunOutput]
     let json = serde_json::to_string_pretty(comparison).expect("comparisons serialize");
     put(&dir, "comparison.json", json.as_bytes())?;
     let reports: Vec<Report> = runs.iter().map(|r| r.report.clone()).collect();
-    put(&dir, "comparison.html", report::render_comparison_html(comparison, &reports)?.as_bytes())?;
+    put(
+        &dir,
+        "comparison.html",
+        report::render_comparison_html(comparison, &reports)?.as_bytes(),
+    )?;
     Ok(dir)
 }

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 use super::target::Running;
 use super::{Measured, ramp_end, traffic_end};
 use crate::profile::{self, Plan};
-use crate::report::{AckEconomics, AckSplit, Counters, PlanSummary, Report, SCHEMA_VERSION, ServerFrames, TargetInfo, Throughput};
+use crate::report::{
+    AckEconomics, AckSplit, Counters, PlanSummary, Report, SCHEMA_VERSION, ServerFrames, TargetInfo, Throughput,
+};
 use crate::transport::FrameStats;
 
 /// Schedule lag p99 above which the generator, not the server, is the bottleneck.
@@ -44,7 +46,11 @@ pub(super) fn build(
     let f = m.folded;
     let (offered_single, offered_group) = plan.offered_rates();
     let (steady_from, steady_to) = (ramp_end(plan).as_secs_f64(), traffic_end(plan).as_secs_f64());
-    let steady: Vec<_> = f.timeline.iter().filter(|p| p.t >= steady_from.ceil() && p.t + 1.0 <= steady_to).collect();
+    let steady: Vec<_> = f
+        .timeline
+        .iter()
+        .filter(|p| p.t >= steady_from.ceil() && p.t + 1.0 <= steady_to)
+        .collect();
     let messages_per_sec = if steady.is_empty() {
         (f.sent.0 + f.sent.1) as f64 / steady_to.max(1.0)
     } else {
@@ -52,7 +58,12 @@ pub(super) fn build(
     };
     let frames_sent = stats.total_sent();
     let errors: u64 = f.errors.values().sum();
-    let nonzero = |v: Vec<(&str, u64)>| v.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect();
+    let nonzero = |v: Vec<(&str, u64)>| {
+        v.into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect()
+    };
     let server_frames = match (&m.before, &m.after) {
         (Some(b), Some(a)) if !a.frames_in.is_empty() => {
             let (frames_in, frames_out) = b.delta(a);
@@ -92,7 +103,11 @@ pub(super) fn build(
         target: TargetInfo {
             kind: target.kind.to_string(),
             url: target.url.clone(),
-            build_info: m.after.as_ref().or(m.before.as_ref()).and_then(|x| x.build_info.clone()),
+            build_info: m
+                .after
+                .as_ref()
+                .or(m.before.as_ref())
+                .and_then(|x| x.build_info.clone()),
             label: plan.label.clone(),
         },
         connections,
@@ -113,7 +128,11 @@ pub(super) fn build(
             frames_received_by_op: nonzero(stats.received_by_op()),
             receipts_received: f.receipts,
             errors_by_code: f.errors,
-            error_rate: if frames_sent == 0 { 0.0 } else { errors as f64 / frames_sent as f64 },
+            error_rate: if frames_sent == 0 {
+                0.0
+            } else {
+                errors as f64 / frames_sent as f64
+            },
             rate_limited: f.rate_limited,
             unparseable: stats.unparseable.load(std::sync::atomic::Ordering::Relaxed),
         },
@@ -150,7 +169,10 @@ fn warnings(plan: &Plan, r: &Report, connect_errors: &[String]) -> Vec<String> {
         ));
     }
     if r.connections.dropped > 0 {
-        w.push(format!("{} connections were closed by the server or the network, not by the simulation", r.connections.dropped));
+        w.push(format!(
+            "{} connections were closed by the server or the network, not by the simulation",
+            r.connections.dropped
+        ));
     }
     let offered = r.plan.offered_one_to_one_per_sec + r.plan.offered_group_per_sec;
     if offered > 0.0 && r.throughput.messages_per_sec < 0.9 * offered && r.throughput.skipped_offline == 0 {
@@ -168,8 +190,17 @@ fn warnings(plan: &Plan, r: &Report, connect_errors: &[String]) -> Vec<String> {
         w.push(format!("{} receipts were lost{churn}", r.audit.total.lost));
     }
     if r.counters.error_rate > 0.0 {
-        let top = r.counters.errors_by_code.iter().max_by_key(|(_, n)| **n).map(|(c, n)| format!("{c} x{n}"));
-        w.push(format!("{:.3}% of frames got errors (most: {})", r.counters.error_rate * 100.0, top.unwrap_or_default()));
+        let top = r
+            .counters
+            .errors_by_code
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(c, n)| format!("{c} x{n}"));
+        w.push(format!(
+            "{:.3}% of frames got errors (most: {})",
+            r.counters.error_rate * 100.0,
+            top.unwrap_or_default()
+        ));
     }
     if r.counters.unparseable > 0 {
         w.push(format!("{} server frames could not be parsed", r.counters.unparseable));

@@ -36,7 +36,10 @@ pub struct Running {
 
 enum Server {
     External,
-    InProcess { stop: Option<tokio::sync::oneshot::Sender<()>>, thread: Option<std::thread::JoinHandle<()>> },
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
     Child(Child),
 }
 
@@ -65,7 +68,12 @@ pub fn server_config(plan: &Plan, secret: &str) -> ServerConfig {
 pub fn start(plan: &Plan) -> Result<Running, RunError> {
     let (mode, threads) = match &plan.target {
         Target::External { url, auth } => {
-            return Ok(Running { url: url.clone(), auth: auth.clone(), kind: "external", server: Server::External });
+            return Ok(Running {
+                url: url.clone(),
+                auth: auth.clone(),
+                kind: "external",
+                server: Server::External,
+            });
         }
         Target::Embedded { mode, threads, .. } => (*mode, *threads),
     };
@@ -77,8 +85,17 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
         EmbeddedMode::Auto => connections > IN_PROCESS_MAX_CONNECTIONS,
     };
     let config = server_config(plan, &secret);
-    let (url, server) = if child { start_child(&config, threads)? } else { start_in_process(config, threads)? };
-    Ok(Running { url, auth: Auth::Secret(secret), kind: "embedded", server })
+    let (url, server) = if child {
+        start_child(&config, threads)?
+    } else {
+        start_in_process(config, threads)?
+    };
+    Ok(Running {
+        url,
+        auth: Auth::Secret(secret),
+        kind: "embedded",
+        server,
+    })
 }
 
 fn start_in_process(config: ServerConfig, threads: Option<usize>) -> Result<(String, Server), RunError> {
@@ -116,7 +133,13 @@ fn start_in_process(config: ServerConfig, threads: Option<usize>) -> Result<(Str
         .recv()
         .map_err(|_| RunError::Target("the embedded server thread ended".into()))?
         .map_err(|e| RunError::Target(format!("embedded server: {e}")))?;
-    Ok((url, Server::InProcess { stop: Some(stop_tx), thread: Some(thread) }))
+    Ok((
+        url,
+        Server::InProcess {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        },
+    ))
 }
 
 fn start_child(config: &ServerConfig, threads: Option<usize>) -> Result<(String, Server), RunError> {
@@ -128,7 +151,10 @@ fn start_child(config: &ServerConfig, threads: Option<usize>) -> Result<(String,
         .args(["--group-max-members", &config.group_max_members.to_string()])
         .args(["--offline-single", &config.limits.offline_single.to_string()])
         .args(["--offline-group", &config.limits.offline_group.to_string()])
-        .args(["--rate-limit", &config.rate_limit.map_or(0.0, |r| r.per_second).to_string()])
+        .args([
+            "--rate-limit",
+            &config.rate_limit.map_or(0.0, |r| r.per_second).to_string(),
+        ])
         .args(["--rate-burst", &config.rate_limit.map_or(200, |r| r.burst).to_string()])
         .env("ACKSTORM_SECRET", String::from_utf8_lossy(&config.secret).to_string())
         .stdout(Stdio::piped())
@@ -142,13 +168,17 @@ fn start_child(config: &ServerConfig, threads: Option<usize>) -> Result<(String,
     if let Some(n) = threads {
         cmd.args(["--threads", &n.to_string()]);
     }
-    let mut child = cmd.spawn().map_err(|e| RunError::Target(format!("starting `ackstorm serve`: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RunError::Target(format!("starting `ackstorm serve`: {e}")))?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     let _ = BufReader::new(stdout).read_line(&mut line);
     let Some(addr) = line.trim().strip_prefix("listening on ") else {
         let _ = child.kill();
-        return Err(RunError::Target(format!("`ackstorm serve` did not report its address (got {line:?})")));
+        return Err(RunError::Target(format!(
+            "`ackstorm serve` did not report its address (got {line:?})"
+        )));
     };
     Ok((format!("ws://{addr}/ws"), Server::Child(child)))
 }
@@ -183,7 +213,9 @@ impl Running {
     /// Reads the target's `/metrics` (None when it has none or does not answer in time).
     pub async fn metrics(&self) -> Option<Metrics> {
         let addr = self.http_addr()?;
-        let text = tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics")).await.ok()??;
+        let text = tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
+            .await
+            .ok()??;
         Some(Metrics::parse(&text))
     }
 }
@@ -198,7 +230,10 @@ async fn get(addr: SocketAddr, path: &str) -> Option<String> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(path).header(hyper::header::HOST, addr.to_string()).body(Empty::<Bytes>::new()).ok()?;
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .ok()?;
     let res = sender.send_request(req).await.ok()?;
     if !res.status().is_success() {
         return None;
@@ -227,13 +262,19 @@ impl Metrics {
         };
         for s in scrape.samples {
             let value = match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => continue,
             };
             match s.metric.as_str() {
                 "ackstorm_frames_in_total" | "ackstorm_frames_out_total" => {
                     let Some(op) = s.labels.get("op") else { continue };
-                    let map = if s.metric.ends_with("in_total") { &mut m.frames_in } else { &mut m.frames_out };
+                    let map = if s.metric.ends_with("in_total") {
+                        &mut m.frames_in
+                    } else {
+                        &mut m.frames_out
+                    };
                     map.insert(op.to_string(), value as u64);
                 }
                 "ackstorm_build_info" => {
@@ -250,9 +291,15 @@ impl Metrics {
     /// `after - self` per op.
     pub fn delta(&self, after: &Metrics) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
         let d = |before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>| {
-            after.iter().map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0)))).collect()
+            after
+                .iter()
+                .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
+                .collect()
         };
-        (d(&self.frames_in, &after.frames_in), d(&self.frames_out, &after.frames_out))
+        (
+            d(&self.frames_in, &after.frames_in),
+            d(&self.frames_out, &after.frames_out),
+        )
     }
 }
 

@@ -67,7 +67,8 @@ pub enum Action {
         /// Conversation.
         conv: Conv,
     },
-    /// The user read a message (counted for ack economics).
+    /// The user read a message an ack could cover: any 1:1 message, or a group message
+    /// that keeps receipts (counted for ack economics).
     Read {
         /// Conversation.
         conv: Conv,
@@ -170,7 +171,11 @@ fn exp_sample(rng: &mut Pcg64Mcg, mean: f64) -> Micros {
 
 /// Inter-arrival time of a Poisson process with `rate` events per microsecond.
 fn next_arrival(rng: &mut Pcg64Mcg, rate: f64) -> Micros {
-    if rate <= 0.0 { Micros::MAX } else { exp_sample(rng, 1.0 / rate).max(1) }
+    if rate <= 0.0 {
+        Micros::MAX
+    } else {
+        exp_sample(rng, 1.0 / rate).max(1)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -244,15 +249,25 @@ pub struct UserSim {
 impl UserSim {
     /// User `ix`, joining at its planned start.
     pub fn new(ix: u32, cfg: Arc<SimConfig>, world: Arc<World>) -> UserSim {
-        let start = world.planned_start[ix as usize].as_micros().min(u128::from(Micros::MAX)) as Micros;
+        let start = world.planned_start[ix as usize]
+            .as_micros()
+            .min(u128::from(Micros::MAX)) as Micros;
         let mut rng_single = stream(cfg.seed, ix, Stream::Single);
         let mut rng_group = stream(cfg.seed, ix, Stream::Group);
         let mut rng_focus = stream(cfg.seed, ix, Stream::Focus);
         let mut rng_churn = stream(cfg.seed, ix, Stream::Churn);
         let has_contacts = !world.contacts[ix as usize].is_empty();
         let in_groups = !world.memberships[ix as usize].is_empty();
-        let next_single = if has_contacts { start.saturating_add(next_arrival(&mut rng_single, cfg.single_per_us)) } else { Micros::MAX };
-        let next_group = if in_groups { start.saturating_add(next_arrival(&mut rng_group, cfg.group_per_us)) } else { Micros::MAX };
+        let next_single = if has_contacts {
+            start.saturating_add(next_arrival(&mut rng_single, cfg.single_per_us))
+        } else {
+            Micros::MAX
+        };
+        let next_group = if in_groups {
+            start.saturating_add(next_arrival(&mut rng_group, cfg.group_per_us))
+        } else {
+            Micros::MAX
+        };
         let away = exp_sample(&mut rng_focus, cfg.away_mean).max(1);
         let online = world.online_at_start[ix as usize];
         let next_churn = match cfg.churn {
@@ -273,7 +288,9 @@ impl UserSim {
             rng_group,
             rng_focus,
             rng_churn,
-            focus: Focus::Away { until: start.saturating_add(away) },
+            focus: Focus::Away {
+                until: start.saturating_add(away),
+            },
             convs: FxHashMap::default(),
             reads: BinaryHeap::new(),
             debounce: None,
@@ -364,7 +381,12 @@ impl UserSim {
     fn send(&mut self, t: Micros, conv: Conv, allow_group_ack: bool, out: &mut Vec<Action>) {
         if self.online {
             self.seq += 1;
-            out.push(Action::Send { seq: self.seq, conv, allow_group_ack, scheduled: t });
+            out.push(Action::Send {
+                seq: self.seq,
+                conv,
+                allow_group_ack,
+                scheduled: t,
+            });
         } else {
             out.push(Action::Skipped(1));
         }
@@ -386,7 +408,9 @@ impl UserSim {
         let mean = if self.online { churn.online } else { churn.offline };
         self.next_churn = t.saturating_add(exp_sample(&mut self.rng_churn, mean.as_micros() as f64).max(1));
         if self.online {
-            self.focus = Focus::Away { until: t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.away_mean)) };
+            self.focus = Focus::Away {
+                until: t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.away_mean)),
+            };
             out.push(Action::Online);
         } else {
             // The app closes: what was not yet read stays unread.
@@ -402,7 +426,15 @@ impl UserSim {
     }
 
     /// A message arrived (pushed live or replayed at login).
-    pub fn on_message(&mut self, now: Micros, mid: u64, key: MsgKey, conv: Conv, receipts: bool, out: &mut Vec<Action>) {
+    pub fn on_message(
+        &mut self,
+        now: Micros,
+        mid: u64,
+        key: MsgKey,
+        conv: Conv,
+        receipts: bool,
+        out: &mut Vec<Action>,
+    ) {
         self.advance(now, out);
         let visible = self.visible(conv);
         let state = self.convs.entry(conv).or_default();
@@ -421,32 +453,46 @@ impl UserSim {
     fn see(&mut self, now: Micros, conv: Conv, mid: u64, key: MsgKey, receipts: bool) {
         if let Some(delay) = self.cfg.read_decision(key, self.ix) {
             let epoch = self.convs.get(&conv).map_or(0, |c| c.epoch);
-            self.reads.push(Reverse(PendingRead { due: now.saturating_add(delay), conv, mid, key, receipts, epoch }));
+            self.reads.push(Reverse(PendingRead {
+                due: now.saturating_add(delay),
+                conv,
+                mid,
+                key,
+                receipts,
+                epoch,
+            }));
         }
     }
 
     fn fire_read(&mut self, t: Micros, r: PendingRead, out: &mut Vec<Action>) {
-        out.push(Action::Read { conv: r.conv });
         let state = self.convs.entry(r.conv).or_default();
-        let covered = state.epoch > r.epoch;
-        let group = matches!(r.conv, Conv::Group(_));
-        if group {
-            // Group senders learn of reads only through per-message group receipts.
+        if matches!(r.conv, Conv::Group(_)) {
+            // Group chats have only per-message read acks, whatever the strategy, and only
+            // for messages that keep receipts: those are the group reads an ack can cover.
+            state.unacked = state.unacked.saturating_sub(1);
             if r.receipts {
-                out.push(Action::ReadAck { conv: r.conv, mid: r.mid, key: r.key });
-            }
-            if !covered {
-                state.unacked = state.unacked.saturating_sub(1);
+                out.push(Action::Read { conv: r.conv });
+                out.push(Action::ReadAck {
+                    conv: r.conv,
+                    mid: r.mid,
+                    key: r.key,
+                });
             }
             return;
         }
-        if covered {
+        out.push(Action::Read { conv: r.conv });
+        if state.epoch > r.epoch {
+            // Covered by the channel ack sent when the conversation opened.
             return;
         }
         match self.cfg.strategy {
             Strategy::PerMessage | Strategy::Hybrid => {
                 state.unacked = state.unacked.saturating_sub(1);
-                out.push(Action::ReadAck { conv: r.conv, mid: r.mid, key: r.key });
+                out.push(Action::ReadAck {
+                    conv: r.conv,
+                    mid: r.mid,
+                    key: r.key,
+                });
             }
             Strategy::Channel => {}
             Strategy::Debounced => {
@@ -474,7 +520,9 @@ impl UserSim {
                     self.debounce = None;
                     self.channel_ack(conv, out);
                 }
-                self.focus = Focus::Away { until: t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.away_mean).max(1)) };
+                self.focus = Focus::Away {
+                    until: t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.away_mean).max(1)),
+                };
             }
             Focus::Away { .. } => {
                 let conv = self.choose_conversation();
@@ -492,7 +540,11 @@ impl UserSim {
     /// The conversation with the oldest unacknowledged message, else a random one of the
     /// user's contacts and groups.
     fn choose_conversation(&mut self) -> Option<Conv> {
-        let pending = self.convs.iter().filter(|(_, s)| s.unacked > 0).min_by_key(|(c, s)| (s.oldest_unacked, **c));
+        let pending = self
+            .convs
+            .iter()
+            .filter(|(_, s)| s.unacked > 0)
+            .min_by_key(|(c, s)| (s.oldest_unacked, **c));
         if let Some((conv, _)) = pending {
             return Some(*conv);
         }
@@ -503,15 +555,23 @@ impl UserSim {
             return None;
         }
         let i = self.rng_focus.random_range(0..n);
-        Some(if i < contacts.len() { Conv::Peer(contacts[i]) } else { Conv::Group(groups[i - contacts.len()].0) })
+        Some(if i < contacts.len() {
+            Conv::Peer(contacts[i])
+        } else {
+            Conv::Group(groups[i - contacts.len()].0)
+        })
     }
 
     fn open(&mut self, t: Micros, conv: Conv, out: &mut Vec<Action>) {
-        let unseen: Vec<Unseen> = self.convs.get_mut(&conv).map(|s| s.unseen.drain(..).collect()).unwrap_or_default();
+        let unseen: Vec<Unseen> = self
+            .convs
+            .get_mut(&conv)
+            .map(|s| s.unseen.drain(..).collect())
+            .unwrap_or_default();
         for u in unseen {
             self.see(t, conv, u.mid, u.key, u.receipts);
         }
-        if self.cfg.strategy != Strategy::PerMessage {
+        if self.cfg.strategy != Strategy::PerMessage && matches!(conv, Conv::Peer(_)) {
             self.channel_ack(conv, out);
         }
     }

@@ -85,7 +85,10 @@ pub fn parse_body(tag: &str, body: &str) -> Option<MsgKey> {
     if parts.next()? != tag {
         return None;
     }
-    Some(MsgKey { sender: parts.next()?.parse().ok()?, seq: parts.next()?.parse().ok()? })
+    Some(MsgKey {
+        sender: parts.next()?.parse().ok()?,
+        seq: parts.next()?.parse().ok()?,
+    })
 }
 
 impl UserActor {
@@ -148,7 +151,11 @@ impl UserActor {
                     d.logged_in_once = true;
                     d.out = Some(conn.out);
                     ctx.add_stream(conn.events.map(move |t| (dev as u8, generation, t)));
-                    act.emit(Event::Connected { user: act.ix, at: conn.logged_in_at, first });
+                    act.emit(Event::Connected {
+                        user: act.ix,
+                        at: conn.logged_in_at,
+                        first,
+                    });
                     if dev == 0 {
                         for (op, event) in std::mem::take(&mut act.pending) {
                             act.send_now(op, event);
@@ -158,7 +165,10 @@ impl UserActor {
                 Ok(conn) => {
                     let _ = conn.out.send(Op::Close);
                 }
-                Err(e) => act.emit(Event::ConnectFailed { user: act.ix, error: e.to_string() }),
+                Err(e) => act.emit(Event::ConnectFailed {
+                    user: act.ix,
+                    error: e.to_string(),
+                }),
             }
         }));
     }
@@ -200,15 +210,32 @@ impl UserActor {
         let actions = std::mem::take(&mut self.actions);
         for a in &actions {
             match *a {
-                Action::Send { seq, conv, allow_group_ack, scheduled } => {
+                Action::Send {
+                    seq,
+                    conv,
+                    allow_group_ack,
+                    scheduled,
+                } => {
                     let (chat, to) = self.conv_target(conv);
                     let key = MsgKey { sender: self.ix, seq };
                     let index = match conv {
                         Conv::Peer(i) | Conv::Group(i) => i,
                     };
-                    let op = Op::Send { seq, chat, to, body: body(&self.shared.tag, key, self.shared.message_bytes), allow_group_ack };
+                    let op = Op::Send {
+                        seq,
+                        chat,
+                        to,
+                        body: body(&self.shared.tag, key, self.shared.message_bytes),
+                        allow_group_ack,
+                    };
                     let scheduled = self.instant(scheduled);
-                    let event = Event::Sent { key, chat, conv: index, scheduled, at: scheduled };
+                    let event = Event::Sent {
+                        key,
+                        chat,
+                        conv: index,
+                        scheduled,
+                        at: scheduled,
+                    };
                     self.send(op, Some(event));
                 }
                 Action::ReadAck { conv, mid, key } => {
@@ -217,7 +244,13 @@ impl UserActor {
                         Conv::Peer(_) => (AckKind::Read, self.shared.world.users[key.sender as usize].clone()),
                         Conv::Group(_) => (AckKind::GroupRead, to),
                     };
-                    let event = Event::AckSent { reader: self.ix, kind, key: Some(key), conv: 0, at: Instant::now() };
+                    let event = Event::AckSent {
+                        reader: self.ix,
+                        kind,
+                        key: Some(key),
+                        conv: 0,
+                        at: Instant::now(),
+                    };
                     self.send(Op::Read { chat, mid, to }, Some(event));
                 }
                 Action::ChannelAck { conv } => {
@@ -226,10 +259,18 @@ impl UserActor {
                         Conv::Peer(p) => (AckKind::Channel, p),
                         Conv::Group(g) => (AckKind::GroupChannel, g),
                     };
-                    let event = Event::AckSent { reader: self.ix, kind, key: None, conv: index, at: Instant::now() };
+                    let event = Event::AckSent {
+                        reader: self.ix,
+                        kind,
+                        key: None,
+                        conv: index,
+                        at: Instant::now(),
+                    };
                     self.send(Op::Channel { chat, to }, Some(event));
                 }
-                Action::Read { conv } => self.emit(Event::Read { group: matches!(conv, Conv::Group(_)) }),
+                Action::Read { conv } => self.emit(Event::Read {
+                    group: matches!(conv, Conv::Group(_)),
+                }),
                 Action::Skipped(n) => self.emit(Event::Skipped(n)),
                 Action::Offline => self.close_all(),
                 Action::Online => self.connect_all(ctx),
@@ -281,10 +322,19 @@ impl UserActor {
         let primary = dev == 0;
         let world = self.shared.world.clone();
         match t.event {
-            Inbound::Message { mid, from, to, chat, body, receipts } => {
+            Inbound::Message {
+                mid,
+                from,
+                to,
+                chat,
+                body,
+                receipts,
+            } => {
                 let now = t.at.saturating_duration_since(self.shared.start).as_micros() as Micros;
                 if chat == ChatType::Single && world.delivery[self.ix as usize] && self.sim.acks_allowed(now) {
-                    let to_user: Arc<str> = world.user_index(&from).map_or_else(|| Arc::from(from.as_str()), |i| world.users[i as usize].clone());
+                    let to_user: Arc<str> = world
+                        .user_index(&from)
+                        .map_or_else(|| Arc::from(from.as_str()), |i| world.users[i as usize].clone());
                     let op = Op::Delivery { mid, to: to_user };
                     match &self.devices[dev].out {
                         Some(out) if !primary => {
@@ -292,7 +342,13 @@ impl UserActor {
                         }
                         _ => {
                             let key = parse_body(&self.shared.tag, &body);
-                            let event = Event::AckSent { reader: self.ix, kind: AckKind::Delivery, key, conv: 0, at: t.at };
+                            let event = Event::AckSent {
+                                reader: self.ix,
+                                kind: AckKind::Delivery,
+                                key,
+                                conv: 0,
+                                at: t.at,
+                            };
                             self.send(op, Some(event));
                         }
                     }
@@ -313,7 +369,12 @@ impl UserActor {
             _ if !primary => {}
             Inbound::Accepted { seq, mid, group_ack } => {
                 let key = MsgKey { sender: self.ix, seq };
-                self.emit(Event::Accepted { key, mid, at: t.at, group_ack });
+                self.emit(Event::Accepted {
+                    key,
+                    mid,
+                    at: t.at,
+                    group_ack,
+                });
             }
             Inbound::Delivery { mid, ref from, .. } | Inbound::Read { mid, ref from, .. } => {
                 let (kind, count) = match t.event {
@@ -323,17 +384,33 @@ impl UserActor {
                     _ => unreachable!("matched above"),
                 };
                 let from = world.user_index(from).unwrap_or(u32::MAX);
-                self.emit(Event::Receipt { user: self.ix, kind, mid, from, count, at: t.at });
+                self.emit(Event::Receipt {
+                    user: self.ix,
+                    kind,
+                    mid,
+                    from,
+                    count,
+                    at: t.at,
+                });
             }
             Inbound::Channel { id, from, .. } => {
                 // Our own ack echoed to this user's other devices is not a receipt.
                 if let Some(from) = world.user_index(&from).filter(|f| *f != self.ix) {
-                    self.emit(Event::ChannelPush { user: self.ix, from, id, at: t.at });
+                    self.emit(Event::ChannelPush {
+                        user: self.ix,
+                        from,
+                        id,
+                        at: t.at,
+                    });
                 }
             }
             Inbound::Statistic(entries) => {
                 let counts = entries.into_iter().map(|(mid, _, count)| (mid, count)).collect();
-                self.emit(Event::Statistic { user: self.ix, counts, at: t.at });
+                self.emit(Event::Statistic {
+                    user: self.ix,
+                    counts,
+                    at: t.at,
+                });
             }
             Inbound::Error { code, op, .. } => self.emit(Event::Error { code, op, at: t.at }),
             Inbound::Acked { .. } | Inbound::Result | Inbound::Pong | Inbound::Kicked | Inbound::Closed => {}
@@ -361,7 +438,10 @@ impl StreamHandler<(u8, u32, Timed)> for UserActor {
         if t.event == Inbound::Closed {
             let was_open = self.devices[dev].out.take().is_some();
             // A closed connection we did not close (the server dropped it, or kicked it).
-            self.emit(Event::Disconnected { user: self.ix, expected: !was_open || self.closing });
+            self.emit(Event::Disconnected {
+                user: self.ix,
+                expected: !was_open || self.closing,
+            });
             if dev == 0 {
                 self.pending.clear();
             }
@@ -395,7 +475,11 @@ mod tests {
         let b = body("r1", key, 64);
         assert_eq!(b.len(), 64);
         assert_eq!(parse_body("r1", &b), Some(key));
-        assert_eq!(parse_body("r1", &body("r1", key, 4)), Some(key), "never shorter than the key");
+        assert_eq!(
+            parse_body("r1", &body("r1", key, 4)),
+            Some(key),
+            "never shorter than the key"
+        );
         assert_eq!(parse_body("r2", &b), None, "another run's message");
         assert_eq!(parse_body("r1", "hello"), None);
     }

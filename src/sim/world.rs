@@ -122,7 +122,12 @@ impl World {
                 let (chosen, _) = all.partial_shuffle(&mut rng, size.min(n as usize));
                 let members = chosen.to_vec();
                 let owner = members[0];
-                let admins: Vec<u32> = members.iter().skip(1).take(plan.groups.admins as usize).copied().collect();
+                let admins: Vec<u32> = members
+                    .iter()
+                    .skip(1)
+                    .take(plan.groups.admins as usize)
+                    .copied()
+                    .collect();
                 for (i, m) in members.iter().enumerate() {
                     let role = match i {
                         0 => Role::Owner,
@@ -131,14 +136,30 @@ impl World {
                     };
                     memberships[*m as usize].push((g, role));
                 }
-                GroupSpec { id: Arc::from(format!("g{g}.{tag}")), owner, admins, members }
+                GroupSpec {
+                    id: Arc::from(format!("g{g}.{tag}")),
+                    owner,
+                    admins,
+                    members,
+                }
             })
             .collect();
 
-        let delivery = (0..n).map(|_| rng.random_bool(plan.population.delivery_share)).collect();
+        let delivery = (0..n)
+            .map(|_| rng.random_bool(plan.population.delivery_share))
+            .collect();
         let online_at_start = (0..n).map(|_| rng.random_bool(plan.reading.online_share)).collect();
         let planned_start = planned_starts(plan, n);
-        World { users, prefix, contacts, groups, memberships, delivery, online_at_start, planned_start }
+        World {
+            users,
+            prefix,
+            contacts,
+            groups,
+            memberships,
+            delivery,
+            online_at_start,
+            planned_start,
+        }
     }
 
     /// The index of user id `id`, if it is one of ours.
@@ -193,7 +214,10 @@ mod tests {
         let a = World::build(&plan(""));
         let b = World::build(&plan(""));
         assert_eq!(a.contacts, b.contacts);
-        assert_eq!(a.groups.iter().map(|g| g.members.clone()).collect::<Vec<_>>(), b.groups.iter().map(|g| g.members.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            a.groups.iter().map(|g| g.members.clone()).collect::<Vec<_>>(),
+            b.groups.iter().map(|g| g.members.clone()).collect::<Vec<_>>()
+        );
         let mut p = plan("");
         p.seed = 6;
         let c = World::build(&p);
@@ -230,8 +254,14 @@ mod tests {
         p.ramp = Ramp::Steps {
             users_per_sec: 100.0,
             steps: vec![
-                profile::Step { users: 50, hold: Duration::from_secs(5) },
-                profile::Step { users: 150, hold: Duration::from_secs(5) },
+                profile::Step {
+                    users: 50,
+                    hold: Duration::from_secs(5),
+                },
+                profile::Step {
+                    users: 150,
+                    hold: Duration::from_secs(5),
+                },
             ],
         };
         let s = planned_starts(&p, 200);

@@ -307,12 +307,20 @@ impl FrameStats {
 
     /// Sent frames by op name.
     pub fn sent_by_op(&self) -> Vec<(&'static str, u64)> {
-        CLIENT_OPS.iter().zip(&self.sent).map(|(n, c)| (*n, c.load(Relaxed))).collect()
+        CLIENT_OPS
+            .iter()
+            .zip(&self.sent)
+            .map(|(n, c)| (*n, c.load(Relaxed)))
+            .collect()
     }
 
     /// Received frames by op name.
     pub fn received_by_op(&self) -> Vec<(&'static str, u64)> {
-        SERVER_OPS.iter().zip(&self.received).map(|(n, c)| (*n, c.load(Relaxed))).collect()
+        SERVER_OPS
+            .iter()
+            .zip(&self.received)
+            .map(|(n, c)| (*n, c.load(Relaxed)))
+            .collect()
     }
 
     /// All frames sent.

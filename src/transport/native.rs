@@ -48,14 +48,19 @@ impl NativeDriver {
         stats: Arc<FrameStats>,
         timeout: Duration,
     ) -> Result<NativeDriver, TransportError> {
-        let bad = |reason: &str| TransportError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| TransportError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         if uri.scheme_str() != Some("ws") {
             return Err(bad("the scheme must be ws://"));
         }
         let host = uri.host().ok_or_else(|| bad("no host"))?;
         let host = if host == "localhost" { "127.0.0.1" } else { host };
-        let ip: IpAddr = host.parse().map_err(|_| bad("the host must be a loopback IP address such as 127.0.0.1"))?;
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| bad("the host must be a loopback IP address such as 127.0.0.1"))?;
         if !ip.is_loopback() {
             return Err(bad("ackstorm only drives loopback targets (127.0.0.0/8)"));
         }
@@ -74,7 +79,10 @@ impl NativeDriver {
     fn token(&self, user: &str) -> Result<String, TransportError> {
         match &self.auth {
             Auth::Secret(s) => Ok(token::token(s.as_bytes(), user)),
-            Auth::Tokens(map) => map.get(user).cloned().ok_or_else(|| TransportError::NoToken(user.to_string())),
+            Auth::Tokens(map) => map
+                .get(user)
+                .cloned()
+                .ok_or_else(|| TransportError::NoToken(user.to_string())),
         }
     }
 
@@ -89,14 +97,21 @@ impl NativeDriver {
 
 /// The WebSocket settings of every driver connection.
 pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(16 * 1024)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
 }
 
 impl Driver for NativeDriver {
     fn connect(&self, login: LoginSpec) -> LocalBoxFuture<'static, Result<Connection, TransportError>> {
         let token = self.token(&login.user);
-        let (addr, url, source, stats, timeout) =
-            (self.addr, self.url.clone(), self.source_ip(), self.stats.clone(), self.timeout);
+        let (addr, url, source, stats, timeout) = (
+            self.addr,
+            self.url.clone(),
+            self.source_ip(),
+            self.stats.clone(),
+            self.timeout,
+        );
         async move {
             let token = token?;
             match tokio::time::timeout(timeout, open(addr, &url, source, login, token, stats)).await {
@@ -120,7 +135,10 @@ async fn open(
     token: String,
     stats: Arc<FrameStats>,
 ) -> Result<Connection, TransportError> {
-    let connect_err = |source| TransportError::Connect { addr: addr.to_string(), source };
+    let connect_err = |source| TransportError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
     let socket = TcpSocket::new_v4().map_err(connect_err)?;
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(IpAddr::V4(ip), 0)).map_err(connect_err)?;
@@ -141,17 +159,26 @@ async fn open(
     };
     let text = frame.encode();
     stats.sent(frame.frame.op_index(), text.len());
-    ws.send(Message::Text(text.into())).await.map_err(|e| TransportError::Handshake(e.to_string()))?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| TransportError::Handshake(e.to_string()))?;
     let logged_in_at = loop {
-        let Some(Ok(msg)) = ws.next().await else { return Err(TransportError::Closed) };
+        let Some(Ok(msg)) = ws.next().await else {
+            return Err(TransportError::Closed);
+        };
         let Message::Text(text) = msg else { continue };
         let at = Instant::now();
-        let Ok(reply) = Outgoing::parse(text.as_str()) else { continue };
+        let Ok(reply) = Outgoing::parse(text.as_str()) else {
+            continue;
+        };
         stats.received(reply.frame.op_index(), text.len());
         match reply.frame {
             ServerFrame::LoginOk { .. } => break at,
             ServerFrame::Error { code, message } => {
-                return Err(TransportError::LoginRefused { code, message: message.into_owned() });
+                return Err(TransportError::LoginRefused {
+                    code,
+                    message: message.into_owned(),
+                });
             }
             _ => continue,
         }
@@ -161,7 +188,9 @@ async fn open(
     actix_rt::spawn(writer(sink, rx, stats.clone()));
     // The stream ends at the first error or close frame; `Closed` is then yielded once.
     let events = stream
-        .scan((), |_, item| futures_util::future::ready(item.ok().filter(|m| !m.is_close())))
+        .scan((), |_, item| {
+            futures_util::future::ready(item.ok().filter(|m| !m.is_close()))
+        })
         .filter_map(move |msg| {
             let at = Instant::now();
             let event = match msg {
@@ -170,9 +199,18 @@ async fn open(
             };
             futures_util::future::ready(event.map(|event| Timed { at, event }))
         })
-        .chain(futures_util::stream::once(async { Timed { at: Instant::now(), event: Inbound::Closed } }))
+        .chain(futures_util::stream::once(async {
+            Timed {
+                at: Instant::now(),
+                event: Inbound::Closed,
+            }
+        }))
         .boxed_local();
-    Ok(Connection { out, events, logged_in_at })
+    Ok(Connection {
+        out,
+        events,
+        logged_in_at,
+    })
 }
 
 fn kind_of(req: Option<&str>) -> Option<OpKind> {
@@ -197,12 +235,25 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
     stats.received(frame.frame.op_index(), text.len());
     let op = kind_of(frame.req.as_deref());
     Some(match frame.frame {
-        ServerFrame::Received { id: Some(id), mid, group_ack, .. } => match id.parse() {
+        ServerFrame::Received {
+            id: Some(id),
+            mid,
+            group_ack,
+            ..
+        } => match id.parse() {
             Ok(seq) => Inbound::Accepted { seq, mid, group_ack },
             Err(_) => return None,
         },
         ServerFrame::Received { mid, .. } => Inbound::Acked { kind: op?, id: mid },
-        ServerFrame::Message { mid, from, to, chat_type, msg, msg_config, .. } => Inbound::Message {
+        ServerFrame::Message {
+            mid,
+            from,
+            to,
+            chat_type,
+            msg,
+            msg_config,
+            ..
+        } => Inbound::Message {
             mid,
             from: from.into_owned(),
             to: to.into_owned(),
@@ -210,28 +261,61 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             body: msg.into_owned(),
             receipts: msg_config.is_some_and(|c| c.allow_group_ack),
         },
-        ServerFrame::Delivery { mid, from, online_state, .. } => {
-            Inbound::Delivery { mid, from: from.into_owned(), live: online_state == 1 }
-        }
-        ServerFrame::Read { mid, from, chat_type, group_read_count, online_state, .. } => Inbound::Read {
+        ServerFrame::Delivery {
+            mid,
+            from,
+            online_state,
+            ..
+        } => Inbound::Delivery {
+            mid,
+            from: from.into_owned(),
+            live: online_state == 1,
+        },
+        ServerFrame::Read {
+            mid,
+            from,
+            chat_type,
+            group_read_count,
+            online_state,
+            ..
+        } => Inbound::Read {
             mid,
             from: from.into_owned(),
             chat: chat_type,
             count: group_read_count.map(|c| c.count),
             live: online_state == 1,
         },
-        ServerFrame::Channel { id, from, to, online_state, .. } => {
-            Inbound::Channel { id, from: from.into_owned(), to: to.into_owned(), live: online_state == 1 }
-        }
+        ServerFrame::Channel {
+            id,
+            from,
+            to,
+            online_state,
+            ..
+        } => Inbound::Channel {
+            id,
+            from: from.into_owned(),
+            to: to.into_owned(),
+            live: online_state == 1,
+        },
         ServerFrame::Statistic { location, .. } => {
             let parsed = crate::protocol::server::StatisticLocation::from_json(&location).ok()?;
-            Inbound::Statistic(parsed.group_ack.into_iter().map(|g| (g.mid, g.group_id, g.count)).collect())
+            Inbound::Statistic(
+                parsed
+                    .group_ack
+                    .into_iter()
+                    .map(|g| (g.mid, g.group_id, g.count))
+                    .collect(),
+            )
         }
-        ServerFrame::Result { data: ResultData::Group { .. } | ResultData::ReadUsers(_) | ResultData::Conversations(_) } => {
-            Inbound::Result
-        }
+        ServerFrame::Result {
+            data: ResultData::Group { .. } | ResultData::ReadUsers(_) | ResultData::Conversations(_),
+        } => Inbound::Result,
         ServerFrame::Pong { .. } => Inbound::Pong,
-        ServerFrame::Error { code, message } => Inbound::Error { code, op, message: message.into_owned() },
+        ServerFrame::Error { code, message } => Inbound::Error {
+            code,
+            op,
+            message: message.into_owned(),
+        },
         ServerFrame::Kicked { .. } => Inbound::Kicked,
         ServerFrame::LoginOk { .. } => return None,
     })
@@ -240,7 +324,13 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
 /// Encodes one operation; `None` for [`Op::Close`].
 fn encode(op: &Op, n: u64) -> Option<(usize, String)> {
     let (prefix, frame) = match op {
-        Op::Send { seq, chat, to, body, allow_group_ack } => (
+        Op::Send {
+            seq,
+            chat,
+            to,
+            body,
+            allow_group_ack,
+        } => (
             's',
             ClientFrame::Send {
                 id: seq.to_string().into(),
@@ -251,11 +341,29 @@ fn encode(op: &Op, n: u64) -> Option<(usize, String)> {
                 msg_config: allow_group_ack.then_some(MsgConfig { allow_group_ack: true }),
             },
         ),
-        Op::Delivery { mid, to } => ('d', ClientFrame::Delivery { ack_id: *mid, to: to.as_ref().into() }),
-        Op::Read { chat, mid, to } => {
-            ('r', ClientFrame::Read { chat_type: *chat, id: *mid, to: to.as_ref().into(), ack_content: None })
-        }
-        Op::Channel { chat, to } => ('c', ClientFrame::Channel { chat_type: *chat, to: to.as_ref().into() }),
+        Op::Delivery { mid, to } => (
+            'd',
+            ClientFrame::Delivery {
+                ack_id: *mid,
+                to: to.as_ref().into(),
+            },
+        ),
+        Op::Read { chat, mid, to } => (
+            'r',
+            ClientFrame::Read {
+                chat_type: *chat,
+                id: *mid,
+                to: to.as_ref().into(),
+                ack_content: None,
+            },
+        ),
+        Op::Channel { chat, to } => (
+            'c',
+            ClientFrame::Channel {
+                chat_type: *chat,
+                to: to.as_ref().into(),
+            },
+        ),
         Op::CreateGroup { group, members, admins } => (
             'g',
             ClientFrame::CreateGroup {
@@ -267,7 +375,10 @@ fn encode(op: &Op, n: u64) -> Option<(usize, String)> {
         Op::Ping => ('p', ClientFrame::Ping {}),
         Op::Close => return None,
     };
-    let request = Request { req: format!("{prefix}{n}").into(), frame };
+    let request = Request {
+        req: format!("{prefix}{n}").into(),
+        frame,
+    };
     Some((request.frame.op_index(), request.encode()))
 }
 
@@ -278,7 +389,9 @@ async fn writer(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceive
         let mut next = Some(first);
         while let Some(op) = next.take() {
             n += 1;
-            let Some((op_index, text)) = encode(&op, n) else { break 'outer };
+            let Some((op_index, text)) = encode(&op, n) else {
+                break 'outer;
+            };
             stats.sent(op_index, text.len());
             if sink.feed(Message::Text(text.into())).await.is_err() {
                 return;
@@ -300,11 +413,24 @@ mod tests {
     #[test]
     fn urls_must_be_loopback_ws() {
         let stats = Arc::new(FrameStats::default());
-        let ok = |u: &str| NativeDriver::new(u, Auth::Secret("s".into()), vec![], stats.clone(), Duration::from_secs(1));
+        let ok = |u: &str| {
+            NativeDriver::new(
+                u,
+                Auth::Secret("s".into()),
+                vec![],
+                stats.clone(),
+                Duration::from_secs(1),
+            )
+        };
         assert!(ok("ws://127.0.0.1:9400/ws").is_ok());
         assert!(ok("ws://localhost:9400/ws").is_ok());
         assert!(ok("ws://127.0.0.9:1/ws").is_ok());
-        for bad in ["http://127.0.0.1:1/ws", "ws://10.0.0.1:9400/ws", "ws://example.com:80/ws", "ws://127.0.0.1/ws"] {
+        for bad in [
+            "http://127.0.0.1:1/ws",
+            "ws://10.0.0.1:9400/ws",
+            "ws://example.com:80/ws",
+            "ws://127.0.0.1/ws",
+        ] {
             assert!(ok(bad).is_err(), "{bad}");
         }
     }
@@ -312,15 +438,34 @@ mod tests {
     #[test]
     fn ops_encode_with_their_kind_in_req_and_decode_back() {
         let stats = FrameStats::default();
-        let (_, text) = encode(&Op::Read { chat: ChatType::Single, mid: 5, to: Arc::from("u1") }, 7).unwrap();
+        let (_, text) = encode(
+            &Op::Read {
+                chat: ChatType::Single,
+                mid: 5,
+                to: Arc::from("u1"),
+            },
+            7,
+        )
+        .unwrap();
         assert!(text.contains("\"req\":\"r7\""), "{text}");
         let reply: Utf8Bytes = r#"{"op":"error","req":"r7","code":"not_found","message":"x"}"#.into();
         assert_eq!(
             decode(&reply, &stats),
-            Some(Inbound::Error { code: crate::protocol::ErrorCode::NotFound, op: Some(OpKind::Read), message: "x".into() })
+            Some(Inbound::Error {
+                code: crate::protocol::ErrorCode::NotFound,
+                op: Some(OpKind::Read),
+                message: "x".into()
+            })
         );
         let accepted: Utf8Bytes = r#"{"op":"received","req":"s3","id":"42","mid":"9","to":"u2","time":1}"#.into();
-        assert_eq!(decode(&accepted, &stats), Some(Inbound::Accepted { seq: 42, mid: 9, group_ack: None }));
+        assert_eq!(
+            decode(&accepted, &stats),
+            Some(Inbound::Accepted {
+                seq: 42,
+                mid: 9,
+                group_ack: None
+            })
+        );
         assert!(encode(&Op::Close, 1).is_none());
         assert_eq!(stats.total_received(), 2);
     }

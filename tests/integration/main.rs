@@ -2,6 +2,7 @@
 //! real server on `127.0.0.1:0` and speaks to it over WebSocket; see `common`.
 
 mod common;
+mod run_cli;
 mod server_concurrency;
 mod server_groups;
 mod server_limits;

@@ -1,0 +1,448 @@
+//! Validation: a raw profile checked key by key into a [`Plan`], collecting every problem
+//! with the key it belongs to.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::plan::*;
+use super::raw::*;
+use super::slo::SloCheck;
+use crate::server::ratelimit::RateLimit;
+
+/// Collects validation failures as `(key, message)`.
+pub(super) struct Checker {
+    pub(super) errors: Vec<(String, String)>,
+    pub(super) notes: Vec<String>,
+}
+
+impl Checker {
+    fn note(&mut self, message: &str) {
+        self.notes.push(message.to_string());
+    }
+
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push((key.to_string(), message.into()));
+    }
+
+    fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.fail(
+                        key,
+                        format!("{text:?} is not a duration like \"30s\" or \"250ms\" ({e})"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn share(&mut self, key: &str, v: Option<f64>, default: f64) -> f64 {
+        let v = v.unwrap_or(default);
+        if !(0.0..=1.0).contains(&v) {
+            self.fail(key, format!("{v} is not a share between 0 and 1"));
+        }
+        v
+    }
+
+    fn positive(&mut self, key: &str, v: f64) -> f64 {
+        if !(v.is_finite() && v >= 0.0) {
+            self.fail(key, format!("{v} must be a number >= 0"));
+        }
+        v
+    }
+
+    fn at_least(&mut self, key: &str, v: u64, min: u64) -> u64 {
+        if v < min {
+            self.fail(key, format!("{v} must be at least {min}"));
+        }
+        v
+    }
+
+    fn delay(&mut self, key: &str, raw: Option<&RawDelay>, default: Delay) -> Delay {
+        let Some(raw) = raw else { return default };
+        let keys = |d: &RawDelay| {
+            [
+                d.mean.is_some(),
+                d.value.is_some(),
+                d.median.is_some() || d.p99.is_some(),
+            ]
+        };
+        let dist = raw.dist.as_deref().unwrap_or("exp");
+        let given = keys(raw);
+        let want = match dist {
+            "fixed" => 1,
+            "exp" => 0,
+            "lognormal" => 2,
+            other => {
+                self.fail(
+                    &format!("{key}.dist"),
+                    format!("{other:?} is not one of \"exp\", \"fixed\", \"lognormal\""),
+                );
+                return default;
+            }
+        };
+        for (i, name) in ["mean", "value", "median/p99"].iter().enumerate() {
+            if given[i] && i != want {
+                self.fail(key, format!("{name} does not apply to dist = {dist:?}"));
+            }
+        }
+        let zero = Duration::ZERO;
+        match dist {
+            "fixed" => Delay::Fixed(self.duration(&format!("{key}.value"), raw.value.as_ref(), zero)),
+            "lognormal" => {
+                let median = self.duration(
+                    &format!("{key}.median"),
+                    raw.median.as_ref(),
+                    Duration::from_millis(500),
+                );
+                let p99 = self.duration(&format!("{key}.p99"), raw.p99.as_ref(), median * 10);
+                if p99 <= median || median.is_zero() {
+                    self.fail(key, "lognormal needs 0 < median < p99");
+                }
+                Delay::LogNormal { median, p99 }
+            }
+            _ => Delay::Exp(self.duration(&format!("{key}.mean"), raw.mean.as_ref(), Duration::from_millis(800))),
+        }
+    }
+}
+
+fn read_token_file(path: &str) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let mut tokens = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(user), Some(token), None) => {
+                tokens.insert(user.to_string(), token.to_string());
+            }
+            _ => return Err(format!("{path}:{}: expected `user token`", i + 1)),
+        }
+    }
+    Ok(tokens)
+}
+
+/// Checks a raw profile; `errors` collects every problem (not just the first).
+pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
+    let r = &raw.run;
+    let name = r.name.clone().unwrap_or_else(|| "run".to_string());
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        c.fail(
+            "run.name",
+            format!("{name:?} must be non-empty letters, digits, '-', '_' or '.' (it names a folder)"),
+        );
+    }
+    let users = c.at_least("population.users", raw.population.users.unwrap_or(0), 1);
+    let ramp_raw = r.ramp.clone().unwrap_or_default();
+    let users_per_sec = c.positive("run.ramp.users_per_sec", ramp_raw.users_per_sec.unwrap_or(1000.0));
+    if users_per_sec == 0.0 {
+        c.fail("run.ramp.users_per_sec", "must be above 0");
+    }
+    let (ramp, duration) = match &ramp_raw.steps {
+        None => {
+            if r.duration.is_none() {
+                c.fail("run.duration", "missing: how long the steady phase lasts, e.g. \"30s\"");
+            }
+            (
+                Ramp::Rate { users_per_sec },
+                c.duration("run.duration", r.duration.as_ref(), Duration::ZERO),
+            )
+        }
+        Some(raw_steps) => {
+            if r.duration.is_some() {
+                c.fail(
+                    "run.duration",
+                    "not allowed with run.ramp.steps: the steps' holds are the duration",
+                );
+            }
+            if raw_steps.is_empty() {
+                c.fail("run.ramp.steps", "needs at least one step");
+            }
+            let steps: Vec<Step> = raw_steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let key = format!("run.ramp.steps[{i}]");
+                    if s.users == 0 || s.users > users {
+                        c.fail(
+                            &format!("{key}.users"),
+                            format!("{} must be between 1 and population.users ({users})", s.users),
+                        );
+                    }
+                    Step {
+                        users: s.users,
+                        hold: c.duration(&format!("{key}.hold"), Some(&s.hold), Duration::ZERO),
+                    }
+                })
+                .collect();
+            if steps.windows(2).any(|w| w[1].users < w[0].users) {
+                c.fail(
+                    "run.ramp.steps",
+                    "user counts must not decrease from one step to the next",
+                );
+            }
+            let total = steps.iter().map(|s| s.hold).sum();
+            (Ramp::Steps { users_per_sec, steps }, total)
+        }
+    };
+    if duration.is_zero() && c.errors.is_empty() {
+        c.fail("run.duration", "must be longer than 0s");
+    }
+    let drain = c.duration("run.drain", r.drain.as_ref(), Duration::from_secs(3));
+
+    let t = &raw.target;
+    let server_raw = t.server.clone().unwrap_or_default();
+    let target = match &t.url {
+        Some(url) => {
+            if !url.starts_with("ws://") {
+                c.fail(
+                    "target.url",
+                    format!("{url:?} must be a ws:// URL (loopback only: ws://127.0.0.1:PORT/ws)"),
+                );
+            }
+            if t.server.is_some() || t.embedded.is_some() || t.server_threads.is_some() {
+                c.note("target.server and target.embedded are ignored: they configure the embedded server, and target.url names an external one");
+            }
+            let auth = match (&t.secret, &t.token_file) {
+                (Some(s), None) => Auth::Secret(s.clone()),
+                (None, Some(f)) => match read_token_file(f) {
+                    Ok(tokens) => Auth::Tokens(tokens),
+                    Err(e) => {
+                        c.fail("target.token_file", e);
+                        Auth::Tokens(HashMap::new())
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    c.fail(
+                        "target.secret",
+                        "give either target.secret or target.token_file, not both",
+                    );
+                    Auth::Secret(String::new())
+                }
+                (None, None) => {
+                    c.fail(
+                        "target.secret",
+                        "an external target needs target.secret or target.token_file",
+                    );
+                    Auth::Secret(String::new())
+                }
+            };
+            Target::External { url: url.clone(), auth }
+        }
+        None => {
+            if t.secret.is_some() || t.token_file.is_some() {
+                c.fail(
+                    "target.secret",
+                    "the embedded server makes its own secret; secret and token_file need target.url",
+                );
+            }
+            let mode = match t.embedded.as_deref().unwrap_or("auto") {
+                "auto" => EmbeddedMode::Auto,
+                "in-process" => EmbeddedMode::InProcess,
+                "child-process" => EmbeddedMode::ChildProcess,
+                other => {
+                    c.fail(
+                        "target.embedded",
+                        format!("{other:?} is not one of \"auto\", \"in-process\", \"child-process\""),
+                    );
+                    EmbeddedMode::Auto
+                }
+            };
+            let rate = c.positive("target.server.rate_limit", server_raw.rate_limit.unwrap_or(0.0));
+            let burst = server_raw.rate_burst.unwrap_or(200);
+            let server = ServerOptions {
+                rate_limit: (rate > 0.0).then_some(RateLimit {
+                    per_second: rate,
+                    burst: burst.max(1),
+                }),
+                offline_single: server_raw.offline_single.unwrap_or(500),
+                offline_group: server_raw.offline_group.unwrap_or(200),
+                group_max_members: server_raw.group_max_members.unwrap_or(3000),
+            };
+            Target::Embedded {
+                mode,
+                threads: t.server_threads,
+                server,
+            }
+        }
+    };
+
+    let p = &raw.population;
+    let population = Population {
+        users,
+        devices_per_user: c.at_least("population.devices_per_user", p.devices_per_user.unwrap_or(1), 1),
+        delivery_share: c.share("population.delivery_share", p.delivery_share, 1.0),
+        contacts: p.contacts.unwrap_or(8).min(users.saturating_sub(1)),
+        user_prefix: p.user_prefix.clone().unwrap_or_else(|| "u".to_string()),
+    };
+    if !crate::protocol::is_valid_id(&format!("{}{}", population.user_prefix, users)) {
+        c.fail("population.user_prefix", "user ids must match [A-Za-z0-9_.-]{1,64}");
+    }
+
+    let g = &raw.groups;
+    let count = g.count.unwrap_or(0);
+    let size_min = g.size_min.unwrap_or(3.min(users));
+    let size_max = g.size_max.unwrap_or(size_min.max(10).min(users));
+    if count > 0 {
+        if size_min < 2 || size_min > size_max {
+            c.fail(
+                "groups.size_min",
+                format!("{size_min} must be at least 2 and at most groups.size_max ({size_max})"),
+            );
+        }
+        if size_max > users {
+            c.fail(
+                "groups.size_max",
+                format!("{size_max} is more than population.users ({users})"),
+            );
+        }
+    }
+    let groups = Groups {
+        count,
+        size_min,
+        size_max,
+        admins: g.admins.unwrap_or(1),
+        allow_group_ack_share: c.share("groups.allow_group_ack_share", g.allow_group_ack_share, 0.5),
+        server_read_ack: g.server_read_ack.unwrap_or(true),
+        server_ack_anyone: g.server_ack_anyone.unwrap_or(false),
+        server_ack_max_members: g.server_ack_max_members.unwrap_or(200),
+    };
+
+    let tr = &raw.traffic;
+    let contact_choice = match tr.contact_choice.as_deref().unwrap_or("uniform") {
+        "uniform" => ContactChoice::Uniform,
+        "zipf" => ContactChoice::Zipf(c.positive("traffic.zipf_exponent", tr.zipf_exponent.unwrap_or(1.0))),
+        other => {
+            c.fail(
+                "traffic.contact_choice",
+                format!("{other:?} is not one of \"uniform\", \"zipf\""),
+            );
+            ContactChoice::Uniform
+        }
+    };
+    let message_bytes = tr.message_bytes.unwrap_or(64);
+    if !(16..=5 * 1024).contains(&message_bytes) {
+        c.fail(
+            "traffic.message_bytes",
+            format!("{message_bytes} must be between 16 and 5120 (the protocol's msg limit)"),
+        );
+    }
+    let traffic = Traffic {
+        one_to_one_per_min: c.positive("traffic.one_to_one_per_min", tr.one_to_one_per_min.unwrap_or(2.0)),
+        group_per_min: c.positive("traffic.group_per_min", tr.group_per_min.unwrap_or(0.5)),
+        message_bytes,
+        contact_choice,
+    };
+
+    let rd = &raw.reading;
+    let churn = rd.churn.as_ref().map(|ch| Churn {
+        online: c.duration("reading.churn.online", ch.online.as_ref(), Duration::from_secs(60)),
+        offline: c.duration("reading.churn.offline", ch.offline.as_ref(), Duration::from_secs(20)),
+    });
+    let reading = Reading {
+        online_share: c.share("reading.online_share", rd.online_share, 1.0),
+        always_open: rd.always_open.unwrap_or(false),
+        open: c.duration("reading.open", rd.open.as_ref(), Duration::from_secs(20)),
+        away: c.duration("reading.away", rd.away.as_ref(), Duration::from_secs(20)),
+        read_probability: c.share("reading.read_probability", rd.read_probability, 0.9),
+        read_delay: c.delay(
+            "reading.read_delay",
+            rd.read_delay.as_ref(),
+            Delay::Exp(Duration::from_millis(800)),
+        ),
+        churn,
+    };
+    if reading.open.is_zero() {
+        c.fail(
+            "reading.open",
+            "must be longer than 0s (use a long away time to keep conversations closed)",
+        );
+    }
+
+    let a = &raw.acks;
+    let s = a.strategy.as_deref().unwrap_or("hybrid");
+    let strategy = Strategy::parse(s).unwrap_or_else(|| {
+        c.fail(
+            "acks.strategy",
+            format!("{s:?} is not one of \"per_message\", \"channel\", \"hybrid\", \"debounced\""),
+        );
+        Strategy::Hybrid
+    });
+    let acks = Acks {
+        strategy,
+        debounce: c.duration("acks.debounce", a.debounce.as_ref(), Duration::from_secs(1)),
+    };
+
+    let slo = raw
+        .slo
+        .checks
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| match SloCheck::parse(text) {
+            Ok(check) => Some(check),
+            Err(e) => {
+                c.fail(&format!("slo.checks[{i}]"), e);
+                None
+            }
+        })
+        .collect();
+
+    let ts = &raw.tester;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let source_ips = match &ts.source_ips {
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .filter_map(|s| match s.parse::<Ipv4Addr>() {
+                Ok(ip) if ip.is_loopback() => Some(ip),
+                _ => {
+                    c.fail(
+                        "tester.source_ips",
+                        format!("{s:?} is not a loopback IPv4 address (127.0.0.0/8)"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    let tester = Tester {
+        arbiters: ts.arbiters.unwrap_or(cores).max(1),
+        source_ips,
+        connect_timeout: c.duration(
+            "tester.connect_timeout",
+            ts.connect_timeout.as_ref(),
+            Duration::from_secs(10),
+        ),
+        progress: ts.progress.unwrap_or(true),
+    };
+
+    Plan {
+        name,
+        seed: r.seed.unwrap_or(1),
+        ramp,
+        duration,
+        drain,
+        results_dir: PathBuf::from(r.results_dir.clone().unwrap_or_else(|| "results".to_string())),
+        target,
+        label: t.label.clone(),
+        population,
+        groups,
+        traffic,
+        reading,
+        acks,
+        slo,
+        tester,
+        notes: std::mem::take(&mut c.notes),
+    }
+}
