@@ -447,6 +447,8 @@ impl UserSim {
         } else {
             state.unseen.push_back(Unseen { mid, key, receipts });
         }
+        // A read due at once (no read delay) leaves with this turn's other frames.
+        self.advance(now, out);
     }
 
     /// The user sees a message: decide whether and when it is read.

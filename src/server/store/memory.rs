@@ -20,9 +20,48 @@ pub struct MemoryStore {
     last_id: u64,
     users: FxHashMap<UserId, UserRecord>,
     groups: FxHashMap<GroupId, Group>,
-    messages: FxHashMap<u64, MessageRecord>,
+    messages: Messages,
     /// Stored mids, oldest first, for eviction past `limits.messages`.
     order: VecDeque<u64>,
+}
+
+/// Message records in shards by id: a growing hash map rehashes everything at once, and one
+/// map of a million records stalls routing (the hub's lock is held) for tens of milliseconds;
+/// a shard rehashes 1/64 of that.
+#[derive(Debug)]
+struct Messages {
+    shards: Vec<FxHashMap<u64, MessageRecord>>,
+}
+
+const SHARDS: usize = 64;
+
+impl Default for Messages {
+    fn default() -> Self {
+        Messages { shards: (0..SHARDS).map(|_| FxHashMap::default()).collect() }
+    }
+}
+
+impl Messages {
+    fn shard(mid: u64) -> usize {
+        // Ids are sequential: the low bits spread them evenly.
+        (mid % SHARDS as u64) as usize
+    }
+
+    fn insert(&mut self, mid: u64, record: MessageRecord) {
+        self.shards[Self::shard(mid)].insert(mid, record);
+    }
+
+    fn remove(&mut self, mid: u64) {
+        self.shards[Self::shard(mid)].remove(&mid);
+    }
+
+    fn get(&self, mid: u64) -> Option<&MessageRecord> {
+        self.shards[Self::shard(mid)].get(&mid)
+    }
+
+    fn get_mut(&mut self, mid: u64) -> Option<&mut MessageRecord> {
+        self.shards[Self::shard(mid)].get_mut(&mid)
+    }
 }
 
 #[derive(Debug)]
@@ -145,18 +184,18 @@ impl Store for MemoryStore {
         self.order.push_back(mid);
         while self.order.len() > self.limits.messages {
             if let Some(old) = self.order.pop_front() {
-                self.messages.remove(&old);
+                self.messages.remove(old);
             }
         }
     }
 
     fn message(&self, mid: u64) -> Option<&MessageMeta> {
-        self.messages.get(&mid).map(|m| &m.meta)
+        self.messages.get(mid).map(|m| &m.meta)
     }
 
     fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Recorded {
         let next = self.last_id + 1;
-        let Some(record) = self.messages.get_mut(&mid) else {
+        let Some(record) = self.messages.get_mut(mid) else {
             return Recorded::NoMessage;
         };
         let slot = match kind {
@@ -175,7 +214,7 @@ impl Store for MemoryStore {
 
     fn record_group_read(&mut self, mid: u64, reader: &UserId) -> Recorded {
         let next = self.last_id + 1;
-        let Some(readers) = self.messages.get_mut(&mid).and_then(|m| m.readers.as_mut()) else {
+        let Some(readers) = self.messages.get_mut(mid).and_then(|m| m.readers.as_mut()) else {
             return Recorded::NoMessage;
         };
         if let Some(&id) = readers.ids.get(&**reader) {
@@ -191,7 +230,7 @@ impl Store for MemoryStore {
     }
 
     fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> ReaderPage {
-        let Some(readers) = self.messages.get(&mid).and_then(|m| m.readers.as_ref()) else {
+        let Some(readers) = self.messages.get(mid).and_then(|m| m.readers.as_ref()) else {
             return ReaderPage {
                 total: 0,
                 users: Vec::new(),
