@@ -37,7 +37,9 @@ const SHARDS: usize = 64;
 
 impl Default for Messages {
     fn default() -> Self {
-        Messages { shards: (0..SHARDS).map(|_| FxHashMap::default()).collect() }
+        Messages {
+            shards: (0..SHARDS).map(|_| FxHashMap::default()).collect(),
+        }
     }
 }
 
