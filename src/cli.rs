@@ -36,7 +36,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a load profile: simulated users against the embedded server or --target.
-    Run(RunArgs),
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Run N times, each kept in run-1..run-N of one folder (for `compare`'s spread).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: u32,
+    },
     /// Run the same seeded workload once per ack strategy and compare them.
     Strategies {
         #[command(flatten)]
@@ -44,6 +50,51 @@ enum Command {
         /// Strategies to run, in order (per_message is the baseline of the savings).
         #[arg(long, value_delimiter = ',', default_value = "per_message,channel,hybrid,debounced")]
         strategies: Vec<String>,
+    },
+    /// Compare two results folders (runs or --repeat sets): every metric, its delta, and
+    /// whether it is beyond the noise; exits 1 when a gated metric regressed.
+    Compare {
+        /// Baseline results folder.
+        a: std::path::PathBuf,
+        /// Candidate results folder.
+        b: std::path::PathBuf,
+        /// Fail (exit 1) when a gated metric is worse by more than this, beyond the noise, e.g. 5%.
+        #[arg(long, value_name = "PERCENT")]
+        fail_on_regression: Option<String>,
+        /// Gated metrics (default: server_ack.p99, delivery.p99, read_receipt.p99,
+        /// throughput.messages_per_sec, errors.rate, audit.lost).
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
+        /// Where the comparison folder goes.
+        #[arg(long, default_value = "results")]
+        results: std::path::PathBuf,
+    },
+    /// Find the highest load that holds an SLO: step up, then bisect near the edge.
+    Capacity {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The checks each step must hold (repeatable; default: the profile's slo.checks).
+        #[arg(long = "slo", value_name = "CHECK")]
+        slo: Vec<String>,
+        /// What to vary: users, or rate (one-to-one messages per minute per user).
+        #[arg(long, default_value = "users", value_parser = ["users", "rate"])]
+        vary: String,
+        /// First load (default: the profile's).
+        #[arg(long)]
+        start: Option<f64>,
+        /// Growth factor between steps until the first failure.
+        #[arg(long, default_value_t = 2.0)]
+        factor: f64,
+        /// Most steps in all.
+        #[arg(long, default_value_t = 12)]
+        max_steps: usize,
+        /// Stop bisecting when the gap is below this many percent of the load.
+        #[arg(long, default_value_t = 10.0)]
+        tolerance: f64,
+        /// Typical schedule lag (ms, median over seconds of the per-second p99) above which
+        /// the generator counts as saturated.
+        #[arg(long, default_value_t = 5.0)]
+        max_lag_ms: f64,
     },
     /// Run the reference receipts server (PROTOCOL.md over WebSocket, plus /metrics, /healthz).
     Serve(ServeArgs),
@@ -181,6 +232,13 @@ struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// A deliberately slowed build: wait this long before handling each frame.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// A deliberately slowed build: handle at most this many frames per second in all
+    /// (the excess queues); 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    throttle: f64,
 }
 
 impl ServeArgs {
@@ -217,6 +275,8 @@ impl ServeArgs {
             max_frame_bytes: self.max_frame_bytes,
             max_msg_bytes: self.max_msg_bytes,
             max_connections: self.max_connections,
+            delay: Duration::from_millis(self.delay_ms),
+            throttle: (self.throttle > 0.0).then_some(self.throttle),
             ..ServerConfig::default()
         })
     }
@@ -225,8 +285,47 @@ impl ServeArgs {
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run_profile(&args),
+        Command::Run { run, repeat } => run_profile(&run, repeat),
         Command::Strategies { run, strategies } => compare_strategies(&run, &strategies),
+        Command::Compare {
+            a,
+            b,
+            fail_on_regression,
+            metrics,
+            results,
+        } => compare_results(&a, &b, fail_on_regression.as_deref(), metrics, &results),
+        Command::Capacity {
+            run,
+            slo,
+            vary,
+            start,
+            factor,
+            max_steps,
+            tolerance,
+            max_lag_ms,
+        } => {
+            let slo = slo
+                .iter()
+                .map(|s| profile::SloCheck::parse(s).map_err(|e| anyhow::anyhow!("--slo: {e}")))
+                .collect::<Result<Vec<_>>>()?;
+            if factor.is_nan() || factor <= 1.0 {
+                bail!("--factor must be above 1, got {factor}");
+            }
+            let search = runner::capacity::Search {
+                vary: if vary == "rate" {
+                    runner::capacity::Vary::Rate
+                } else {
+                    runner::capacity::Vary::Users
+                },
+                slo,
+                start,
+                factor,
+                tolerance: tolerance / 100.0,
+                max_steps: max_steps.max(1),
+                max_lag_ms,
+            };
+            find_capacity(&run, &search)
+        }
         Command::Serve(args) => serve(args),
         Command::Token { secret, user } => {
             if !crate::protocol::is_valid_id(&user) {
@@ -275,15 +374,41 @@ fn slo_exit(report: &report::Report) -> ExitCode {
     }
 }
 
-fn run_profile(args: &RunArgs) -> Result<ExitCode> {
+fn run_profile(args: &RunArgs, repeat: u32) -> Result<ExitCode> {
     let plan = args.plan()?;
     print_plan(&plan, &args.overrides());
     let effective = profile::effective_toml(&plan);
-    let out = runner::run(&plan, &effective)?;
-    println!("{}", report::render_text(&out.report));
-    println!("results: {}", out.dir.display());
-    println!("report:  {}", out.dir.join("report.html").display());
-    Ok(slo_exit(&out.report))
+    if repeat == 1 {
+        let out = runner::run(&plan, &effective)?;
+        println!("{}", report::render_text(&out.report));
+        println!("results: {}", out.dir.display());
+        println!("report:  {}", out.dir.join("report.html").display());
+        return Ok(slo_exit(&out.report));
+    }
+    let (set, outs) = runner::run_repeated(&plan, &effective, repeat)?;
+    for (i, o) in outs.iter().enumerate() {
+        let l = |m: &str| o.report.latencies.get(m).map_or(0.0, |l| l.p99);
+        let slo = if o.report.slo.iter().all(|s| s.passed) {
+            "SLOs held"
+        } else {
+            "SLO FAILED"
+        };
+        println!(
+            "run {}: {:.0} msg/s, server_ack p99 {:.2} ms, read_receipt p99 {:.2} ms, lost {}, {slo}",
+            i + 1,
+            o.report.throughput.messages_per_sec,
+            l("server_ack"),
+            l("read_receipt"),
+            o.report.audit.total.lost
+        );
+    }
+    println!("results: {} ({repeat} runs)", set.display());
+    let all = outs.iter().all(|o| o.report.slo.iter().all(|s| s.passed));
+    Ok(if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
 }
 
 fn compare_strategies(args: &RunArgs, names: &[String]) -> Result<ExitCode> {
@@ -306,6 +431,43 @@ fn compare_strategies(args: &RunArgs, names: &[String]) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_CHECK_FAILED)
     })
+}
+
+fn compare_results(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    threshold: Option<&str>,
+    gate: Vec<String>,
+    results: &std::path::Path,
+) -> Result<ExitCode> {
+    let threshold_pct = threshold
+        .map(|t| {
+            t.trim()
+                .trim_end_matches('%')
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v >= 0.0)
+                .with_context(|| format!("--fail-on-regression: {t:?} is not a percentage such as 5%"))
+        })
+        .transpose()?;
+    let report = crate::compare::compare(a, b, &crate::compare::Options { threshold_pct, gate })?;
+    let dir = runner::write_compare(results, &report)?;
+    println!("{}", report::render_compare_text(&report));
+    println!("comparison: {}", dir.join("compare.html").display());
+    Ok(if report.failed {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn find_capacity(args: &RunArgs, search: &runner::capacity::Search) -> Result<ExitCode> {
+    let plan = args.plan()?;
+    print_plan(&plan, &args.overrides());
+    let (report, dir) = runner::capacity::capacity(&plan, search, profile::effective_toml)?;
+    println!("{}", report::render_capacity_text(&report));
+    println!("capacity: {}", dir.join("capacity.html").display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {

@@ -186,15 +186,16 @@ fn summarize(h: &Histogram<u64>) -> Latency {
 }
 
 impl State {
-    fn new(start: Instant) -> State {
+    fn new(start: Instant, expected_messages: usize) -> State {
+        let n = expected_messages;
         State {
             start,
             start_time: SystemTime::now() - start.elapsed(),
             corrected: std::array::from_fn(|_| new_histogram()),
             raw: std::array::from_fn(|_| new_histogram()),
-            msgs: Vec::new(),
-            by_key: FxHashMap::default(),
-            by_mid: FxHashMap::default(),
+            msgs: Vec::with_capacity(n),
+            by_key: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            by_mid: FxHashMap::with_capacity_and_hasher(n, Default::default()),
             unlearned: FxHashMap::default(),
             group_acks: FxHashMap::default(),
             channels: FxHashMap::default(),
@@ -268,7 +269,8 @@ impl State {
                 conv,
                 scheduled,
                 at,
-            } => self.sent(key, chat, conv, scheduled, at),
+                waited_login,
+            } => self.sent(key, chat, conv, scheduled, at, waited_login),
             Event::Skipped(n) => self.skipped += n,
             Event::Accepted {
                 key,
@@ -327,7 +329,7 @@ impl State {
         }
     }
 
-    fn sent(&mut self, key: MsgKey, chat: ChatType, conv: u32, scheduled: Instant, at: Instant) {
+    fn sent(&mut self, key: MsgKey, chat: ChatType, conv: u32, scheduled: Instant, at: Instant, waited_login: bool) {
         let (scheduled, at) = (self.us(scheduled), self.us(at));
         let group = chat == ChatType::Group;
         let i = self.msgs.len() as u32;
@@ -346,7 +348,9 @@ impl State {
         } else {
             self.sent.0 += 1
         }
-        self.record(LAG, at, scheduled, None);
+        if !waited_login {
+            self.record(LAG, at, scheduled, None);
+        }
         self.bump(at, Count::Messages);
     }
 
@@ -542,8 +546,8 @@ impl State {
 /// It drains the channel, then sleeps a millisecond, instead of blocking in `recv`: a
 /// blocked receiver makes every send wake it with a syscall, which at ~100k events/s costs
 /// more CPU than the folding itself (measured with `perf` on `profiles/capacity.toml`).
-pub(super) fn run(start: Instant, rx: Receiver<Event>) {
-    let mut state = State::new(start);
+pub(super) fn run(start: Instant, expected_messages: usize, rx: Receiver<Event>) {
+    let mut state = State::new(start, expected_messages);
     loop {
         loop {
             match rx.try_recv() {

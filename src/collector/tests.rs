@@ -18,7 +18,7 @@ fn key(sender: u32, seq: u64) -> MsgKey {
 /// twice; a group message from alice gets two readers; carol (2) acks but her receipt is lost.
 fn fold_scenario() -> Folded {
     let start = Instant::now();
-    let mut s = State::new(start);
+    let mut s = State::new(start, 16);
     let sent = |s: &mut State, seq, chat, conv, ms| {
         s.fold(Event::Sent {
             key: key(0, seq),
@@ -26,6 +26,7 @@ fn fold_scenario() -> Folded {
             conv,
             scheduled: t(start, ms),
             at: t(start, ms + 2),
+            waited_login: false,
         })
     };
     sent(&mut s, 1, ChatType::Single, 1, 0);

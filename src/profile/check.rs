@@ -267,6 +267,8 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                 offline_single: server_raw.offline_single.unwrap_or(500),
                 offline_group: server_raw.offline_group.unwrap_or(200),
                 group_max_members: server_raw.group_max_members.unwrap_or(3000),
+                delay_ms: server_raw.delay_ms.unwrap_or(0),
+                throttle: server_raw.throttle.filter(|t| *t > 0.0),
             };
             Target::Embedded {
                 mode,

@@ -185,6 +185,8 @@ pub fn effective_toml(p: &Plan) -> String {
                 offline_single: Some(server.offline_single),
                 offline_group: Some(server.offline_group),
                 group_max_members: Some(server.group_max_members),
+                delay_ms: Some(server.delay_ms),
+                throttle: server.throttle,
             }),
             ..Default::default()
         },

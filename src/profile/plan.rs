@@ -92,6 +92,10 @@ pub struct ServerOptions {
     pub offline_group: usize,
     /// Group size limit.
     pub group_max_members: usize,
+    /// A deliberately slowed build: delay before each frame, ms.
+    pub delay_ms: u64,
+    /// A deliberately slowed build: frames per second the server handles in all.
+    pub throttle: Option<f64>,
 }
 
 /// Who the simulated users are.

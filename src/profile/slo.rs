@@ -164,38 +164,7 @@ impl SloCheck {
 
     /// The measured value in the check's unit, if the report has it.
     pub fn measure(&self, r: &Report) -> Option<f64> {
-        if let Some((name, stat)) = self.metric.split_once('.')
-            && LATENCY_METRICS.contains(&name)
-        {
-            let l = r.latencies.get(name)?;
-            return Some(match stat {
-                "count" => l.count as f64,
-                "min" => l.min,
-                "mean" => l.mean,
-                "p50" => l.p50,
-                "p90" => l.p90,
-                "p99" => l.p99,
-                "p999" => l.p999,
-                _ => l.max,
-            });
-        }
-        let a = &r.audit.total;
-        Some(match self.metric.as_str() {
-            "errors.rate" => r.counters.error_rate * 100.0,
-            "errors.count" => r.counters.errors_by_code.values().sum::<u64>() as f64,
-            "rate_limited.count" => r.counters.rate_limited as f64,
-            "audit.lost" => a.lost as f64,
-            "audit.duplicated" => a.duplicated as f64,
-            "audit.unexpected" => a.unexpected as f64,
-            "throughput.messages_per_sec" => r.throughput.messages_per_sec,
-            "throughput.skipped_offline" => r.throughput.skipped_offline as f64,
-            "connections.failed" => r.connections.failed as f64,
-            "connections.achieved" => r.connections.achieved as f64,
-            "connections.dropped" => r.connections.dropped as f64,
-            "ack.saving_pct" => r.ack_economics.total.saving_pct,
-            "ack.acks_per_read" => r.ack_economics.total.acks_per_read,
-            _ => return None,
-        })
+        metric_value(r, &self.metric)
     }
 
     /// Evaluates the check; a metric with no samples fails.
@@ -215,6 +184,43 @@ impl SloCheck {
             passed: value.is_some_and(|v| self.cmp.holds(v, self.threshold)),
         }
     }
+}
+
+/// The value of `metric` (`read_receipt.p99`, `errors.rate`, ...) in a report, in the unit an
+/// SLO check uses (ms, %, or a number); `None` for unknown metrics.
+pub fn metric_value(r: &Report, metric: &str) -> Option<f64> {
+    if let Some((name, stat)) = metric.split_once('.')
+        && LATENCY_METRICS.contains(&name)
+    {
+        let l = r.latencies.get(name)?;
+        return Some(match stat {
+            "count" => l.count as f64,
+            "min" => l.min,
+            "mean" => l.mean,
+            "p50" => l.p50,
+            "p90" => l.p90,
+            "p99" => l.p99,
+            "p999" => l.p999,
+            _ => l.max,
+        });
+    }
+    let a = &r.audit.total;
+    Some(match metric {
+        "errors.rate" => r.counters.error_rate * 100.0,
+        "errors.count" => r.counters.errors_by_code.values().sum::<u64>() as f64,
+        "rate_limited.count" => r.counters.rate_limited as f64,
+        "audit.lost" => a.lost as f64,
+        "audit.duplicated" => a.duplicated as f64,
+        "audit.unexpected" => a.unexpected as f64,
+        "throughput.messages_per_sec" => r.throughput.messages_per_sec,
+        "throughput.skipped_offline" => r.throughput.skipped_offline as f64,
+        "connections.failed" => r.connections.failed as f64,
+        "connections.achieved" => r.connections.achieved as f64,
+        "connections.dropped" => r.connections.dropped as f64,
+        "ack.saving_pct" => r.ack_economics.total.saving_pct,
+        "ack.acks_per_read" => r.ack_economics.total.acks_per_read,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! Each function returns one `<svg>` element (without the `xmlns` attribute, which inline SVG in
 //! HTML does not need, so the page holds no URL at all) that scales to its container.
 //!
-//! Charts only draw what they are given; they do not compute results.
+//! Charts only draw what they are given; they do not compute results. The plots of the compare
+//! and capacity pages live in `chart/bench.rs`.
 
 use std::error::Error;
 use std::ops::Range;
@@ -17,6 +18,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::ReportError;
+
+mod bench;
+pub(crate) use bench::{BETTER, DeltaGroup, DeltaRow, Mark, NOISE, Step, StepSeries, WORSE};
+pub(crate) use bench::{achieved_vs_offered, deltas, latency_vs_load};
 
 /// Categorical colours (Tableau 10), chosen to stay apart for readers with colour deficiency.
 pub(crate) const PALETTE: [RGBColor; 10] = [

@@ -91,6 +91,44 @@ pub(crate) fn pct(x: f64) -> String {
     format!("{}%", num(x, decimals))
 }
 
+/// A value in its metric's unit (`ms`, `msg/s`, `%`, `count`, ...), without the unit: `41.2`,
+/// `1,199`, `0.0053`, `3`.
+pub(crate) fn in_unit(x: f64, unit: &str) -> String {
+    match unit {
+        "ms" => ms(x),
+        "msg/s" => rate(x),
+        _ => measured(x),
+    }
+}
+
+/// A difference in its metric's unit with its sign: `+4.13`, `-0.2`, `0`.
+pub(crate) fn signed_in_unit(x: f64, unit: &str) -> String {
+    if !x.is_finite() {
+        return NONE.to_string();
+    }
+    let magnitude = in_unit(x.abs(), unit);
+    let zero = !magnitude.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    match x {
+        _ if zero => magnitude,
+        x if x < 0.0 => format!("-{magnitude}"),
+        _ => format!("+{magnitude}"),
+    }
+}
+
+/// A relative change with its sign: `+12.3%`, `-0.4%`, `+350%`, `0.0%`.
+pub(crate) fn signed_pct(x: f64) -> String {
+    if !x.is_finite() {
+        return NONE.to_string();
+    }
+    let s = num(x.abs(), if x.abs() >= 100.0 { 0 } else { 1 });
+    let zero = !s.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    match x {
+        _ if zero => format!("{s}%"),
+        x if x < 0.0 => format!("-{s}%"),
+        _ => format!("+{s}%"),
+    }
+}
+
 /// Bytes in binary units: `512 B`, `1.5 KiB`, `12.3 MiB`.
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -176,6 +214,20 @@ mod tests {
         assert_eq!(saving(61.54), "61.5% fewer");
         assert_eq!(saving(-12.0), "12.0% more");
         assert_eq!(saving(0.0), "same");
+    }
+
+    #[test]
+    fn differences_carry_their_sign_and_unit_precision() {
+        assert_eq!(in_unit(41.23, "ms"), "41.2");
+        assert_eq!(in_unit(1199.4, "msg/s"), "1,199");
+        assert_eq!(in_unit(0.0053, "%"), "0.0053");
+        assert_eq!(signed_in_unit(-0.41, "ms"), "-0.410");
+        assert_eq!(signed_in_unit(6.5, "ms"), "+6.50");
+        assert_eq!(signed_in_unit(0.0, "count"), "0");
+        assert_eq!(signed_pct(12.34), "+12.3%");
+        assert_eq!(signed_pct(-0.04), "0.0%");
+        assert_eq!(signed_pct(-350.2), "-350%");
+        assert_eq!(signed_pct(f64::NAN), NONE);
     }
 
     #[test]

@@ -1,21 +1,31 @@
-//! Reports: the one serialisable [`Report`] of a run (and the [`Comparison`] of strategies),
-//! rendered as JSON (`summary.json`), a terminal table, and a self-contained HTML page with
+//! Reports: the one serialisable [`Report`] of a run (and the [`Comparison`] of strategies, the
+//! [`CompareReport`] of two builds, the [`CapacityReport`] of a capacity search), rendered as JSON (`summary.json`), a terminal table, and a self-contained HTML page with
 //! SVG plots.
 //!
 //! Renderers only read the model; they never measure or compute results of their own.
 //!
 //! # Layout
+//! - `bench`: models of `ackstorm compare` ([`CompareReport`]) and `ackstorm capacity`
+//!   ([`CapacityReport`]).
 //! - `model`: the data ([`Report`], [`Comparison`]); its serde JSON is `summary.json`, whose
 //!   shape `schema/summary.schema.json` pins down (and `schema/comparison.schema.json` for
 //!   [`Comparison`]).
-//! - `text`: the end-of-run terminal tables ([`render_text`], [`render_comparison_text`]).
-//! - `html`: the self-contained HTML pages, `html/run.rs` ([`render_html`]) and
-//!   `html/comparison.rs` ([`render_comparison_html`]), laid out by the minijinja templates in
-//!   `templates/`, with plots from `chart`.
-//! - `sample` (tests only): a synthetic report and comparison with every field set.
-//! - `chart`: inline SVG plots (plotters' SVG backend, no fonts or C libraries needed).
+//! - `text`: the end-of-run terminal tables ([`render_text`], [`render_comparison_text`]), and in
+//!   `text/bench.rs` those of compare and capacity ([`render_compare_text`],
+//!   [`render_capacity_text`]).
+//! - `html`: the self-contained HTML pages, `html/run.rs` ([`render_html`]),
+//!   `html/comparison.rs` ([`render_comparison_html`]), `html/compare.rs`
+//!   ([`render_compare_html`]) and `html/capacity.rs` ([`render_capacity_html`]), laid out by the
+//!   minijinja templates in `templates/`, with plots from `chart`.
+//! - `bench_view`: what the compare and capacity renderers share (row groups, wording).
+//! - `sample` (tests only): a synthetic report, comparison, compare and capacity report with
+//!   every field set.
+//! - `chart`: inline SVG plots (plotters' SVG backend, no fonts or C libraries needed); the
+//!   compare and capacity plots in `chart/bench.rs`.
 //! - `fmt`: number formatting shared by the text and HTML renderers.
 
+pub mod bench;
+mod bench_view;
 mod chart;
 mod fmt;
 mod html;
@@ -27,9 +37,10 @@ mod sample;
 #[cfg(test)]
 mod schema_tests;
 
-pub use html::{render_comparison_html, render_html};
+pub use bench::*;
+pub use html::{render_capacity_html, render_compare_html, render_comparison_html, render_html};
 pub use model::*;
-pub use text::{render_comparison_text, render_text};
+pub use text::{render_capacity_text, render_compare_text, render_comparison_text, render_text};
 
 use thiserror::Error;
 

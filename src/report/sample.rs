@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::bench::*;
 use super::model::*;
 
 /// A latency whose percentiles follow one curve: p50 at `p50`, growing as (1/(1-q))^`tail`.
@@ -292,4 +293,207 @@ pub(crate) fn sample_comparison() -> (Comparison, Vec<Report>) {
         ],
     };
     (comparison, reports)
+}
+
+/// One row of a sample comparison; the interval is `(B - A) ± half`.
+#[allow(clippy::too_many_arguments)]
+fn delta(
+    metric: &str,
+    unit: &str,
+    better: Better,
+    a: f64,
+    b: f64,
+    half: f64,
+    threshold: f64,
+    gated: bool,
+) -> MetricDelta {
+    let diff = b - a;
+    let delta_pct = (a != 0.0).then(|| 100.0 * diff / a);
+    let beyond_noise = diff.abs() > half;
+    let worse = match better {
+        Better::Lower => diff > 0.0,
+        Better::Higher => diff < 0.0,
+    };
+    MetricDelta {
+        metric: metric.to_string(),
+        unit: unit.to_string(),
+        better,
+        a,
+        b,
+        delta_pct,
+        ci_low: diff - half,
+        ci_high: diff + half,
+        beyond_noise,
+        regression: worse && beyond_noise && delta_pct.is_none_or(|d| d.abs() > threshold),
+        gated,
+    }
+}
+
+/// `main` against a pull request over five runs each, gated at 5% on `compare`'s default
+/// metrics: `read_receipt.p99`, `server_ack.p99` and `audit.lost` regress past the threshold,
+/// `channel.p99` too but ungated, `read_receipt.p50` is worse but under it, `schedule_lag.p99`
+/// is better, the rest is noise.
+pub(crate) fn sample_compare() -> CompareReport {
+    let t = 5.0;
+    let (lo, hi) = (Better::Lower, Better::Higher);
+    let rows = vec![
+        delta("server_ack.p50", "ms", lo, 1.18, 1.21, 0.05, t, false),
+        delta("server_ack.p99", "ms", lo, 4.13, 4.42, 0.19, t, true),
+        delta("delivery.p50", "ms", lo, 2.41, 2.39, 0.06, t, false),
+        delta("delivery.p99", "ms", lo, 9.11, 9.52, 0.74, t, true),
+        delta("read_receipt.p50", "ms", lo, 6.85, 7.04, 0.11, t, false),
+        delta("read_receipt.p99", "ms", lo, 35.4, 41.9, 2.6, t, true),
+        delta("read.p50", "ms", lo, 1_512.0, 1_498.0, 31.0, t, false),
+        delta("read.p99", "ms", lo, 3_057.0, 3_102.0, 88.0, t, false),
+        delta("channel.p50", "ms", lo, 4.92, 5.01, 0.2, t, false),
+        delta("channel.p99", "ms", lo, 21.8, 24.6, 1.3, t, false),
+        delta("schedule_lag.p50", "ms", lo, 0.21, 0.2, 0.02, t, false),
+        delta("schedule_lag.p99", "ms", lo, 2.2, 1.64, 0.31, t, false),
+        delta(
+            "throughput.messages_per_sec",
+            "msg/s",
+            hi,
+            1_199.0,
+            1_187.0,
+            21.0,
+            t,
+            true,
+        ),
+        delta("errors.rate", "%", lo, 0.0053, 0.0061, 0.0021, t, true),
+        delta("audit.lost", "count", lo, 0.6, 2.4, 1.1, t, true),
+        delta("audit.duplicated", "count", lo, 0.0, 0.2, 0.4, t, false),
+        delta("connections.failed", "count", lo, 12.0, 12.4, 1.9, t, false),
+        delta("ack.acks_per_read", "acks/read", lo, 0.48, 0.48, 0.004, t, false),
+        delta("ack.saving_pct", "%", hi, 51.9, 52.1, 0.6, t, false),
+    ];
+    let failed = rows.iter().any(|r| r.regression && r.gated);
+    CompareReport {
+        a: Side {
+            path: "results/bench/main".to_string(),
+            label: "main@3f2a1c9".to_string(),
+            runs: 5,
+            build_info: Some("version=0.1.0,commit=3f2a1c9".to_string()),
+            profile_hash: "9f86d081884c7d659a2feaa0c55ad015".to_string(),
+        },
+        b: Side {
+            path: "results/bench/pr-412".to_string(),
+            label: "pr-412@8be01d7".to_string(),
+            runs: 5,
+            build_info: Some("version=0.1.0,commit=8be01d7,dirty".to_string()),
+            profile_hash: "9f86d081884c7d659a2feaa0c55ad015".to_string(),
+        },
+        noise: "repeated-runs".to_string(),
+        threshold_pct: Some(t),
+        rows,
+        warnings: vec!["read_receipt.p999 is missing on side A (runs from before 0.1.0); not compared".to_string()],
+        failed,
+    }
+}
+
+/// Single runs (bootstrap noise) of two different workloads, gated at 25%; `audit.lost` is
+/// ungated here, so nothing gated regressed.
+pub(crate) fn sample_compare_other_workload() -> CompareReport {
+    let mut r = sample_compare();
+    r.a.runs = 1;
+    r.b.runs = 1;
+    r.b.build_info = None;
+    r.b.profile_hash = "1b4f0e9851971998e732078544c96b36".to_string();
+    r.noise = "bootstrap".to_string();
+    r.threshold_pct = Some(25.0);
+    r.warnings.clear();
+    for row in &mut r.rows {
+        row.regression &= row.delta_pct.is_none_or(|d| d.abs() > 25.0);
+        row.gated &= row.metric != "audit.lost";
+    }
+    r.failed = false;
+    r
+}
+
+/// One capacity step, its SLO value being the `read_receipt` p99 (`rr` is p50, p99); it passed
+/// unless it has a `limit`.
+fn step(
+    load: f64,
+    offered: f64,
+    achieved: f64,
+    rr: (f64, f64),
+    ack_p99: f64,
+    lag_p99: f64,
+    limit: Option<Limit>,
+) -> CapacityStep {
+    CapacityStep {
+        load,
+        offered_per_sec: offered,
+        achieved_per_sec: achieved,
+        value: Some(rr.1),
+        read_receipt_p50: rr.0,
+        read_receipt_p99: rr.1,
+        server_ack_p99: ack_p99,
+        schedule_lag_p99: lag_p99,
+        connections_failed: 0,
+        passed: limit.is_none(),
+        limit,
+        results_dir: format!("results/capacity-20261101T150000/users-{load}"),
+    }
+}
+
+/// A search over users (4 msg/s each) with a knee near 10,000 msg/s: doubling up to 4,000 users
+/// (failed), then bisecting; the server is the limit at 2,500 users.
+pub(crate) fn sample_capacity() -> CapacityReport {
+    let s = Some(Limit::ServerSaturated);
+    CapacityReport {
+        name: "capacity".to_string(),
+        vary: "users".to_string(),
+        slo: vec![
+            "read_receipt.p99 < 20ms".to_string(),
+            "schedule_lag.p99 < 10ms".to_string(),
+            "audit.lost == 0".to_string(),
+        ],
+        steps: vec![
+            step(250.0, 1_000.0, 998.0, (2.1, 6.1), 1.02, 0.41, None),
+            step(500.0, 2_000.0, 1_997.0, (2.3, 6.8), 1.1, 0.45, None),
+            step(1_000.0, 4_000.0, 3_995.0, (2.8, 8.2), 1.31, 0.62, None),
+            step(2_000.0, 8_000.0, 7_986.0, (4.1, 12.5), 2.05, 1.1, None),
+            step(4_000.0, 16_000.0, 13_870.0, (61.0, 262.0), 48.0, 4.8, s),
+            step(3_000.0, 12_000.0, 11_820.0, (11.8, 48.3), 9.6, 2.3, s),
+            step(2_500.0, 10_000.0, 9_978.0, (5.6, 17.9), 3.4, 1.6, None),
+        ],
+        capacity: Some(2_500.0),
+        capacity_per_sec: Some(10_000.0),
+        limit: Limit::ServerSaturated,
+        summary: "2,500 users (10,000 msg/s offered) held read_receipt.p99 < 20ms; at 3,000 users the server \
+                  saturated (p99 48.3 ms) while the generator kept its schedule."
+            .to_string(),
+    }
+}
+
+/// The same search where the tester falls behind first: schedule lag breaks its SLO at 3,000
+/// users while the server's latencies still hold.
+pub(crate) fn sample_capacity_generator() -> CapacityReport {
+    let mut r = sample_capacity();
+    let g = Some(Limit::GeneratorSaturated);
+    r.slo = vec![
+        "schedule_lag.p99 < 10ms".to_string(),
+        "read_receipt.p99 < 50ms".to_string(),
+    ];
+    for s in &mut r.steps {
+        let over = (s.offered_per_sec / 10_000.0).powi(4);
+        s.schedule_lag_p99 = 0.4 + 7.0 * over;
+        s.read_receipt_p99 = 6.0 + 6.0 * over;
+        s.read_receipt_p50 = 2.0 + 1.5 * over;
+        s.server_ack_p99 = 1.0 + 1.2 * over;
+        s.achieved_per_sec = s.offered_per_sec * (1.0 - 0.035 * (over - 1.0).clamp(0.0, 4.0));
+        s.value = Some(s.schedule_lag_p99);
+        s.passed = s.schedule_lag_p99 < 10.0;
+        s.limit = if s.passed { None } else { g };
+    }
+    r.steps[4].connections_failed = 37;
+    r.capacity = Some(2_500.0);
+    r.capacity_per_sec = Some(10_000.0);
+    r.limit = Limit::GeneratorSaturated;
+    r.summary = format!(
+        "2,500 users (10,000 msg/s offered) held every SLO; at 3,000 users the generator fell behind its schedule \
+         (schedule_lag p99 {:.1} ms) before the server's latencies moved: the server's capacity is at least this.",
+        r.steps[5].schedule_lag_p99
+    );
+    r
 }

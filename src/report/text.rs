@@ -2,7 +2,8 @@
 //! (latency percentiles, throughput, ack economics, the audit, SLOs, warnings).
 //!
 //! Plain text without colour codes, so it reads the same in a pipe, a CI log or a file; the full
-//! detail lives in `summary.json` and the HTML page.
+//! detail lives in `summary.json` and the HTML page. The summaries of `ackstorm compare` and
+//! `ackstorm capacity` live in `text/bench.rs`.
 
 use std::fmt::Write as _;
 
@@ -10,6 +11,9 @@ use comfy_table::{CellAlignment, Table, TableStyle, presets};
 
 use super::fmt;
 use super::model::{AckSplit, Comparison, Latency, Report};
+
+mod bench;
+pub use bench::{render_capacity_text, render_compare_text};
 
 /// Latency metrics in the order a reader follows a message (send, push, receipts), then any
 /// others the report has, then the tester's own schedule lag.

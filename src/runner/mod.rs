@@ -5,6 +5,7 @@
 //! stop traffic, drain, stop the actors, fold the collector, read `/metrics` again, and turn
 //! it all into a [`Report`] and a results folder.
 
+pub mod capacity;
 mod progress;
 mod results;
 mod summary;
@@ -27,7 +28,7 @@ use crate::sim::world::World;
 use crate::transport::native::NativeDriver;
 use crate::transport::{Driver, FrameStats, Inbound, LoginSpec, Op, TransportError};
 
-pub use results::write_comparison;
+pub use results::{Machine, Manifest, write_compare, write_comparison};
 
 /// Why a run could not produce results.
 #[derive(Debug, Error)]
@@ -98,6 +99,22 @@ fn run_tag() -> String {
 
 /// Runs `plan`; `effective` is its effective profile text (saved with the results).
 pub fn run(plan: &Plan, effective: &str) -> Result<RunOutput, RunError> {
+    run_into(plan, effective, None)
+}
+
+/// `ackstorm run --repeat N`: the plan `n` times, each kept in `run-1` ... `run-N` of one set
+/// folder, so that `ackstorm compare` can use the spread between runs.
+pub fn run_repeated(plan: &Plan, effective: &str, n: u32) -> Result<(PathBuf, Vec<RunOutput>), RunError> {
+    let set = results::fresh_dir(&plan.results_dir, &plan.name)?;
+    let mut outputs = Vec::new();
+    for i in 1..=n {
+        eprintln!("== run {i} of {n} ==");
+        outputs.push(run_into(plan, effective, Some(&set.join(format!("run-{i}"))))?);
+    }
+    Ok((set, outputs))
+}
+
+fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Result<RunOutput, RunError> {
     let tag = run_tag();
     let world = Arc::new(World::build_tagged(plan, &tag));
     let mut target = target::start(plan)?;
@@ -123,7 +140,7 @@ pub fn run(plan: &Plan, effective: &str) -> Result<RunOutput, RunError> {
     target.stop();
     let ended_at = SystemTime::now();
     let (report, hlog) = summary::build(plan, &target, &stats, measured, started_at, ended_at, effective);
-    let dir = results::write(plan, &report, &hlog, effective)?;
+    let dir = results::write(plan, &report, &hlog, effective, dir)?;
     Ok(RunOutput { report, dir })
 }
 
@@ -146,7 +163,9 @@ async fn drive(
     create_groups(world, driver.as_ref()).await?;
 
     let start = Instant::now();
-    let collector = collector::Handle::start(start);
+    let (single, group) = plan.offered_rates();
+    let expected = ((single + group) * traffic_end(plan).as_secs_f64() * 1.1) as usize;
+    let collector = collector::Handle::start(start, expected.min(20_000_000));
     let end = traffic_end(plan);
     let run_end = end + plan.drain;
     let quiet = (plan.drain / 2).min(Duration::from_secs(1));

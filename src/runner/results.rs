@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 use super::{RunError, RunOutput};
 use crate::profile::Plan;
-use crate::report::{self, Comparison, Report};
+use crate::report::{self, CapacityReport, CompareReport, Comparison, Report};
 
 /// `20261125T180125Z`-style UTC stamp for folder names.
 fn stamp(t: SystemTime) -> String {
@@ -15,7 +17,7 @@ fn stamp(t: SystemTime) -> String {
 }
 
 /// A fresh folder `<root>/<name>-<stamp>` (suffixed if a folder of that second exists).
-fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf, RunError> {
+pub(super) fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf, RunError> {
     let base = format!("{name}-{}", stamp(SystemTime::now()));
     let mut dir = root.join(&base);
     let mut n = 1;
@@ -35,11 +37,112 @@ fn put(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), RunError> {
     std::fs::write(&path, bytes).map_err(|source| RunError::Io { path, source })
 }
 
-/// Writes a run's folder; returns its path.
-pub(super) fn write(plan: &Plan, report: &Report, hlog: &[u8], effective: &str) -> Result<PathBuf, RunError> {
-    let dir = fresh_dir(&plan.results_dir, &plan.name)?;
+/// What a run records about itself beside its measurements, so that two results folders can
+/// be told apart and trusted: which build, which workload, which machine, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The ackstorm version that measured.
+    pub ackstorm_version: String,
+    /// Run name.
+    pub name: String,
+    /// `embedded` or `external`.
+    pub target_kind: String,
+    /// WebSocket URL.
+    pub target_url: String,
+    /// The user's label of the server build (`--label`).
+    pub label: Option<String>,
+    /// The server's `ackstorm_build_info` labels, when it exposes them.
+    pub build_info: Option<String>,
+    /// Hash of the effective profile (same hash, same workload).
+    pub profile_hash: String,
+    /// Workload seed.
+    pub seed: u64,
+    /// Ack strategy.
+    pub strategy: String,
+    /// The machine the tester ran on.
+    pub machine: Machine,
+    /// UTC start, RFC 3339.
+    pub started_at: String,
+    /// UTC end, RFC 3339.
+    pub ended_at: String,
+    /// The command line.
+    pub command: Vec<String>,
+}
+
+/// The tester's machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Logical cores available.
+    pub cores: usize,
+    /// Physical memory, bytes (0 when unknown).
+    pub memory_bytes: u64,
+    /// Operating system and architecture.
+    pub os: String,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn this() -> Machine {
+        let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                let line = t.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024)
+            })
+            .unwrap_or(0);
+        Machine {
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_bytes,
+            os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+        }
+    }
+}
+
+impl Manifest {
+    /// The manifest of a finished run.
+    pub fn of(report: &Report) -> Manifest {
+        Manifest {
+            ackstorm_version: env!("CARGO_PKG_VERSION").to_string(),
+            name: report.name.clone(),
+            target_kind: report.target.kind.clone(),
+            target_url: report.target.url.clone(),
+            label: report.target.label.clone(),
+            build_info: report.target.build_info.clone(),
+            profile_hash: report.plan.profile_hash.clone(),
+            seed: report.plan.seed,
+            strategy: report.plan.strategy.clone(),
+            machine: Machine::this(),
+            started_at: report.started_at.clone(),
+            ended_at: report.ended_at.clone(),
+            command: std::env::args().collect(),
+        }
+    }
+}
+
+/// Writes a run's folder (`dir`, or a fresh one under the plan's results folder); returns
+/// its path.
+pub(super) fn write(
+    plan: &Plan,
+    report: &Report,
+    hlog: &[u8],
+    effective: &str,
+    dir: Option<&Path>,
+) -> Result<PathBuf, RunError> {
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|source| RunError::Io {
+                path: d.to_path_buf(),
+                source,
+            })?;
+            d.to_path_buf()
+        }
+        None => fresh_dir(&plan.results_dir, &plan.name)?,
+    };
     let json = serde_json::to_string_pretty(report).expect("reports serialize");
     put(&dir, "summary.json", json.as_bytes())?;
+    let manifest = serde_json::to_string_pretty(&Manifest::of(report)).expect("manifests serialize");
+    put(&dir, "manifest.json", manifest.as_bytes())?;
     put(&dir, "latencies.hlog", hlog)?;
     put(&dir, "profile.toml", effective.as_bytes())?;
     put(&dir, "report.html", report::render_html(report)?.as_bytes())?;
@@ -57,5 +160,36 @@ pub fn write_comparison(plan: &Plan, comparison: &Comparison, runs: &[RunOutput]
         "comparison.html",
         report::render_comparison_html(comparison, &reports)?.as_bytes(),
     )?;
+    Ok(dir)
+}
+
+/// Writes a capacity search's `capacity.json` and `capacity.html` into its folder.
+pub(super) fn write_capacity(dir: &Path, report: &CapacityReport) -> Result<(), RunError> {
+    let json = serde_json::to_string_pretty(report).expect("capacity reports serialize");
+    put(dir, "capacity.json", json.as_bytes())?;
+    put(dir, "capacity.html", report::render_capacity_html(report)?.as_bytes())
+}
+
+/// Writes a comparison of two builds into a fresh `compare-<A>-vs-<B>-<stamp>` folder.
+pub fn write_compare(root: &Path, report: &CompareReport) -> Result<PathBuf, RunError> {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect()
+    };
+    let dir = fresh_dir(
+        root,
+        &format!("compare-{}-vs-{}", clean(&report.a.label), clean(&report.b.label)),
+    )?;
+    let json = serde_json::to_string_pretty(report).expect("compare reports serialize");
+    put(&dir, "compare.json", json.as_bytes())?;
+    put(&dir, "compare.html", report::render_compare_html(report)?.as_bytes())?;
     Ok(dir)
 }

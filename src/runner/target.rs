@@ -55,6 +55,8 @@ pub fn server_config(plan: &Plan, secret: &str) -> ServerConfig {
         group_ack_max_members: plan.groups.server_ack_max_members as usize,
         group_max_members: server.group_max_members,
         rate_limit: server.rate_limit,
+        delay: std::time::Duration::from_millis(server.delay_ms),
+        throttle: server.throttle,
         limits: StoreLimits {
             offline_single: server.offline_single,
             offline_group: server.offline_group,
@@ -156,6 +158,8 @@ fn start_child(config: &ServerConfig, threads: Option<usize>) -> Result<(String,
             &config.rate_limit.map_or(0.0, |r| r.per_second).to_string(),
         ])
         .args(["--rate-burst", &config.rate_limit.map_or(200, |r| r.burst).to_string()])
+        .args(["--delay-ms", &config.delay.as_millis().to_string()])
+        .args(["--throttle", &config.throttle.unwrap_or(0.0).to_string()])
         .env("ACKSTORM_SECRET", String::from_utf8_lossy(&config.secret).to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());

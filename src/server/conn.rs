@@ -246,6 +246,9 @@ where
                 return Ok(Next::Continue);
             }
         };
+        if let Some(slowdown) = self.hub.slowdown() {
+            slowdown.wait().await;
+        }
         let reply = self.hub.handle(session, &request);
         self.write(reply).await?;
         Ok(Next::Continue)

@@ -13,6 +13,7 @@ pub mod hub;
 pub mod metrics;
 pub mod online;
 pub mod ratelimit;
+pub mod slowdown;
 pub mod store;
 
 use std::future::Future;
@@ -58,6 +59,10 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     /// tungstenite read buffer per connection (4 KiB: ~6-7 KiB per connection in all).
     pub read_buffer_bytes: usize,
+    /// A deliberately slowed build: fixed delay before each frame is handled.
+    pub delay: Duration,
+    /// A deliberately slowed build: frames the whole server handles per second (excess queues).
+    pub throttle: Option<f64>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +84,8 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             login_timeout: Duration::from_secs(10),
             read_buffer_bytes: 4 * 1024,
+            delay: Duration::ZERO,
+            throttle: None,
         }
     }
 }
@@ -99,6 +106,8 @@ impl ServerConfig {
             ("group_ack_max_members", self.group_ack_max_members.to_string()),
             ("group_max_members", self.group_max_members.to_string()),
             ("rate_limit", rate),
+            ("delay_ms", self.delay.as_millis().to_string()),
+            ("throttle", self.throttle.map_or("off".to_string(), |t| t.to_string())),
         ];
         pairs
             .iter()

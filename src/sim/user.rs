@@ -72,10 +72,11 @@ pub struct UserActor {
 /// Message body: the run tag and the key (so a reader can tell which message it is), padded
 /// to size.
 pub fn body(tag: &str, key: MsgKey, bytes: usize) -> String {
-    let mut b = format!("{tag}.{}.{}.", key.sender, key.seq);
-    while b.len() < bytes {
-        b.push('x');
-    }
+    use std::fmt::Write;
+    let mut b = String::with_capacity(bytes.max(32));
+    let _ = write!(b, "{tag}.{}.{}.", key.sender, key.seq);
+    let pad = bytes.saturating_sub(b.len());
+    b.extend(std::iter::repeat_n('x', pad));
     b
 }
 
@@ -157,7 +158,10 @@ impl UserActor {
                         first,
                     });
                     if dev == 0 {
-                        for (op, event) in std::mem::take(&mut act.pending) {
+                        for (op, mut event) in std::mem::take(&mut act.pending) {
+                            if let Some(Event::Sent { waited_login, .. }) = &mut event {
+                                *waited_login = true;
+                            }
                             act.send_now(op, event);
                         }
                     }
@@ -235,6 +239,7 @@ impl UserActor {
                         conv: index,
                         scheduled,
                         at: scheduled,
+                        waited_login: false,
                     };
                     self.send(op, Some(event));
                 }

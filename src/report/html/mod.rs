@@ -5,9 +5,13 @@
 //! Rust code here turns the model into display strings and charts; the minijinja templates in
 //! `templates/` only lay them out (and escape every string taken from the report).
 //!
-//! `run` builds the page of one run, `comparison` the page of a strategy comparison; this module
-//! holds what they share: the display types the templates read and the template environment.
+//! `run` builds the page of one run, `comparison` the page of a strategy comparison, `compare`
+//! the page of one build against another and `capacity` the page of a capacity search; this
+//! module holds what they share: the display types the templates read and the template
+//! environment.
 
+mod capacity;
+mod compare;
 mod comparison;
 mod run;
 
@@ -18,6 +22,8 @@ use serde::Serialize;
 use super::ReportError;
 use super::fmt;
 
+pub use capacity::render_capacity_html;
+pub use compare::render_compare_html;
 pub use comparison::render_comparison_html;
 pub use run::render_html;
 
@@ -25,6 +31,8 @@ const STYLE_CSS: &str = include_str!("../templates/style.css");
 const MACROS_HTML: &str = include_str!("../templates/macros.html");
 const REPORT_HTML: &str = include_str!("../templates/report.html");
 const COMPARISON_HTML: &str = include_str!("../templates/comparison.html");
+const COMPARE_HTML: &str = include_str!("../templates/compare.html");
+const CAPACITY_HTML: &str = include_str!("../templates/capacity.html");
 
 /// Small-multiple percentile chart.
 const SMALL: (u32, u32) = (580, 270);
@@ -82,6 +90,30 @@ struct Verdict {
     slos: Vec<Slo>,
 }
 
+/// The verdict band of the compare and capacity pages: a stamp, a headline, chips, a note.
+#[derive(Serialize)]
+struct Band {
+    /// `pass`, `fail`, `warn`, `info` or `none`: the band's colour.
+    tone: &'static str,
+    /// The word in the stamp: `PASS`, `FAIL`, `SERVER SATURATED`.
+    stamp: String,
+    headline: String,
+    chips: Vec<Chip>,
+    /// Sentences under the headline and chips, one paragraph each.
+    notes: Vec<String>,
+}
+
+/// A labelled value in a band: a check with its measure, a regressed metric with its change.
+#[derive(Serialize)]
+struct Chip {
+    /// `pass`, `fail`, `warn` or empty.
+    tone: &'static str,
+    /// `✓`, `✗`, `!` or empty.
+    mark: &'static str,
+    label: String,
+    value: String,
+}
+
 /// A plot with its heading; `svg` absent when there was nothing to draw.
 #[derive(Serialize)]
 struct Figure {
@@ -102,7 +134,7 @@ struct TableView {
 #[derive(Serialize)]
 struct Row {
     cells: Vec<String>,
-    /// `bad` to highlight the row, or empty.
+    /// `bad` to highlight the row, `worse` or `good` to colour its numbers, or empty.
     tone: &'static str,
 }
 
@@ -116,10 +148,12 @@ impl TableView {
     }
 
     fn row(&mut self, cells: Vec<String>, bad: bool) {
-        self.rows.push(Row {
-            cells,
-            tone: if bad { "bad" } else { "" },
-        });
+        self.toned(cells, if bad { "bad" } else { "" });
+    }
+
+    /// A row with a tone: `bad`, `worse`, `good` or empty.
+    fn toned(&mut self, cells: Vec<String>, tone: &'static str) {
+        self.rows.push(Row { cells, tone });
     }
 
     /// A two-column table of a counter map.
@@ -145,6 +179,8 @@ fn render(name: &'static str, ctx: Value) -> Result<String, ReportError> {
         ("macros.html", MACROS_HTML),
         ("report.html", REPORT_HTML),
         ("comparison.html", COMPARISON_HTML),
+        ("compare.html", COMPARE_HTML),
+        ("capacity.html", CAPACITY_HTML),
     ] {
         env.add_template(n, src).map_err(err)?;
     }

@@ -164,11 +164,13 @@ pub struct Hub<S> {
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
     next_conn: AtomicU64,
+    slowdown: Option<super::slowdown::Slowdown>,
 }
 
 impl<S: Store> Hub<S> {
     /// A hub over `store`.
     pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>, store: S) -> Self {
+        let slowdown = super::slowdown::Slowdown::new(config.delay, config.throttle);
         Hub {
             state: Mutex::new(State {
                 store,
@@ -177,6 +179,7 @@ impl<S: Store> Hub<S> {
             config,
             metrics,
             next_conn: AtomicU64::new(1),
+            slowdown,
         }
     }
 
@@ -188,6 +191,11 @@ impl<S: Store> Hub<S> {
     /// The server's options.
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The deliberate slowdown of this build, if any.
+    pub fn slowdown(&self) -> Option<&super::slowdown::Slowdown> {
+        self.slowdown.as_ref()
     }
 
     /// A fresh connection id.
