@@ -14,16 +14,7 @@ use crate::report::{AckSplit, Audit, Connections, Latency, TimelinePoint};
 use crate::sim::behaviour::MsgKey;
 
 /// Latency metrics, in histogram index order.
-pub const METRICS: [&str; 8] = [
-    "server_ack",
-    "delivery",
-    "read_receipt",
-    "read",
-    "channel",
-    "group_read_first",
-    "group_read_all",
-    "schedule_lag",
-];
+pub const METRICS: [&str; 8] = crate::report::LATENCY_METRICS;
 const SERVER_ACK: usize = 0;
 const DELIVERY: usize = 1;
 const READ_RECEIPT: usize = 2;

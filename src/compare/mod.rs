@@ -50,15 +50,7 @@ pub enum CompareError {
 }
 
 /// Latency metrics compared, each at p50 and p99.
-const LATENCIES: [&str; 7] = [
-    "server_ack",
-    "delivery",
-    "read_receipt",
-    "read",
-    "channel",
-    "group_read_first",
-    "schedule_lag",
-];
+use crate::report::LATENCY_METRICS as LATENCIES;
 /// Other compared values: (metric, unit, better).
 const OTHERS: [(&str, &str, Better); 6] = [
     ("throughput.messages_per_sec", "msg/s", Better::Higher),

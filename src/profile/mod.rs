@@ -268,9 +268,31 @@ pub fn effective_toml(p: &Plan) -> String {
     toml::to_string(&raw).expect("the raw profile always serializes")
 }
 
-/// Short hex hash of the effective profile: equal for runs of the same workload.
-pub fn profile_hash(effective: &str) -> String {
-    hex::encode(&Sha256::digest(effective.as_bytes())[..8])
+/// Short hex hash of the **workload** of a plan: everything that decides what the simulated
+/// users do (users, groups, traffic, reading, acks, seed, durations), and not where they do it
+/// (target, server options, labels), what is checked (SLOs) or where results go. Two runs of
+/// different server builds with the same workload have the same hash.
+pub fn workload_hash(plan: &Plan) -> String {
+    let mut p = plan.clone();
+    p.name = String::new();
+    p.results_dir = std::path::PathBuf::from("results");
+    p.target = Target::Embedded {
+        mode: EmbeddedMode::Auto,
+        threads: None,
+        server: ServerOptions {
+            rate_limit: None,
+            offline_single: 0,
+            offline_group: 0,
+            group_max_members: 0,
+            delay_ms: 0,
+            throttle: None,
+        },
+    };
+    p.label = None;
+    p.slo.clear();
+    p.tester.progress = true;
+    p.notes.clear();
+    hex::encode(&Sha256::digest(effective_toml(&p).as_bytes())[..8])
 }
 
 #[cfg(test)]

@@ -5,17 +5,7 @@ use std::fmt;
 
 use crate::report::{Report, SloResult};
 
-/// Latency metrics a check may name.
-pub const LATENCY_METRICS: [&str; 8] = [
-    "server_ack",
-    "delivery",
-    "read_receipt",
-    "read",
-    "channel",
-    "group_read_first",
-    "group_read_all",
-    "schedule_lag",
-];
+pub use crate::report::LATENCY_METRICS;
 const LATENCY_STATS: [&str; 8] = ["count", "min", "mean", "p50", "p90", "p99", "p999", "max"];
 /// Non-latency values a check may name, with their unit.
 const OTHER: [(&str, Unit); 13] = [

@@ -165,6 +165,26 @@ fn the_effective_profile_parses_back_to_the_same_plan() {
         let eff = effective_toml(&p);
         let back = parse_text(&eff, &[]).unwrap_or_else(|e| panic!("{e}\n{eff}"));
         assert_eq!(back, p, "{eff}");
-        assert_eq!(profile_hash(&eff), profile_hash(&effective_toml(&back)));
+        assert_eq!(workload_hash(&p), workload_hash(&back));
     }
+}
+
+#[test]
+fn the_workload_hash_ignores_target_labels_and_checks_but_not_the_workload() {
+    let base = parse_text(MINIMAL, &[]).unwrap();
+    let other_build = parse_text(
+        MINIMAL,
+        &[
+            "target.server.delay_ms=5",
+            "target.label=\"b\"",
+            "run.name=\"x\"",
+            r#"slo.checks=["audit.lost == 0"]"#,
+        ],
+    )
+    .unwrap();
+    assert_eq!(workload_hash(&base), workload_hash(&other_build));
+    let other_workload = parse_text(MINIMAL, &["population.users=101"]).unwrap();
+    assert_ne!(workload_hash(&base), workload_hash(&other_workload));
+    let other_seed = parse_text(MINIMAL, &["run.seed=2"]).unwrap();
+    assert_ne!(workload_hash(&base), workload_hash(&other_seed));
 }

@@ -6,6 +6,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The latency metrics of a report (keys of [`Report::latencies`]), in the order a reader
+/// follows a message: send, push, receipts, then the tester's own schedule lag. The collector
+/// records them in this order, SLO checks and comparisons name them.
+pub const LATENCY_METRICS: [&str; 8] = [
+    "server_ack",
+    "delivery",
+    "read_receipt",
+    "read",
+    "channel",
+    "group_read_first",
+    "group_read_all",
+    "schedule_lag",
+];
+
 /// Version of the `summary.json` layout; bump on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -66,7 +80,8 @@ pub struct PlanSummary {
     pub offered_one_to_one_per_sec: f64,
     /// Offered group messages per second (all users).
     pub offered_group_per_sec: f64,
-    /// Hash (hex) of the effective profile, to tell runs of the same workload apart.
+    /// Hash (hex) of the workload (users, groups, traffic, reading, acks, seed, durations; not
+    /// the target, labels or SLOs): equal for runs of the same workload against any build.
     pub profile_hash: String,
 }
 

@@ -15,18 +15,8 @@ use super::model::{AckSplit, Comparison, Latency, Report};
 mod bench;
 pub use bench::{render_capacity_text, render_compare_text};
 
-/// Latency metrics in the order a reader follows a message (send, push, receipts), then any
-/// others the report has, then the tester's own schedule lag.
-pub(crate) const METRIC_ORDER: [&str; 8] = [
-    "server_ack",
-    "delivery",
-    "read_receipt",
-    "read",
-    "channel",
-    "group_read_first",
-    "group_read_all",
-    "schedule_lag",
-];
+/// Latency metrics in the order a reader follows a message.
+pub(crate) const METRIC_ORDER: [&str; 8] = super::model::LATENCY_METRICS;
 
 /// The report's latency metrics in [`METRIC_ORDER`], unknown ones before `schedule_lag`.
 pub(crate) fn ordered_latencies(report: &Report) -> Vec<(&str, &Latency)> {

@@ -139,7 +139,7 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     let measured = system.block_on(drive(plan, &world, &target, driver, &tag))?;
     target.stop();
     let ended_at = SystemTime::now();
-    let (report, hlog) = summary::build(plan, &target, &stats, measured, started_at, ended_at, effective);
+    let (report, hlog) = summary::build(plan, &target, &stats, measured, started_at, ended_at);
     let dir = results::write(plan, &report, &hlog, effective, dir)?;
     Ok(RunOutput { report, dir })
 }

@@ -53,7 +53,7 @@ pub struct Manifest {
     pub label: Option<String>,
     /// The server's `ackstorm_build_info` labels, when it exposes them.
     pub build_info: Option<String>,
-    /// Hash of the effective profile (same hash, same workload).
+    /// Hash of the workload (same hash, same workload, whatever the build).
     pub profile_hash: String,
     /// Workload seed.
     pub seed: u64,

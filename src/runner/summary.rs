@@ -41,7 +41,6 @@ pub(super) fn build(
     m: Measured,
     started_at: SystemTime,
     ended_at: SystemTime,
-    effective: &str,
 ) -> (Report, Vec<u8>) {
     let f = m.folded;
     let (offered_single, offered_group) = plan.offered_rates();
@@ -98,7 +97,7 @@ pub(super) fn build(
             duration_secs: plan.duration.as_secs_f64(),
             offered_one_to_one_per_sec: offered_single,
             offered_group_per_sec: offered_group,
-            profile_hash: profile::profile_hash(effective),
+            profile_hash: profile::workload_hash(plan),
         },
         target: TargetInfo {
             kind: target.kind.to_string(),
