@@ -61,7 +61,7 @@ enum Command {
         /// Fail (exit 1) when a gated metric is worse by more than this, beyond the noise, e.g. 5%.
         #[arg(long, value_name = "PERCENT")]
         fail_on_regression: Option<String>,
-        /// Gated metrics (default: server_ack.p99, delivery.p99, read_receipt.p99,
+        /// Gated metrics (default: p50 and p99 of server_ack, delivery and read_receipt,
         /// throughput.messages_per_sec, errors.rate, audit.lost).
         #[arg(long, value_delimiter = ',')]
         metrics: Vec<String>,
@@ -93,7 +93,7 @@ enum Command {
         tolerance: f64,
         /// Typical schedule lag (ms, median over seconds of the per-second p99) above which
         /// the generator counts as saturated.
-        #[arg(long, default_value_t = 5.0)]
+        #[arg(long, default_value_t = crate::runner::LAG_LIMIT_MS)]
         max_lag_ms: f64,
     },
     /// Run the reference receipts server (PROTOCOL.md over WebSocket, plus /metrics, /healthz).

@@ -60,10 +60,14 @@ const OTHERS: [(&str, &str, Better); 6] = [
     ("ack.acks_per_read", "acks/read", Better::Lower),
     ("ack.saving_pct", "%", Better::Higher),
 ];
-/// Gated by `--fail-on-regression` unless `--metrics` names others.
-pub const DEFAULT_GATE: [&str; 6] = [
+/// Gated by `--fail-on-regression` unless `--metrics` names others: the typical and the tail
+/// latency of the three receipt steps a user feels most, throughput, errors and losses.
+pub const DEFAULT_GATE: [&str; 9] = [
+    "server_ack.p50",
     "server_ack.p99",
+    "delivery.p50",
     "delivery.p99",
+    "read_receipt.p50",
     "read_receipt.p99",
     "throughput.messages_per_sec",
     "errors.rate",

@@ -33,6 +33,8 @@ pub mod model;
 mod text;
 
 #[cfg(test)]
+mod dump_tmp;
+#[cfg(test)]
 mod sample;
 #[cfg(test)]
 mod schema_tests;

@@ -29,6 +29,7 @@ use crate::transport::native::NativeDriver;
 use crate::transport::{Driver, FrameStats, Inbound, LoginSpec, Op, TransportError};
 
 pub use results::{Machine, Manifest, write_compare, write_comparison};
+pub use summary::LAG_LIMIT_MS;
 
 /// Why a run could not produce results.
 #[derive(Debug, Error)]
