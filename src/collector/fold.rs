@@ -104,12 +104,6 @@ pub struct Folded {
     pub hlog: Vec<u8>,
 }
 
-impl Folded {
-    pub(super) fn empty(_end: Instant) -> Folded {
-        Folded::default()
-    }
-}
-
 pub(super) struct State {
     start: Instant,
     start_time: SystemTime,

@@ -229,10 +229,10 @@ impl Handle {
     }
 
     /// Folds everything received so far and stops the collector.
-    pub fn finish(mut self, end: Instant) -> Folded {
+    pub fn finish(mut self) -> Folded {
         let (tx, rx) = mpsc::channel();
         let _ = self.tx.send(Event::Finish(tx));
-        let folded = rx.recv().map(|b| *b).unwrap_or_else(|_| Folded::empty(end));
+        let folded = rx.recv().map(|b| *b).unwrap_or_default();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

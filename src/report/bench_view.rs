@@ -7,7 +7,7 @@
 
 use super::bench::{Better, CapacityReport, CapacityStep, CompareReport, Limit, MetricDelta, Side};
 use super::fmt;
-use super::text::METRIC_ORDER;
+use super::run_view::METRIC_ORDER;
 
 /// How a metric moved from A to B, as a reader judges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,11 +88,6 @@ pub(crate) fn groups(rows: &[MetricDelta]) -> Vec<Group<'_>> {
     out
 }
 
-/// The first 12 characters of a hex hash, enough to tell profiles apart at a glance.
-pub(crate) fn short_hash(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
-}
-
 /// The threshold as written on the command line: `5%`.
 pub(crate) fn threshold(r: &CompareReport) -> Option<String> {
     r.threshold_pct.map(|t| format!("{}%", fmt::measured(t)))
@@ -150,8 +145,8 @@ pub(crate) fn compare_warnings(r: &CompareReport) -> Vec<String> {
         format!(
             "A and B ran different workloads (profile {} vs {}): differences may come from the workload, not the \
              build",
-            short_hash(&a.profile_hash),
-            short_hash(&b.profile_hash)
+            fmt::short_hash(&a.profile_hash),
+            fmt::short_hash(&b.profile_hash)
         )
     });
     ours.into_iter().chain(r.warnings.iter().cloned()).collect()

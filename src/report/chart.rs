@@ -6,6 +6,9 @@
 //! Each function returns one `<svg>` element (without the `xmlns` attribute, which inline SVG in
 //! HTML does not need, so the page holds no URL at all) that scales to its container.
 //!
+//! Every chart's frame (margins, grid, axes, fonts) is drawn by `frame`, which an `Axes` varies
+//! per chart; lines with a legend entry by `draw_line`.
+//!
 //! Charts only draw what they are given; they do not compute results. The plots of the compare
 //! and capacity pages live in `chart/bench.rs`.
 
@@ -13,7 +16,7 @@ use std::error::Error;
 use std::ops::Range;
 
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -69,6 +72,18 @@ pub(crate) struct Series<'a> {
     pub dashed: bool,
 }
 
+impl<'a> Series<'a> {
+    /// A solid line.
+    pub(crate) fn solid(label: impl Into<String>, color: RGBColor, points: &'a [(f64, f64)]) -> Self {
+        Series {
+            label: label.into(),
+            color,
+            points,
+            dashed: false,
+        }
+    }
+}
+
 /// One bar of each category in a bar chart, stacked from `segments`.
 pub(crate) struct Bar {
     /// (legend text, colour, one value per category), bottom segment first.
@@ -108,49 +123,23 @@ pub(crate) fn percentiles(title: &str, series: &[Series<'_>], size: (u32, u32)) 
         .map(|&(p, _)| hdr_x(p))
         .filter(|&x| x <= x_max + 1e-9)
         .collect();
+    let axes = Axes {
+        x_desc: Some("percentile"),
+        y_desc: Some("ms"),
+        x_format: &|x| percentile_label(*x),
+        y_labels: Some(6),
+        ..Axes::default()
+    };
+    let x = TickAxis {
+        lo: 0.0,
+        hi: x_max,
+        ticks,
+    };
     draw_svg(title, size, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .margin_right(22)
-            .x_label_area_size(44)
-            .y_label_area_size(62)
-            .build_cartesian_2d(
-                TickAxis {
-                    lo: 0.0,
-                    hi: x_max,
-                    ticks,
-                },
-                0.0..y_max,
-            )?;
-        chart
-            .configure_mesh()
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .axis_style(AXIS)
-            .label_style(font(13))
-            .axis_desc_style(font(13))
-            .x_desc("percentile")
-            .y_desc("ms")
-            .x_label_formatter(&|x| percentile_label(*x))
-            .y_label_formatter(&|y| compact(*y))
-            .y_labels(6)
-            .draw()?;
+        let mut chart = frame(root, x, 0.0..y_max, &axes)?;
         for s in series {
             let pts = s.points.iter().map(|&(p, ms)| (hdr_x(p), ms));
-            let style = s.color.stroke_width(if s.dashed { 2 } else { 3 });
-            let anno = if s.dashed {
-                chart.draw_series(DashedLineSeries::new(pts, 7, 5, style))?
-            } else {
-                chart.draw_series(LineSeries::new(pts, style))?
-            };
-            let dashed = s.dashed;
-            anno.label(&s.label).legend(move |(x, y)| {
-                // A dashed line is drawn as two strokes with a gap.
-                let (stop, restart) = if dashed { (x + 7, x + 11) } else { (x + 18, x + 18) };
-                EmptyElement::at((0, 0))
-                    + PathElement::new(vec![(x, y), (stop, y)], style)
-                    + PathElement::new(vec![(restart, y), (x + 18, y)], style)
-            });
+            draw_line(&mut chart, pts, s.color, s.dashed, &s.label)?;
         }
         legend(&mut chart)
     })
@@ -161,27 +150,17 @@ pub(crate) fn lines(title: &str, y_desc: &str, series: &[Series<'_>], size: (u32
     let points = || series.iter().flat_map(|s| s.points.iter());
     let x_max = points().map(|&(t, _)| t).fold(1.0, f64::max);
     let y_max = nice_max(points().map(|&(_, y)| y).fold(0.0, f64::max));
+    let axes = Axes {
+        x_area: 40,
+        x_desc: Some("seconds since start"),
+        y_desc: Some(y_desc),
+        x_format: &|x| format!("{x:.0}"),
+        x_labels: Some(12),
+        y_labels: Some(5),
+        ..Axes::default()
+    };
     draw_svg(title, size, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .margin_right(22)
-            .x_label_area_size(40)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .axis_style(AXIS)
-            .label_style(font(13))
-            .axis_desc_style(font(13))
-            .x_desc("seconds since start")
-            .y_desc(y_desc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| compact(*y))
-            .x_labels(12)
-            .y_labels(5)
-            .draw()?;
+        let mut chart = frame(root, 0.0..x_max, 0.0..y_max, &axes)?;
         for s in series {
             let color = s.color;
             chart
@@ -219,33 +198,22 @@ pub(crate) fn bars(
     let y_max = nice_max(tallest * if notes.is_empty() { 1.4 } else { 1.6 });
     let centers: Vec<f64> = (0..categories.len()).map(|c| c as f64 + 0.5).collect();
     let slot = 0.8 / bars.len().max(1) as f64;
+    let axes = Axes {
+        x_area: 34,
+        y_desc: Some(y_desc),
+        x_format: &|x| categories.get(x.floor() as usize).cloned().unwrap_or_default(),
+        y_labels: Some(5),
+        x_mesh: false,
+        label_size: 14,
+        ..Axes::default()
+    };
+    let x = TickAxis {
+        lo: 0.0,
+        hi: n,
+        ticks: centers,
+    };
     draw_svg(title, size, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .margin_right(22)
-            .x_label_area_size(34)
-            .y_label_area_size(62)
-            .build_cartesian_2d(
-                TickAxis {
-                    lo: 0.0,
-                    hi: n,
-                    ticks: centers,
-                },
-                0.0..y_max,
-            )?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .axis_style(AXIS)
-            .label_style(font(14))
-            .axis_desc_style(font(13))
-            .y_desc(y_desc)
-            .x_label_formatter(&|x| categories.get(x.floor() as usize).cloned().unwrap_or_default())
-            .y_label_formatter(&|y| compact(*y))
-            .y_labels(5)
-            .draw()?;
+        let mut chart = frame(root, x, 0.0..y_max, &axes)?;
         for (i, bar) in bars.iter().enumerate() {
             let x0 = |c: usize| c as f64 + 0.1 + slot * i as f64 + slot * 0.06;
             let x1 = |c: usize| c as f64 + 0.1 + slot * (i + 1) as f64 - slot * 0.06;
@@ -317,6 +285,131 @@ impl Ranged for TickAxis {
     }
 }
 
+type Chart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
+
+/// What sets one chart's frame apart; the margins, grid, axis colour and fonts are the same for
+/// every chart ([`frame`] draws them).
+struct Axes<'a> {
+    /// Height of the x axis' tick labels and title, px.
+    x_area: u32,
+    /// Width of the y axis' tick labels and title, px.
+    y_area: u32,
+    /// Axis titles; none drawn when absent.
+    x_desc: Option<&'a str>,
+    y_desc: Option<&'a str>,
+    /// Tick labels.
+    x_format: &'a dyn Fn(&f64) -> String,
+    y_format: &'a dyn Fn(&f64) -> String,
+    /// How many tick labels to aim for; plotters' default when absent.
+    x_labels: Option<usize>,
+    y_labels: Option<usize>,
+    /// Grid lines at the x ticks (vertical) and at the y ticks (horizontal).
+    x_mesh: bool,
+    y_mesh: bool,
+    /// Font size of the tick labels (the axis titles are always 13).
+    label_size: u32,
+}
+
+impl Default for Axes<'_> {
+    /// Compact numbers on both axes, a grid both ways, no titles.
+    fn default() -> Self {
+        Axes {
+            x_area: 44,
+            y_area: 62,
+            x_desc: None,
+            y_desc: None,
+            x_format: &compact_tick,
+            y_format: &compact_tick,
+            x_labels: None,
+            y_labels: None,
+            x_mesh: true,
+            y_mesh: true,
+            label_size: 13,
+        }
+    }
+}
+
+/// A chart on `root` over `x` by `y`, its frame drawn as every chart's is: margins, light grid,
+/// axes, tick labels and titles as `axes` says.
+fn frame<'a, 'b, X, Y>(
+    root: &Area<'b>,
+    x: X,
+    y: Y,
+    axes: &Axes<'_>,
+) -> Result<Chart<'a, 'b, X::CoordDescType, Y::CoordDescType>, Box<dyn Error>>
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(root)
+        .margin(12)
+        .margin_right(22)
+        .x_label_area_size(axes.x_area)
+        .y_label_area_size(axes.y_area)
+        .build_cartesian_2d(x, y)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.bold_line_style(GRID)
+        .light_line_style(TRANSPARENT)
+        .axis_style(AXIS)
+        .label_style(font(axes.label_size))
+        .axis_desc_style(font(13))
+        .x_label_formatter(axes.x_format)
+        .y_label_formatter(axes.y_format);
+    if !axes.x_mesh {
+        mesh.disable_x_mesh();
+    }
+    if !axes.y_mesh {
+        mesh.disable_y_mesh();
+    }
+    if let Some(d) = axes.x_desc {
+        mesh.x_desc(d);
+    }
+    if let Some(d) = axes.y_desc {
+        mesh.y_desc(d);
+    }
+    if let Some(n) = axes.x_labels {
+        mesh.x_labels(n);
+    }
+    if let Some(n) = axes.y_labels {
+        mesh.y_labels(n);
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
+
+/// A line through `points` with its legend entry: solid at 3 px, or dashed at 2 px (the
+/// uncorrected view of a latency, a p50 beside p99s).
+fn draw_line<'a, 'b: 'a, X, Y, I>(
+    chart: &mut Chart<'a, 'b, X, Y>,
+    points: I,
+    color: RGBColor,
+    dashed: bool,
+    label: &str,
+) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+    I: IntoIterator<Item = (f64, f64)>,
+    I::IntoIter: Clone,
+{
+    let style = color.stroke_width(if dashed { 2 } else { 3 });
+    let anno = if dashed {
+        chart.draw_series(DashedLineSeries::new(points, 7, 5, style))?
+    } else {
+        chart.draw_series(LineSeries::new(points, style))?
+    };
+    anno.label(label).legend(move |(x, y)| {
+        // A dashed line is drawn as two strokes with a gap.
+        let (stop, restart) = if dashed { (x + 7, x + 11) } else { (x + 18, x + 18) };
+        EmptyElement::at((0, 0))
+            + PathElement::new(vec![(x, y), (stop, y)], style)
+            + PathElement::new(vec![(restart, y), (x + 18, y)], style)
+    });
+    Ok(())
+}
+
 /// Draws into a string with `draw` and turns the SVG into an inline element.
 fn draw_svg(title: &str, size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> DrawResult) -> Result<String, ReportError> {
     let mut buf = String::new();
@@ -333,9 +426,7 @@ fn draw_svg(title: &str, size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> DrawR
     Ok(buf.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", &label, 1))
 }
 
-fn legend<'a, 'b: 'a, X: Ranged, Y: Ranged>(
-    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
-) -> DrawResult {
+fn legend<'a, 'b: 'a, X: Ranged, Y: Ranged>(chart: &mut Chart<'a, 'b, X, Y>) -> DrawResult {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -357,6 +448,11 @@ fn percentile_label(x: f64) -> String {
         .iter()
         .find(|(p, _)| (hdr_x(*p) - x).abs() < 1e-6)
         .map_or(String::new(), |(_, l)| l.to_string())
+}
+
+/// [`compact`] as a tick label formatter.
+fn compact_tick(v: &f64) -> String {
+    compact(*v)
 }
 
 /// A short axis number: `0`, `2.5`, `40`, `1.2k`, `35k`, `1.5M`.

@@ -1,5 +1,6 @@
 //! Number formatting shared by the text and HTML renderers, so that both show a value the same
-//! way. Pure functions of one number; a non-finite value (a ratio over zero) shows as `–`.
+//! way. Pure functions of one number (or, for [`short_hash`], one hash); a non-finite value (a
+//! ratio over zero) shows as `–`.
 
 /// What a missing or non-finite value shows as.
 pub(crate) const NONE: &str = "–";
@@ -25,11 +26,7 @@ pub(crate) fn num(x: f64, decimals: usize) -> String {
     let s = format!("{:.*}", decimals, x.abs());
     let (whole, frac) = s.split_once('.').map_or((s.as_str(), None), |(w, f)| (w, Some(f)));
     let whole = whole.parse::<u64>().map(int).unwrap_or_else(|_| whole.to_string());
-    let sign = if x < 0.0 && s.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
-        "-"
-    } else {
-        ""
-    };
+    let sign = if x < 0.0 && !all_zero(&s) { "-" } else { "" };
     match frac {
         Some(f) => format!("{sign}{whole}.{f}"),
         None => format!("{sign}{whole}"),
@@ -106,13 +103,7 @@ pub(crate) fn signed_in_unit(x: f64, unit: &str) -> String {
     if !x.is_finite() {
         return NONE.to_string();
     }
-    let magnitude = in_unit(x.abs(), unit);
-    let zero = !magnitude.bytes().any(|b| (b'1'..=b'9').contains(&b));
-    match x {
-        _ if zero => magnitude,
-        x if x < 0.0 => format!("-{magnitude}"),
-        _ => format!("+{magnitude}"),
-    }
+    with_sign(x, in_unit(x.abs(), unit))
 }
 
 /// A relative change with its sign: `+12.3%`, `-0.4%`, `+350%`, `0.0%`.
@@ -120,13 +111,22 @@ pub(crate) fn signed_pct(x: f64) -> String {
     if !x.is_finite() {
         return NONE.to_string();
     }
-    let s = num(x.abs(), if x.abs() >= 100.0 { 0 } else { 1 });
-    let zero = !s.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    let magnitude = num(x.abs(), if x.abs() >= 100.0 { 0 } else { 1 });
+    format!("{}%", with_sign(x, magnitude))
+}
+
+/// `magnitude` (of `x`, formatted) with the sign of `x`; none when it shows as zero.
+fn with_sign(x: f64, magnitude: String) -> String {
     match x {
-        _ if zero => format!("{s}%"),
-        x if x < 0.0 => format!("-{s}%"),
-        _ => format!("+{s}%"),
+        _ if all_zero(&magnitude) => magnitude,
+        x if x < 0.0 => format!("-{magnitude}"),
+        _ => format!("+{magnitude}"),
     }
+}
+
+/// A formatted number that shows as zero (`0`, `0.00`): no digit but 0.
+fn all_zero(formatted: &str) -> bool {
+    !formatted.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
 /// Bytes in binary units: `512 B`, `1.5 KiB`, `12.3 MiB`.
@@ -158,6 +158,11 @@ pub(crate) fn secs(x: f64) -> String {
         t if t < 3600 => format!("{} min {} s", t / 60, t % 60),
         t => format!("{} h {} min", t / 3600, t % 3600 / 60),
     }
+}
+
+/// The first 12 characters of a hex hash, enough to tell profiles apart at a glance.
+pub(crate) fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// An RFC 3339 UTC timestamp as `2026-11-01 14:03:12 UTC` (as given when it is not one).

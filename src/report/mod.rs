@@ -16,8 +16,10 @@
 //! - `html`: the self-contained HTML pages, `html/run.rs` ([`render_html`]),
 //!   `html/comparison.rs` ([`render_comparison_html`]), `html/compare.rs`
 //!   ([`render_compare_html`]) and `html/capacity.rs` ([`render_capacity_html`]), laid out by the
-//!   minijinja templates in `templates/`, with plots from `chart`.
-//! - `bench_view`: what the compare and capacity renderers share (row groups, wording).
+//!   minijinja templates in `templates/` (each page extends `base.html` and draws on the macros
+//!   of `macros.html`), with plots from `chart`.
+//! - `run_view`: what the run and strategies renderers share (metric order, table rows);
+//!   `bench_view`: what the compare and capacity renderers share (row groups, wording).
 //! - `sample` (tests only): a synthetic report, comparison, compare and capacity report with
 //!   every field set.
 //! - `chart`: inline SVG plots (plotters' SVG backend, no fonts or C libraries needed); the
@@ -30,10 +32,9 @@ mod chart;
 mod fmt;
 mod html;
 pub mod model;
+mod run_view;
 mod text;
 
-#[cfg(test)]
-mod dump_tmp;
 #[cfg(test)]
 mod sample;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! What the text and HTML renderers of a run's [`Report`] and of a strategies [`Comparison`]
+//! What the text and HTML renderers of a run's [`Report`] and of a strategies
+//! [`Comparison`](super::model::Comparison)
 //! share: the order latencies are listed in, and the rows of the latency, ack economics and
 //! strategies tables, which both renderers show cell for cell.
 //!
@@ -36,8 +37,12 @@ pub(crate) fn latency_cells(name: &str, l: &Latency, with_min: bool) -> Vec<Stri
         .collect()
 }
 
-/// The ack economics rows (one-to-one, group, total): kind, read, read acks, channel acks,
-/// acks/read, baseline, saving.
+/// The head of the ack economics table, its last column (the saving) named `saving`.
+pub(crate) fn ack_head(saving: &str) -> [&str; 7] {
+    ["", "read", "read acks", "channel acks", "acks/read", "baseline", saving]
+}
+
+/// The ack economics rows (one-to-one, group, total) under [`ack_head`].
 pub(crate) fn ack_rows(econ: &AckEconomics) -> Vec<Vec<String>> {
     [
         ("one-to-one", &econ.one_to_one),
@@ -59,7 +64,7 @@ pub(crate) fn ack_rows(econ: &AckEconomics) -> Vec<Vec<String>> {
     .collect()
 }
 
-/// The head of the strategies table of a [`Comparison`].
+/// The head of the strategies table of a [`Comparison`](super::model::Comparison).
 pub(crate) const STRATEGY_HEAD: [&str; 11] = [
     "strategy",
     "messages",
@@ -95,6 +100,15 @@ pub(crate) fn strategy_cells(r: &StrategyRow) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::report::sample::sample_report;
+
+    #[test]
+    fn metrics_follow_a_message_and_schedule_lag_comes_last() {
+        let report = sample_report();
+        let names: Vec<&str> = ordered_latencies(&report).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.first(), Some(&"server_ack"));
+        assert_eq!(names.last(), Some(&"schedule_lag"));
+        assert_eq!(names.len(), report.latencies.len());
+    }
 
     #[test]
     fn latency_rows_show_min_only_when_asked() {

@@ -10,25 +10,11 @@ use std::fmt::Write as _;
 use comfy_table::{CellAlignment, Table, TableStyle, presets};
 
 use super::fmt;
-use super::model::{AckSplit, Comparison, Latency, Report};
+use super::model::{Comparison, Report};
+use super::run_view::{self as view, STRATEGY_HEAD};
 
 mod bench;
 pub use bench::{render_capacity_text, render_compare_text};
-
-/// Latency metrics in the order a reader follows a message.
-pub(crate) const METRIC_ORDER: [&str; 8] = super::model::LATENCY_METRICS;
-
-/// The report's latency metrics in [`METRIC_ORDER`], unknown ones before `schedule_lag`.
-pub(crate) fn ordered_latencies(report: &Report) -> Vec<(&str, &Latency)> {
-    let rank = |name: &str| match METRIC_ORDER.iter().position(|m| *m == name) {
-        Some(i) if name == "schedule_lag" => i + 1,
-        Some(i) => i,
-        None => METRIC_ORDER.len() - 1,
-    };
-    let mut metrics: Vec<(&str, &Latency)> = report.latencies.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    metrics.sort_by_key(|(name, _)| rank(name));
-    metrics
-}
 
 /// The terminal summary of one run.
 pub fn render_text(report: &Report) -> String {
@@ -58,18 +44,8 @@ pub fn render_text(report: &Report) -> String {
 
     out.push_str("\nLatency (ms, from the scheduled send)\n");
     let mut lat = table(&["metric", "count", "p50", "p90", "p99", "p99.9", "max", "p99 uncorr."]);
-    for (name, l) in ordered_latencies(report) {
-        let uncorrected = l.uncorrected.as_ref().map_or(fmt::NONE.to_string(), |u| fmt::ms(u.p99));
-        lat.add_row(vec![
-            name.to_string(),
-            fmt::int(l.count),
-            fmt::ms(l.p50),
-            fmt::ms(l.p90),
-            fmt::ms(l.p99),
-            fmt::ms(l.p999),
-            fmt::ms(l.max),
-            uncorrected,
-        ]);
+    for (name, l) in view::ordered_latencies(report) {
+        lat.add_row(view::latency_cells(name, l, false));
     }
     right_align(&mut lat, 1);
     let _ = writeln!(out, "{lat}");
@@ -101,21 +77,9 @@ pub fn render_text(report: &Report) -> String {
 
     let econ = &report.ack_economics;
     let _ = writeln!(out, "\nAck economics ({} vs one ack per message read)", econ.strategy);
-    let mut acks = table(&[
-        "",
-        "read",
-        "read acks",
-        "channel acks",
-        "acks/read",
-        "baseline",
-        "saving",
-    ]);
-    for (kind, s) in [
-        ("one-to-one", &econ.one_to_one),
-        ("group", &econ.group),
-        ("total", &econ.total),
-    ] {
-        acks.add_row(ack_row(kind, s));
+    let mut acks = table(&view::ack_head("saving"));
+    for row in view::ack_rows(econ) {
+        acks.add_row(row);
     }
     right_align(&mut acks, 1);
     let _ = writeln!(out, "{acks}");
@@ -168,49 +132,13 @@ pub fn render_text(report: &Report) -> String {
 /// The terminal table of `ackstorm strategies`.
 pub fn render_comparison_text(c: &Comparison) -> String {
     let mut out = format!("ackstorm strategies {:?}, seed {}\n", c.name, c.seed);
-    let mut t = table(&[
-        "strategy",
-        "messages",
-        "read",
-        "read acks",
-        "channel acks",
-        "ack frames",
-        "vs per_message",
-        "read p50 ms",
-        "read p99 ms",
-        "server frames",
-        "lost",
-    ]);
+    let mut t = table(&STRATEGY_HEAD);
     for r in &c.rows {
-        t.add_row(vec![
-            r.strategy.clone(),
-            fmt::int(r.messages_sent),
-            fmt::int(r.messages_read),
-            fmt::int(r.read_acks),
-            fmt::int(r.channel_acks),
-            fmt::int(r.ack_frames),
-            r.saving_vs_per_message_pct.map_or(fmt::NONE.to_string(), fmt::saving),
-            fmt::ms(r.read_p50_ms),
-            fmt::ms(r.read_p99_ms),
-            r.server_frames.map_or(fmt::NONE.to_string(), fmt::int),
-            fmt::int(r.lost),
-        ]);
+        t.add_row(view::strategy_cells(r));
     }
     right_align(&mut t, 1);
     let _ = writeln!(out, "{t}");
     out
-}
-
-fn ack_row(kind: &str, s: &AckSplit) -> Vec<String> {
-    vec![
-        kind.to_string(),
-        fmt::int(s.messages_read),
-        fmt::int(s.read_acks),
-        fmt::int(s.channel_acks),
-        fmt::num(s.acks_per_read, 2),
-        fmt::int(s.baseline_acks),
-        fmt::saving(s.saving_pct),
-    ]
 }
 
 const STYLE: TableStyle = presets::UTF8_FULL_CONDENSED.with_rounded_corners();
@@ -262,15 +190,6 @@ mod tests {
         );
         assert!(text.contains("1,199 msg/s"), "{text}");
         assert!(text.contains("! the generator was the bottleneck"), "{text}");
-    }
-
-    #[test]
-    fn metrics_follow_a_message_and_schedule_lag_comes_last() {
-        let report = sample_report();
-        let names: Vec<&str> = ordered_latencies(&report).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.first(), Some(&"server_ack"));
-        assert_eq!(names.last(), Some(&"schedule_lag"));
-        assert_eq!(names.len(), report.latencies.len());
     }
 
     #[test]

@@ -205,7 +205,7 @@ async fn drive(
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     progress.stop();
     let after = target.metrics().await;
-    let folded = collector.finish(Instant::now());
+    let folded = collector.finish();
     for a in arbiters {
         a.stop();
         let _ = a.join();

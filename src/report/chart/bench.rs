@@ -6,11 +6,15 @@
 use std::ops::Range;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
 use plotters::element::ComposedElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{AXIS, DrawResult, GRID, INK, PALETTE, TickAxis, compact, draw_svg, font, legend, nice_max};
+use super::{
+    AXIS, Axes, Chart, DrawResult, GRID, INK, PALETTE, TickAxis, compact, draw_line, draw_svg, font, frame, legend,
+    nice_max,
+};
 use crate::report::ReportError;
 
 /// Better beyond the noise (the page's `--pass`, a little lighter for a filled bar).
@@ -98,33 +102,23 @@ pub(crate) fn deltas(
             .map_or(String::new(), |(_, r)| r.label.clone())
     };
     let height = (total * ROW_PX + 62.0).round() as u32;
+    let axes = Axes {
+        x_area: 40,
+        y_area: 230,
+        x_desc: Some("change from A to B, % of A"),
+        x_format: &|x| signed(*x),
+        y_format: &|v| label_of(*v),
+        x_labels: Some(10),
+        y_mesh: false,
+        ..Axes::default()
+    };
+    let y_axis = TickAxis {
+        lo: 0.0,
+        hi: total,
+        ticks: rows.iter().map(|(c, _)| y(*c)).collect(),
+    };
     draw_svg(title, (width, height), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .margin_right(22)
-            .x_label_area_size(40)
-            .y_label_area_size(230)
-            .build_cartesian_2d(
-                x_lo..x_hi,
-                TickAxis {
-                    lo: 0.0,
-                    hi: total,
-                    ticks: rows.iter().map(|(c, _)| y(*c)).collect(),
-                },
-            )?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .axis_style(AXIS)
-            .label_style(font(13))
-            .axis_desc_style(font(13))
-            .x_desc("change from A to B, % of A")
-            .x_label_formatter(&|x| signed(*x))
-            .y_label_formatter(&|v| label_of(*v))
-            .x_labels(10)
-            .draw()?;
+        let mut chart = frame(root, x_lo..x_hi, y_axis, &axes)?;
         let shade = rows
             .iter()
             .filter(|(_, r)| r.strong)
@@ -164,8 +158,7 @@ pub(crate) fn deltas(
     })
 }
 
-type DeltaChart<'a, 'b> =
-    ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, TickAxis>>;
+type DeltaChart<'a, 'b> = Chart<'a, 'b, RangedCoordf64, TickAxis>;
 
 /// One row: the bar, the interval, the text beyond both.
 fn draw_delta(chart: &mut DeltaChart<'_, '_>, y: f64, r: &DeltaRow, cap: f64, pad: f64) -> DrawResult {
@@ -275,7 +268,7 @@ pub(crate) struct Mark {
     pub label: String,
 }
 
-type StepChart<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
+type StepChart<'a, 'b, Y> = Chart<'a, 'b, RangedCoordf64, Y>;
 
 /// Latency against offered load on a log axis (a knee spans two decades), markers filled where
 /// the step held and hollow where it failed, with the SLO threshold and the capacity found.
@@ -292,26 +285,14 @@ pub(crate) fn latency_vs_load(
     };
     let y_axis = LogAxis::covering(ys().fold(f64::INFINITY, f64::min), ys().fold(0.0, f64::max) * 1.6);
     let x_max = x_max(series, capacity);
+    let axes = Axes {
+        x_desc: Some("offered msg/s"),
+        y_desc: Some("ms (log scale)"),
+        x_labels: Some(10),
+        ..Axes::default()
+    };
     draw_svg(title, size, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .margin_right(22)
-            .x_label_area_size(44)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0.0..x_max, y_axis)?;
-        chart
-            .configure_mesh()
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .axis_style(AXIS)
-            .label_style(font(13))
-            .axis_desc_style(font(13))
-            .x_desc("offered msg/s")
-            .y_desc("ms (log scale)")
-            .x_label_formatter(&|x| compact(*x))
-            .y_label_formatter(&|y| compact(*y))
-            .x_labels(10)
-            .draw()?;
+        let mut chart = frame(root, 0.0..x_max, y_axis, &axes)?;
         if let Some(m) = capacity {
             capacity_line(&mut chart, m)?;
         }
@@ -346,27 +327,15 @@ pub(crate) fn achieved_vs_offered(
     }];
     let x_max = x_max(&series, capacity);
     let y_max = nice_max(points.iter().map(|p| p.y).fold(x_max / 1.05, f64::max));
+    let axes = Axes {
+        x_desc: Some("offered msg/s"),
+        y_desc: Some("achieved msg/s"),
+        x_labels: Some(6),
+        y_labels: Some(6),
+        ..Axes::default()
+    };
     draw_svg(title, size, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .margin_right(22)
-            .x_label_area_size(44)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .axis_style(AXIS)
-            .label_style(font(13))
-            .axis_desc_style(font(13))
-            .x_desc("offered msg/s")
-            .y_desc("achieved msg/s")
-            .x_label_formatter(&|x| compact(*x))
-            .y_label_formatter(&|y| compact(*y))
-            .x_labels(6)
-            .y_labels(6)
-            .draw()?;
+        let mut chart = frame(root, 0.0..x_max, 0.0..y_max, &axes)?;
         if let Some(m) = capacity {
             capacity_line(&mut chart, m)?;
         }
@@ -408,20 +377,8 @@ fn draw_steps<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
     series: &[StepSeries],
 ) -> DrawResult {
     for s in series {
-        let style = s.color.stroke_width(if s.dashed { 2 } else { 3 });
         let pts = s.points.iter().map(|p| (p.x, p.y));
-        let dashed = s.dashed;
-        let anno = if dashed {
-            chart.draw_series(DashedLineSeries::new(pts, 7, 5, style))?
-        } else {
-            chart.draw_series(LineSeries::new(pts, style))?
-        };
-        anno.label(&s.label).legend(move |(x, y)| {
-            let (stop, restart) = if dashed { (x + 7, x + 11) } else { (x + 18, x + 18) };
-            EmptyElement::at((0, 0))
-                + PathElement::new(vec![(x, y), (stop, y)], style)
-                + PathElement::new(vec![(restart, y), (x + 18, y)], style)
-        });
+        draw_line(chart, pts, s.color, s.dashed, &s.label)?;
         let color = s.color;
         chart.draw_series(s.points.iter().map(move |p| marker((p.x, p.y), p.passed, color)))?;
     }

@@ -163,11 +163,16 @@ fn cards(r: &CapacityReport, slo: Option<&SloParts>) -> Vec<Card> {
     vec![capacity, offered, achieved, slo_card, steps]
 }
 
-/// The steps sorted by offered rate, for the plots.
-fn by_offered(r: &CapacityReport) -> Vec<&CapacityStep> {
+/// The steps as plot points sorted by offered rate: x the offered msg/s, y as `y` says.
+fn points(r: &CapacityReport, y: fn(&CapacityStep) -> f64) -> Vec<Step> {
     let mut steps: Vec<&CapacityStep> = r.steps.iter().collect();
     steps.sort_by(|a, b| a.offered_per_sec.total_cmp(&b.offered_per_sec));
-    steps
+    let point = |s: &CapacityStep| Step {
+        x: s.offered_per_sec,
+        y: y(s),
+        passed: s.passed,
+    };
+    steps.into_iter().map(point).collect()
 }
 
 fn capacity_mark(r: &CapacityReport) -> Option<Mark> {
@@ -178,18 +183,10 @@ fn capacity_mark(r: &CapacityReport) -> Option<Mark> {
 }
 
 fn latency_figure(r: &CapacityReport, slo: Option<&SloParts>) -> Result<Figure, ReportError> {
-    let steps = by_offered(r);
-    let line = |label: &str, metric: &str, dashed: bool, f: fn(&CapacityStep) -> f64| StepSeries {
+    let line = |label: &str, metric: &str, dashed: bool, y: fn(&CapacityStep) -> f64| StepSeries {
         label: label.to_string(),
         color: metric_color(metric),
-        points: steps
-            .iter()
-            .map(|s| Step {
-                x: s.offered_per_sec,
-                y: f(s),
-                passed: s.passed,
-            })
-            .collect(),
+        points: points(r, y),
         dashed,
     };
     let series = [
@@ -206,18 +203,18 @@ fn latency_figure(r: &CapacityReport, slo: Option<&SloParts>) -> Result<Figure, 
         Some(_) => "ms at each step's offered rate; dots held the SLO, rings failed; red dashes: the SLO threshold",
         None => "ms at each step's offered rate; dots held the SLO, rings failed",
     };
-    let svg = if steps.is_empty() {
-        None
-    } else {
-        let mark = capacity_mark(r);
-        Some(chart::latency_vs_load(
-            "latency against load",
-            &series,
-            threshold.as_ref(),
-            mark.as_ref(),
-            LATENCY,
-        )?)
-    };
+    let mark = capacity_mark(r);
+    let svg = (!r.steps.is_empty())
+        .then(|| {
+            chart::latency_vs_load(
+                "latency against load",
+                &series,
+                threshold.as_ref(),
+                mark.as_ref(),
+                LATENCY,
+            )
+        })
+        .transpose()?;
     Ok(Figure {
         title: "Latency against load".into(),
         caption: caption.into(),
@@ -226,25 +223,11 @@ fn latency_figure(r: &CapacityReport, slo: Option<&SloParts>) -> Result<Figure, 
 }
 
 fn achieved_figure(r: &CapacityReport) -> Result<Figure, ReportError> {
-    let points: Vec<Step> = by_offered(r)
-        .into_iter()
-        .map(|s| Step {
-            x: s.offered_per_sec,
-            y: s.achieved_per_sec,
-            passed: s.passed,
-        })
-        .collect();
-    let svg = if points.is_empty() {
-        None
-    } else {
-        let mark = capacity_mark(r);
-        Some(chart::achieved_vs_offered(
-            "achieved against offered",
-            &points,
-            mark.as_ref(),
-            HALF,
-        )?)
-    };
+    let achieved = points(r, |s| s.achieved_per_sec);
+    let mark = capacity_mark(r);
+    let svg = (!achieved.is_empty())
+        .then(|| chart::achieved_vs_offered("achieved against offered", &achieved, mark.as_ref(), HALF))
+        .transpose()?;
     Ok(Figure {
         title: "Achieved against offered".into(),
         caption: "messages per second sent in the steady phase; below the diagonal the load was not carried".into(),

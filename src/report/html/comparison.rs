@@ -4,10 +4,11 @@
 
 use minijinja::value::Serde;
 
-use super::{Figure, HALF, TableView, render};
+use super::{Fact, Figure, HALF, TableView, render};
 use crate::report::chart::{self, Bar, PALETTE, Series};
 use crate::report::fmt;
 use crate::report::model::{Comparison, Latency, Report, StrategyRow};
+use crate::report::run_view::{self as view, STRATEGY_HEAD};
 use crate::report::{ReportError, SCHEMA_VERSION};
 
 /// The page comparing strategies; `reports` (the runs behind the rows, any order) add the `read`
@@ -109,12 +110,7 @@ pub fn render_comparison_html(c: &Comparison, reports: &[Report]) -> Result<Stri
         let series: Vec<Series<'_>> = curves
             .iter()
             .enumerate()
-            .map(|(i, (name, l))| Series {
-                label: name.clone(),
-                color: PALETTE[i % PALETTE.len()],
-                points: &l.curve,
-                dashed: false,
-            })
+            .map(|(i, (name, l))| Series::solid(name.clone(), PALETTE[i % PALETTE.len()], &l.curve))
             .collect();
         figures.push(Figure {
             title: "Read latency percentiles".into(),
@@ -122,42 +118,27 @@ pub fn render_comparison_html(c: &Comparison, reports: &[Report]) -> Result<Stri
             svg: Some(chart::percentiles("read percentiles per strategy", &series, HALF)?),
         });
     }
-    let mut table = TableView::new(
-        "Strategies",
-        &[
-            "strategy",
-            "messages",
-            "read",
-            "read acks",
-            "channel acks",
-            "ack frames",
-            "vs per_message",
-            "read p50 ms",
-            "read p99 ms",
-            "server frames",
-            "lost",
-        ],
-    );
+    let mut table = TableView::new("Strategies", &STRATEGY_HEAD);
     for r in &c.rows {
-        table.row(
-            vec![
-                r.strategy.clone(),
-                fmt::int(r.messages_sent),
-                fmt::int(r.messages_read),
-                fmt::int(r.read_acks),
-                fmt::int(r.channel_acks),
-                fmt::int(r.ack_frames),
-                r.saving_vs_per_message_pct.map_or(fmt::NONE.to_string(), fmt::saving),
-                fmt::ms(r.read_p50_ms),
-                fmt::ms(r.read_p99_ms),
-                r.server_frames.map_or(fmt::NONE.to_string(), fmt::int),
-                fmt::int(r.lost),
-            ],
-            r.lost > 0,
-        );
+        table.row(view::strategy_cells(r), r.lost > 0);
     }
+    let facts = [
+        Fact {
+            label: "strategies",
+            value: names.join(" · "),
+        },
+        Fact {
+            label: "seed",
+            value: c.seed.to_string(),
+        },
+        Fact {
+            label: "workload",
+            value: "the same profile and seed for every run".to_string(),
+        },
+    ];
     let page = minijinja::context! {
         comparison => Serde(c),
+        facts => Serde(&facts),
         table => Serde(&table),
         figures => Serde(&figures),
         schema_version => SCHEMA_VERSION,

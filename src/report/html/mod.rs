@@ -28,6 +28,7 @@ pub use comparison::render_comparison_html;
 pub use run::render_html;
 
 const STYLE_CSS: &str = include_str!("../templates/style.css");
+const BASE_HTML: &str = include_str!("../templates/base.html");
 const MACROS_HTML: &str = include_str!("../templates/macros.html");
 const REPORT_HTML: &str = include_str!("../templates/report.html");
 const COMPARISON_HTML: &str = include_str!("../templates/comparison.html");
@@ -74,28 +75,12 @@ impl Card {
     }
 }
 
-#[derive(Serialize)]
-struct Slo {
-    check: String,
-    value: String,
-    passed: bool,
-}
-
-/// The SLO verdict band.
-#[derive(Serialize)]
-struct Verdict {
-    /// `pass`, `fail` or `none`.
-    tone: &'static str,
-    headline: String,
-    slos: Vec<Slo>,
-}
-
-/// The verdict band of the compare and capacity pages: a stamp, a headline, chips, a note.
+/// The verdict band of every page but the strategies one: a stamp, a headline, chips, notes.
 #[derive(Serialize)]
 struct Band {
     /// `pass`, `fail`, `warn`, `info` or `none`: the band's colour.
     tone: &'static str,
-    /// The word in the stamp: `PASS`, `FAIL`, `SERVER SATURATED`.
+    /// The word in the stamp: `PASS`, `FAIL`, `—`, `SERVER SATURATED`.
     stamp: String,
     headline: String,
     chips: Vec<Chip>,
@@ -176,6 +161,7 @@ fn render(name: &'static str, ctx: Value) -> Result<String, ReportError> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     for (n, src) in [
         ("style.css", STYLE_CSS),
+        ("base.html", BASE_HTML),
         ("macros.html", MACROS_HTML),
         ("report.html", REPORT_HTML),
         ("comparison.html", COMPARISON_HTML),

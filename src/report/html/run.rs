@@ -4,11 +4,11 @@
 use minijinja::value::Serde;
 use serde::Serialize;
 
-use super::{Card, Fact, Figure, HALF, SMALL, Slo, TableView, Verdict, WIDE, render};
+use super::{Band, Card, Chip, Fact, Figure, HALF, SMALL, TableView, WIDE, render};
 use crate::report::chart::{self, BASELINE, Bar, PALETTE, Series, metric_color};
 use crate::report::fmt;
 use crate::report::model::{AckSplit, AuditKind, Report};
-use crate::report::text::ordered_latencies;
+use crate::report::run_view::{self as view, ordered_latencies};
 use crate::report::{ReportError, SCHEMA_VERSION};
 
 /// The page of one run.
@@ -40,7 +40,7 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
         fact("target", target_text),
         fact(
             "workload",
-            format!("seed {} · profile {}", plan.seed, short_hash(&plan.profile_hash)),
+            format!("seed {} · profile {}", plan.seed, fmt::short_hash(&plan.profile_hash)),
         ),
         fact("users", users),
         fact("started", fmt::when(&report.started_at)),
@@ -61,18 +61,14 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
     render("report.html", page)
 }
 
-/// The first 12 characters of a hex hash, enough to tell profiles apart at a glance.
-fn short_hash(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
-}
-
-fn verdict(report: &Report) -> Verdict {
+/// The SLO verdict: a chip per check, with what it measured.
+fn verdict(report: &Report) -> Band {
     let failed = report.slo.iter().filter(|s| !s.passed).count();
     let n = report.slo.len();
-    let (tone, headline) = match (n, failed) {
-        (0, _) => ("none", "No SLOs were checked".to_string()),
-        (n, 0) => ("pass", format!("All {n} SLOs held")),
-        (n, f) => ("fail", format!("{f} of {n} SLOs failed")),
+    let (tone, stamp, headline) = match (n, failed) {
+        (0, _) => ("none", "—", "No SLOs were checked".to_string()),
+        (n, 0) => ("pass", "PASS", format!("All {n} SLOs held")),
+        (n, f) => ("fail", "FAIL", format!("{f} of {n} SLOs failed")),
     };
     let unit = |check: &str| {
         if check.contains("ms") {
@@ -83,18 +79,25 @@ fn verdict(report: &Report) -> Verdict {
             ""
         }
     };
-    let slos = report
+    let chips = report
         .slo
         .iter()
-        .map(|s| Slo {
-            check: s.check.clone(),
+        .map(|s| Chip {
+            tone: if s.passed { "pass" } else { "fail" },
+            mark: if s.passed { "✓" } else { "✗" },
+            label: s.check.clone(),
             value: s.value.map_or("no value".to_string(), |v| {
                 format!("{}{}", fmt::measured(v), unit(&s.check))
             }),
-            passed: s.passed,
         })
         .collect();
-    Verdict { tone, headline, slos }
+    Band {
+        tone,
+        stamp: stamp.to_string(),
+        headline,
+        chips,
+        notes: Vec::new(),
+    }
 }
 
 fn cards(report: &Report) -> Vec<Card> {
@@ -168,18 +171,11 @@ fn percentile_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
                 });
             }
             let color = metric_color(name);
-            let mut series = vec![Series {
-                label: "corrected".into(),
-                color,
-                points: &l.curve,
-                dashed: false,
-            }];
+            let mut series = vec![Series::solid("corrected", color, &l.curve)];
             if let Some(u) = l.uncorrected.as_deref().filter(|u| !u.curve.is_empty()) {
                 series.push(Series {
-                    label: "uncorrected".into(),
-                    color,
-                    points: &u.curve,
                     dashed: true,
+                    ..Series::solid("uncorrected", color, &u.curve)
                 });
             }
             let svg = chart::percentiles(&format!("percentiles of {name}"), &series, SMALL)?;
@@ -237,55 +233,20 @@ fn timeline_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
         col(|p| p.errors as f64),
     );
     let mut rates = vec![
-        Series {
-            label: "messages/s".into(),
-            color: PALETTE[0],
-            points: &msgs,
-            dashed: false,
-        },
-        Series {
-            label: "acks/s".into(),
-            color: PALETTE[1],
-            points: &acks,
-            dashed: false,
-        },
-        Series {
-            label: "receipts/s".into(),
-            color: PALETTE[2],
-            points: &receipts,
-            dashed: false,
-        },
+        Series::solid("messages/s", PALETTE[0], &msgs),
+        Series::solid("acks/s", PALETTE[1], &acks),
+        Series::solid("receipts/s", PALETTE[2], &receipts),
     ];
     if tl.iter().any(|p| p.errors > 0) {
-        rates.push(Series {
-            label: "errors/s".into(),
-            color: PALETTE[5],
-            points: &errors,
-            dashed: false,
-        });
+        rates.push(Series::solid("errors/s", PALETTE[5], &errors));
     }
     let connected = col(|p| p.connected as f64);
     let (lag, rr) = (col(|p| p.schedule_lag_p99), col(|p| p.read_receipt_p99));
     let p99s = [
-        Series {
-            label: "schedule_lag p99".into(),
-            color: metric_color("schedule_lag"),
-            points: &lag,
-            dashed: false,
-        },
-        Series {
-            label: "read_receipt p99".into(),
-            color: metric_color("read_receipt"),
-            points: &rr,
-            dashed: false,
-        },
+        Series::solid("schedule_lag p99", metric_color("schedule_lag"), &lag),
+        Series::solid("read_receipt p99", metric_color("read_receipt"), &rr),
     ];
-    let conn = [Series {
-        label: "connected".into(),
-        color: PALETTE[3],
-        points: &connected,
-        dashed: false,
-    }];
+    let conn = [Series::solid("connected", PALETTE[3], &connected)];
     Ok(vec![
         Figure {
             title: "Traffic".into(),
@@ -329,19 +290,7 @@ fn tables(report: &Report) -> Tables {
         ],
     );
     for (name, l) in ordered_latencies(report) {
-        let uncorrected = l.uncorrected.as_ref().map_or(fmt::NONE.to_string(), |u| fmt::ms(u.p99));
-        let cells = vec![
-            name.to_string(),
-            fmt::int(l.count),
-            fmt::ms(l.min),
-            fmt::ms(l.p50),
-            fmt::ms(l.p90),
-            fmt::ms(l.p99),
-            fmt::ms(l.p999),
-            fmt::ms(l.max),
-            uncorrected,
-        ];
-        lat.row(cells, false);
+        lat.row(view::latency_cells(name, l, true), false);
     }
     let mut audit = TableView::new(
         "Receipt audit",
@@ -363,32 +312,8 @@ fn tables(report: &Report) -> Tables {
     audit.note = format!("after a drain of {}", fmt::secs(report.audit.drain_secs));
 
     let econ = &report.ack_economics;
-    let mut acks = TableView::new(
-        "Ack economics",
-        &[
-            "",
-            "read",
-            "read acks",
-            "channel acks",
-            "acks/read",
-            "baseline",
-            "vs baseline",
-        ],
-    );
-    for (kind, s) in [
-        ("one-to-one", &econ.one_to_one),
-        ("group", &econ.group),
-        ("total", &econ.total),
-    ] {
-        let cells = vec![
-            kind.to_string(),
-            fmt::int(s.messages_read),
-            fmt::int(s.read_acks),
-            fmt::int(s.channel_acks),
-            fmt::num(s.acks_per_read, 2),
-            fmt::int(s.baseline_acks),
-            fmt::saving(s.saving_pct),
-        ];
+    let mut acks = TableView::new("Ack economics", &view::ack_head("vs baseline"));
+    for cells in view::ack_rows(econ) {
         acks.row(cells, false);
     }
     acks.note = format!(

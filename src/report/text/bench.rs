@@ -22,7 +22,7 @@ pub fn render_compare_text(r: &CompareReport) -> String {
             s.runs,
             if s.runs == 1 { "" } else { "s" },
             s.build_info.as_deref().unwrap_or("unknown"),
-            view::short_hash(&s.profile_hash),
+            fmt::short_hash(&s.profile_hash),
         );
     }
     let _ = writeln!(out, "{}", view::noise_sentence(r));
