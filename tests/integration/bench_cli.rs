@@ -3,9 +3,10 @@
 //! throttled to a known number of frames per second.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
+
+use crate::common::{ackstorm, only_folder, output_text};
 
 /// A small, fast workload where every message makes a full receipt chain at once: the send,
 /// a delivery receipt and a read receipt, i.e. three frames for the server to handle.
@@ -41,36 +42,10 @@ strategy = "per_message"
 checks = ["read_receipt.p99 < 100ms"]
 "#;
 
-fn ackstorm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ackstorm"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn profile(dir: &Path) -> PathBuf {
     let p = dir.join("chains.toml");
     std::fs::write(&p, CHAINS).unwrap();
     p
-}
-
-/// The single folder under `root` whose name starts with `prefix`.
-fn only(root: &Path, prefix: &str) -> PathBuf {
-    let found: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
-        .collect();
-    assert_eq!(found.len(), 1, "{found:?}");
-    found[0].clone()
 }
 
 #[test]
@@ -91,8 +66,8 @@ fn compare_tells_a_slowed_build_apart_and_exits_1() {
         args.extend_from_slice(extra);
         let out = ackstorm(&args);
         // 0, or 1 when the slowed build breaks the profile's SLO: either way it ran.
-        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
-        only(&results, "chains-")
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", output_text(&out));
+        only_folder(&results, "chains-")
     };
     let a = run("a", "default", &[]);
     let b = run("b", "slowed", &["--set", "target.server.delay_ms=30"]);
@@ -118,9 +93,9 @@ fn compare_tells_a_slowed_build_apart_and_exits_1() {
         out.status.code(),
         Some(1),
         "a 30 ms slower build must fail the gate:\n{}",
-        text(&out)
+        output_text(&out)
     );
-    let dir = only(&results, "compare-default-vs-slowed-");
+    let dir = only_folder(&results, "compare-default-vs-slowed-");
     let c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
     let rows = c["rows"].as_array().unwrap();
     let rr = rows.iter().find(|r| r["metric"] == "read_receipt.p99").unwrap();
@@ -138,7 +113,7 @@ fn compare_tells_a_slowed_build_apart_and_exits_1() {
         "--results",
         results.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
 #[test]
@@ -167,8 +142,8 @@ fn capacity_finds_the_knee_of_a_throttled_build() {
         "--max-lag-ms",
         "25",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let dir = only(&results, "chains-capacity-");
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let dir = only_folder(&results, "chains-capacity-");
     let c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("capacity.json")).unwrap()).unwrap();
     let capacity = c["capacity"]
         .as_f64()

@@ -491,3 +491,33 @@ pub fn received_mid(v: &Value) -> Value {
     id_of(&v["mid"]);
     v["mid"].clone()
 }
+
+// ---- the ackstorm binary ------------------------------------------------------------------
+
+/// Runs the ackstorm binary built for these tests.
+pub fn ackstorm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Stdout and stderr of a finished command, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The one folder under `root` whose name starts with `prefix`.
+pub fn only_folder(root: &std::path::Path, prefix: &str) -> std::path::PathBuf {
+    let found: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}

@@ -3,11 +3,11 @@
 //! results folders checked against the JSON schema, exit codes for SLOs and bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-use crate::common::{SECRET, config, start};
+use crate::common::{SECRET, ackstorm, config, only_folder, output_text, start};
 
 /// A few seconds of everything: 1:1 and group messages with receipts, conversations that
 /// open and close, delivery and read receipts, channel acks.
@@ -49,13 +49,6 @@ strategy = "hybrid"
 checks = ["audit.lost == 0", "errors.rate < 0.1%"]
 "#;
 
-fn ackstorm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ackstorm"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
 /// Writes the tiny profile into `dir` and returns its path.
 fn profile(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("tiny.toml");
@@ -79,13 +72,7 @@ fn run(dir: &Path, extra: &[&str]) -> Output {
 
 /// The one results folder under `dir/results` whose name starts with `prefix`.
 fn results_dir(dir: &Path, prefix: &str) -> PathBuf {
-    let found: Vec<PathBuf> = std::fs::read_dir(dir.join("results"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
-        .collect();
-    assert_eq!(found.len(), 1, "{found:?}");
-    found[0].clone()
+    only_folder(&dir.join("results"), prefix)
 }
 
 fn summary(dir: &Path) -> Value {
@@ -104,20 +91,12 @@ fn schema_errors(schema: &str, doc: &Value) -> Vec<String> {
         .collect()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn a_run_writes_its_results_and_audits_every_receipt() {
     let tmp = tempfile::tempdir().unwrap();
     let out = run(tmp.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let printed = output_text(&out);
     assert!(
         printed.contains("ackstorm run tiny") && printed.contains("Audit:"),
         "{printed}"
@@ -187,8 +166,8 @@ fn a_failed_slo_exits_1_and_bad_input_exits_2() {
         tmp.path(),
         &["--set", r#"slo.checks=["read_receipt.p99 < 1us"]"#, "--duration", "1s"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("FAIL"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(output_text(&out).contains("FAIL"), "{}", output_text(&out));
 
     let bad = profile(tmp.path(), "[population]\nusers = 5\nusrs = 6\n");
     let out = ackstorm(&["run", bad.to_str().unwrap()]);
@@ -212,7 +191,7 @@ fn the_same_seed_sends_the_same_messages() {
             tmp.path(),
             &["--set", &format!("run.name=\"{name}\""), "--duration", "2s"],
         );
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     }
     let (a, b) = (
         summary(&results_dir(tmp.path(), "a-")),
@@ -238,7 +217,7 @@ fn strategies_run_the_same_workload_and_compare_acks() {
         "--strategies",
         "per_message,channel",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let dir = results_dir(tmp.path(), "tiny-strategies-");
     let c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("comparison.json")).unwrap()).unwrap();
     assert_eq!(schema_errors("comparison.schema.json", &c), Vec::<String>::new());
@@ -282,7 +261,7 @@ async fn an_external_target_is_driven_with_its_secret() {
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let s = summary(&results_dir(tmp.path(), "tiny-"));
     assert_eq!(s["target"]["kind"], "external");
     assert_eq!(s["target"]["label"], "build-42");
@@ -296,7 +275,7 @@ async fn an_external_target_is_driven_with_its_secret() {
         tokio::task::spawn_blocking(move || run(&dir, &["--target", &url, "--secret", "wrong", "--duration", "1s"]))
             .await
             .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("login refused: unauthorized"), "{err}");
     server.stop().await.unwrap();
