@@ -1,83 +1,108 @@
-//! The end-of-run audit: for every message, the receipts its sender should have seen (from
-//! the acks its readers sent) against the pushes that arrived; lost, duplicated and
-//! unexpected receipts are counted, never hidden.
+//! The audit's tallies: per kind, what was expected against what arrived. Records are
+//! settled into a [`Tally`] as they age out (or at the end), so the audit's memory stays flat
+//! however long the run; the tally becomes the report's [`Audit`].
 
 use std::collections::BTreeMap;
 
-use super::fold::State;
 use crate::report::{Audit, AuditKind};
 
-impl State {
-    pub(super) fn audit(&self) -> Audit {
-        let mut delivery = AuditKind {
-            unexpected: self.unexpected.delivery,
-            ..Default::default()
-        };
-        let mut read = AuditKind {
-            unexpected: self.unexpected.read,
-            ..Default::default()
-        };
-        let mut group = AuditKind {
-            unexpected: self.unexpected.group_read,
-            ..Default::default()
-        };
-        for m in &self.msgs {
-            tally(&mut delivery, m.delivery_acked, m.delivery_pushes);
-            tally(&mut read, m.read_acked, m.read_pushes);
-            if m.group_acks > 0 || m.group_max > 0 {
-                let expected = u64::from(m.group_acks);
-                group.expected += expected;
-                group.arrived += m.group_max.min(expected);
-                group.lost += expected.saturating_sub(m.group_max);
-                group.unexpected += m.group_max.saturating_sub(expected);
-                // Each distinct reader is pushed once; more pushes than readers are repeats.
-                group.duplicated += u64::from(m.group_pushes).saturating_sub(m.group_max);
-            }
-        }
-        let channel = AuditKind {
-            expected: self.channel_expected,
-            arrived: self.channel_arrived,
-            lost: self.channel_expected - self.channel_arrived,
-            duplicated: 0,
-            unexpected: self.unexpected.channel,
-        };
-        let by_kind: BTreeMap<String, AuditKind> = [
-            ("delivery", delivery),
-            ("read", read),
-            ("group_read", group),
-            ("channel", channel),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let mut total = AuditKind::default();
-        for k in by_kind.values() {
-            total.expected += k.expected;
-            total.arrived += k.arrived;
-            total.lost += k.lost;
-            total.duplicated += k.duplicated;
-            total.unexpected += k.unexpected;
-        }
-        Audit {
-            total,
-            by_kind,
-            drain_secs: 0.0,
+/// What the audit checks, one row each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Every request gets exactly one reply.
+    Reply,
+    /// Every accepted message reaches every device that should get it.
+    Message,
+    /// Delivery receipts.
+    Delivery,
+    /// 1:1 read receipts.
+    Read,
+    /// 1:1 conversation acks, at the peer.
+    Channel,
+    /// 1:1 conversation acks, at the reader's other devices.
+    ChannelSync,
+    /// Group read counts pushed live.
+    GroupRead,
+    /// Group read counts replayed at login.
+    Statistic,
+    /// Reader lists of group messages.
+    ReadUsers,
+}
+
+impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::Reply,
+        Kind::Message,
+        Kind::Delivery,
+        Kind::Read,
+        Kind::Channel,
+        Kind::ChannelSync,
+        Kind::GroupRead,
+        Kind::Statistic,
+        Kind::ReadUsers,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Reply => "reply",
+            Kind::Message => "message",
+            Kind::Delivery => "delivery",
+            Kind::Read => "read",
+            Kind::Channel => "channel",
+            Kind::ChannelSync => "channel_sync",
+            Kind::GroupRead => "group_read",
+            Kind::Statistic => "statistic",
+            Kind::ReadUsers => "read_users",
         }
     }
 }
 
-/// One message's per-message receipt: expected when acked, arrived once, repeats, or unasked.
-fn tally(k: &mut AuditKind, acked: bool, pushes: u32) {
-    let pushes = u64::from(pushes);
-    if acked {
-        k.expected += 1;
-        if pushes == 0 {
-            k.lost += 1;
-        } else {
-            k.arrived += 1;
-            k.duplicated += pushes - 1;
+/// The running audit.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    kinds: [AuditKind; Kind::ALL.len()],
+    refused_by_code: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub(super) fn kind(&mut self, k: Kind) -> &mut AuditKind {
+        &mut self.kinds[k as usize]
+    }
+
+    /// Something expected arrived.
+    pub(super) fn ok(&mut self, k: Kind) {
+        let a = self.kind(k);
+        a.expected += 1;
+        a.arrived += 1;
+    }
+
+    /// Something expected never arrived.
+    pub(super) fn lost(&mut self, k: Kind) {
+        let a = self.kind(k);
+        a.expected += 1;
+        a.lost += 1;
+    }
+
+    /// A request refused with `code`.
+    pub(super) fn refused(&mut self, code: &str) {
+        self.kind(Kind::Reply).refused += 1;
+        *self.refused_by_code.entry(code.to_string()).or_default() += 1;
+    }
+
+    /// The report's audit (protocol errors are the driver's to fill in).
+    pub(super) fn into_audit(self) -> Audit {
+        let mut total = AuditKind::default();
+        let mut by_kind = BTreeMap::new();
+        for (k, a) in Kind::ALL.iter().zip(self.kinds) {
+            total.add(&a);
+            by_kind.insert(k.name().to_string(), a);
         }
-    } else {
-        k.unexpected += pushes;
+        Audit {
+            total,
+            by_kind,
+            refused_by_code: self.refused_by_code,
+            protocol_errors: BTreeMap::new(),
+            drain_secs: 0.0,
+        }
     }
 }

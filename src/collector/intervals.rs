@@ -2,18 +2,48 @@
 //! histograms of the `.hlog` file.
 //!
 //! Events reach the collector a little after they happen, so a second stays open until events
-//! two seconds later arrive; then its histograms are compressed (V2 deflate) and dropped, which
-//! keeps memory flat however long the run.
+//! a few seconds later arrive; then its histograms are written to the interval log (to disk at
+//! once, so an interrupted or crashed run keeps every closed second) and dropped, which keeps
+//! memory flat however long the run.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
-use super::fold::{METRICS, new_histogram};
+use super::fold::new_histogram;
+use super::metric::Metric;
 use crate::report::TimelinePoint;
+
+/// Where the interval log goes.
+pub(super) enum LogSink {
+    /// A file, flushed as each second closes.
+    File(std::io::BufWriter<std::fs::File>),
+    /// Memory (tests, and runs with no results folder).
+    Memory(Vec<u8>),
+}
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LogSink::File(f) => f.write(buf),
+            LogSink::Memory(v) => v.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            LogSink::File(f) => f.flush(),
+            LogSink::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// Values are recorded in microseconds and logged in milliseconds.
+const DIVISOR: f64 = 1000.0;
 
 /// What a second counts.
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +62,14 @@ pub(super) struct Interval {
     receipts: u64,
     errors: u64,
     connected: u64,
-    hists: [Option<Histogram<u64>>; METRICS.len()],
+    rss_mb: f64,
+    cpu_pct: f64,
+    hists: [Option<Histogram<u64>>; Metric::ALL.len()],
 }
 
 impl Interval {
-    fn p99_ms(&self, metric: usize) -> f64 {
-        self.hists[metric]
+    fn p99_ms(&self, metric: Metric) -> f64 {
+        self.hists[metric.index()]
             .as_ref()
             .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
     }
@@ -47,22 +79,58 @@ impl Interval {
 const WINDOW: u64 = 3;
 
 /// Open and closed seconds.
-#[derive(Default)]
 pub(super) struct Intervals {
     open: BTreeMap<u64, Interval>,
     /// Seconds below this are closed (`closed` holds one point per second up to here).
     closed_below: u64,
     closed: Vec<TimelinePoint>,
-    /// (second, metric index, compressed histogram).
-    hlog: Vec<(u64, usize, Vec<u8>)>,
+    log: LogSink,
     serializer: V2DeflateSerializer,
+    /// The first write error (later seconds are still kept in the timeline).
+    log_error: Option<String>,
 }
 
-/// Index of `schedule_lag` and `read_receipt` in [`METRICS`].
-const LAG: usize = 7;
-const READ_RECEIPT: usize = 2;
+impl Default for Intervals {
+    fn default() -> Self {
+        Intervals::new(LogSink::Memory(Vec::new()), SystemTime::now())
+    }
+}
 
 impl Intervals {
+    /// Intervals logged to `log`, whose header names `start_time`.
+    pub fn new(log: LogSink, start_time: SystemTime) -> Intervals {
+        let mut iv = Intervals {
+            open: BTreeMap::new(),
+            closed_below: 0,
+            closed: Vec::new(),
+            log,
+            serializer: V2DeflateSerializer::new(),
+            log_error: None,
+        };
+        let mut builder = IntervalLogWriterBuilder::new();
+        builder
+            .add_comment("ackstorm latency intervals: values in microseconds, one interval per second per metric (tag)")
+            .with_start_time(start_time)
+            .with_base_time(start_time)
+            .with_max_value_divisor(DIVISOR);
+        let header = builder.begin_log_with(&mut iv.log, &mut iv.serializer).map(|_| ());
+        iv.note(header.map_err(|e| e.to_string()));
+        iv
+    }
+
+    fn note(&mut self, r: Result<(), String>) {
+        if let (Err(e), None) = (r, &self.log_error) {
+            self.log_error = Some(e);
+        }
+    }
+
+    /// Records the tester's own memory and CPU in second `sec`.
+    pub fn resources(&mut self, sec: u64, connected: u64, rss_mb: f64, cpu_pct: f64) {
+        if let Some(i) = self.at(sec, connected) {
+            i.rss_mb = rss_mb;
+            i.cpu_pct = cpu_pct;
+        }
+    }
     /// Closes the seconds that fell out of the window before second `sec`.
     fn advance_to(&mut self, sec: u64) {
         while let Some((&first, _)) = self.open.first_key_value() {
@@ -118,9 +186,9 @@ impl Intervals {
 
     /// Records a latency (µs) in second `sec`'s histogram of `metric`. Samples for a second
     /// already closed (more than the window late) stay in the run totals only.
-    pub fn record(&mut self, sec: u64, connected: u64, metric: usize, us: u64) {
+    pub fn record(&mut self, sec: u64, connected: u64, metric: Metric, us: u64) {
         if let Some(i) = self.at(sec, connected) {
-            i.hists[metric]
+            i.hists[metric.index()]
                 .get_or_insert_with(new_histogram)
                 .saturating_record(us.max(1));
         }
@@ -145,52 +213,55 @@ impl Intervals {
             acks: interval.acks,
             receipts: interval.receipts,
             errors: interval.errors,
-            schedule_lag_p99: interval.p99_ms(LAG),
-            read_receipt_p99: interval.p99_ms(READ_RECEIPT),
+            schedule_lag_p99: interval.p99_ms(Metric::ScheduleLag),
+            read_receipt_p99: interval.p99_ms(Metric::ReadReceipt),
+            rss_mb: interval.rss_mb,
+            cpu_pct: interval.cpu_pct,
         });
-        for (m, h) in interval.hists.iter().enumerate() {
-            if let Some(h) = h {
-                let mut bytes = Vec::new();
-                if self.serializer.serialize(h, &mut bytes).is_ok() {
-                    self.hlog.push((sec, m, bytes));
+        let r = self.write_second(sec, &interval);
+        self.note(r);
+    }
+
+    /// Appends one second's histograms to the log and flushes it. Each batch goes through
+    /// the crate's writer (its header lines, repeated per batch, are dropped).
+    fn write_second(&mut self, sec: u64, interval: &Interval) -> Result<(), String> {
+        if interval.hists.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        {
+            let mut builder = IntervalLogWriterBuilder::new();
+            builder.with_max_value_divisor(DIVISOR);
+            let mut writer = builder
+                .begin_log_with(&mut batch, &mut self.serializer)
+                .map_err(|e| e.to_string())?;
+            for (m, h) in Metric::ALL.iter().zip(&interval.hists) {
+                if let Some(h) = h {
+                    writer
+                        .write_histogram(h, Duration::from_secs(sec), Duration::from_secs(1), Tag::new(m.name()))
+                        .map_err(|e| e.to_string())?;
                 }
             }
         }
+        for line in batch.split_inclusive(|b| *b == b'\n').filter(|l| !l.starts_with(b"#")) {
+            self.log.write_all(line).map_err(|e| e.to_string())?;
+        }
+        self.log.flush().map_err(|e| e.to_string())
     }
 
-    /// Closes everything and returns the timeline and the `.hlog` text.
-    pub fn finish(mut self, start_time: SystemTime) -> (Vec<TimelinePoint>, Vec<u8>) {
+    /// Closes everything; returns the timeline, the log (its text when kept in memory) and
+    /// the first error writing it.
+    pub fn finish(mut self) -> (Vec<TimelinePoint>, Vec<u8>, Option<String>) {
         while !self.open.is_empty() {
             self.close_first();
         }
-        let mut out = Vec::new();
-        let mut serializer = V2DeflateSerializer::new();
-        {
-            let mut builder = IntervalLogWriterBuilder::new();
-            builder
-                .add_comment(
-                    "ackstorm latency intervals: values in microseconds, one interval per second per metric (tag)",
-                )
-                .with_start_time(start_time)
-                .with_base_time(start_time)
-                .with_max_value_divisor(1000.0);
-            let mut writer = builder
-                .begin_log_with(&mut out, &mut serializer)
-                .expect("writing to a Vec");
-            let mut de = Deserializer::new();
-            for (sec, m, bytes) in &self.hlog {
-                let Ok(h) = de.deserialize::<u64, _>(&mut bytes.as_slice()) else {
-                    continue;
-                };
-                let _ = writer.write_histogram(
-                    &h,
-                    Duration::from_secs(*sec),
-                    Duration::from_secs(1),
-                    Tag::new(METRICS[*m]),
-                );
-            }
-        }
-        (self.closed, out)
+        let r = self.log.flush().map_err(|e| e.to_string());
+        self.note(r);
+        let text = match self.log {
+            LogSink::Memory(v) => v,
+            LogSink::File(_) => Vec::new(),
+        };
+        (self.closed, text, self.log_error)
     }
 }
 
@@ -201,17 +272,21 @@ mod tests {
 
     #[test]
     fn seconds_close_in_order_and_the_log_reads_back() {
-        let mut iv = Intervals::default();
-        iv.record(0, 5, LAG, 1500);
+        let mut iv = Intervals::new(
+            LogSink::Memory(Vec::new()),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        );
+        iv.record(0, 5, Metric::ScheduleLag, 1500);
         for _ in 0..3 {
             iv.count(0, 5, Count::Messages);
         }
-        iv.record(3, 6, READ_RECEIPT, 20_000);
-        iv.record(5, 6, READ_RECEIPT, 10_000);
+        iv.record(3, 6, Metric::ReadReceipt, 20_000);
+        iv.record(5, 6, Metric::ReadReceipt, 10_000);
         // Late: second 0 is closed by now; the count still lands, the sample only in totals.
         iv.count(0, 6, Count::Messages);
-        iv.record(0, 6, LAG, 9000);
-        let (timeline, log) = iv.finish(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        iv.record(0, 6, Metric::ScheduleLag, 9000);
+        let (timeline, log, error) = iv.finish();
+        assert_eq!(error, None);
         assert_eq!(
             timeline.iter().map(|p| p.t as u64).collect::<Vec<_>>(),
             [0, 1, 2, 3, 4, 5]

@@ -9,16 +9,20 @@
 mod audit;
 mod fold;
 mod intervals;
+mod metric;
+mod presence;
+mod process;
+mod records;
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
 use crate::protocol::{ChatType, ErrorCode};
-use crate::sim::behaviour::MsgKey;
-use crate::transport::OpKind;
+use crate::sim::behaviour::{Micros, MsgKey};
 
 pub use fold::Folded;
+pub use metric::Metric;
 
 /// Kinds of acks a reader sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,17 +50,67 @@ pub enum ReceiptKind {
     GroupRead,
 }
 
-/// What a user actor reports. Users and messages are indexes and keys of the seeded world.
+/// What a request was, for the reply audit and for what its answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReqKind {
+    /// A message.
+    Send,
+    /// An ack (its kind).
+    Ack(AckKind),
+    /// Group management (`createGroup`).
+    Group,
+    /// `getGroupMsgReadUser`.
+    ReadUsers,
+    /// `ping`.
+    Ping,
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// `received` for a send.
+    Accepted {
+        /// Server message id.
+        mid: u64,
+        /// `groupAck`, when receipts were asked for.
+        group_ack: Option<bool>,
+        /// The server had accepted this client id before (a resend).
+        duplicate: bool,
+    },
+    /// Any other success.
+    Ok,
+    /// An `error` reply: refused, never lost.
+    Refused(ErrorCode),
+}
+
+/// Which conversations and devices the run has: what the collector needs to know who should
+/// get a message, without reaching into the simulation.
+#[derive(Debug, Clone, Default)]
+pub struct Audience {
+    /// Members (user indexes) of each group, by group index.
+    pub groups: Vec<Vec<u32>>,
+    /// Users in the run.
+    pub users: u32,
+    /// Devices per user.
+    pub devices: u8,
+}
+
+/// What a user actor reports. Users and messages are indexes and keys of the seeded world;
+/// times are microseconds on the run clock.
 #[derive(Debug)]
 pub enum Event {
     /// A device logged in.
     Connected {
         /// User.
         user: u32,
+        /// Device.
+        dev: u8,
         /// When `loginOk` arrived.
-        at: Instant,
+        at: Micros,
         /// First login of this device in the run.
         first: bool,
+        /// A reconnect after a drop: how long since the drop.
+        reconnect: Option<Micros>,
     },
     /// A connection could not be opened or logged in.
     ConnectFailed {
@@ -69,10 +123,14 @@ pub enum Event {
     Disconnected {
         /// User.
         user: u32,
+        /// Device.
+        dev: u8,
+        /// When.
+        at: Micros,
         /// Closed by the simulation (churn, end of run).
         expected: bool,
     },
-    /// A message left.
+    /// A message left (its first attempt; resends are counted by [`Event::Resent`]).
     Sent {
         /// The message.
         key: MsgKey,
@@ -81,26 +139,26 @@ pub enum Event {
         /// The peer or group, by index.
         conv: u32,
         /// When it was planned.
-        scheduled: Instant,
+        scheduled: Micros,
         /// When it was handed to the connection.
-        at: Instant,
-        /// It waited for its connection to log in: its lag is connection time, not the
-        /// generator's, so it stays out of `schedule_lag` (its latencies still start at
-        /// `scheduled`).
-        waited_login: bool,
+        at: Micros,
+        /// It waited for its connection (login or reconnect): its lag is connection time,
+        /// not the generator's, so it stays out of `schedule_lag` (its latencies still start
+        /// at `scheduled`).
+        waited: bool,
     },
-    /// Sends that fell while the user was offline.
-    Skipped(u64),
-    /// `received` for a message.
-    Accepted {
-        /// The message.
-        key: MsgKey,
-        /// Its server id.
-        mid: u64,
-        /// When the reply arrived.
-        at: Instant,
-        /// `groupAck`, when receipts were asked for.
-        group_ack: Option<bool>,
+    /// Sends that fell while the user was offline (`disconnected`: while it wanted to be
+    /// online but its connection was down and the outbox full).
+    Skipped {
+        /// How many.
+        n: u64,
+        /// Lost to a full outbox while disconnected.
+        disconnected: bool,
+    },
+    /// Requests sent again on a new connection after a drop.
+    Resent {
+        /// How many.
+        n: u64,
     },
     /// A reader read a message (ack economics).
     Read {
@@ -117,34 +175,94 @@ pub enum Event {
         key: Option<MsgKey>,
         /// The peer (1:1 channel acks) or group, by index.
         conv: u32,
+        /// When the behaviour decided to ack (latencies start here).
+        scheduled: Micros,
         /// When it was handed to the connection.
-        at: Instant,
+        at: Micros,
+        /// It waited for its connection: its lag is connection time, not the tester's, so it
+        /// stays out of `ack_lag`.
+        waited: bool,
     },
-    /// A receipt push reached a sender.
+    /// A request was answered.
+    Replied {
+        /// Who asked.
+        user: u32,
+        /// What it was.
+        kind: ReqKind,
+        /// The message it was about (sends and per-message acks).
+        key: Option<MsgKey>,
+        /// The peer or group it was about, by index.
+        conv: u32,
+        /// The answer.
+        answer: Answer,
+        /// When the answer arrived.
+        at: Micros,
+    },
+    /// A reply matching no request in flight: `duplicated` when its request had been
+    /// answered already, else unexpected (a request this user never sent).
+    StrayReply {
+        /// Who got it.
+        user: u32,
+        /// Answered already.
+        duplicated: bool,
+        /// It was an `error` with this code.
+        refused: Option<ErrorCode>,
+    },
+    /// A request never answered (reported when the actor stops, or when its connection
+    /// died with no reconnect to resend it on).
+    Unanswered {
+        /// Who asked.
+        user: u32,
+        /// What it was.
+        kind: ReqKind,
+        /// Its connection died after it was written (protocol v1 allows that loss).
+        in_disconnect: bool,
+    },
+    /// A message reached a device.
+    MessagePush {
+        /// The recipient.
+        user: u32,
+        /// Its device.
+        dev: u8,
+        /// The message, when it is one of this run's (`None`: not ours).
+        key: Option<MsgKey>,
+        /// Server id.
+        mid: u64,
+        /// When.
+        at: Micros,
+    },
+    /// A receipt push reached a sender's device.
     Receipt {
         /// The sender (who got the push).
         user: u32,
+        /// Its device.
+        dev: u8,
         /// What kind.
         kind: ReceiptKind,
         /// The message.
         mid: u64,
-        /// The reader.
+        /// The reader (`u32::MAX`: not a user of this run).
         from: u32,
         /// Group: distinct readers so far.
         count: Option<u64>,
         /// When.
-        at: Instant,
+        at: Micros,
     },
-    /// A 1:1 channel ack push reached the peer.
+    /// A 1:1 channel ack push reached a device: the peer's (from the reader), or the
+    /// reader's own other device (`from == user`: multi-device sync).
     ChannelPush {
-        /// The peer (who got the push).
+        /// Who got the push.
         user: u32,
+        /// Its device.
+        dev: u8,
         /// The reader who acked.
         from: u32,
+        /// The acked conversation's peer.
+        to: u32,
         /// The ack's server id: it covers the peer's messages with smaller ids.
         id: u64,
         /// When.
-        at: Instant,
+        at: Micros,
     },
     /// Group read counts replayed at login: (mid, count).
     Statistic {
@@ -153,16 +271,7 @@ pub enum Event {
         /// Latest counts.
         counts: Vec<(u64, u64)>,
         /// When.
-        at: Instant,
-    },
-    /// An error reply.
-    Error {
-        /// Code.
-        code: ErrorCode,
-        /// The operation it answered.
-        op: Option<OpKind>,
-        /// When.
-        at: Instant,
+        at: Micros,
     },
     /// Progress snapshot request.
     Snapshot(mpsc::Sender<Snapshot>),
@@ -189,6 +298,20 @@ pub struct Snapshot {
     pub errors: u64,
 }
 
+/// How the collector is set up for a run.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Who gets what.
+    pub audience: Audience,
+    /// Messages the run will send, about (sizes tables up front: growing a table of a
+    /// million messages costs a share of a core the users and the server need).
+    pub expected_messages: usize,
+    /// Per-message records are settled (audited and dropped) once this old.
+    pub horizon: Micros,
+    /// The interval log file, written as each second closes (`None`: kept in memory only).
+    pub hlog_path: Option<std::path::PathBuf>,
+}
+
 /// Cloneable sender of events; one per actor.
 pub type Sink = mpsc::Sender<Event>;
 
@@ -199,14 +322,13 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Starts the collector; `start` is the run's time zero; `expected_messages` sizes its
-    /// tables up front (growing a table of a million messages costs a noticeable share of a
-    /// core that the users and the server need).
-    pub fn start(start: Instant, expected_messages: usize) -> Handle {
+    /// Starts the collector; `start` is the run's time zero; `settings` say who is in the
+    /// run, how long per-message records are kept and where intervals are logged.
+    pub fn start(start: Instant, settings: Settings) -> Handle {
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("collector".into())
-            .spawn(move || fold::run(start, expected_messages, rx))
+            .spawn(move || fold::run(start, settings, rx))
             .expect("spawning the collector thread");
         Handle {
             tx,

@@ -9,15 +9,23 @@ use serde::{Deserialize, Serialize};
 /// The latency metrics of a report (keys of [`Report::latencies`]), in the order a reader
 /// follows a message: send, push, receipts, then the tester's own schedule lag. The collector
 /// records them in this order, SLO checks and comparisons name them.
-pub const LATENCY_METRICS: [&str; 8] = [
+/// The collector's `Metric` enum names the same list (a test keeps them equal).
+pub const LATENCY_METRICS: [&str; 15] = [
     "server_ack",
+    "message",
+    "message_offline",
     "delivery",
     "read_receipt",
     "read",
     "channel",
+    "channel_sync",
     "group_read_first",
     "group_read_all",
+    "read_users_page",
+    "read_users",
+    "reconnect",
     "schedule_lag",
+    "ack_lag",
 ];
 
 /// Version of the `summary.json` layout; bump on incompatible changes.
@@ -59,6 +67,9 @@ pub struct Report {
     pub slo: Vec<SloResult>,
     /// Things the reader must know to trust the numbers (e.g. the generator was the bottleneck).
     pub warnings: Vec<String>,
+    /// The run was stopped early (Ctrl-C or SIGTERM): its figures cover only what ran.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// The parts of the plan a reader needs beside the numbers.
@@ -111,6 +122,12 @@ pub struct Connections {
     pub peak: u64,
     /// Connections lost unexpectedly (not closed by the simulation).
     pub dropped: u64,
+    /// Logins again after a drop.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Requests sent again on a new connection because the old one died unanswered.
+    #[serde(default)]
+    pub resent: u64,
 }
 
 /// Volume and rates.
@@ -126,6 +143,9 @@ pub struct Throughput {
     pub messages_per_sec: f64,
     /// Sends skipped because the user was offline at the scheduled time.
     pub skipped_offline: u64,
+    /// Sends dropped because the connection was down and the outbox full.
+    #[serde(default)]
+    pub skipped_disconnected: u64,
     /// Frames sent by the tester.
     pub frames_sent: u64,
     /// Frames received by the tester.
@@ -227,29 +247,65 @@ pub struct ServerFrames {
     pub total_out: u64,
 }
 
-/// Expected versus arrived receipts of one kind.
+/// Expected versus arrived of one kind (replies, messages or a kind of receipt).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditKind {
-    /// Receipts the senders should have seen, from what receivers sent.
+    /// What should have arrived, from what the tester itself sent and was told.
     pub expected: u64,
-    /// Receipts that arrived, once each.
+    /// Arrived, once each.
     pub arrived: u64,
-    /// Expected but never arrived.
+    /// Expected but never arrived (and the protocol does not excuse it).
     pub lost: u64,
     /// Arrived more than once.
     pub duplicated: u64,
-    /// Arrived without a matching ack (or for a message never sent).
+    /// Arrived with nothing to match (a receipt nobody asked for, a message never sent).
     pub unexpected: u64,
+    /// Requests the server answered with `error` (counted by code in
+    /// [`Audit::refused_by_code`]); never counted as lost.
+    #[serde(default)]
+    pub refused: u64,
+    /// Missing, but its connection died after it could have been written: a loss protocol v1
+    /// allows (pushes are at most once on a live connection).
+    #[serde(default)]
+    pub lost_in_disconnect: u64,
+    /// Not expected: the device or user never came online again to receive it.
+    #[serde(default)]
+    pub not_due: u64,
+    /// Arrived after its record was settled (older than the audit horizon).
+    #[serde(default)]
+    pub late: u64,
 }
 
-/// The end-of-run audit.
+impl AuditKind {
+    /// Adds `other` field by field.
+    pub fn add(&mut self, other: &AuditKind) {
+        self.expected += other.expected;
+        self.arrived += other.arrived;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.unexpected += other.unexpected;
+        self.refused += other.refused;
+        self.lost_in_disconnect += other.lost_in_disconnect;
+        self.not_due += other.not_due;
+        self.late += other.late;
+    }
+}
+
+/// The end-of-run audit: for every kind, what the tester expected against what arrived.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Audit {
     /// All kinds together.
     pub total: AuditKind,
-    /// By kind: `delivery`, `read`, `group_read`, `channel`, and `message` (pushes of messages
-    /// to online recipients).
+    /// By kind: `reply`, `message`, `delivery`, `read`, `channel`, `channel_sync`,
+    /// `group_read`, `statistic`, `read_users`.
     pub by_kind: BTreeMap<String, AuditKind>,
+    /// Refused requests by error code.
+    #[serde(default)]
+    pub refused_by_code: BTreeMap<String, u64>,
+    /// Server frames the tester could not use, by cause (`invalid_json`, `unknown_op`,
+    /// `bad_frame`, `binary`).
+    #[serde(default)]
+    pub protocol_errors: BTreeMap<String, u64>,
     /// Seconds waited after the traffic stopped.
     pub drain_secs: f64,
 }
@@ -273,6 +329,12 @@ pub struct TimelinePoint {
     pub schedule_lag_p99: f64,
     /// p99 of `read_receipt` in this second, ms (0 when none).
     pub read_receipt_p99: f64,
+    /// The tester's resident memory, MiB (0 when unknown).
+    #[serde(default)]
+    pub rss_mb: f64,
+    /// The tester's CPU use over the last second, % of one core.
+    #[serde(default)]
+    pub cpu_pct: f64,
 }
 
 /// One SLO check.

@@ -10,7 +10,7 @@ use super::fmt;
 use super::model::{AckEconomics, Latency, Report, StrategyRow};
 
 /// Latency metrics in the order a reader follows a message.
-pub(crate) const METRIC_ORDER: [&str; 8] = super::model::LATENCY_METRICS;
+pub(crate) const METRIC_ORDER: [&str; 15] = super::model::LATENCY_METRICS;
 
 /// The report's latency metrics in [`METRIC_ORDER`], unknown ones before `schedule_lag`.
 pub(crate) fn ordered_latencies(report: &Report) -> Vec<(&str, &Latency)> {

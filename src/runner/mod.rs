@@ -6,6 +6,7 @@
 //! it all into a [`Report`] and a results folder.
 
 pub mod capacity;
+pub mod interrupt;
 mod progress;
 mod results;
 mod summary;
@@ -23,10 +24,10 @@ use crate::collector;
 use crate::profile::{Plan, Ramp, Strategy};
 use crate::report::{Comparison, Report, ReportError, SCHEMA_VERSION, StrategyRow};
 use crate::sim::behaviour::{Micros, SimConfig};
-use crate::sim::user::{Shared, Stop, UserActor};
+use crate::sim::user::{Quiet, Shared, Stop, UserActor};
 use crate::sim::world::World;
 use crate::transport::native::NativeDriver;
-use crate::transport::{Driver, FrameStats, Inbound, LoginSpec, Op, TransportError};
+use crate::transport::{Command, Driver, FrameStats, Inbound, LoginSpec, Op, Reply, TransportError};
 
 pub use results::{Machine, Manifest, write_compare, write_comparison};
 pub use summary::LAG_LIMIT_MS;
@@ -38,7 +39,7 @@ pub enum RunError {
     #[error("target: {0}")]
     Target(String),
     /// Connecting for setup failed.
-    #[error("transport: {0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     /// Creating the groups failed.
     #[error("setup: {0}")]
@@ -52,7 +53,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// Rendering the report failed.
-    #[error("report: {0}")]
+    #[error(transparent)]
     Report(#[from] ReportError),
 }
 
@@ -63,7 +64,16 @@ pub struct RunOutput {
     pub report: Report,
     /// Where the results folder is.
     pub dir: PathBuf,
+    /// The signal that stopped it early, if one did.
+    pub interrupted: Option<i32>,
 }
+
+/// How long group creation and other setup requests may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long stopping the users (and their close handshakes) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest drain after an interrupt.
+const INTERRUPT_DRAIN: Duration = Duration::from_secs(2);
 
 /// When traffic stops: after the ramp and the steady phase (or the last step).
 pub fn traffic_end(plan: &Plan) -> Duration {
@@ -110,14 +120,21 @@ pub fn run_repeated(plan: &Plan, effective: &str, n: u32) -> Result<(PathBuf, Ve
     let mut outputs = Vec::new();
     for i in 1..=n {
         eprintln!("== run {i} of {n} ==");
-        outputs.push(run_into(plan, effective, Some(&set.join(format!("run-{i}"))))?);
+        let out = run_into(plan, effective, Some(&set.join(format!("run-{i}"))))?;
+        let stop = out.interrupted.is_some();
+        outputs.push(out);
+        if stop {
+            break;
+        }
     }
     Ok((set, outputs))
 }
 
 fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Result<RunOutput, RunError> {
+    interrupt::install();
     let tag = run_tag();
     let world = Arc::new(World::build_tagged(plan, &tag));
+    let dir = results::prepare(plan, dir)?;
     let mut target = target::start(plan)?;
     let stats = Arc::new(FrameStats::default());
     let connections = plan.peak_users() * plan.population.devices_per_user;
@@ -137,12 +154,17 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     )?);
     let started_at = SystemTime::now();
     let system = actix_rt::System::new();
-    let measured = system.block_on(drive(plan, &world, &target, driver, &tag))?;
+    let measured = system.block_on(drive(plan, &world, &target, driver, &tag, &dir))?;
     target.stop();
     let ended_at = SystemTime::now();
+    let interrupted = measured.interrupted;
     let (report, hlog) = summary::build(plan, &target, &stats, measured, started_at, ended_at);
-    let dir = results::write(plan, &report, &hlog, effective, dir)?;
-    Ok(RunOutput { report, dir })
+    results::write(&dir, &report, &hlog, effective)?;
+    Ok(RunOutput {
+        report,
+        dir,
+        interrupted,
+    })
 }
 
 /// What the actix part of a run hands back.
@@ -151,6 +173,24 @@ pub(crate) struct Measured {
     before: Option<target::Metrics>,
     after: Option<target::Metrics>,
     elapsed: Duration,
+    interrupted: Option<i32>,
+}
+
+/// Sleeps until `deadline`; returns early with the signal if the run is interrupted.
+async fn sleep_or_interrupt(deadline: Instant) -> Option<i32> {
+    tokio::select! {
+        _ = actix_rt::time::sleep_until(deadline.into()) => interrupt::requested(),
+        _ = interrupt::wait() => interrupt::requested(),
+    }
+}
+
+/// Who gets what, for the collector's audit.
+fn audience(world: &World, plan: &Plan) -> collector::Audience {
+    collector::Audience {
+        groups: world.groups.iter().map(|g| g.members.clone()).collect(),
+        users: world.users.len() as u32,
+        devices: plan.population.devices_per_user.min(32) as u8,
+    }
 }
 
 async fn drive(
@@ -159,18 +199,38 @@ async fn drive(
     target: &target::Running,
     driver: Arc<dyn Driver>,
     tag: &str,
+    dir: &std::path::Path,
 ) -> Result<Measured, RunError> {
     let before = target.metrics().await;
-    create_groups(world, driver.as_ref()).await?;
+    tokio::select! {
+        r = actix_rt::time::timeout(SETUP_TIMEOUT, create_groups(world, driver.as_ref())) => match r {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(RunError::Setup(format!(
+                    "createGroup: the server did not answer within {}",
+                    humantime::format_duration(SETUP_TIMEOUT)
+                )))
+            }
+        },
+        _ = interrupt::wait() => return Err(RunError::Setup("interrupted while creating groups".into())),
+    }
 
     let start = Instant::now();
     let (single, group) = plan.offered_rates();
     let expected = ((single + group) * traffic_end(plan).as_secs_f64() * 1.1) as usize;
-    let collector = collector::Handle::start(start, expected.min(20_000_000));
+    let micros = |d: Duration| d.as_micros() as Micros;
+    let collector = collector::Handle::start(
+        start,
+        collector::Settings {
+            audience: audience(world, plan),
+            expected_messages: expected.min(20_000_000),
+            horizon: micros(DEFAULT_HORIZON.max(plan.drain * 2)),
+            hlog_path: Some(dir.join("latencies.hlog")),
+        },
+    );
     let end = traffic_end(plan);
     let run_end = end + plan.drain;
     let quiet = (plan.drain / 2).min(Duration::from_secs(1));
-    let micros = |d: Duration| d.as_micros() as Micros;
     let cfg = Arc::new(SimConfig::new(plan, micros(end), micros(run_end.saturating_sub(quiet))));
     let shared = Arc::new(Shared {
         world: world.clone(),
@@ -185,21 +245,35 @@ async fn drive(
     let progress = progress::spawn(collector.sink(), start, plan, run_end);
 
     let mut actors = Vec::with_capacity(world.users.len());
+    let mut interrupted = None;
     for ix in 0..world.users.len() as u32 {
         let planned = world.planned_start[ix as usize];
         if planned == Duration::MAX {
             continue;
         }
-        actix_rt::time::sleep_until((start + planned).into()).await;
+        interrupted = sleep_or_interrupt(start + planned).await;
+        if interrupted.is_some() {
+            break;
+        }
         let (shared, sink) = (shared.clone(), collector.sink());
         let arbiter = arbiters[ix as usize % arbiters.len()].handle();
         actors.push(UserActor::start_in_arbiter(&arbiter, move |_| {
             UserActor::new(ix, shared, sink)
         }));
     }
-    actix_rt::time::sleep_until((start + run_end).into()).await;
-    for a in &actors {
-        a.do_send(Stop);
+    if interrupted.is_none() {
+        interrupted = sleep_or_interrupt(start + run_end).await;
+    }
+    if interrupted.is_some() {
+        // Stop sending, let what is in flight come back, then stop.
+        for a in &actors {
+            a.do_send(Quiet);
+        }
+        actix_rt::time::sleep(plan.drain.min(INTERRUPT_DRAIN)).await;
+    }
+    let stops = futures_util::future::join_all(actors.iter().map(|a| a.send(Stop)));
+    if actix_rt::time::timeout(CLOSE_TIMEOUT, stops).await.is_err() {
+        tracing::warn!("some users did not stop within {CLOSE_TIMEOUT:?}");
     }
     // Let the close frames go out before the last scrape.
     actix_rt::time::sleep(Duration::from_millis(300)).await;
@@ -215,8 +289,14 @@ async fn drive(
         before,
         after,
         elapsed: start.elapsed(),
+        interrupted,
     })
 }
+
+/// Per-message records are settled this long after they were sent (or twice the drain, if
+/// longer): long enough for an offline user's typical return, short enough to keep the
+/// collector's memory flat.
+const DEFAULT_HORIZON: Duration = Duration::from_secs(60);
 
 /// Logs each group's owner in on a `setup` device, creates the group, and logs out.
 async fn create_groups(world: &World, driver: &dyn Driver) -> Result<(), RunError> {
@@ -233,24 +313,30 @@ async fn create_groups(world: &World, driver: &dyn Driver) -> Result<(), RunErro
         let group = g.id.clone();
         async move {
             let mut conn = driver.connect(spec).await?;
-            let _ = conn.out.send(Op::CreateGroup {
-                group: group.clone(),
-                members,
-                admins,
+            let _ = conn.out.send(Command::Request {
+                req: 1,
+                op: Op::CreateGroup {
+                    group: group.clone(),
+                    members,
+                    admins,
+                },
             });
             while let Some(t) = conn.events.next().await {
                 match t.event {
-                    Inbound::Result => break,
-                    Inbound::Error { code, message, .. } => {
+                    Inbound::Reply {
+                        reply: Reply::Error { code, message },
+                        ..
+                    } => {
                         return Err(RunError::Setup(format!("createGroup {group}: {code}: {message}")));
                     }
+                    Inbound::Reply { req: Some(1), .. } => break,
                     Inbound::Closed => return Err(RunError::Setup(format!("createGroup {group}: connection closed"))),
                     _ => {}
                 }
             }
-            let _ = conn.out.send(Op::Close);
+            let _ = conn.out.send(Command::Close);
             // Wait for the close so the setup device is gone before traffic starts.
-            while conn.events.next().await.is_some() {}
+            let _ = actix_rt::time::timeout(CLOSE_TIMEOUT, async { while conn.events.next().await.is_some() {} }).await;
             Ok(())
         }
     });

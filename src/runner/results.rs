@@ -120,33 +120,35 @@ impl Manifest {
     }
 }
 
-/// Writes a run's folder (`dir`, or a fresh one under the plan's results folder); returns
-/// its path.
-pub(super) fn write(
-    plan: &Plan,
-    report: &Report,
-    hlog: &[u8],
-    effective: &str,
-    dir: Option<&Path>,
-) -> Result<PathBuf, RunError> {
-    let dir = match dir {
+/// Makes a run's folder before it starts (`dir`, or a fresh one under the plan's results
+/// folder), so that what is written while it runs (the interval log) has a place, and an
+/// interrupted run leaves its results there too.
+pub(super) fn prepare(plan: &Plan, dir: Option<&Path>) -> Result<PathBuf, RunError> {
+    match dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|source| RunError::Io {
                 path: d.to_path_buf(),
                 source,
             })?;
-            d.to_path_buf()
+            Ok(d.to_path_buf())
         }
-        None => fresh_dir(&plan.results_dir, &plan.name)?,
-    };
+        None => fresh_dir(&plan.results_dir, &plan.name),
+    }
+}
+
+/// Writes a finished run's files into its folder; `hlog` is the interval log when it was
+/// kept in memory (empty when it is on disk already).
+pub(super) fn write(dir: &Path, report: &Report, hlog: &[u8], effective: &str) -> Result<(), RunError> {
     let json = serde_json::to_string_pretty(report).expect("reports serialize");
-    put(&dir, "summary.json", json.as_bytes())?;
+    put(dir, "summary.json", json.as_bytes())?;
     let manifest = serde_json::to_string_pretty(&Manifest::of(report)).expect("manifests serialize");
-    put(&dir, "manifest.json", manifest.as_bytes())?;
-    put(&dir, "latencies.hlog", hlog)?;
-    put(&dir, "profile.toml", effective.as_bytes())?;
-    put(&dir, "report.html", report::render_html(report)?.as_bytes())?;
-    Ok(dir)
+    put(dir, "manifest.json", manifest.as_bytes())?;
+    if !hlog.is_empty() || !dir.join("latencies.hlog").exists() {
+        put(dir, "latencies.hlog", hlog)?;
+    }
+    put(dir, "profile.toml", effective.as_bytes())?;
+    put(dir, "report.html", report::render_html(report)?.as_bytes())?;
+    Ok(())
 }
 
 /// Writes the comparison of strategies; returns its folder.

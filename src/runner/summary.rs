@@ -82,6 +82,11 @@ pub(super) fn build(
         (plan.peak_users() as f64 * plan.reading.online_share).round() as u64 * plan.population.devices_per_user;
     let mut audit = f.audit;
     audit.drain_secs = plan.drain.as_secs_f64();
+    audit.protocol_errors = stats
+        .faults_by_cause()
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
 
     let mut report = Report {
         schema_version: SCHEMA_VERSION,
@@ -117,6 +122,7 @@ pub(super) fn build(
             group_sent: f.sent.1,
             messages_per_sec,
             skipped_offline: f.skipped,
+            skipped_disconnected: f.skipped_disconnected,
             frames_sent,
             frames_received: stats.total_received(),
             bytes_sent: stats.bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
@@ -134,7 +140,7 @@ pub(super) fn build(
                 errors as f64 / frames_sent as f64
             },
             rate_limited: f.rate_limited,
-            unparseable: stats.unparseable.load(std::sync::atomic::Ordering::Relaxed),
+            unparseable: stats.total_faults(),
         },
         ack_economics: AckEconomics {
             strategy: plan.acks.strategy.as_str().to_string(),
@@ -147,13 +153,17 @@ pub(super) fn build(
         timeline: f.timeline,
         slo: Vec::new(),
         warnings: Vec::new(),
+        interrupted: m.interrupted.is_some(),
     };
-    report.warnings = warnings(plan, &report, &f.connect_errors);
+    report.warnings = warnings(&report, &f.connect_errors);
+    if let Some(e) = &f.hlog_error {
+        report.warnings.push(format!("the interval log could not be written: {e}"));
+    }
     report.slo = plan.slo.iter().map(|c| c.evaluate(&report)).collect();
     (report, f.hlog)
 }
 
-fn warnings(plan: &Plan, r: &Report, connect_errors: &[String]) -> Vec<String> {
+fn warnings(r: &Report, connect_errors: &[String]) -> Vec<String> {
     let mut w = Vec::new();
     let lag = r.latencies.get("schedule_lag").map_or(0.0, |l| l.p99);
     if lag > LAG_LIMIT_MS {
@@ -181,13 +191,27 @@ fn warnings(plan: &Plan, r: &Report, connect_errors: &[String]) -> Vec<String> {
             r.throughput.messages_per_sec, offered
         ));
     }
-    if r.audit.total.lost > 0 {
-        let churn = if plan.reading.churn.is_some() {
-            " (with churn, pushes in flight when a connection closes may be lost: protocol v1 is at-most-once)"
-        } else {
-            ""
-        };
-        w.push(format!("{} receipts were lost{churn}", r.audit.total.lost));
+    if r.interrupted {
+        w.push("the run was interrupted: its figures cover only what ran before the signal".to_string());
+    }
+    let lost: Vec<String> = r
+        .audit
+        .by_kind
+        .iter()
+        .filter(|(_, k)| k.lost > 0)
+        .map(|(name, k)| format!("{} {name}", k.lost))
+        .collect();
+    if !lost.is_empty() {
+        w.push(format!(
+            "the audit found losses the protocol does not allow: {} (see the audit table)",
+            lost.join(", ")
+        ));
+    }
+    if r.audit.total.lost_in_disconnect > 0 {
+        w.push(format!(
+            "{} pushes or replies were lost with connections that died (allowed by protocol v1: at most once on a live connection)",
+            r.audit.total.lost_in_disconnect
+        ));
     }
     if r.counters.error_rate > 0.0 {
         let top = r
@@ -203,7 +227,18 @@ fn warnings(plan: &Plan, r: &Report, connect_errors: &[String]) -> Vec<String> {
         ));
     }
     if r.counters.unparseable > 0 {
-        w.push(format!("{} server frames could not be parsed", r.counters.unparseable));
+        let causes: Vec<String> = r
+            .audit
+            .protocol_errors
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(c, n)| format!("{c} x{n}"))
+            .collect();
+        w.push(format!(
+            "{} server frames could not be used ({})",
+            r.counters.unparseable,
+            causes.join(", ")
+        ));
     }
     w
 }

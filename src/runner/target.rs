@@ -172,9 +172,13 @@ fn start_child(config: &ServerConfig, threads: Option<usize>) -> Result<(String,
     if let Some(n) = threads {
         cmd.args(["--threads", &n.to_string()]);
     }
+    // Its own process group: a Ctrl-C at the terminal interrupts the run, which then stops
+    // the server itself after the drain.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .spawn()
         .map_err(|e| RunError::Target(format!("starting `ackstorm serve`: {e}")))?;
+    super::interrupt::set_child(Some(child.id()));
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     let _ = BufReader::new(stdout).read_line(&mut line);
@@ -203,6 +207,7 @@ impl Running {
             Server::Child(child) => {
                 let _ = child.kill();
                 let _ = child.wait();
+                super::interrupt::set_child(None);
             }
         }
     }

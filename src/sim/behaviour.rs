@@ -57,6 +57,8 @@ pub enum Action {
     ReadAck {
         /// Conversation.
         conv: Conv,
+        /// When the user read it (the ack's latencies start here).
+        scheduled: Micros,
         /// Server id of the message.
         mid: u64,
         /// The message.
@@ -66,6 +68,8 @@ pub enum Action {
     ChannelAck {
         /// Conversation.
         conv: Conv,
+        /// When the behaviour decided it (the ack's latencies start here).
+        scheduled: Micros,
     },
     /// The user read a message an ack could cover: any 1:1 message, or a group message
     /// that keeps receipts (counted for ack economics).
@@ -79,6 +83,27 @@ pub enum Action {
     Offline,
     /// Come back online (reconnect).
     Online,
+}
+
+/// How a dropped connection is retried: jittered exponential backoff, as SDKs do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// First wait.
+    pub initial: Micros,
+    /// Longest wait.
+    pub max: Micros,
+    /// Growth per attempt.
+    pub multiplier: f64,
+    /// Share of each wait that is randomised (0: none, 1: anywhere from 0 to the full wait).
+    pub jitter: f64,
+}
+
+impl Backoff {
+    /// The wait before retry `attempt` (0 for the first), given a uniform draw `u` in [0, 1).
+    pub fn delay(&self, attempt: u32, u: f64) -> Micros {
+        let full = (self.initial as f64 * self.multiplier.powi(attempt.min(64) as i32)).min(self.max as f64);
+        (full * (1.0 - self.jitter * u)).max(1.0) as Micros
+    }
 }
 
 /// The plan's behaviour settings, shared by every user.
@@ -103,6 +128,10 @@ pub struct SimConfig {
     pub traffic_end: Micros,
     /// After this no acks leave, so that every receipt can arrive before the audit.
     pub acks_end: Micros,
+    /// Reconnects after a dropped connection (`None`: a dropped connection stays down).
+    pub reconnect: Option<Backoff>,
+    /// Sends a disconnected user queues before it counts them skipped.
+    pub outbox: usize,
 }
 
 impl SimConfig {
@@ -140,7 +169,19 @@ impl SimConfig {
             ack_anyone: plan.groups.server_ack_anyone,
             traffic_end,
             acks_end,
+            reconnect: Some(Backoff {
+                initial: 500_000,
+                max: 10_000_000,
+                multiplier: 2.0,
+                jitter: 0.5,
+            }),
+            outbox: 100,
         }
+    }
+
+    /// The workload's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Whether `reader` reads message `key`, and after what delay once it sees it: a pure
@@ -355,7 +396,7 @@ impl UserSim {
         } else if self.debounce.is_some_and(|(d, _)| d == t) {
             let (_, conv) = self.debounce.take().expect("checked");
             if t <= self.cfg.acks_end {
-                self.channel_ack(conv, out);
+                self.channel_ack(t, conv, out);
             }
         } else if self.next_churn == t {
             self.churn(t, out);
@@ -476,6 +517,7 @@ impl UserSim {
                 out.push(Action::Read { conv: r.conv });
                 out.push(Action::ReadAck {
                     conv: r.conv,
+                    scheduled: t,
                     mid: r.mid,
                     key: r.key,
                 });
@@ -492,6 +534,7 @@ impl UserSim {
                 state.unacked = state.unacked.saturating_sub(1);
                 out.push(Action::ReadAck {
                     conv: r.conv,
+                    scheduled: t,
                     mid: r.mid,
                     key: r.key,
                 });
@@ -505,14 +548,14 @@ impl UserSim {
         }
     }
 
-    fn channel_ack(&mut self, conv: Conv, out: &mut Vec<Action>) {
+    fn channel_ack(&mut self, t: Micros, conv: Conv, out: &mut Vec<Action>) {
         let state = self.convs.entry(conv).or_default();
         if state.unacked == 0 && state.unseen.is_empty() {
             return;
         }
         state.unacked = 0;
         state.epoch += 1;
-        out.push(Action::ChannelAck { conv });
+        out.push(Action::ChannelAck { conv, scheduled: t });
     }
 
     fn change_focus(&mut self, t: Micros, out: &mut Vec<Action>) {
@@ -520,7 +563,7 @@ impl UserSim {
             Focus::Open { conv, .. } => {
                 if self.debounce.is_some_and(|(_, c)| c == conv) {
                     self.debounce = None;
-                    self.channel_ack(conv, out);
+                    self.channel_ack(t, conv, out);
                 }
                 self.focus = Focus::Away {
                     until: t.saturating_add(exp_sample(&mut self.rng_focus, self.cfg.away_mean).max(1)),
@@ -574,7 +617,7 @@ impl UserSim {
             self.see(t, conv, u.mid, u.key, u.receipts);
         }
         if self.cfg.strategy != Strategy::PerMessage && matches!(conv, Conv::Peer(_)) {
-            self.channel_ack(conv, out);
+            self.channel_ack(t, conv, out);
         }
     }
 }

@@ -6,21 +6,31 @@
 //! raw events to the collector. One timer per actor, set to the behaviour's next due time;
 //! latencies start at the scheduled time, not at the timer's wake-up.
 //!
-//! Device 0 is the primary: it sends, reads and acks, and its receipts feed the collector.
-//! Other devices receive the same pushes (the server's multi-device fan-out) and send their
-//! own delivery receipts, as every SDK instance does.
+//! Every request gets a number, unique for the user over the run, and waits in `in_flight`
+//! until its reply comes: that is how the reply audit knows what was never answered, answered
+//! twice, or answered without being asked. When a connection drops, the device reconnects
+//! with jittered exponential backoff, as an SDK does, and resends what the old connection
+//! left unanswered (sends keep their client id, so the server can drop repeats); requests
+//! made while it is down wait for it, sends up to the outbox bound.
+//!
+//! Device 0 is the primary: it sends, reads and acks. Every device receives the pushes (the
+//! server's multi-device fan-out), sends its own delivery receipts, and reports what reaches
+//! it, so the audit can check every device.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
+use rand::RngExt;
+use rand_pcg::Pcg64Mcg;
 
 use super::behaviour::{Action, Conv, Micros, MsgKey, SimConfig, UserSim};
-use super::world::World;
-use crate::collector::{AckKind, Event, ReceiptKind, Sink};
+use super::world::{self, World};
+use crate::collector::{AckKind, Answer, Event, ReceiptKind, ReqKind, Sink};
 use crate::protocol::ChatType;
-use crate::transport::{Driver, Inbound, LoginSpec, Op, Outbox, Timed};
+use crate::transport::{Command, Driver, Inbound, LoginSpec, Op, Outbox, Reply, Stall, Timed};
 
 /// What every user actor shares.
 pub struct Shared {
@@ -40,7 +50,8 @@ pub struct Shared {
     pub tag: String,
 }
 
-/// Ends the actor: closes its connections (an expected disconnect) and stops.
+/// Ends the actor: reports what was never answered, closes its connections (an expected
+/// disconnect) and stops.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
@@ -48,11 +59,37 @@ pub struct Stop;
 #[derive(Default)]
 struct Device {
     out: Option<Outbox>,
+    stall: Option<Stall>,
+    stream: Option<SpawnHandle>,
     connecting: bool,
     logged_in_once: bool,
     /// Bumped per connection so events of an old connection are told apart.
     generation: u32,
+    /// When the connection dropped (until it is logged in again).
+    dropped_at: Option<Micros>,
+    /// Failed attempts since the drop.
+    attempt: u32,
+    /// A reconnect waiting for its backoff.
+    retry: Option<SpawnHandle>,
 }
+
+/// A request waiting for its reply.
+struct InFlight {
+    dev: u8,
+    op: Op,
+    kind: ReqKind,
+    key: Option<MsgKey>,
+    conv: u32,
+    /// Written to a connection at least once (else it waits for one).
+    written: bool,
+    /// Emitted when it first leaves, stamped with that instant.
+    event: Option<Event>,
+}
+
+/// Stops sending new messages (an interrupted run drains what is in flight); acks go on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Quiet;
 
 /// One simulated user.
 pub struct UserActor {
@@ -62,11 +99,16 @@ pub struct UserActor {
     shared: Arc<Shared>,
     sink: Sink,
     devices: Vec<Device>,
-    /// Ops waiting for the primary connection's login.
-    pending: Vec<(Op, Option<Event>)>,
+    next_req: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Sends in `in_flight` not yet written (bounded by the outbox).
+    waiting_sends: usize,
+    rng: Pcg64Mcg,
     timer: Option<(SpawnHandle, Micros)>,
     actions: Vec<Action>,
     closing: bool,
+    /// Sends are dropped (after [`Quiet`]).
+    quiet: bool,
 }
 
 /// Message body: the run tag and the key (so a reader can tell which message it is), padded
@@ -97,6 +139,7 @@ impl UserActor {
     pub fn new(ix: u32, shared: Arc<Shared>, sink: Sink) -> UserActor {
         let sim = UserSim::new(ix, shared.cfg.clone(), shared.world.clone());
         let devices = (0..shared.devices).map(|_| Device::default()).collect();
+        let rng = world::stream(shared.cfg.seed(), ix, world::Stream::Reconnect);
         UserActor {
             ix,
             id: shared.world.users[ix as usize].clone(),
@@ -104,10 +147,14 @@ impl UserActor {
             shared,
             sink,
             devices,
-            pending: Vec::new(),
+            next_req: 0,
+            in_flight: BTreeMap::new(),
+            waiting_sends: 0,
+            rng,
             timer: None,
             actions: Vec::new(),
             closing: false,
+            quiet: false,
         }
     }
 
@@ -115,12 +162,17 @@ impl UserActor {
         self.shared.start.elapsed().as_micros() as Micros
     }
 
-    fn instant(&self, t: Micros) -> Instant {
-        self.shared.start + Duration::from_micros(t)
+    fn micros(&self, at: Instant) -> Micros {
+        at.saturating_duration_since(self.shared.start).as_micros() as Micros
     }
 
     fn emit(&self, e: Event) {
         let _ = self.sink.send(e);
+    }
+
+    /// Whether the user wants its devices online.
+    fn wanted(&self) -> bool {
+        !self.closing && self.sim.online()
     }
 
     fn connect_all(&mut self, ctx: &mut Context<Self>) {
@@ -134,6 +186,9 @@ impl UserActor {
         if d.out.is_some() || d.connecting {
             return;
         }
+        if let Some(h) = d.retry.take() {
+            ctx.cancel_future(h);
+        }
         d.connecting = true;
         d.generation += 1;
         let generation = d.generation;
@@ -144,62 +199,215 @@ impl UserActor {
         };
         let fut = self.shared.driver.connect(spec);
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            let d = &mut act.devices[dev];
-            d.connecting = false;
+            act.devices[dev].connecting = false;
             match result {
-                Ok(conn) if !act.closing => {
+                Ok(conn) if act.wanted() => {
+                    let at = act.micros(conn.logged_in_at);
+                    let d = &mut act.devices[dev];
                     let first = !d.logged_in_once;
                     d.logged_in_once = true;
                     d.out = Some(conn.out);
-                    ctx.add_stream(conn.events.map(move |t| (dev as u8, generation, t)));
+                    d.stall = Some(conn.stall);
+                    d.attempt = 0;
+                    let reconnect = d.dropped_at.take().map(|t| at.saturating_sub(t));
+                    d.stream = Some(ctx.add_stream(conn.events.map(move |t| (dev as u8, generation, t))));
                     act.emit(Event::Connected {
                         user: act.ix,
-                        at: conn.logged_in_at,
+                        dev: dev as u8,
+                        at,
                         first,
+                        reconnect,
                     });
-                    if dev == 0 {
-                        for (op, mut event) in std::mem::take(&mut act.pending) {
-                            if let Some(Event::Sent { waited_login, .. }) = &mut event {
-                                *waited_login = true;
-                            }
-                            act.send_now(op, event);
-                        }
-                    }
+                    act.flush(dev);
                 }
                 Ok(conn) => {
-                    let _ = conn.out.send(Op::Close);
+                    let _ = conn.out.send(Command::Close);
                 }
-                Err(e) => act.emit(Event::ConnectFailed {
-                    user: act.ix,
-                    error: e.to_string(),
-                }),
+                Err(e) => {
+                    act.emit(Event::ConnectFailed {
+                        user: act.ix,
+                        error: e.to_string(),
+                    });
+                    act.retry_later(dev, ctx);
+                }
             }
         }));
     }
 
-    /// Hands `op` to the primary connection (or queues it until login) and emits `event`
-    /// when it actually leaves, stamped with that instant.
-    fn send(&mut self, op: Op, event: Option<Event>) {
-        if self.devices[0].out.is_some() {
-            self.send_now(op, event);
-        } else if self.devices[0].connecting {
-            self.pending.push((op, event));
+    /// Schedules a reconnect of `dev` after the backoff, or gives up on what waits for it.
+    fn retry_later(&mut self, dev: usize, ctx: &mut Context<Self>) {
+        let Some(backoff) = self.shared.cfg.reconnect.filter(|_| self.wanted()) else {
+            self.abandon(dev);
+            return;
+        };
+        let now = self.now();
+        let u: f64 = self.rng.random();
+        let d = &mut self.devices[dev];
+        d.dropped_at.get_or_insert(now);
+        let wait = backoff.delay(d.attempt, u);
+        d.attempt += 1;
+        let handle = ctx.run_later(Duration::from_micros(wait), move |act, ctx| {
+            act.devices[dev].retry = None;
+            if act.wanted() {
+                act.connect(dev, ctx);
+            }
+        });
+        if let Some(old) = self.devices[dev].retry.replace(handle) {
+            ctx.cancel_future(old);
         }
     }
 
-    fn send_now(&mut self, op: Op, event: Option<Event>) {
-        let Some(out) = &self.devices[0].out else { return };
-        if out.send(op).is_err() {
-            return;
+    /// `dev` will not come back: what waits for it is reported and dropped.
+    fn abandon(&mut self, dev: usize) {
+        let reqs: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.dev as usize == dev)
+            .map(|(r, _)| *r)
+            .collect();
+        for req in reqs {
+            let f = self.in_flight.remove(&req).expect("listed");
+            self.settle_unanswered(f, true);
         }
-        if let Some(mut e) = event {
-            let now = Instant::now();
-            match &mut e {
-                Event::Sent { at, .. } | Event::AckSent { at, .. } => *at = now,
-                _ => {}
+    }
+
+    /// Reports a request that will get no reply.
+    fn settle_unanswered(&mut self, f: InFlight, in_disconnect: bool) {
+        if f.written {
+            self.emit(Event::Unanswered {
+                user: self.ix,
+                kind: f.kind,
+                in_disconnect,
+            });
+        } else if f.kind == ReqKind::Send {
+            self.waiting_sends -= 1;
+            self.emit(Event::Skipped {
+                n: 1,
+                disconnected: true,
+            });
+        }
+    }
+
+    /// Writes everything waiting for `dev`'s connection, oldest first (resends included).
+    fn flush(&mut self, dev: usize) {
+        let Some(out) = self.devices[dev].out.clone() else { return };
+        let now = self.now();
+        let mut resent = 0;
+        let mut events = Vec::new();
+        for (req, f) in self.in_flight.iter_mut().filter(|(_, f)| f.dev as usize == dev) {
+            if out
+                .send(Command::Request {
+                    req: *req,
+                    op: f.op.clone(),
+                })
+                .is_err()
+            {
+                break;
+            }
+            if f.written {
+                resent += 1;
+            } else {
+                f.written = true;
+                if f.kind == ReqKind::Send {
+                    self.waiting_sends -= 1;
+                }
+                if let Some(e) = f.event.take() {
+                    events.push(e);
+                }
+            }
+        }
+        for mut e in events {
+            if let Event::Sent { at, waited, .. } | Event::AckSent { at, waited, .. } = &mut e {
+                *at = now;
+                *waited = true;
             }
             self.emit(e);
         }
+        if resent > 0 {
+            self.emit(Event::Resent { n: resent });
+        }
+    }
+
+    /// Sends `op` on `dev` (or queues it for the device's connection) and emits `event` when
+    /// it actually leaves, stamped with that instant.
+    fn request(&mut self, dev: usize, op: Op, kind: ReqKind, key: Option<MsgKey>, conv: u32, event: Option<Event>) {
+        let d = &self.devices[dev];
+        let waiting = d.out.is_none();
+        if waiting {
+            let coming = d.connecting || d.retry.is_some();
+            let full = kind == ReqKind::Send && self.waiting_sends >= self.shared.cfg.outbox;
+            if !coming || full {
+                if kind == ReqKind::Send {
+                    self.emit(Event::Skipped {
+                        n: 1,
+                        disconnected: true,
+                    });
+                }
+                return;
+            }
+            if kind == ReqKind::Send {
+                self.waiting_sends += 1;
+            }
+        }
+        self.next_req += 1;
+        let req = self.next_req;
+        let mut f = InFlight {
+            dev: dev as u8,
+            op,
+            kind,
+            key,
+            conv,
+            written: false,
+            event,
+        };
+        if let Some(out) = &self.devices[dev].out {
+            if out.send(Command::Request { req, op: f.op.clone() }).is_ok() {
+                f.written = true;
+                if let Some(mut e) = f.event.take() {
+                    if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
+                        *at = self.now();
+                    }
+                    self.emit(e);
+                }
+            }
+        }
+        self.in_flight.insert(req, f);
+    }
+
+    fn on_reply(&mut self, req: Option<u64>, reply: Reply, at: Micros) {
+        let refused = match &reply {
+            Reply::Error { code, .. } => Some(*code),
+            _ => None,
+        };
+        let Some(f) = req.and_then(|r| self.in_flight.remove(&r)) else {
+            self.emit(Event::StrayReply {
+                user: self.ix,
+                duplicated: req.is_some_and(|r| r <= self.next_req),
+                refused,
+            });
+            return;
+        };
+        let answer = match reply {
+            Reply::Error { code, .. } => Answer::Refused(code),
+            Reply::Accepted {
+                mid,
+                group_ack,
+                duplicate,
+            } => Answer::Accepted {
+                mid,
+                group_ack,
+                duplicate,
+            },
+            Reply::Acked { .. } | Reply::ReadUsers { .. } | Reply::Result | Reply::Pong => Answer::Ok,
+        };
+        self.emit(Event::Replied {
+            user: self.ix,
+            kind: f.kind,
+            key: f.key,
+            conv: f.conv,
+            answer,
+            at,
+        });
     }
 
     fn conv_target(&self, conv: Conv) -> (ChatType, Arc<str>) {
@@ -214,6 +422,7 @@ impl UserActor {
         let actions = std::mem::take(&mut self.actions);
         for a in &actions {
             match *a {
+                Action::Send { .. } if self.quiet => {}
                 Action::Send {
                     seq,
                     conv,
@@ -232,18 +441,22 @@ impl UserActor {
                         body: body(&self.shared.tag, key, self.shared.message_bytes),
                         allow_group_ack,
                     };
-                    let scheduled = self.instant(scheduled);
                     let event = Event::Sent {
                         key,
                         chat,
                         conv: index,
                         scheduled,
                         at: scheduled,
-                        waited_login: false,
+                        waited: false,
                     };
-                    self.send(op, Some(event));
+                    self.request(0, op, ReqKind::Send, Some(key), index, Some(event));
                 }
-                Action::ReadAck { conv, mid, key } => {
+                Action::ReadAck {
+                    conv,
+                    scheduled,
+                    mid,
+                    key,
+                } => {
                     let (chat, to) = self.conv_target(conv);
                     let (kind, to) = match conv {
                         Conv::Peer(_) => (AckKind::Read, self.shared.world.users[key.sender as usize].clone()),
@@ -254,11 +467,13 @@ impl UserActor {
                         kind,
                         key: Some(key),
                         conv: 0,
-                        at: Instant::now(),
+                        scheduled,
+                        at: scheduled,
+                        waited: false,
                     };
-                    self.send(Op::Read { chat, mid, to }, Some(event));
+                    self.request(0, Op::Read { chat, mid, to }, ReqKind::Ack(kind), Some(key), 0, Some(event));
                 }
-                Action::ChannelAck { conv } => {
+                Action::ChannelAck { conv, scheduled } => {
                     let (chat, to) = self.conv_target(conv);
                     let (kind, index) = match conv {
                         Conv::Peer(p) => (AckKind::Channel, p),
@@ -269,15 +484,20 @@ impl UserActor {
                         kind,
                         key: None,
                         conv: index,
-                        at: Instant::now(),
+                        scheduled,
+                        at: scheduled,
+                        waited: false,
                     };
-                    self.send(Op::Channel { chat, to }, Some(event));
+                    self.request(0, Op::Channel { chat, to }, ReqKind::Ack(kind), None, index, Some(event));
                 }
                 Action::Read { conv } => self.emit(Event::Read {
                     group: matches!(conv, Conv::Group(_)),
                 }),
-                Action::Skipped(n) => self.emit(Event::Skipped(n)),
-                Action::Offline => self.close_all(),
+                Action::Skipped(n) => self.emit(Event::Skipped {
+                    n,
+                    disconnected: false,
+                }),
+                Action::Offline => self.close_all(ctx),
                 Action::Online => self.connect_all(ctx),
             }
         }
@@ -285,11 +505,29 @@ impl UserActor {
         self.actions.clear();
     }
 
-    fn close_all(&mut self) {
-        self.pending.clear();
-        for d in &mut self.devices {
+    /// Closes every connection politely (the user goes offline, or the run ends).
+    fn close_all(&mut self, ctx: &mut Context<Self>) {
+        let at = self.now();
+        for dev in 0..self.devices.len() {
+            let d = &mut self.devices[dev];
+            if let Some(h) = d.retry.take() {
+                ctx.cancel_future(h);
+            }
+            d.dropped_at = None;
+            d.stall = None;
             if let Some(out) = d.out.take() {
-                let _ = out.send(Op::Close);
+                let _ = out.send(Command::Close);
+                self.emit(Event::Disconnected {
+                    user: self.ix,
+                    dev: dev as u8,
+                    at,
+                    expected: true,
+                });
+            }
+        }
+        if self.shared.cfg.reconnect.is_none() {
+            for dev in 0..self.devices.len() {
+                self.abandon(dev);
             }
         }
     }
@@ -323,10 +561,37 @@ impl UserActor {
         self.timer = Some((handle, due));
     }
 
+    /// A connection the simulation did not close ended (the server or the network closed
+    /// it, or a fault reset it). Unanswered requests wait for the reconnect to be resent.
+    fn on_dropped(&mut self, dev: usize, at: Micros, ctx: &mut Context<Self>) {
+        let d = &mut self.devices[dev];
+        d.stall = None;
+        d.stream = None;
+        if d.out.take().is_none() {
+            // Closed by the simulation: already reported.
+            return;
+        }
+        self.emit(Event::Disconnected {
+            user: self.ix,
+            dev: dev as u8,
+            at,
+            expected: self.closing,
+        });
+        if self.shared.cfg.reconnect.is_none() {
+            self.abandon(dev);
+        } else {
+            self.devices[dev].dropped_at = Some(at);
+            self.retry_later(dev, ctx);
+        }
+    }
+
     fn on_inbound(&mut self, dev: usize, t: Timed, ctx: &mut Context<Self>) {
         let primary = dev == 0;
+        let at = self.micros(t.at);
         let world = self.shared.world.clone();
+        let user_of = |id: &str| world.user_index(id).unwrap_or(u32::MAX);
         match t.event {
+            Inbound::Reply { req, reply } => self.on_reply(req, reply, at),
             Inbound::Message {
                 mid,
                 from,
@@ -335,28 +600,29 @@ impl UserActor {
                 body,
                 receipts,
             } => {
-                let now = t.at.saturating_duration_since(self.shared.start).as_micros() as Micros;
-                if chat == ChatType::Single && world.delivery[self.ix as usize] && self.sim.acks_allowed(now) {
+                let key = parse_body(&self.shared.tag, &body);
+                self.emit(Event::MessagePush {
+                    user: self.ix,
+                    dev: dev as u8,
+                    key,
+                    mid,
+                    at,
+                });
+                if chat == ChatType::Single && world.delivery[self.ix as usize] && self.sim.acks_allowed(at) {
                     let to_user: Arc<str> = world
                         .user_index(&from)
                         .map_or_else(|| Arc::from(from.as_str()), |i| world.users[i as usize].clone());
+                    let event = Event::AckSent {
+                        reader: self.ix,
+                        kind: AckKind::Delivery,
+                        key,
+                        conv: 0,
+                        scheduled: at,
+                        at,
+                        waited: false,
+                    };
                     let op = Op::Delivery { mid, to: to_user };
-                    match &self.devices[dev].out {
-                        Some(out) if !primary => {
-                            let _ = out.send(op);
-                        }
-                        _ => {
-                            let key = parse_body(&self.shared.tag, &body);
-                            let event = Event::AckSent {
-                                reader: self.ix,
-                                kind: AckKind::Delivery,
-                                key,
-                                conv: 0,
-                                at: t.at,
-                            };
-                            self.send(op, Some(event));
-                        }
-                    }
+                    self.request(dev, op, ReqKind::Ack(AckKind::Delivery), key, 0, Some(event));
                 }
                 if !primary {
                     return;
@@ -365,21 +631,11 @@ impl UserActor {
                     ChatType::Single => world.user_index(&from).map(Conv::Peer),
                     ChatType::Group => world.group_index(&to).map(Conv::Group),
                 };
-                if let (Some(conv), Some(key)) = (conv, parse_body(&self.shared.tag, &body)) {
-                    self.sim.on_message(now, mid, key, conv, receipts, &mut self.actions);
+                if let (Some(conv), Some(key)) = (conv, key) {
+                    self.sim.on_message(at, mid, key, conv, receipts, &mut self.actions);
                     self.perform(ctx);
                     self.arm(ctx);
                 }
-            }
-            _ if !primary => {}
-            Inbound::Accepted { seq, mid, group_ack } => {
-                let key = MsgKey { sender: self.ix, seq };
-                self.emit(Event::Accepted {
-                    key,
-                    mid,
-                    at: t.at,
-                    group_ack,
-                });
             }
             Inbound::Delivery { mid, ref from, .. } | Inbound::Read { mid, ref from, .. } => {
                 let (kind, count) = match t.event {
@@ -388,37 +644,33 @@ impl UserActor {
                     Inbound::Read { count, .. } => (ReceiptKind::GroupRead, count),
                     _ => unreachable!("matched above"),
                 };
-                let from = world.user_index(from).unwrap_or(u32::MAX);
                 self.emit(Event::Receipt {
                     user: self.ix,
+                    dev: dev as u8,
                     kind,
                     mid,
-                    from,
+                    from: user_of(from),
                     count,
-                    at: t.at,
+                    at,
                 });
             }
-            Inbound::Channel { id, from, .. } => {
-                // Our own ack echoed to this user's other devices is not a receipt.
-                if let Some(from) = world.user_index(&from).filter(|f| *f != self.ix) {
-                    self.emit(Event::ChannelPush {
-                        user: self.ix,
-                        from,
-                        id,
-                        at: t.at,
-                    });
-                }
-            }
+            Inbound::Channel { id, from, to, .. } => self.emit(Event::ChannelPush {
+                user: self.ix,
+                dev: dev as u8,
+                from: user_of(&from),
+                to: user_of(&to),
+                id,
+                at,
+            }),
             Inbound::Statistic(entries) => {
                 let counts = entries.into_iter().map(|(mid, _, count)| (mid, count)).collect();
                 self.emit(Event::Statistic {
                     user: self.ix,
                     counts,
-                    at: t.at,
+                    at,
                 });
             }
-            Inbound::Error { code, op, .. } => self.emit(Event::Error { code, op, at: t.at }),
-            Inbound::Acked { .. } | Inbound::Result | Inbound::Pong | Inbound::Kicked | Inbound::Closed => {}
+            Inbound::Kicked | Inbound::Closed => {}
         }
     }
 }
@@ -441,15 +693,8 @@ impl StreamHandler<(u8, u32, Timed)> for UserActor {
             return;
         }
         if t.event == Inbound::Closed {
-            let was_open = self.devices[dev].out.take().is_some();
-            // A closed connection we did not close (the server dropped it, or kicked it).
-            self.emit(Event::Disconnected {
-                user: self.ix,
-                expected: !was_open || self.closing,
-            });
-            if dev == 0 {
-                self.pending.clear();
-            }
+            let at = self.micros(t.at);
+            self.on_dropped(dev, at, ctx);
             return;
         }
         self.on_inbound(dev, t, ctx);
@@ -460,12 +705,24 @@ impl StreamHandler<(u8, u32, Timed)> for UserActor {
     }
 }
 
+impl Handler<Quiet> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Quiet, _ctx: &mut Context<Self>) {
+        self.quiet = true;
+    }
+}
+
 impl Handler<Stop> for UserActor {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         self.closing = true;
-        self.close_all();
+        for f in std::mem::take(&mut self.in_flight).into_values() {
+            let down = self.devices[f.dev as usize].out.is_none();
+            self.settle_unanswered(f, down);
+        }
+        self.close_all(ctx);
         ctx.stop();
     }
 }

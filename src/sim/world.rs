@@ -25,6 +25,10 @@ pub enum Stream {
     Focus = 4,
     /// Online/offline times.
     Churn = 5,
+    /// Reconnect backoff jitter.
+    Reconnect = 6,
+    /// Fault times and targets.
+    Faults = 7,
 }
 
 /// SplitMix64: turns any 64-bit value into a well-mixed one (seeds and hashed decisions).

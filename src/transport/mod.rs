@@ -1,19 +1,28 @@
 //! How simulated users reach a server: a [`Driver`] opens device connections that take
-//! semantic operations ([`Op`]) and yield semantic events ([`Inbound`]).
+//! semantic operations ([`Op`], each with a request number) and yield semantic events
+//! ([`Inbound`]).
 //!
 //! User actors speak only these types, so behaviour and wire protocol stay apart: the
-//! [`native`] driver speaks PROTOCOL.md over WebSocket; an XMPP driver can map the same
-//! operations onto stanzas. Drivers count frames and bytes in a shared [`FrameStats`].
+//! [`native`] driver speaks the receipts protocol over WebSocket; an XMPP driver can map the
+//! same operations onto stanzas. Every operation that the server answers carries a request
+//! number chosen by the user actor and comes back on its [`Reply`], so the actor can audit
+//! that each got exactly one answer and resend what a dropped connection never answered.
+//! Drivers count frames, bytes and malformed server frames in a shared [`FrameStats`].
 //!
 //! Connections live on the actor's own arbiter (single-threaded runtime), so futures and
 //! streams here are `!Send`.
 
 pub mod native;
 
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use futures_util::Stream;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use thiserror::Error;
@@ -37,7 +46,8 @@ pub struct LoginSpec {
 /// What a user asks its connection to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// A text message; `seq` comes back in [`Inbound::Accepted`].
+    /// A text message; `seq` is the client id (the same on a resend, so the server can drop
+    /// the repeat).
     Send {
         /// The sender's own message number.
         seq: u64,
@@ -82,49 +92,86 @@ pub enum Op {
         /// Admins.
         admins: Vec<Arc<str>>,
     },
+    /// One page of the readers of a group message.
+    ReadUsers {
+        /// The group.
+        group: Arc<str>,
+        /// The message.
+        mid: u64,
+        /// Page size.
+        limit: u32,
+        /// The previous page's `next_key`.
+        key: Option<String>,
+    },
     /// Keep-alive / round-trip probe.
     Ping,
-    /// Close the connection (a user going offline).
-    Close,
 }
 
-/// Kinds of operations, to attribute replies and errors (carried in `req`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OpKind {
-    /// `send`.
-    Send,
-    /// `delivery`.
-    Delivery,
-    /// `read`.
-    Read,
-    /// `channel`.
-    Channel,
-    /// Group management.
-    Group,
-    /// `ping`.
-    Ping,
-    /// `login`.
-    Login,
+/// What goes down a connection's outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// An operation the server answers; `req` comes back on its [`Reply`].
+    Request {
+        /// The actor's request number (unique per user for the whole run).
+        req: u64,
+        /// What to send.
+        op: Op,
+    },
+    /// Close the connection politely (a user going offline).
+    Close,
+    /// Reset the connection at once (a fault: no close handshake; the socket is aborted).
+    Abort,
+}
+
+/// The server's answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A message was accepted (`received` for a send).
+    Accepted {
+        /// Server message id.
+        mid: u64,
+        /// Group receipts kept (`groupAck`), for messages that asked.
+        group_ack: Option<bool>,
+        /// The server had already accepted this client id (a resend).
+        duplicate: bool,
+    },
+    /// A receipt or ack was taken; `id` is its server id.
+    Acked {
+        /// Receipt id.
+        id: u64,
+    },
+    /// A page of readers of a group message.
+    ReadUsers {
+        /// Reader ids on this page.
+        users: Vec<String>,
+        /// Key of the next page (`None` on the last).
+        next_key: Option<String>,
+        /// The last page.
+        is_last: bool,
+    },
+    /// Any other result (group operations, queries).
+    Result,
+    /// A reply to `ping`.
+    Pong,
+    /// Refused.
+    Error {
+        /// The error code.
+        code: ErrorCode,
+        /// The server's text.
+        message: String,
+    },
 }
 
 /// What a connection hears from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    /// The server took a message (`received` with the client's id).
-    Accepted {
-        /// The sender's message number.
-        seq: u64,
-        /// Server message id.
-        mid: u64,
-        /// Group receipts kept (`groupAck`), for messages that asked.
-        group_ack: Option<bool>,
-    },
-    /// The server took a receipt or channel ack; `id` is its server id.
-    Acked {
-        /// What was acknowledged.
-        kind: OpKind,
-        /// Receipt id.
-        id: u64,
+    /// The answer to a request; `req` is `None` when the server's `req` is missing or not one
+    /// this client sends (such a reply can be matched to nothing).
+    Reply {
+        /// The request number.
+        req: Option<u64>,
+        /// The answer.
+        reply: Reply,
     },
     /// A message pushed to this device.
     Message {
@@ -176,19 +223,6 @@ pub enum Inbound {
     },
     /// Group read counts that arrived while offline: (mid, group, count).
     Statistic(Vec<(u64, String, u64)>),
-    /// A reply to a group operation or query.
-    Result,
-    /// A reply to `ping`.
-    Pong,
-    /// An error reply.
-    Error {
-        /// The error code.
-        code: ErrorCode,
-        /// The operation it answers, when the server echoed `req`.
-        op: Option<OpKind>,
-        /// The server's text.
-        message: String,
-    },
     /// Same user and device logged in elsewhere.
     Kicked,
     /// The connection ended.
@@ -205,7 +239,56 @@ pub struct Timed {
 }
 
 /// The sending half of a connection.
-pub type Outbox = mpsc::UnboundedSender<Op>;
+pub type Outbox = mpsc::UnboundedSender<Command>;
+
+/// Stops a connection's reader for a while (a fault: the app stops reading its socket, so
+/// the server's writes back up), shared between the connection's stream and its user.
+#[derive(Debug, Clone, Default)]
+pub struct Stall(Rc<Cell<Option<tokio::time::Instant>>>);
+
+impl Stall {
+    /// Stops reading for `d` from now.
+    pub fn stall_for(&self, d: Duration) {
+        self.0.set(Some(tokio::time::Instant::now() + d));
+    }
+
+    /// Wraps a stream so that it yields nothing while stalled.
+    pub fn wrap<S: Stream + Unpin + 'static>(&self, inner: S) -> Stalled<S> {
+        Stalled {
+            inner,
+            until: self.0.clone(),
+            sleep: None,
+        }
+    }
+}
+
+/// A stream that pauses while its [`Stall`] says so.
+pub struct Stalled<S> {
+    inner: S,
+    until: Rc<Cell<Option<tokio::time::Instant>>>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Stream + Unpin> Stream for Stalled<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if let Some(until) = self.until.get() {
+            if until > tokio::time::Instant::now() {
+                let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if sleep.deadline() != until {
+                    sleep.as_mut().reset(until);
+                }
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            self.until.set(None);
+            self.sleep = None;
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
 
 /// An open, logged-in connection.
 pub struct Connection {
@@ -215,9 +298,12 @@ pub struct Connection {
     pub events: LocalBoxStream<'static, Timed>,
     /// When `loginOk` arrived.
     pub logged_in_at: Instant,
+    /// Pauses `events` (fault injection).
+    pub stall: Stall,
 }
 
-/// Why a connection could not be opened.
+/// Why a connection could not be opened. Each variant states its cause once (the `source`
+/// is not repeated in the text, so an error chain reads cleanly).
 #[derive(Debug, Error)]
 pub enum TransportError {
     /// The target URL is not usable.
@@ -229,12 +315,12 @@ pub enum TransportError {
         reason: String,
     },
     /// TCP connect failed (refused, out of ports or file descriptors).
-    #[error("connect to {addr} failed: {source}")]
+    #[error("connect to {addr} failed: {error}")]
     Connect {
         /// Target address.
         addr: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the text, so deliberately not a `source`).
+        error: std::io::Error,
     },
     /// The WebSocket handshake failed.
     #[error("websocket handshake failed: {0}")]
@@ -251,8 +337,8 @@ pub enum TransportError {
     #[error("no token for user {0:?} in the token file")]
     NoToken(String),
     /// Connect and login took longer than the timeout.
-    #[error("connect and login timed out")]
-    Timeout,
+    #[error("connect and login timed out after {0:?}")]
+    Timeout(Duration),
     /// The connection closed during login.
     #[error("connection closed during login")]
     Closed,
@@ -267,17 +353,49 @@ pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// Why a server frame could not be used; counted per cause, never dropped silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolFault {
+    /// Not JSON, or not a JSON object.
+    InvalidJson,
+    /// An `op` the protocol does not have.
+    UnknownOp,
+    /// A known op with a missing or wrong field (bad ids included).
+    BadFrame,
+    /// A binary WebSocket frame (the protocol uses text frames only).
+    Binary,
+}
+
+impl ProtocolFault {
+    /// Every cause, in counter order.
+    pub const ALL: [ProtocolFault; 4] = [
+        ProtocolFault::InvalidJson,
+        ProtocolFault::UnknownOp,
+        ProtocolFault::BadFrame,
+        ProtocolFault::Binary,
+    ];
+
+    /// Name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtocolFault::InvalidJson => "invalid_json",
+            ProtocolFault::UnknownOp => "unknown_op",
+            ProtocolFault::BadFrame => "bad_frame",
+            ProtocolFault::Binary => "binary",
+        }
+    }
+}
+
 /// Frames and bytes through every connection of a driver.
 #[derive(Debug)]
 pub struct FrameStats {
     sent: [AtomicU64; CLIENT_OPS.len()],
     received: [AtomicU64; SERVER_OPS.len()],
+    faults: [AtomicU64; ProtocolFault::ALL.len()],
     /// Payload bytes sent.
     pub bytes_sent: AtomicU64,
     /// Payload bytes received.
     pub bytes_received: AtomicU64,
-    /// Server frames that could not be parsed.
-    pub unparseable: AtomicU64,
 }
 
 impl Default for FrameStats {
@@ -285,9 +403,9 @@ impl Default for FrameStats {
         FrameStats {
             sent: std::array::from_fn(|_| AtomicU64::new(0)),
             received: std::array::from_fn(|_| AtomicU64::new(0)),
+            faults: std::array::from_fn(|_| AtomicU64::new(0)),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
-            unparseable: AtomicU64::new(0),
         }
     }
 }
@@ -303,6 +421,26 @@ impl FrameStats {
     pub fn received(&self, op: usize, bytes: usize) {
         self.received[op].fetch_add(1, Relaxed);
         self.bytes_received.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts a server frame that could not be used.
+    pub fn fault(&self, cause: ProtocolFault, bytes: usize) {
+        self.faults[cause as usize].fetch_add(1, Relaxed);
+        self.bytes_received.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Unusable server frames by cause (every cause, zeros included).
+    pub fn faults_by_cause(&self) -> Vec<(&'static str, u64)> {
+        ProtocolFault::ALL
+            .iter()
+            .zip(&self.faults)
+            .map(|(c, n)| (c.as_str(), n.load(Relaxed)))
+            .collect()
+    }
+
+    /// All unusable server frames.
+    pub fn total_faults(&self) -> u64 {
+        self.faults.iter().map(|c| c.load(Relaxed)).sum()
     }
 
     /// Sent frames by op name.

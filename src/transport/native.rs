@@ -3,9 +3,12 @@
 //! Each connection is a TCP socket with no-delay, a 4 KiB tungstenite read buffer (the
 //! default 128 KiB costs ~135 KiB per connection), a writer task that batches frames (feed
 //! everything queued, then flush once), and a read stream that timestamps and decodes frames.
-//! The op kind rides in `req` (`s12`, `r13`, ...), so errors are attributed without a map.
+//! The actor's request number rides in `req` after a letter naming the op (`s12`, `r13`), so
+//! every reply finds its request. Server frames that do not parse are counted by cause in
+//! [`FrameStats`] and dropped, never fatal.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,11 +23,13 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::{Connection, Driver, FrameStats, Inbound, LoginSpec, Op, OpKind, Timed, TransportError};
+use super::{
+    Command, Connection, Driver, FrameStats, Inbound, LoginSpec, Op, ProtocolFault, Reply, Stall, Timed, TransportError,
+};
 use crate::profile::Auth;
 use crate::protocol::client::{MsgConfig, MsgType};
 use crate::protocol::server::ResultData;
-use crate::protocol::{ClientFrame, Outgoing, Request, ServerFrame, token};
+use crate::protocol::{ClientFrame, Outgoing, ProtocolError, Request, ServerFrame, token};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -116,7 +121,7 @@ impl Driver for NativeDriver {
             let token = token?;
             match tokio::time::timeout(timeout, open(addr, &url, source, login, token, stats)).await {
                 Ok(r) => r,
-                Err(_) => Err(TransportError::Timeout),
+                Err(_) => Err(TransportError::Timeout(timeout)),
             }
         }
         .boxed_local()
@@ -135,9 +140,9 @@ async fn open(
     token: String,
     stats: Arc<FrameStats>,
 ) -> Result<Connection, TransportError> {
-    let connect_err = |source| TransportError::Connect {
+    let connect_err = |error| TransportError::Connect {
         addr: addr.to_string(),
-        source,
+        error,
     };
     let socket = TcpSocket::new_v4().map_err(connect_err)?;
     if let Some(ip) = source {
@@ -145,6 +150,7 @@ async fn open(
     }
     let stream = socket.connect(addr).await.map_err(connect_err)?;
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
         .await
         .map_err(|e| TransportError::Handshake(e.to_string()))?;
@@ -185,7 +191,7 @@ async fn open(
     };
     let (sink, stream) = ws.split();
     let (out, rx) = mpsc::unbounded_channel();
-    actix_rt::spawn(writer(sink, rx, stats.clone()));
+    actix_rt::spawn(writer(sink, rx, stats.clone(), fd));
     // The stream ends at the first error or close frame; `Closed` is then yielded once.
     let events = stream
         .scan((), |_, item| {
@@ -195,6 +201,10 @@ async fn open(
             let at = Instant::now();
             let event = match msg {
                 Message::Text(text) => decode(&text, &stats),
+                Message::Binary(b) => {
+                    stats.fault(ProtocolFault::Binary, b.len());
+                    None
+                }
                 _ => None,
             };
             futures_util::future::ready(event.map(|event| Timed { at, event }))
@@ -204,47 +214,62 @@ async fn open(
                 at: Instant::now(),
                 event: Inbound::Closed,
             }
-        }))
-        .boxed_local();
+        }));
+    let stall = Stall::default();
+    let events = stall.wrap(Box::pin(events)).boxed_local();
     Ok(Connection {
         out,
         events,
         logged_in_at,
+        stall,
     })
 }
 
-fn kind_of(req: Option<&str>) -> Option<OpKind> {
-    Some(match req?.as_bytes().first()? {
-        b's' => OpKind::Send,
-        b'd' => OpKind::Delivery,
-        b'r' => OpKind::Read,
-        b'c' => OpKind::Channel,
-        b'g' => OpKind::Group,
-        b'p' => OpKind::Ping,
-        b'l' => OpKind::Login,
-        _ => return None,
-    })
-}
-
-/// Turns a server frame into an event; counts it.
-fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
-    let Ok(frame) = Outgoing::parse(text.as_str()) else {
-        stats.unparseable.fetch_add(1, Ordering::Relaxed);
+/// The request number in a `req` this driver wrote (`s12` -> 12); `None` for anything else.
+fn req_number(req: Option<&str>) -> Option<u64> {
+    let req = req?;
+    let mut chars = req.chars();
+    if !chars.next()?.is_ascii_lowercase() {
         return None;
+    }
+    chars.as_str().parse().ok()
+}
+
+/// Why a server frame did not parse, as a counted cause.
+fn fault_of(e: &ProtocolError) -> ProtocolFault {
+    match e {
+        ProtocolError::BadJson { .. } => ProtocolFault::InvalidJson,
+        ProtocolError::UnknownOp { .. } | ProtocolError::MissingOp { .. } => ProtocolFault::UnknownOp,
+        ProtocolError::MissingReq | ProtocolError::MissingField { .. } | ProtocolError::InvalidField { .. } => {
+            ProtocolFault::BadFrame
+        }
+    }
+}
+
+/// Turns a server frame into an event; counts it (or its fault).
+fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
+    let frame = match Outgoing::parse(text.as_str()) {
+        Ok(f) => f,
+        Err(e) => {
+            stats.fault(fault_of(&e), text.len());
+            return None;
+        }
     };
     stats.received(frame.frame.op_index(), text.len());
-    let op = kind_of(frame.req.as_deref());
-    Some(match frame.frame {
+    let req = req_number(frame.req.as_deref());
+    let reply = |reply| Some(Inbound::Reply { req, reply });
+    match frame.frame {
         ServerFrame::Received {
-            id: Some(id),
+            id: Some(_),
             mid,
             group_ack,
             ..
-        } => match id.parse() {
-            Ok(seq) => Inbound::Accepted { seq, mid, group_ack },
-            Err(_) => return None,
-        },
-        ServerFrame::Received { mid, .. } => Inbound::Acked { kind: op?, id: mid },
+        } => reply(Reply::Accepted {
+            mid,
+            group_ack,
+            duplicate: false,
+        }),
+        ServerFrame::Received { mid, .. } => reply(Reply::Acked { id: mid }),
         ServerFrame::Message {
             mid,
             from,
@@ -253,24 +278,24 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             msg,
             msg_config,
             ..
-        } => Inbound::Message {
+        } => Some(Inbound::Message {
             mid,
             from: from.into_owned(),
             to: to.into_owned(),
             chat: chat_type,
             body: msg.into_owned(),
             receipts: msg_config.is_some_and(|c| c.allow_group_ack),
-        },
+        }),
         ServerFrame::Delivery {
             mid,
             from,
             online_state,
             ..
-        } => Inbound::Delivery {
+        } => Some(Inbound::Delivery {
             mid,
             from: from.into_owned(),
             live: online_state == 1,
-        },
+        }),
         ServerFrame::Read {
             mid,
             from,
@@ -278,51 +303,61 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             group_read_count,
             online_state,
             ..
-        } => Inbound::Read {
+        } => Some(Inbound::Read {
             mid,
             from: from.into_owned(),
             chat: chat_type,
             count: group_read_count.map(|c| c.count),
             live: online_state == 1,
-        },
+        }),
         ServerFrame::Channel {
             id,
             from,
             to,
             online_state,
             ..
-        } => Inbound::Channel {
+        } => Some(Inbound::Channel {
             id,
             from: from.into_owned(),
             to: to.into_owned(),
             live: online_state == 1,
-        },
+        }),
         ServerFrame::Statistic { location, .. } => {
-            let parsed = crate::protocol::server::StatisticLocation::from_json(&location).ok()?;
-            Inbound::Statistic(
-                parsed
-                    .group_ack
-                    .into_iter()
-                    .map(|g| (g.mid, g.group_id, g.count))
-                    .collect(),
-            )
+            match crate::protocol::server::StatisticLocation::from_json(&location) {
+                Ok(parsed) => Some(Inbound::Statistic(
+                    parsed
+                        .group_ack
+                        .into_iter()
+                        .map(|g| (g.mid, g.group_id, g.count))
+                        .collect(),
+                )),
+                Err(_) => {
+                    stats.fault(ProtocolFault::BadFrame, 0);
+                    None
+                }
+            }
         }
         ServerFrame::Result {
-            data: ResultData::Group { .. } | ResultData::ReadUsers(_) | ResultData::Conversations(_),
-        } => Inbound::Result,
-        ServerFrame::Pong { .. } => Inbound::Pong,
-        ServerFrame::Error { code, message } => Inbound::Error {
+            data: ResultData::ReadUsers(page),
+        } => reply(Reply::ReadUsers {
+            users: page.userlist.into_iter().map(|u| u.into_owned()).collect(),
+            next_key: page.next_key.map(|k| k.into_owned()),
+            is_last: page.is_last,
+        }),
+        ServerFrame::Result { .. } => reply(Reply::Result),
+        ServerFrame::Pong { .. } => reply(Reply::Pong),
+        ServerFrame::Error { code, message } => reply(Reply::Error {
             code,
-            op,
             message: message.into_owned(),
-        },
-        ServerFrame::Kicked { .. } => Inbound::Kicked,
-        ServerFrame::LoginOk { .. } => return None,
-    })
+        }),
+        ServerFrame::Kicked { .. } => Some(Inbound::Kicked),
+        // A second loginOk answers nothing this connection asked for after login.
+        ServerFrame::LoginOk { .. } => reply(Reply::Result),
+    }
 }
 
-/// Encodes one operation; `None` for [`Op::Close`].
-fn encode(op: &Op, n: u64) -> Option<(usize, String)> {
+/// Encodes one request as its wire frame; `req` becomes `<letter><number>`.
+fn encode(req: u64, op: &Op) -> (usize, String) {
     let (prefix, frame) = match op {
         Op::Send {
             seq,
@@ -372,29 +407,59 @@ fn encode(op: &Op, n: u64) -> Option<(usize, String)> {
                 admins: admins.iter().map(|m| m.as_ref().into()).collect(),
             },
         ),
+        Op::ReadUsers { group, mid, limit, key } => (
+            'u',
+            ClientFrame::GetGroupMsgReadUser {
+                group_id: group.as_ref().into(),
+                msg_id: *mid,
+                limit: Some(*limit),
+                key: key.as_deref().map(Into::into),
+            },
+        ),
         Op::Ping => ('p', ClientFrame::Ping {}),
-        Op::Close => return None,
     };
     let request = Request {
-        req: format!("{prefix}{n}").into(),
+        req: format!("{prefix}{req}").into(),
         frame,
     };
-    Some((request.frame.op_index(), request.encode()))
+    (request.frame.op_index(), request.encode())
 }
 
-/// Writes queued operations: feed all that are ready, flush once.
-async fn writer(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Op>, stats: Arc<FrameStats>) {
-    let mut n = 0u64;
+/// Resets the connection: no lingering on close, so the socket is dropped with an RST.
+///
+/// `fd` belongs to the stream whose sink the caller still holds, so it is open here.
+fn abort(fd: RawFd) {
+    // SAFETY: the caller owns half of the split stream that owns `fd`, so the descriptor
+    // stays open for this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    let _ = sock.set_linger(Some(Duration::ZERO));
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// Writes queued commands: feed all that are ready, flush once.
+async fn writer(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    stats: Arc<FrameStats>,
+    fd: RawFd,
+) {
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(op) = next.take() {
-            n += 1;
-            let Some((op_index, text)) = encode(&op, n) else {
-                break 'outer;
-            };
-            stats.sent(op_index, text.len());
-            if sink.feed(Message::Text(text.into())).await.is_err() {
-                return;
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Request { req, op } => {
+                    let (op_index, text) = encode(req, &op);
+                    stats.sent(op_index, text.len());
+                    if sink.feed(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Command::Close => break 'outer,
+                Command::Abort => {
+                    abort(fd);
+                    return;
+                }
             }
             next = rx.try_recv().ok();
         }
@@ -436,37 +501,66 @@ mod tests {
     }
 
     #[test]
-    fn ops_encode_with_their_kind_in_req_and_decode_back() {
+    fn requests_carry_their_number_and_replies_come_back_with_it() {
         let stats = FrameStats::default();
         let (_, text) = encode(
+            7,
             &Op::Read {
                 chat: ChatType::Single,
                 mid: 5,
                 to: Arc::from("u1"),
             },
-            7,
-        )
-        .unwrap();
+        );
         assert!(text.contains("\"req\":\"r7\""), "{text}");
         let reply: Utf8Bytes = r#"{"op":"error","req":"r7","code":"not_found","message":"x"}"#.into();
         assert_eq!(
             decode(&reply, &stats),
-            Some(Inbound::Error {
-                code: crate::protocol::ErrorCode::NotFound,
-                op: Some(OpKind::Read),
-                message: "x".into()
+            Some(Inbound::Reply {
+                req: Some(7),
+                reply: Reply::Error {
+                    code: crate::protocol::ErrorCode::NotFound,
+                    message: "x".into()
+                }
             })
         );
         let accepted: Utf8Bytes = r#"{"op":"received","req":"s3","id":"42","mid":"9","to":"u2","time":1}"#.into();
         assert_eq!(
             decode(&accepted, &stats),
-            Some(Inbound::Accepted {
-                seq: 42,
-                mid: 9,
-                group_ack: None
+            Some(Inbound::Reply {
+                req: Some(3),
+                reply: Reply::Accepted {
+                    mid: 9,
+                    group_ack: None,
+                    duplicate: false
+                }
             })
         );
-        assert!(encode(&Op::Close, 1).is_none());
-        assert_eq!(stats.total_received(), 2);
+        let foreign: Utf8Bytes = r#"{"op":"pong","req":"zz","time":1}"#.into();
+        assert_eq!(
+            decode(&foreign, &stats),
+            Some(Inbound::Reply {
+                req: None,
+                reply: Reply::Pong
+            })
+        );
+        assert_eq!(stats.total_received(), 3);
+    }
+
+    #[test]
+    fn unusable_server_frames_are_counted_by_cause() {
+        let stats = FrameStats::default();
+        for text in [
+            "not json",
+            "[1,2]",
+            r#"{"op":"bogus"}"#,
+            r#"{"op":"message","mid":"x1","from":"a","to":"b","chatType":"singleChat","type":"txt","msg":"m","time":1}"#,
+        ] {
+            assert_eq!(decode(&Utf8Bytes::from(text), &stats), None, "{text}");
+        }
+        let counts: std::collections::BTreeMap<_, _> = stats.faults_by_cause().into_iter().collect();
+        assert_eq!(counts["invalid_json"], 2);
+        assert_eq!(counts["unknown_op"], 1);
+        assert_eq!(counts["bad_frame"], 1);
+        assert_eq!(stats.total_received(), 0);
     }
 }

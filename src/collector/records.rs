@@ -1,0 +1,257 @@
+//! Per-message records: what one message went through (accepted, pushed to which devices,
+//! which receipts were asked for and which arrived), and how a record is settled into the
+//! audit once it is old enough that nothing more is due, or at the end of the run.
+
+use smallvec::SmallVec;
+
+use super::audit::{Kind, Tally};
+use super::presence::{Over, Presence};
+use crate::sim::behaviour::Micros;
+
+/// A push still missing this long after its message was accepted, on a device whose
+/// connection dropped inside that window, is a loss protocol v1 allows.
+pub(super) const DISCONNECT_GRACE: Micros = 1_000_000;
+
+/// One recipient user of a message, as the server should have seen it when routing.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Recipient {
+    pub(super) user: u32,
+    /// Devices surely online while the message was routed.
+    pub(super) on: u32,
+    /// Every device surely offline: the server stores it for the user's next login.
+    pub(super) user_off: bool,
+    /// Devices the message reached.
+    pub(super) arrived: u32,
+    /// Pushes beyond the first on a device.
+    pub(super) repeats: u32,
+}
+
+/// A group reader of a message.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GroupRead {
+    pub(super) reader: u32,
+    /// The behaviour's decision to read (latencies start here).
+    pub(super) scheduled: Micros,
+    /// When the read ack left.
+    pub(super) sent: Micros,
+    /// When its `received` arrived.
+    pub(super) accepted: Option<Micros>,
+    /// Devices of the sender its live count reached.
+    pub(super) pushed: u32,
+    /// Live counts from this reader beyond the first on a device.
+    pub(super) repeats: u32,
+}
+
+/// What one message went through. Times are µs on the run clock.
+#[derive(Debug, Default)]
+pub(super) struct MsgRec {
+    pub(super) scheduled: Micros,
+    pub(super) sent: Micros,
+    /// When its sender got `received` (`None`: never; its pushes are then not judged).
+    pub(super) accepted: Option<Micros>,
+    pub(super) mid: u64,
+    pub(super) group: bool,
+    /// Peer or group index.
+    pub(super) conv: u32,
+    pub(super) receipts: bool,
+    pub(super) recipients: Vec<Recipient>,
+    /// Pushes that arrived before the sender's `received` (user, device).
+    pub(super) early: SmallVec<[(u32, u8); 2]>,
+    // Delivery and 1:1 read receipts: (ack sent, ack accepted at, devices reached, repeats).
+    pub(super) delivery: ReceiptRec,
+    pub(super) read: ReceiptRec,
+    /// The reader's decision to read (1:1), for `read_receipt`.
+    pub(super) read_scheduled: Option<Micros>,
+    /// When that read ack left (the uncorrected start of `read_receipt`).
+    pub(super) read_sent_at: Option<Micros>,
+    pub(super) read_learned: bool,
+    pub(super) group_reads: Vec<GroupRead>,
+    pub(super) group_max: u64,
+    pub(super) group_max_at: Micros,
+    pub(super) group_first: bool,
+    /// A group read was accepted while the sender was surely offline, at this time: a
+    /// statistic frame is due at its next login.
+    pub(super) stat_due: Option<Micros>,
+    /// Latest statistic entry for this message.
+    pub(super) stat_at: Option<Micros>,
+}
+
+/// A per-message receipt kind (delivery, 1:1 read).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ReceiptRec {
+    /// A reader sent the ack.
+    pub(super) sent: bool,
+    /// The ack got `received`, at this time.
+    pub(super) accepted: Option<Micros>,
+    /// Devices of the sender the push reached.
+    pub(super) devices: u32,
+    /// Pushes beyond the first on a device.
+    pub(super) repeats: u32,
+}
+
+impl ReceiptRec {
+    /// A push reached device `dev`; returns whether it is the first anywhere.
+    pub(super) fn push(&mut self, dev: u8) -> bool {
+        let bit = 1u32 << (dev % 32);
+        let first = self.devices == 0;
+        if self.devices & bit != 0 {
+            self.repeats += 1;
+        }
+        self.devices |= bit;
+        first
+    }
+
+    fn settle(&self, kind: Kind, sender: u32, presence: &Presence, tally: &mut Tally) {
+        let arrived = self.devices != 0;
+        tally.kind(kind).duplicated += u64::from(self.repeats);
+        match (self.accepted, arrived) {
+            (Some(_), true) => tally.ok(kind),
+            (Some(at), false) => {
+                // Stored for an offline sender: due only if it came back.
+                if presence.logged_in_after(sender, at) || !presence.user_off(sender, at) {
+                    tally.lost(kind)
+                } else {
+                    tally.kind(kind).not_due += 1
+                }
+            }
+            // Sent but its `received` never came: the push may or may not follow.
+            (None, true) if self.sent => tally.ok(kind),
+            (None, true) => tally.kind(kind).unexpected += 1,
+            (None, false) => {}
+        }
+    }
+}
+
+fn bits(mask: u32) -> u64 {
+    u64::from(mask.count_ones())
+}
+
+impl MsgRec {
+    /// Recipient `user`'s entry, if the message was routed to it.
+    pub(super) fn recipient(&mut self, user: u32) -> Option<&mut Recipient> {
+        self.recipients.iter_mut().find(|r| r.user == user)
+    }
+
+    /// Notes who should get the message, judged when its `received` arrives: `users` are the
+    /// recipients.
+    pub(super) fn route(&mut self, users: impl Iterator<Item = u32>, presence: &Presence) {
+        let from = self.sent;
+        self.recipients = users
+            .map(|user| {
+                let mut r = Recipient {
+                    user,
+                    user_off: presence.user_off(user, from),
+                    ..Default::default()
+                };
+                for dev in 0..presence.per_user() {
+                    if presence.over(user, dev, from) == Over::On {
+                        r.on |= 1 << (dev % 32);
+                    }
+                }
+                r
+            })
+            .collect();
+        for (user, dev) in std::mem::take(&mut self.early) {
+            self.arrive(user, dev);
+        }
+    }
+
+    /// The message reached `user`'s device `dev`; false when `user` is no recipient.
+    pub(super) fn arrive(&mut self, user: u32, dev: u8) -> bool {
+        if self.accepted.is_none() {
+            self.early.push((user, dev));
+            return true;
+        }
+        let Some(r) = self.recipient(user) else {
+            return false;
+        };
+        let bit = 1u32 << (dev % 32);
+        if r.arrived & bit != 0 {
+            r.repeats += 1;
+        }
+        r.arrived |= bit;
+        true
+    }
+
+    /// Settles the record into the audit. `sender` is its sender; `presence` is as of now.
+    pub(super) fn settle(&self, sender: u32, presence: &Presence, tally: &mut Tally) {
+        self.settle_message(presence, tally);
+        self.delivery.settle(Kind::Delivery, sender, presence, tally);
+        self.read.settle(Kind::Read, sender, presence, tally);
+        self.settle_group(sender, presence, tally);
+    }
+
+    fn settle_message(&self, presence: &Presence, tally: &mut Tally) {
+        let Some(accepted) = self.accepted else {
+            // Never confirmed to its sender: what arrived is counted, nothing is owed.
+            let n = self.early.len() as u64;
+            let k = tally.kind(Kind::Message);
+            k.expected += n;
+            k.arrived += n;
+            return;
+        };
+        for r in &self.recipients {
+            tally.kind(Kind::Message).duplicated += u64::from(r.repeats);
+            if r.user_off {
+                // Stored once for the user; replayed to the first device that logs in.
+                match bits(r.arrived) {
+                    0 if presence.logged_in_after(r.user, accepted) => tally.lost(Kind::Message),
+                    0 => tally.kind(Kind::Message).not_due += 1,
+                    n => {
+                        tally.ok(Kind::Message);
+                        tally.kind(Kind::Message).duplicated += n - 1;
+                    }
+                }
+                continue;
+            }
+            for dev in 0..presence.per_user() {
+                let bit = 1u32 << (dev % 32);
+                if r.arrived & bit != 0 {
+                    tally.ok(Kind::Message);
+                } else if r.on & bit == 0 {
+                    // Offline (or logging in or out) while routed: nothing owed.
+                    tally.kind(Kind::Message).not_due += 1;
+                } else if presence.dropped_within(r.user, dev, self.sent, accepted + DISCONNECT_GRACE) {
+                    let k = tally.kind(Kind::Message);
+                    k.expected += 1;
+                    k.lost_in_disconnect += 1;
+                } else if presence.over(r.user, dev, accepted) == Over::Off {
+                    // Dropped later and not back: stored for its next login.
+                    tally.kind(Kind::Message).not_due += 1;
+                } else {
+                    tally.lost(Kind::Message);
+                }
+            }
+        }
+    }
+
+    fn settle_group(&self, sender: u32, presence: &Presence, tally: &mut Tally) {
+        let accepted = self.group_reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
+        let sent = self.group_reads.len() as u64;
+        if accepted > 0 || self.group_max > 0 {
+            let k = tally.kind(Kind::GroupRead);
+            k.expected += accepted;
+            k.arrived += self.group_max.min(accepted);
+            let missing = accepted.saturating_sub(self.group_max);
+            let came_back = presence.logged_in_after(sender, self.sent) || !presence.user_off(sender, self.sent);
+            if came_back {
+                k.lost += missing;
+            } else {
+                k.not_due += missing;
+            }
+            k.unexpected += self.group_max.saturating_sub(sent);
+        }
+        let repeats: u32 = self.group_reads.iter().map(|r| r.repeats).sum();
+        tally.kind(Kind::GroupRead).duplicated += u64::from(repeats);
+        if let Some(due) = self.stat_due {
+            match self.stat_at {
+                Some(at) if at >= due => tally.ok(Kind::Statistic),
+                _ if presence.logged_in_after(sender, due) => tally.lost(Kind::Statistic),
+                _ => tally.kind(Kind::Statistic).not_due += 1,
+            }
+        } else if self.stat_at.is_some() {
+            // A count replayed for reads whose timing was uncertain: counted, not owed.
+            tally.ok(Kind::Statistic);
+        }
+    }
+}
