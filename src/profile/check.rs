@@ -15,6 +15,9 @@ use crate::server::ratelimit::RateLimit;
 pub(super) struct Checker {
     pub(super) errors: Vec<(String, String)>,
     pub(super) notes: Vec<String>,
+    /// Keys left out of the raw profile for a wrong type, already reported: what follows
+    /// from their absence (a missing required key, a default) is not reported again.
+    pub(super) left_out: Vec<String>,
 }
 
 impl Checker {
@@ -23,7 +26,9 @@ impl Checker {
     }
 
     fn fail(&mut self, key: &str, message: impl Into<String>) {
-        self.errors.push((key.to_string(), message.into()));
+        if !self.left_out.iter().any(|l| super::within(key, l)) {
+            self.errors.push((key.to_string(), message.into()));
+        }
     }
 
     fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
@@ -172,19 +177,31 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                 .enumerate()
                 .map(|(i, s)| {
                     let key = format!("run.ramp.steps[{i}]");
-                    if s.users == 0 || s.users > users {
-                        c.fail(
-                            &format!("{key}.users"),
-                            format!("{} must be between 1 and population.users ({users})", s.users),
-                        );
+                    let step_users = match s.users {
+                        None => {
+                            c.fail(&format!("{key}.users"), "missing: users connected during the step");
+                            0
+                        }
+                        Some(n) if n == 0 || n > users => {
+                            c.fail(
+                                &format!("{key}.users"),
+                                format!("{n} must be between 1 and population.users ({users})"),
+                            );
+                            n
+                        }
+                        Some(n) => n,
+                    };
+                    if s.hold.is_none() {
+                        c.fail(&format!("{key}.hold"), "missing: how long the step holds, e.g. \"10s\"");
                     }
                     Step {
-                        users: s.users,
-                        hold: c.duration(&format!("{key}.hold"), Some(&s.hold), Duration::ZERO),
+                        users: step_users,
+                        hold: c.duration(&format!("{key}.hold"), s.hold.as_ref(), Duration::ZERO),
                     }
                 })
                 .collect();
-            if steps.windows(2).any(|w| w[1].users < w[0].users) {
+            let given = raw_steps.iter().all(|s| s.users.is_some());
+            if given && steps.windows(2).any(|w| w[1].users < w[0].users) {
                 c.fail(
                     "run.ramp.steps",
                     "user counts must not decrease from one step to the next",

@@ -1,12 +1,14 @@
 //! Profiles: a TOML file (plus command-line overrides) checked into a typed [`Plan`].
 //!
-//! Two stages, as in ripgrep's flags: [`raw`] mirrors the file (unknown keys are errors), and
-//! [`plan`] validates it into typed values with every default filled. Precedence: command
+//! Two stages, as in ripgrep's flags: [`raw`] mirrors the file (read by `lenient`, which
+//! gathers every unknown key and wrong type instead of stopping at the first), and `check`
+//! validates it into a typed [`plan`] with every default filled. Precedence: command
 //! line (`--set key=value` and its shorthands) > profile file > defaults. Every error names the
 //! file, the key and what is wrong; all problems are reported at once. The effective plan is
 //! written back as TOML ([`effective_toml`]) so a run records exactly what it executed.
 
 mod check;
+mod lenient;
 pub mod plan;
 pub mod raw;
 pub mod slo;
@@ -31,7 +33,7 @@ pub enum ProfileError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Not TOML, an unknown key, or a value of the wrong type.
+    /// Not TOML: the file cannot be read at all, so this is the only error.
     #[error("{file}: {message}")]
     Toml {
         /// The profile path.
@@ -39,7 +41,7 @@ pub enum ProfileError {
         /// The TOML parser's message (with line and key).
         message: String,
     },
-    /// Keys with values the plan cannot use.
+    /// Unknown keys, values of the wrong type and values the plan cannot use: every one.
     #[error("{file}: {}", problems.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
     Invalid {
         /// The profile path.
@@ -89,32 +91,51 @@ pub fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ProfileE
 }
 
 /// Parses profile text (already read from `file`) with overrides applied, and validates it.
+///
+/// Text that is not TOML is one error (nothing else can be read). Otherwise every unknown key,
+/// every value of the wrong type and every invalid value comes back in one
+/// [`ProfileError::Invalid`]; a problem with a key given by an override says so.
 pub fn parse(file: &Path, text: &str, overrides: &[String]) -> Result<Plan, ProfileError> {
-    let toml_err = |e: &dyn std::fmt::Display| ProfileError::Toml {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ProfileError::Toml {
         file: file.to_path_buf(),
         message: e.to_string(),
-    };
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_err(&e))?;
+    })?;
     for o in overrides {
         apply_override(&mut table, o)?;
     }
-    let raw: RawProfile = RawProfile::deserialize(toml::Value::Table(table)).map_err(|e| toml_err(&e))?;
+    let read = lenient::read::<RawProfile>(&table);
     let mut checker = check::Checker {
         errors: Vec::new(),
         notes: Vec::new(),
+        left_out: read.left_out,
     };
-    let plan = check::check(&raw, &mut checker);
-    if checker.errors.is_empty() {
-        Ok(plan)
-    } else {
-        Err(ProfileError::Invalid {
-            file: file.to_path_buf(),
-            problems: checker.errors,
-        })
+    let plan = read.raw.map(|raw| check::check(&raw, &mut checker));
+    let mut problems = read.problems;
+    problems.append(&mut checker.errors);
+    match plan {
+        Some(plan) if problems.is_empty() => Ok(plan),
+        _ => {
+            for (key, message) in &mut problems {
+                if let Some(arg) = overrides.iter().rev().find(|o| {
+                    let path = o.split_once('=').map_or(o.as_str(), |(p, _)| p.trim());
+                    within(key, path)
+                }) {
+                    message.push_str(&format!(" (from the command line: {arg})"));
+                }
+            }
+            Err(ProfileError::Invalid {
+                file: file.to_path_buf(),
+                problems,
+            })
+        }
     }
 }
 
-use serde::Deserialize;
+/// `key` is `path` or a key inside it (`a.b` is within `a`, `a.b[0].c` within `a.b`).
+fn within(key: &str, path: &str) -> bool {
+    key.strip_prefix(path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
 
 /// Reads and validates the profile at `path` with `overrides` (`key=value`) applied.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Plan, ProfileError> {
@@ -162,8 +183,8 @@ pub fn effective_toml(p: &Plan) -> String {
                 steps
                     .iter()
                     .map(|s| RawStep {
-                        users: s.users,
-                        hold: secs(s.hold),
+                        users: Some(s.users),
+                        hold: Some(secs(s.hold)),
                     })
                     .collect(),
             ),

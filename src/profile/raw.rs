@@ -1,7 +1,8 @@
 //! The profile file as written: serde mirrors of the TOML tables, unknown keys refused.
 //!
-//! Values keep their written form (durations as text, rates as numbers); [`super::plan`]
-//! checks them and turns them into the typed plan.
+//! Values keep their written form (durations as text, rates as numbers); `check` turns them
+//! into the typed [`super::plan`]. Every field is optional (required keys are the checker's
+//! to demand), so that a key of the wrong type can be left out and the rest still read.
 
 use serde::{Deserialize, Serialize};
 
@@ -62,8 +63,8 @@ pub struct RawRamp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
-    pub users: u64,
-    pub hold: String,
+    pub users: Option<u64>,
+    pub hold: Option<String>,
 }
 
 /// `[target]`.

@@ -50,12 +50,19 @@ fn the_shipped_profiles_are_valid() {
     assert!(smoke.groups.count > 0 && smoke.groups.allow_group_ack_share > 0.0);
 }
 
+fn problems(text: &str, overrides: &[&str]) -> Vec<(String, String)> {
+    match parse_text(text, overrides) {
+        Err(ProfileError::Invalid { problems, .. }) => problems,
+        other => panic!("expected ProfileError::Invalid, got {other:?}"),
+    }
+}
+
 #[test]
 fn unknown_keys_are_errors_naming_file_and_key() {
     let e = parse_text("[population]\nusrs = 5\n", &[]).unwrap_err().to_string();
-    assert!(e.contains("profiles/test.toml") && e.contains("usrs"), "{e}");
+    assert!(e.contains("profiles/test.toml") && e.contains("population.usrs"), "{e}");
     let e = parse_text("[populaton]\nusers = 5\n", &[]).unwrap_err().to_string();
-    assert!(e.contains("populaton"), "{e}");
+    assert!(e.contains("populaton: unknown key, did you mean `population`?"), "{e}");
 }
 
 #[test]
@@ -63,7 +70,136 @@ fn wrong_types_are_errors_naming_the_key() {
     let e = parse_text("[run]\nduration = \"10s\"\n[population]\nusers = \"many\"\n", &[])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("users"), "{e}");
+    assert!(e.contains("population.users: expected an integer, got \"many\""), "{e}");
+}
+
+#[test]
+fn every_problem_of_a_profile_is_reported_at_once() {
+    let text = r#"
+[run]
+duration = "10s"
+drain = 3
+seeed = 4
+[population]
+users = "ten"
+delivery_share = 1.5
+[tester]
+colour = "blue"
+"#;
+    let Err(ProfileError::Invalid { file, problems }) = parse_text(text, &[]) else {
+        panic!("must be invalid")
+    };
+    let found: Vec<(&str, &str)> = problems.iter().map(|(k, m)| (k.as_str(), m.as_str())).collect();
+    assert_eq!(found.len(), 5, "{found:?}");
+    for (key, message) in [
+        ("run.drain", "expected a string, got 3"),
+        ("run.seeed", "unknown key, did you mean `seed`?"),
+        ("population.users", "expected an integer, got \"ten\""),
+        ("population.delivery_share", "1.5 is not a share between 0 and 1"),
+        ("tester.colour", "unknown key (valid here: `arbiters`,"),
+    ] {
+        assert!(
+            found.iter().any(|(k, m)| *k == key && m.starts_with(message)),
+            "{key}: {message} missing from {found:?}"
+        );
+    }
+    let msg = ProfileError::Invalid { file, problems }.to_string();
+    assert!(msg.starts_with("profiles/test.toml: "), "{msg}");
+}
+
+#[test]
+fn wrong_types_inside_arrays_and_tables_name_their_path_and_nothing_follows_from_them() {
+    let text = r#"
+[run]
+ramp = { users_per_sec = "fast", steps = [ { users = 50, hold = 5 }, { users = 100, hold = "5s", hlod = "1s" } ] }
+[population]
+users = 100
+devices_per_user = -1
+[slo]
+checks = ["audit.lost == 0", 5]
+"#;
+    let found = problems(text, &[]);
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "population.devices_per_user",
+            "run.ramp.steps[0].hold",
+            "run.ramp.steps[1].hlod",
+            "run.ramp.users_per_sec",
+            "slo.checks[1]",
+        ],
+        "{found:?}"
+    );
+    assert!(found[0].1.contains("expected an integer >= 0, got -1"), "{found:?}");
+    assert!(found[2].1.contains("did you mean `hold`?"), "{found:?}");
+    assert!(found[3].1.contains("expected a number, got \"fast\""), "{found:?}");
+    assert!(found[4].1.contains("expected a string, got 5"), "{found:?}");
+}
+
+#[test]
+fn missing_step_keys_are_reported_by_the_checker() {
+    let text = "[run]\nramp = { steps = [ { users = 50 } ] }\n[population]\nusers = 100\n";
+    let found = problems(text, &[]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "run.ramp.steps[0].hold");
+    assert!(found[0].1.starts_with("missing"), "{found:?}");
+}
+
+#[test]
+fn a_file_that_is_not_toml_is_one_error() {
+    let e = parse_text("[run\nduration = 3\nbogus = 1\n", &[]).unwrap_err();
+    assert!(matches!(e, ProfileError::Toml { .. }), "{e:?}");
+    assert!(e.to_string().starts_with("profiles/test.toml: "), "{e}");
+}
+
+#[test]
+fn problems_with_command_line_keys_say_so() {
+    let found = problems(MINIMAL, &["population.usrs=5", "population.users=lots"]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(
+        found[0],
+        (
+            "population.users".to_string(),
+            "expected an integer, got \"lots\" (from the command line: population.users=lots)".to_string()
+        )
+    );
+    assert_eq!(
+        found[1],
+        (
+            "population.usrs".to_string(),
+            "unknown key, did you mean `users`? (from the command line: population.usrs=5)".to_string()
+        )
+    );
+    let found = problems(MINIMAL, &["run.duration=soon"]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].1.ends_with("(from the command line: run.duration=soon)"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn suggestions_only_for_near_misses() {
+    let run = ["name", "duration", "drain", "seed", "ramp", "results_dir"];
+    for (typo, meant) in [
+        ("durration", "duration"),
+        ("duraton", "duration"),
+        ("Duration", "duration"),
+        ("sed", "seed"),
+        ("results-dir", "results_dir"),
+        ("resultsdir", "results_dir"),
+    ] {
+        let m = lenient::unknown_key(typo, &run);
+        assert_eq!(m, format!("unknown key, did you mean `{meant}`?"), "{typo}");
+    }
+    for unrelated in ["users", "bogus", "timeout", "x"] {
+        let m = lenient::unknown_key(unrelated, &run);
+        assert!(
+            m.starts_with("unknown key (valid here: `name`, `duration`"),
+            "{unrelated}: {m}"
+        );
+    }
 }
 
 #[test]
