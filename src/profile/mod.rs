@@ -171,6 +171,41 @@ fn delay_raw(d: &Delay) -> raw::RawDelay {
     }
 }
 
+/// Faults as written: each list only when it has entries.
+fn faults_raw(f: &Faults) -> raw::RawFaults {
+    fn some<T>(v: Vec<T>) -> Option<Vec<T>> {
+        (!v.is_empty()).then_some(v)
+    }
+    let window = |w: &FaultWindow| raw::RawFaultWindow {
+        at: Some(secs(w.at)),
+        over: Some(secs(w.over)),
+        count: Some(w.count),
+    };
+    raw::RawFaults {
+        drop_connections: some(f.drop_connections.iter().map(window).collect()),
+        stall_readers: some(
+            f.stall_readers
+                .iter()
+                .map(|s| {
+                    let w = window(&s.window);
+                    raw::RawStall {
+                        at: w.at,
+                        over: w.over,
+                        count: w.count,
+                        stall: Some(secs(s.stall)),
+                    }
+                })
+                .collect(),
+        ),
+        server_restarts: some(
+            f.server_restarts
+                .iter()
+                .map(|at| raw::RawRestart { at: Some(secs(*at)) })
+                .collect(),
+        ),
+    }
+}
+
 /// The plan written back as a complete profile (every default explicit). Secrets and token
 /// files are left out: results folders get shared.
 pub fn effective_toml(p: &Plan) -> String {
@@ -246,6 +281,9 @@ pub fn effective_toml(p: &Plan) -> String {
             server_read_ack: Some(p.groups.server_read_ack),
             server_ack_anyone: Some(p.groups.server_ack_anyone),
             server_ack_max_members: Some(p.groups.server_ack_max_members),
+            read_users_share: Some(p.groups.read_users_share),
+            read_users_delay: Some(secs(p.groups.read_users_delay)),
+            read_users_page: Some(p.groups.read_users_page),
         },
         traffic: RawTraffic {
             one_to_one_per_min: Some(p.traffic.one_to_one_per_min),
@@ -284,15 +322,27 @@ pub fn effective_toml(p: &Plan) -> String {
             source_ips: Some(p.tester.source_ips.iter().map(|ip| ip.to_string()).collect()),
             connect_timeout: Some(secs(p.tester.connect_timeout)),
             progress: Some(p.tester.progress),
+            setup_timeout: Some(secs(p.tester.setup_timeout)),
+            close_timeout: Some(secs(p.tester.close_timeout)),
+            audit_horizon: Some(secs(p.tester.audit_horizon)),
         },
+        reconnect: RawReconnect {
+            enabled: Some(p.reconnect.enabled),
+            initial: Some(secs(p.reconnect.initial)),
+            max: Some(secs(p.reconnect.max)),
+            multiplier: Some(p.reconnect.multiplier),
+            jitter: Some(p.reconnect.jitter),
+            outbox: Some(p.reconnect.outbox),
+        },
+        faults: faults_raw(&p.faults),
     };
     toml::to_string(&raw).expect("the raw profile always serializes")
 }
 
 /// Short hex hash of the **workload** of a plan: everything that decides what the simulated
-/// users do (users, groups, traffic, reading, acks, seed, durations), and not where they do it
-/// (target, server options, labels), what is checked (SLOs) or where results go. Two runs of
-/// different server builds with the same workload have the same hash.
+/// users do (users, groups, traffic, reading, acks, reconnects, faults, seed, durations), and
+/// not where they do it (target, server options, labels), what is checked (SLOs) or where
+/// results go. Two runs of different server builds with the same workload have the same hash.
 pub fn workload_hash(plan: &Plan) -> String {
     let mut p = plan.clone();
     p.name = String::new();

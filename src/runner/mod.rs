@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use thiserror::Error;
 
 use crate::collector;
-use crate::profile::{Plan, Ramp, Strategy};
+use crate::profile::{Plan, Strategy};
 use crate::report::{Comparison, Report, ReportError, SCHEMA_VERSION, StrategyRow};
 use crate::sim::behaviour::{Micros, SimConfig};
 use crate::sim::user::{Shared, Stop, UserActor};
@@ -65,27 +65,14 @@ pub struct RunOutput {
     pub dir: PathBuf,
 }
 
-/// When traffic stops: after the ramp and the steady phase (or the last step).
+/// When traffic stops: [`Plan::traffic_end`].
 pub fn traffic_end(plan: &Plan) -> Duration {
-    match &plan.ramp {
-        Ramp::Rate { users_per_sec } => {
-            Duration::from_secs_f64(plan.population.users as f64 / users_per_sec) + plan.duration
-        }
-        Ramp::Steps { users_per_sec, steps } => {
-            let mut joined = 0u64;
-            let mut t = Duration::ZERO;
-            for s in steps {
-                t += Duration::from_secs_f64(s.users.saturating_sub(joined) as f64 / users_per_sec) + s.hold;
-                joined = joined.max(s.users);
-            }
-            t
-        }
-    }
+    plan.traffic_end()
 }
 
-/// When ramp-up ends (the steady phase starts).
+/// When ramp-up ends (the steady phase starts): [`Plan::ramp_end`].
 pub fn ramp_end(plan: &Plan) -> Duration {
-    traffic_end(plan).saturating_sub(plan.duration)
+    plan.ramp_end()
 }
 
 /// A short id of this run, put in group ids and message bodies so that state left on an
