@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::plan::*;
 use super::raw::*;
+use super::secs;
 use super::slo::SloCheck;
 use crate::server::ratelimit::RateLimit;
 
@@ -15,6 +16,9 @@ use crate::server::ratelimit::RateLimit;
 pub(super) struct Checker {
     pub(super) errors: Vec<(String, String)>,
     pub(super) notes: Vec<String>,
+    /// Keys left out of the raw profile for a wrong type, already reported: what follows
+    /// from their absence (a missing required key, a default) is not reported again.
+    pub(super) left_out: Vec<String>,
 }
 
 impl Checker {
@@ -23,7 +27,9 @@ impl Checker {
     }
 
     fn fail(&mut self, key: &str, message: impl Into<String>) {
-        self.errors.push((key.to_string(), message.into()));
+        if !self.left_out.iter().any(|l| super::within(key, l)) {
+            self.errors.push((key.to_string(), message.into()));
+        }
     }
 
     fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
@@ -172,19 +178,31 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                 .enumerate()
                 .map(|(i, s)| {
                     let key = format!("run.ramp.steps[{i}]");
-                    if s.users == 0 || s.users > users {
-                        c.fail(
-                            &format!("{key}.users"),
-                            format!("{} must be between 1 and population.users ({users})", s.users),
-                        );
+                    let step_users = match s.users {
+                        None => {
+                            c.fail(&format!("{key}.users"), "missing: users connected during the step");
+                            0
+                        }
+                        Some(n) if n == 0 || n > users => {
+                            c.fail(
+                                &format!("{key}.users"),
+                                format!("{n} must be between 1 and population.users ({users})"),
+                            );
+                            n
+                        }
+                        Some(n) => n,
+                    };
+                    if s.hold.is_none() {
+                        c.fail(&format!("{key}.hold"), "missing: how long the step holds, e.g. \"10s\"");
                     }
                     Step {
-                        users: s.users,
-                        hold: c.duration(&format!("{key}.hold"), Some(&s.hold), Duration::ZERO),
+                        users: step_users,
+                        hold: c.duration(&format!("{key}.hold"), s.hold.as_ref(), Duration::ZERO),
                     }
                 })
                 .collect();
-            if steps.windows(2).any(|w| w[1].users < w[0].users) {
+            let given = raw_steps.iter().all(|s| s.users.is_some());
+            if given && steps.windows(2).any(|w| w[1].users < w[0].users) {
                 c.fail(
                     "run.ramp.steps",
                     "user counts must not decrease from one step to the next",
@@ -317,7 +335,26 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         server_read_ack: g.server_read_ack.unwrap_or(true),
         server_ack_anyone: g.server_ack_anyone.unwrap_or(false),
         server_ack_max_members: g.server_ack_max_members.unwrap_or(200),
+        read_users_share: c.share("groups.read_users_share", g.read_users_share, 0.0),
+        read_users_delay: c.duration(
+            "groups.read_users_delay",
+            g.read_users_delay.as_ref(),
+            Duration::from_secs(2),
+        ),
+        read_users_page: g.read_users_page.unwrap_or(100),
     };
+    if !(1..=500).contains(&groups.read_users_page) {
+        c.fail(
+            "groups.read_users_page",
+            format!(
+                "{} must be between 1 and 500 (the protocol's page limit)",
+                groups.read_users_page
+            ),
+        );
+    }
+    if groups.read_users_share > 0.0 && (groups.count == 0 || groups.allow_group_ack_share == 0.0) {
+        c.note("groups.read_users_share has no effect: no group message asks for read receipts");
+    }
 
     let tr = &raw.traffic;
     let contact_choice = match tr.contact_choice.as_deref().unwrap_or("uniform") {
@@ -427,9 +464,61 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
             Duration::from_secs(10),
         ),
         progress: ts.progress.unwrap_or(true),
+        setup_timeout: c.duration(
+            "tester.setup_timeout",
+            ts.setup_timeout.as_ref(),
+            Duration::from_secs(30),
+        ),
+        close_timeout: c.duration(
+            "tester.close_timeout",
+            ts.close_timeout.as_ref(),
+            Duration::from_secs(2),
+        ),
+        audit_horizon: c.duration(
+            "tester.audit_horizon",
+            ts.audit_horizon.as_ref(),
+            Duration::from_secs(60),
+        ),
     };
+    if tester.audit_horizon < drain {
+        c.fail(
+            "tester.audit_horizon",
+            format!(
+                "{} is shorter than run.drain ({}): a record must outlive the drain to be audited",
+                secs(tester.audit_horizon),
+                secs(drain)
+            ),
+        );
+    }
 
-    Plan {
+    let rc = &raw.reconnect;
+    let d = Reconnect::default();
+    let reconnect = Reconnect {
+        enabled: rc.enabled.unwrap_or(d.enabled),
+        initial: c.duration("reconnect.initial", rc.initial.as_ref(), d.initial),
+        max: c.duration("reconnect.max", rc.max.as_ref(), d.max),
+        multiplier: rc.multiplier.unwrap_or(d.multiplier),
+        jitter: c.share("reconnect.jitter", rc.jitter, d.jitter),
+        outbox: rc.outbox.unwrap_or(d.outbox),
+    };
+    if !(reconnect.multiplier.is_finite() && reconnect.multiplier >= 1.0) {
+        c.fail(
+            "reconnect.multiplier",
+            format!("{} must be a number >= 1 (backoffs never shrink)", reconnect.multiplier),
+        );
+    }
+    if reconnect.initial > reconnect.max {
+        c.fail(
+            "reconnect.initial",
+            format!(
+                "{} is longer than reconnect.max ({})",
+                secs(reconnect.initial),
+                secs(reconnect.max)
+            ),
+        );
+    }
+
+    let mut plan = Plan {
         name,
         seed: r.seed.unwrap_or(1),
         ramp,
@@ -445,6 +534,148 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         acks,
         slo,
         tester,
-        notes: std::mem::take(&mut c.notes),
+        reconnect,
+        faults: Faults::default(),
+        notes: Vec::new(),
+    };
+    // Fault times are checked against the end of traffic, which needs a valid ramp.
+    let ramp_ok = users_per_sec.is_finite() && users_per_sec > 0.0 && duration > Duration::ZERO;
+    plan.faults = faults(&raw.faults, &mut plan, ramp_ok, c);
+    plan.notes = std::mem::take(&mut c.notes);
+    plan
+}
+
+/// The faults, checked against the run they strike; restarts make the embedded server a
+/// child process (`plan.target`).
+fn faults(raw: &RawFaults, plan: &mut Plan, ramp_ok: bool, c: &mut Checker) -> Faults {
+    let end = ramp_ok.then(|| plan.traffic_end());
+    let (users, devices) = (plan.peak_users(), plan.population.devices_per_user);
+    let connections = (
+        users.saturating_mul(devices),
+        format!("the connections at peak ({users} users x {devices} devices)"),
+    );
+    let peak_users = (users, format!("the users at peak ({users})"));
+    let drop_connections = raw
+        .drop_connections
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, w)| {
+            let key = format!("faults.drop_connections[{i}]");
+            window(c, &key, (w.at.as_ref(), w.over.as_ref(), w.count), end, &connections)
+        })
+        .collect();
+    let stall_readers = raw
+        .stall_readers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, s)| {
+            let key = format!("faults.stall_readers[{i}]");
+            let window = window(c, &key, (s.at.as_ref(), s.over.as_ref(), s.count), end, &peak_users);
+            let key = format!("{key}.stall");
+            if s.stall.is_none() {
+                c.fail(&key, "missing: how long each user stops reading, e.g. \"5s\"");
+            }
+            let stall = c.duration(&key, s.stall.as_ref(), Duration::ZERO);
+            if s.stall.is_some() && stall.is_zero() {
+                c.fail(&key, "must be longer than 0s");
+            }
+            Stall { window, stall }
+        })
+        .collect();
+    let server_restarts: Vec<Duration> = raw
+        .server_restarts
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| at(c, &format!("faults.server_restarts[{i}].at"), r.at.as_ref(), end))
+        .collect();
+    if !server_restarts.is_empty() {
+        match &mut plan.target {
+            Target::External { .. } => c.fail(
+                "faults.server_restarts",
+                "needs the embedded server: the tester cannot restart an external one (target.url)",
+            ),
+            Target::Embedded {
+                mode: EmbeddedMode::InProcess,
+                ..
+            } => c.fail(
+                "faults.server_restarts",
+                "needs the embedded server in a child process (target.embedded = \"in-process\" cannot be killed)",
+            ),
+            Target::Embedded { mode, .. } => {
+                *mode = EmbeddedMode::ChildProcess;
+                c.note("faults.server_restarts: the embedded server runs as a child process, so that it can be killed and restarted on its port");
+            }
+        }
     }
+    Faults {
+        drop_connections,
+        stall_readers,
+        server_restarts,
+    }
+}
+
+/// A required fault start at `key`, before traffic ends (`end`, when known).
+fn at(c: &mut Checker, key: &str, raw: Option<&String>, end: Option<Duration>) -> Duration {
+    if raw.is_none() {
+        c.fail(key, "missing: when the fault strikes, from run start, e.g. \"10s\"");
+        return Duration::ZERO;
+    }
+    let at = c.duration(key, raw, Duration::ZERO);
+    if let Some(end) = end
+        && at >= end
+    {
+        c.fail(
+            key,
+            format!(
+                "{} is not before traffic ends ({}): faults strike while traffic runs",
+                secs(at),
+                secs(end)
+            ),
+        );
+    }
+    at
+}
+
+/// A fault window at `key` from its raw `(at, over, count)`: within traffic (`end`), hitting
+/// between 1 and `max.0` (described by `max.1`).
+fn window(
+    c: &mut Checker,
+    key: &str,
+    (at_raw, over_raw, count): (Option<&String>, Option<&String>, Option<u64>),
+    end: Option<Duration>,
+    max: &(u64, String),
+) -> FaultWindow {
+    let at = at(c, &format!("{key}.at"), at_raw, end);
+    let over = c.duration(&format!("{key}.over"), over_raw, Duration::ZERO);
+    if let Some(end) = end
+        && at < end
+        && at.saturating_add(over) > end
+    {
+        c.fail(
+            &format!("{key}.over"),
+            format!(
+                "the window ends at {}, after traffic ends ({})",
+                secs(at.saturating_add(over)),
+                secs(end)
+            ),
+        );
+    }
+    let count = match count {
+        None => {
+            c.fail(
+                &format!("{key}.count"),
+                format!("missing: how many it hits, at most {}", max.1),
+            );
+            0
+        }
+        Some(n) if n == 0 || n > max.0 => {
+            c.fail(&format!("{key}.count"), format!("{n} must be between 1 and {}", max.1));
+            n
+        }
+        Some(n) => n,
+    };
+    FaultWindow { at, over, count }
 }

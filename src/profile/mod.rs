@@ -1,12 +1,14 @@
 //! Profiles: a TOML file (plus command-line overrides) checked into a typed [`Plan`].
 //!
-//! Two stages, as in ripgrep's flags: [`raw`] mirrors the file (unknown keys are errors), and
-//! [`plan`] validates it into typed values with every default filled. Precedence: command
+//! Two stages, as in ripgrep's flags: [`raw`] mirrors the file (read by `lenient`, which
+//! gathers every unknown key and wrong type instead of stopping at the first), and `check`
+//! validates it into a typed [`plan`] with every default filled. Precedence: command
 //! line (`--set key=value` and its shorthands) > profile file > defaults. Every error names the
 //! file, the key and what is wrong; all problems are reported at once. The effective plan is
 //! written back as TOML ([`effective_toml`]) so a run records exactly what it executed.
 
 mod check;
+mod lenient;
 pub mod plan;
 pub mod raw;
 pub mod slo;
@@ -31,7 +33,7 @@ pub enum ProfileError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Not TOML, an unknown key, or a value of the wrong type.
+    /// Not TOML: the file cannot be read at all, so this is the only error.
     #[error("{file}: {message}")]
     Toml {
         /// The profile path.
@@ -39,7 +41,7 @@ pub enum ProfileError {
         /// The TOML parser's message (with line and key).
         message: String,
     },
-    /// Keys with values the plan cannot use.
+    /// Unknown keys, values of the wrong type and values the plan cannot use: every one.
     #[error("{file}: {}", problems.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
     Invalid {
         /// The profile path.
@@ -89,32 +91,51 @@ pub fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ProfileE
 }
 
 /// Parses profile text (already read from `file`) with overrides applied, and validates it.
+///
+/// Text that is not TOML is one error (nothing else can be read). Otherwise every unknown key,
+/// every value of the wrong type and every invalid value comes back in one
+/// [`ProfileError::Invalid`]; a problem with a key given by an override says so.
 pub fn parse(file: &Path, text: &str, overrides: &[String]) -> Result<Plan, ProfileError> {
-    let toml_err = |e: &dyn std::fmt::Display| ProfileError::Toml {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ProfileError::Toml {
         file: file.to_path_buf(),
         message: e.to_string(),
-    };
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| toml_err(&e))?;
+    })?;
     for o in overrides {
         apply_override(&mut table, o)?;
     }
-    let raw: RawProfile = RawProfile::deserialize(toml::Value::Table(table)).map_err(|e| toml_err(&e))?;
+    let read = lenient::read::<RawProfile>(&table);
     let mut checker = check::Checker {
         errors: Vec::new(),
         notes: Vec::new(),
+        left_out: read.left_out,
     };
-    let plan = check::check(&raw, &mut checker);
-    if checker.errors.is_empty() {
-        Ok(plan)
-    } else {
-        Err(ProfileError::Invalid {
-            file: file.to_path_buf(),
-            problems: checker.errors,
-        })
+    let plan = read.raw.map(|raw| check::check(&raw, &mut checker));
+    let mut problems = read.problems;
+    problems.append(&mut checker.errors);
+    match plan {
+        Some(plan) if problems.is_empty() => Ok(plan),
+        _ => {
+            for (key, message) in &mut problems {
+                if let Some(arg) = overrides.iter().rev().find(|o| {
+                    let path = o.split_once('=').map_or(o.as_str(), |(p, _)| p.trim());
+                    within(key, path)
+                }) {
+                    message.push_str(&format!(" (from the command line: {arg})"));
+                }
+            }
+            Err(ProfileError::Invalid {
+                file: file.to_path_buf(),
+                problems,
+            })
+        }
     }
 }
 
-use serde::Deserialize;
+/// `key` is `path` or a key inside it (`a.b` is within `a`, `a.b[0].c` within `a.b`).
+fn within(key: &str, path: &str) -> bool {
+    key.strip_prefix(path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
 
 /// Reads and validates the profile at `path` with `overrides` (`key=value`) applied.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Plan, ProfileError> {
@@ -150,6 +171,41 @@ fn delay_raw(d: &Delay) -> raw::RawDelay {
     }
 }
 
+/// Faults as written: each list only when it has entries.
+fn faults_raw(f: &Faults) -> raw::RawFaults {
+    fn some<T>(v: Vec<T>) -> Option<Vec<T>> {
+        (!v.is_empty()).then_some(v)
+    }
+    let window = |w: &FaultWindow| raw::RawFaultWindow {
+        at: Some(secs(w.at)),
+        over: Some(secs(w.over)),
+        count: Some(w.count),
+    };
+    raw::RawFaults {
+        drop_connections: some(f.drop_connections.iter().map(window).collect()),
+        stall_readers: some(
+            f.stall_readers
+                .iter()
+                .map(|s| {
+                    let w = window(&s.window);
+                    raw::RawStall {
+                        at: w.at,
+                        over: w.over,
+                        count: w.count,
+                        stall: Some(secs(s.stall)),
+                    }
+                })
+                .collect(),
+        ),
+        server_restarts: some(
+            f.server_restarts
+                .iter()
+                .map(|at| raw::RawRestart { at: Some(secs(*at)) })
+                .collect(),
+        ),
+    }
+}
+
 /// The plan written back as a complete profile (every default explicit). Secrets and token
 /// files are left out: results folders get shared.
 pub fn effective_toml(p: &Plan) -> String {
@@ -162,8 +218,8 @@ pub fn effective_toml(p: &Plan) -> String {
                 steps
                     .iter()
                     .map(|s| RawStep {
-                        users: s.users,
-                        hold: secs(s.hold),
+                        users: Some(s.users),
+                        hold: Some(secs(s.hold)),
                     })
                     .collect(),
             ),
@@ -225,6 +281,9 @@ pub fn effective_toml(p: &Plan) -> String {
             server_read_ack: Some(p.groups.server_read_ack),
             server_ack_anyone: Some(p.groups.server_ack_anyone),
             server_ack_max_members: Some(p.groups.server_ack_max_members),
+            read_users_share: Some(p.groups.read_users_share),
+            read_users_delay: Some(secs(p.groups.read_users_delay)),
+            read_users_page: Some(p.groups.read_users_page),
         },
         traffic: RawTraffic {
             one_to_one_per_min: Some(p.traffic.one_to_one_per_min),
@@ -263,15 +322,27 @@ pub fn effective_toml(p: &Plan) -> String {
             source_ips: Some(p.tester.source_ips.iter().map(|ip| ip.to_string()).collect()),
             connect_timeout: Some(secs(p.tester.connect_timeout)),
             progress: Some(p.tester.progress),
+            setup_timeout: Some(secs(p.tester.setup_timeout)),
+            close_timeout: Some(secs(p.tester.close_timeout)),
+            audit_horizon: Some(secs(p.tester.audit_horizon)),
         },
+        reconnect: RawReconnect {
+            enabled: Some(p.reconnect.enabled),
+            initial: Some(secs(p.reconnect.initial)),
+            max: Some(secs(p.reconnect.max)),
+            multiplier: Some(p.reconnect.multiplier),
+            jitter: Some(p.reconnect.jitter),
+            outbox: Some(p.reconnect.outbox),
+        },
+        faults: faults_raw(&p.faults),
     };
     toml::to_string(&raw).expect("the raw profile always serializes")
 }
 
 /// Short hex hash of the **workload** of a plan: everything that decides what the simulated
-/// users do (users, groups, traffic, reading, acks, seed, durations), and not where they do it
-/// (target, server options, labels), what is checked (SLOs) or where results go. Two runs of
-/// different server builds with the same workload have the same hash.
+/// users do (users, groups, traffic, reading, acks, reconnects, faults, seed, durations), and
+/// not where they do it (target, server options, labels), what is checked (SLOs) or where
+/// results go. Two runs of different server builds with the same workload have the same hash.
 pub fn workload_hash(plan: &Plan) -> String {
     let mut p = plan.clone();
     p.name = String::new();

@@ -132,6 +132,13 @@ pub struct Groups {
     pub server_ack_anyone: bool,
     /// Server: receipts size limit.
     pub server_ack_max_members: u64,
+    /// Share (0..1) of the sender's receipt-carrying group messages whose readers it queries
+    /// (`getGroupMsgReadUser`), as a client showing "read by" does.
+    pub read_users_share: f64,
+    /// How long after the first read receipt of such a message the sender queries its readers.
+    pub read_users_delay: Duration,
+    /// Page limit of each readers query (1..=500).
+    pub read_users_page: u32,
 }
 
 /// How contacts are chosen for a one-to-one message.
@@ -260,6 +267,89 @@ pub struct Tester {
     pub connect_timeout: Duration,
     /// Live progress line on the terminal.
     pub progress: bool,
+    /// How long setup waits (`createGroup` replies and the like) before the run gives up.
+    pub setup_timeout: Duration,
+    /// How long the close handshakes at the end may take before sockets are dropped.
+    pub close_timeout: Duration,
+    /// Per-message records older than this are settled and dropped (memory stays flat on
+    /// long runs); at least `run.drain`, so every record outlives the drain.
+    pub audit_horizon: Duration,
+}
+
+/// Reconnecting after a connection drops, as the SDKs do: exponential backoff with jitter,
+/// sends queued meanwhile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconnect {
+    /// Reconnect at all; when off, a dropped connection stays down for the rest of the run.
+    pub enabled: bool,
+    /// Backoff before the first attempt.
+    pub initial: Duration,
+    /// Backoffs grow up to this cap (at least `initial`).
+    pub max: Duration,
+    /// Each backoff is the previous one times this (>= 1).
+    pub multiplier: f64,
+    /// Share (0..1) of each backoff drawn at random, so that users dropped together do not
+    /// come back together.
+    pub jitter: f64,
+    /// Sends queued while disconnected (sent after the reconnect); sends beyond it are counted
+    /// `skipped_disconnected`.
+    pub outbox: usize,
+}
+
+impl Default for Reconnect {
+    /// The profile's defaults: 500 ms doubling to 10 s, half of each backoff random, 100 sends
+    /// queued.
+    fn default() -> Reconnect {
+        Reconnect {
+            enabled: true,
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.5,
+            outbox: 100,
+        }
+    }
+}
+
+/// When a fault strikes and how many it hits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultWindow {
+    /// Start, from run start (before traffic ends).
+    pub at: Duration,
+    /// Each hit falls at random within `at..at + over` (zero: all at `at`); the window ends
+    /// before traffic does.
+    pub over: Duration,
+    /// Connections (drops) or users (stalls) hit, at least 1.
+    pub count: u64,
+}
+
+/// Users that stop reading their sockets for a while, then resume (a frozen app or a slow
+/// client: the server's send buffers fill).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stall {
+    /// When, and how many users.
+    pub window: FaultWindow,
+    /// How long each stops reading (> 0).
+    pub stall: Duration,
+}
+
+/// Faults injected during the run; part of the workload (and of its hash).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Connections reset by the tester (socket aborted, no close handshake).
+    pub drop_connections: Vec<FaultWindow>,
+    /// Users that stop reading their sockets, then resume.
+    pub stall_readers: Vec<Stall>,
+    /// Times (from run start) at which the embedded server, then a child process, is killed
+    /// (`kill -9`) and restarted on the same port.
+    pub server_restarts: Vec<Duration>,
+}
+
+impl Faults {
+    /// No fault at all.
+    pub fn is_empty(&self) -> bool {
+        self.drop_connections.is_empty() && self.stall_readers.is_empty() && self.server_restarts.is_empty()
+    }
 }
 
 /// A validated profile: what `ackstorm run` executes.
@@ -295,6 +385,10 @@ pub struct Plan {
     pub slo: Vec<SloCheck>,
     /// Generator settings.
     pub tester: Tester,
+    /// Reconnecting after a drop.
+    pub reconnect: Reconnect,
+    /// Faults injected during the run.
+    pub faults: Faults,
     /// Things the profile asked for that the plan ignores, to tell the user.
     pub notes: Vec<String>,
 }
@@ -306,6 +400,36 @@ impl Plan {
             Ramp::Rate { .. } => self.population.users,
             Ramp::Steps { steps, .. } => steps.iter().map(|s| s.users).max().unwrap_or(0),
         }
+    }
+
+    /// When traffic stops, from run start: after the ramp and the steady phase (for steps:
+    /// growing to each step at the connection rate, then its hold). Saturates rather than
+    /// panics on absurd values, since the checker asks before it has refused them.
+    pub fn traffic_end(&self) -> Duration {
+        let joining = |users: u64, users_per_sec: f64| {
+            Duration::try_from_secs_f64(users as f64 / users_per_sec).unwrap_or(Duration::MAX)
+        };
+        match &self.ramp {
+            Ramp::Rate { users_per_sec } => {
+                joining(self.population.users, *users_per_sec).saturating_add(self.duration)
+            }
+            Ramp::Steps { users_per_sec, steps } => {
+                let mut joined = 0u64;
+                let mut t = Duration::ZERO;
+                for s in steps {
+                    t = t
+                        .saturating_add(joining(s.users.saturating_sub(joined), *users_per_sec))
+                        .saturating_add(s.hold);
+                    joined = joined.max(s.users);
+                }
+                t
+            }
+        }
+    }
+
+    /// When ramp-up ends (the steady phase starts).
+    pub fn ramp_end(&self) -> Duration {
+        self.traffic_end().saturating_sub(self.duration)
     }
 
     /// Offered one-to-one and group messages per second across all users.

@@ -1,7 +1,8 @@
 //! The profile file as written: serde mirrors of the TOML tables, unknown keys refused.
 //!
-//! Values keep their written form (durations as text, rates as numbers); [`super::plan`]
-//! checks them and turns them into the typed plan.
+//! Values keep their written form (durations as text, rates as numbers); `check` turns them
+//! into the typed [`super::plan`]. Every field is optional (required keys are the checker's
+//! to demand), so that a key of the wrong type can be left out and the rest still read.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,12 @@ pub struct RawProfile {
     /// `[tester]`.
     #[serde(default)]
     pub tester: RawTester,
+    /// `[reconnect]`.
+    #[serde(default)]
+    pub reconnect: RawReconnect,
+    /// `[faults]`: written only when there are faults.
+    #[serde(default, skip_serializing_if = "RawFaults::is_empty")]
+    pub faults: RawFaults,
 }
 
 /// `[run]`.
@@ -62,8 +69,8 @@ pub struct RawRamp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
-    pub users: u64,
-    pub hold: String,
+    pub users: Option<u64>,
+    pub hold: Option<String>,
 }
 
 /// `[target]`.
@@ -115,6 +122,9 @@ pub struct RawGroups {
     pub server_read_ack: Option<bool>,
     pub server_ack_anyone: Option<bool>,
     pub server_ack_max_members: Option<u64>,
+    pub read_users_share: Option<f64>,
+    pub read_users_delay: Option<String>,
+    pub read_users_page: Option<u32>,
 }
 
 /// `[traffic]`.
@@ -184,4 +194,63 @@ pub struct RawTester {
     pub source_ips: Option<Vec<String>>,
     pub connect_timeout: Option<String>,
     pub progress: Option<bool>,
+    pub setup_timeout: Option<String>,
+    pub close_timeout: Option<String>,
+    pub audit_horizon: Option<String>,
+}
+
+/// `[reconnect]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReconnect {
+    pub enabled: Option<bool>,
+    pub initial: Option<String>,
+    pub max: Option<String>,
+    pub multiplier: Option<f64>,
+    pub jitter: Option<f64>,
+    pub outbox: Option<usize>,
+}
+
+/// `[faults]`: arrays of tables (`[[faults.drop_connections]]`, ...).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaults {
+    pub drop_connections: Option<Vec<RawFaultWindow>>,
+    pub stall_readers: Option<Vec<RawStall>>,
+    pub server_restarts: Option<Vec<RawRestart>>,
+}
+
+impl RawFaults {
+    /// No fault listed.
+    pub fn is_empty(&self) -> bool {
+        self.drop_connections.as_ref().is_none_or(Vec::is_empty)
+            && self.stall_readers.as_ref().is_none_or(Vec::is_empty)
+            && self.server_restarts.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
+/// `[[faults.drop_connections]]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaultWindow {
+    pub at: Option<String>,
+    pub over: Option<String>,
+    pub count: Option<u64>,
+}
+
+/// `[[faults.stall_readers]]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStall {
+    pub at: Option<String>,
+    pub over: Option<String>,
+    pub count: Option<u64>,
+    pub stall: Option<String>,
+}
+
+/// `[[faults.server_restarts]]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    pub at: Option<String>,
 }

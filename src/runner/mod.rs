@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use thiserror::Error;
 
 use crate::collector;
-use crate::profile::{Plan, Ramp, Strategy};
+use crate::profile::{Plan, Strategy};
 use crate::report::{Comparison, Report, ReportError, SCHEMA_VERSION, StrategyRow};
 use crate::sim::behaviour::{Micros, SimConfig};
 use crate::sim::user::{Quiet, Shared, Stop, UserActor};
@@ -68,34 +68,17 @@ pub struct RunOutput {
     pub interrupted: Option<i32>,
 }
 
-/// How long group creation and other setup requests may take.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long stopping the users (and their close handshakes) may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest drain after an interrupt.
 const INTERRUPT_DRAIN: Duration = Duration::from_secs(2);
 
-/// When traffic stops: after the ramp and the steady phase (or the last step).
+/// When traffic stops: [`Plan::traffic_end`].
 pub fn traffic_end(plan: &Plan) -> Duration {
-    match &plan.ramp {
-        Ramp::Rate { users_per_sec } => {
-            Duration::from_secs_f64(plan.population.users as f64 / users_per_sec) + plan.duration
-        }
-        Ramp::Steps { users_per_sec, steps } => {
-            let mut joined = 0u64;
-            let mut t = Duration::ZERO;
-            for s in steps {
-                t += Duration::from_secs_f64(s.users.saturating_sub(joined) as f64 / users_per_sec) + s.hold;
-                joined = joined.max(s.users);
-            }
-            t
-        }
-    }
+    plan.traffic_end()
 }
 
-/// When ramp-up ends (the steady phase starts).
+/// When ramp-up ends (the steady phase starts): [`Plan::ramp_end`].
 pub fn ramp_end(plan: &Plan) -> Duration {
-    traffic_end(plan).saturating_sub(plan.duration)
+    plan.ramp_end()
 }
 
 /// A short id of this run, put in group ids and message bodies so that state left on an
@@ -203,12 +186,12 @@ async fn drive(
 ) -> Result<Measured, RunError> {
     let before = target.metrics().await;
     tokio::select! {
-        r = actix_rt::time::timeout(SETUP_TIMEOUT, create_groups(world, driver.as_ref())) => match r {
+        r = actix_rt::time::timeout(plan.tester.setup_timeout, create_groups(world, driver.as_ref(), plan.tester.close_timeout)) => match r {
             Ok(r) => r?,
             Err(_) => {
                 return Err(RunError::Setup(format!(
-                    "createGroup: the server did not answer within {}",
-                    humantime::format_duration(SETUP_TIMEOUT)
+                    "createGroup: the server did not answer within {} (tester.setup_timeout)",
+                    humantime::format_duration(plan.tester.setup_timeout)
                 )))
             }
         },
@@ -224,7 +207,7 @@ async fn drive(
         collector::Settings {
             audience: audience(world, plan),
             expected_messages: expected.min(20_000_000),
-            horizon: micros(DEFAULT_HORIZON.max(plan.drain * 2)),
+            horizon: micros(plan.tester.audit_horizon),
             hlog_path: Some(dir.join("latencies.hlog")),
         },
     );
@@ -272,8 +255,8 @@ async fn drive(
         actix_rt::time::sleep(plan.drain.min(INTERRUPT_DRAIN)).await;
     }
     let stops = futures_util::future::join_all(actors.iter().map(|a| a.send(Stop)));
-    if actix_rt::time::timeout(CLOSE_TIMEOUT, stops).await.is_err() {
-        tracing::warn!("some users did not stop within {CLOSE_TIMEOUT:?}");
+    if actix_rt::time::timeout(plan.tester.close_timeout, stops).await.is_err() {
+        tracing::warn!("some users did not stop within {:?}", plan.tester.close_timeout);
     }
     // Let the close frames go out before the last scrape.
     actix_rt::time::sleep(Duration::from_millis(300)).await;
@@ -293,13 +276,8 @@ async fn drive(
     })
 }
 
-/// Per-message records are settled this long after they were sent (or twice the drain, if
-/// longer): long enough for an offline user's typical return, short enough to keep the
-/// collector's memory flat.
-const DEFAULT_HORIZON: Duration = Duration::from_secs(60);
-
 /// Logs each group's owner in on a `setup` device, creates the group, and logs out.
-async fn create_groups(world: &World, driver: &dyn Driver) -> Result<(), RunError> {
+async fn create_groups(world: &World, driver: &dyn Driver, close_timeout: Duration) -> Result<(), RunError> {
     let tasks = world.groups.iter().enumerate().map(|(i, g)| {
         let owner = world.users[g.owner as usize].clone();
         let members = g.members.iter().map(|m| world.users[*m as usize].clone()).collect();
@@ -336,7 +314,7 @@ async fn create_groups(world: &World, driver: &dyn Driver) -> Result<(), RunErro
             }
             let _ = conn.out.send(Command::Close);
             // Wait for the close so the setup device is gone before traffic starts.
-            let _ = actix_rt::time::timeout(CLOSE_TIMEOUT, async { while conn.events.next().await.is_some() {} }).await;
+            let _ = actix_rt::time::timeout(close_timeout, async { while conn.events.next().await.is_some() {} }).await;
             Ok(())
         }
     });

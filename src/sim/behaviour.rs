@@ -169,13 +169,13 @@ impl SimConfig {
             ack_anyone: plan.groups.server_ack_anyone,
             traffic_end,
             acks_end,
-            reconnect: Some(Backoff {
-                initial: 500_000,
-                max: 10_000_000,
-                multiplier: 2.0,
-                jitter: 0.5,
+            reconnect: plan.reconnect.enabled.then_some(Backoff {
+                initial: plan.reconnect.initial.as_micros() as Micros,
+                max: plan.reconnect.max.as_micros() as Micros,
+                multiplier: plan.reconnect.multiplier,
+                jitter: plan.reconnect.jitter,
             }),
-            outbox: 100,
+            outbox: plan.reconnect.outbox,
         }
     }
 
