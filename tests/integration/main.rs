@@ -1,8 +1,10 @@
 //! The one integration test binary (one link step for all of them). Every test starts the
 //! real server on `127.0.0.1:0` and speaks to it over WebSocket; see `common`.
 
+mod audit_faults;
 mod bench_cli;
 mod common;
+mod fake_server;
 mod run_cli;
 mod server_concurrency;
 mod server_groups;
