@@ -319,9 +319,7 @@ impl State {
                 at,
             } => self.replied(user, kind, key, conv, answer, at),
             Event::StrayReply {
-                duplicated,
-                refused,
-                ..
+                duplicated, refused, ..
             } => {
                 let k = self.tally.kind(Kind::Reply);
                 if duplicated {
@@ -358,7 +356,14 @@ impl State {
                 count,
                 at,
             } => self.receipt(user, dev, kind, mid, from, count, at),
-            Event::ChannelPush { user, dev, from, id, at, .. } => self.channel_push(user, dev, from, id, at),
+            Event::ChannelPush {
+                user,
+                dev,
+                from,
+                id,
+                at,
+                ..
+            } => self.channel_push(user, dev, from, id, at),
             Event::Statistic { user, counts, at } => {
                 Self::count(&mut self.receipts, "statistic");
                 for (mid, count) in counts {
@@ -494,7 +499,11 @@ impl State {
                 let Some(key) = key else { return };
                 let sender_off = self.presence.user_off(key.sender, at);
                 if let Some(m) = self.msgs.get_mut(&key) {
-                    if let Some(r) = m.group_reads.iter_mut().find(|r| r.reader == user && r.accepted.is_none()) {
+                    if let Some(r) = m
+                        .group_reads
+                        .iter_mut()
+                        .find(|r| r.reader == user && r.accepted.is_none())
+                    {
                         r.accepted = Some(at);
                         if sender_off && self.presence.user_off(key.sender, r.sent) {
                             m.stat_due.get_or_insert(at);
@@ -873,7 +882,11 @@ pub(super) fn run(start: Instant, settings: Settings, rx: Receiver<Event>) {
             state.tick(&mut sampler);
             next_tick += Duration::from_secs(1);
         }
-        poll = if folded > 0 { BUSY_POLL } else { (poll * 2).min(IDLE_POLL) };
+        poll = if folded > 0 {
+            BUSY_POLL
+        } else {
+            (poll * 2).min(IDLE_POLL)
+        };
         std::thread::sleep(poll);
     }
 }

@@ -94,7 +94,9 @@ impl Presence {
 
     /// The device's state over `[from, to]`, judged now.
     pub(super) fn over(&self, user: u32, dev: u8, from: Micros) -> Over {
-        let Some(i) = self.slot(user, dev) else { return Over::Off };
+        let Some(i) = self.slot(user, dev) else {
+            return Over::Off;
+        };
         let d = &self.devices[i];
         match (d.online, d.since <= from) {
             (true, true) => Over::On,

@@ -1,165 +1,220 @@
 //! Folding tests: feed a known event sequence, check latencies, economics and the audit.
 
-use std::time::Duration;
-
 use super::*;
 use crate::protocol::ErrorCode;
 
-fn t(start: Instant, ms: u64) -> Instant {
-    start + Duration::from_millis(ms)
+const ALICE: u32 = 0;
+const BOB: u32 = 1;
+const CAROL: u32 = 2;
+const DAVE: u32 = 3;
+
+fn ms(v: u64) -> Micros {
+    v * 1000
 }
 
 fn key(sender: u32, seq: u64) -> MsgKey {
     MsgKey { sender, seq }
 }
 
-/// alice (0) sends two 1:1 messages to bob (1); bob acks delivery of both, reads the first
-/// with a read receipt and covers the second with a channel ack; one delivery push arrives
-/// twice; a group message from alice gets two readers; carol (2) acks but her receipt is lost.
-fn fold_scenario() -> Folded {
-    let start = Instant::now();
-    let mut s = State::new(start, 16);
-    let sent = |s: &mut State, seq, chat, conv, ms| {
-        s.fold(Event::Sent {
-            key: key(0, seq),
-            chat,
-            conv,
-            scheduled: t(start, ms),
-            at: t(start, ms + 2),
-            waited_login: false,
-        })
+/// Four users, one group (0) of alice, bob and carol; `devices` each.
+fn state(devices: u8) -> State {
+    State::new(
+        Instant::now(),
+        Settings {
+            audience: Audience {
+                groups: vec![vec![ALICE, BOB, CAROL]],
+                users: 4,
+                devices,
+            },
+            expected_messages: 16,
+            horizon: ms(60_000),
+            hlog_path: None,
+        },
+    )
+}
+
+fn login(s: &mut State, user: u32, dev: u8, at: Micros) {
+    s.fold(Event::Connected {
+        user,
+        dev,
+        at,
+        first: true,
+        reconnect: None,
+    });
+}
+
+fn send(s: &mut State, k: MsgKey, chat: ChatType, conv: u32, at: Micros) {
+    s.fold(Event::Sent {
+        key: k,
+        chat,
+        conv,
+        scheduled: at,
+        at: at + ms(2),
+        waited: false,
+    });
+}
+
+fn reply(s: &mut State, user: u32, kind: ReqKind, k: Option<MsgKey>, conv: u32, answer: Answer, at: Micros) {
+    s.fold(Event::Replied {
+        user,
+        kind,
+        key: k,
+        conv,
+        answer,
+        at,
+    });
+}
+
+fn accept(s: &mut State, k: MsgKey, conv: u32, mid: u64, at: Micros) {
+    let answer = Answer::Accepted {
+        mid,
+        group_ack: Some(true),
+        duplicate: false,
     };
-    sent(&mut s, 1, ChatType::Single, 1, 0);
-    sent(&mut s, 2, ChatType::Single, 1, 10);
-    sent(&mut s, 3, ChatType::Group, 0, 20);
-    for (seq, mid, ms) in [(1, 100, 5), (2, 101, 15), (3, 102, 25)] {
-        s.fold(Event::Accepted {
-            key: key(0, seq),
-            mid,
-            at: t(start, ms),
-            group_ack: (seq == 3).then_some(true),
-        });
-    }
-    for (seq, mid) in [(1u64, 100u64), (2, 101)] {
-        s.fold(Event::AckSent {
-            reader: 1,
-            kind: AckKind::Delivery,
-            key: Some(key(0, seq)),
-            conv: 0,
-            at: t(start, 30),
-        });
-        s.fold(Event::Receipt {
-            user: 0,
-            kind: ReceiptKind::Delivery,
-            mid,
-            from: 1,
-            count: None,
-            at: t(start, 40),
-        });
-    }
-    s.fold(Event::Receipt {
-        user: 0,
-        kind: ReceiptKind::Delivery,
-        mid: 100,
-        from: 1,
-        count: None,
-        at: t(start, 41),
+    reply(s, k.sender, ReqKind::Send, Some(k), conv, answer, at);
+}
+
+fn push(s: &mut State, user: u32, dev: u8, k: MsgKey, mid: u64, at: Micros) {
+    s.fold(Event::MessagePush {
+        user,
+        dev,
+        key: Some(k),
+        mid,
+        at,
     });
-    s.fold(Event::Read { group: false });
+}
+
+fn ack(s: &mut State, reader: u32, kind: AckKind, k: Option<MsgKey>, conv: u32, scheduled: Micros) {
     s.fold(Event::AckSent {
-        reader: 1,
-        kind: AckKind::Read,
-        key: Some(key(0, 1)),
-        conv: 0,
-        at: t(start, 50),
+        reader,
+        kind,
+        key: k,
+        conv,
+        scheduled,
+        at: scheduled + ms(1),
+        waited: false,
     });
+    reply(s, reader, ReqKind::Ack(kind), k, conv, Answer::Ok, scheduled + ms(3));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receipt(s: &mut State, user: u32, dev: u8, kind: ReceiptKind, mid: u64, from: u32, count: Option<u64>, at: Micros) {
     s.fold(Event::Receipt {
-        user: 0,
-        kind: ReceiptKind::Read,
-        mid: 100,
-        from: 1,
-        count: None,
-        at: t(start, 53),
+        user,
+        dev,
+        kind,
+        mid,
+        from,
+        count,
+        at,
     });
+}
+
+/// alice sends bob two 1:1 messages and the group one with receipts; bob acks delivery of
+/// both, reads the first with a read receipt and covers the second with a channel ack; one
+/// delivery push arrives twice; bob and carol read the group message, carol's count is lost.
+fn scenario() -> Folded {
+    let mut s = state(1);
+    for u in [ALICE, BOB, CAROL] {
+        login(&mut s, u, 0, 0);
+    }
+    let (m1, m2, g1) = (key(ALICE, 1), key(ALICE, 2), key(ALICE, 3));
+    send(&mut s, m1, ChatType::Single, BOB, ms(10));
+    send(&mut s, m2, ChatType::Single, BOB, ms(20));
+    send(&mut s, g1, ChatType::Group, 0, ms(30));
+    accept(&mut s, m1, BOB, 100, ms(15));
+    accept(&mut s, m2, BOB, 101, ms(25));
+    accept(&mut s, g1, 0, 102, ms(35));
+    push(&mut s, BOB, 0, m1, 100, ms(16));
+    push(&mut s, BOB, 0, m2, 101, ms(26));
+    push(&mut s, BOB, 0, g1, 102, ms(36));
+    push(&mut s, CAROL, 0, g1, 102, ms(36));
+    for (k, mid) in [(m1, 100), (m2, 101)] {
+        ack(&mut s, BOB, AckKind::Delivery, Some(k), 0, ms(40));
+        receipt(&mut s, ALICE, 0, ReceiptKind::Delivery, mid, BOB, None, ms(50));
+    }
+    receipt(&mut s, ALICE, 0, ReceiptKind::Delivery, 100, BOB, None, ms(51));
     s.fold(Event::Read { group: false });
-    s.fold(Event::AckSent {
-        reader: 1,
-        kind: AckKind::Channel,
-        key: None,
-        conv: 0,
-        at: t(start, 60),
-    });
+    ack(&mut s, BOB, AckKind::Read, Some(m1), 0, ms(60));
+    receipt(&mut s, ALICE, 0, ReceiptKind::Read, 100, BOB, None, ms(66));
+    s.fold(Event::Read { group: false });
+    ack(&mut s, BOB, AckKind::Channel, None, ALICE, ms(70));
     s.fold(Event::ChannelPush {
-        user: 0,
-        from: 1,
-        id: 104,
-        at: t(start, 64),
+        user: ALICE,
+        dev: 0,
+        from: BOB,
+        to: ALICE,
+        id: 200,
+        at: ms(74),
     });
-    for (reader, ms) in [(1u32, 70u64), (2, 80)] {
+    for reader in [BOB, CAROL] {
         s.fold(Event::Read { group: true });
-        s.fold(Event::AckSent {
-            reader,
-            kind: AckKind::GroupRead,
-            key: Some(key(0, 3)),
-            conv: 0,
-            at: t(start, ms),
-        });
+        ack(&mut s, reader, AckKind::GroupRead, Some(g1), 0, ms(80));
     }
-    s.fold(Event::Receipt {
-        user: 0,
-        kind: ReceiptKind::GroupRead,
-        mid: 102,
-        from: 1,
-        count: Some(1),
-        at: t(start, 75),
-    });
-    s.fold(Event::Receipt {
-        user: 0,
-        kind: ReceiptKind::Read,
-        mid: 999,
-        from: 1,
-        count: None,
-        at: t(start, 90),
-    });
-    s.fold(Event::Error {
-        code: ErrorCode::RateLimited,
-        op: None,
-        at: t(start, 95),
-    });
+    receipt(&mut s, ALICE, 0, ReceiptKind::GroupRead, 102, BOB, Some(1), ms(85));
+    // A read receipt nobody asked for, and a refused frame.
+    receipt(&mut s, ALICE, 0, ReceiptKind::Read, 999, BOB, None, ms(90));
+    reply(
+        &mut s,
+        BOB,
+        ReqKind::Ack(AckKind::Read),
+        None,
+        0,
+        Answer::Refused(ErrorCode::RateLimited),
+        ms(95),
+    );
     s.finish()
 }
 
 #[test]
 fn latencies_are_measured_from_the_right_starts() {
-    let f = fold_scenario();
+    let f = scenario();
     let l = |m: &str| f.latencies[m].clone();
     assert_eq!(l("server_ack").count, 3);
     // Corrected from the scheduled time (5 ms), uncorrected from the actual send (3 ms).
     assert!((l("server_ack").min - 5.0).abs() < 0.01);
     assert!((l("server_ack").uncorrected.unwrap().min - 3.0).abs() < 0.01);
+    assert_eq!(l("message").count, 4, "one per recipient device");
+    assert!((l("message").min - 6.0).abs() < 0.01);
     assert_eq!(l("delivery").count, 2, "one per message, not per push");
-    assert_eq!(l("read_receipt").count, 2, "the 1:1 read and alice's group read by bob");
-    assert!((l("read_receipt").min - 3.0).abs() < 0.01);
+    assert_eq!(l("read_receipt").count, 2, "the 1:1 read and bob's group read");
+    // From the reader's decision (60 ms) to the push (66 ms), not from when the ack left.
+    assert!((l("read_receipt").min - 5.0).abs() < 0.01);
+    assert!((l("read_receipt").max - 6.0).abs() < 0.05);
     assert_eq!(
         l("read").count,
         2,
-        "message 1 by its read receipt, message 2 by the channel ack"
+        "message 1 by its receipt, message 2 by the channel ack"
     );
     assert!(
-        (l("read").max - 54.0).abs() < 0.1,
-        "message 2 scheduled at 10 ms, learned at 64 ms"
+        (l("read").min - 54.0).abs() < 0.1,
+        "message 2 scheduled at 20 ms, learned at 74 ms"
+    );
+    assert!(
+        (l("read").max - 56.0).abs() < 0.1,
+        "message 1 scheduled at 10 ms, learned at 66 ms"
     );
     assert_eq!(l("channel").count, 1);
     assert!((l("channel").p50 - 4.0).abs() < 0.01);
     assert_eq!(l("group_read_first").count, 1);
-    assert_eq!(l("group_read_all").count, 0, "carol's receipt never came");
+    assert_eq!(l("group_read_all").count, 0, "carol's count never came");
     assert_eq!(l("schedule_lag").count, 3);
+    assert!((l("ack_lag").max - 1.0).abs() < 0.01);
 }
 
 #[test]
-fn the_audit_counts_lost_duplicated_and_unexpected() {
-    let f = fold_scenario();
+fn the_audit_counts_every_kind() {
+    let f = scenario();
     let k = |name: &str| f.audit.by_kind[name].clone();
+    assert_eq!(
+        (k("reply").expected, k("reply").arrived, k("reply").refused),
+        (10, 10, 1)
+    );
+    assert_eq!(f.audit.refused_by_code["rate_limited"], 1);
+    assert_eq!(
+        (k("message").expected, k("message").arrived, k("message").lost),
+        (4, 4, 0)
+    );
     assert_eq!(
         (k("delivery").expected, k("delivery").arrived, k("delivery").duplicated),
         (2, 2, 1)
@@ -169,19 +224,176 @@ fn the_audit_counts_lost_duplicated_and_unexpected() {
         (k("group_read").expected, k("group_read").arrived, k("group_read").lost),
         (2, 1, 1)
     );
-    assert_eq!(
-        (k("channel").expected, k("channel").arrived, k("channel").lost),
-        (1, 1, 0)
-    );
+    assert_eq!((k("channel").expected, k("channel").arrived), (1, 1));
     assert_eq!(f.audit.total.lost, 1);
     assert_eq!(f.rate_limited, 1);
+    let kinds: Vec<&str> = f.audit.by_kind.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        [
+            "channel",
+            "channel_sync",
+            "delivery",
+            "group_read",
+            "message",
+            "read",
+            "read_users",
+            "reply",
+            "statistic"
+        ]
+    );
 }
 
 #[test]
 fn ack_economics_compare_with_one_ack_per_read() {
-    let f = fold_scenario();
+    let f = scenario();
     let (one, group) = f.economics;
     assert_eq!((one.messages_read, one.read_acks, one.channel_acks), (2, 1, 1));
     assert_eq!(one.saving_pct, 0.0);
     assert_eq!((group.messages_read, group.read_acks), (2, 2));
+}
+
+#[test]
+fn missing_pushes_are_lost_unless_their_device_dropped_or_never_came_back() {
+    let mut s = state(2);
+    for u in [ALICE, BOB, CAROL] {
+        login(&mut s, u, 0, 0);
+        login(&mut s, u, 1, 0);
+    }
+    // To bob: device 0 gets it, device 1 does not (lost).
+    let m1 = key(ALICE, 1);
+    send(&mut s, m1, ChatType::Single, BOB, ms(10));
+    accept(&mut s, m1, BOB, 1, ms(12));
+    push(&mut s, BOB, 0, m1, 1, ms(13));
+    push(&mut s, BOB, 0, m1, 1, ms(14));
+    // To carol: her device 1 drops right after (lost in the disconnect).
+    let m2 = key(ALICE, 2);
+    send(&mut s, m2, ChatType::Single, CAROL, ms(20));
+    accept(&mut s, m2, CAROL, 2, ms(22));
+    push(&mut s, CAROL, 0, m2, 2, ms(23));
+    s.fold(Event::Disconnected {
+        user: CAROL,
+        dev: 1,
+        at: ms(24),
+        expected: false,
+    });
+    // To dave, offline all run: not due.
+    let m3 = key(ALICE, 3);
+    send(&mut s, m3, ChatType::Single, DAVE, ms(30));
+    accept(&mut s, m3, DAVE, 3, ms(32));
+    // Never confirmed to alice: its push is counted, nothing is owed.
+    let m4 = key(ALICE, 4);
+    send(&mut s, m4, ChatType::Single, BOB, ms(40));
+    push(&mut s, BOB, 1, m4, 4, ms(43));
+    // A push of a message never sent, and a stray reply.
+    push(&mut s, BOB, 0, key(ALICE, 99), 99, ms(50));
+    s.fold(Event::StrayReply {
+        user: BOB,
+        duplicated: true,
+        refused: None,
+    });
+    s.fold(Event::Unanswered {
+        user: BOB,
+        kind: ReqKind::Ping,
+        in_disconnect: false,
+    });
+    let f = s.finish();
+    let m = &f.audit.by_kind["message"];
+    assert_eq!(m.lost, 1, "bob's device 1");
+    assert_eq!(m.lost_in_disconnect, 1, "carol's device 1");
+    assert_eq!(m.not_due, 1, "dave");
+    assert_eq!(m.duplicated, 1, "bob's device 0 twice");
+    assert_eq!(m.unexpected, 1, "never sent");
+    assert_eq!(m.arrived, 3, "bob d0, carol d0, and the unconfirmed one");
+    let r = &f.audit.by_kind["reply"];
+    assert_eq!((r.duplicated, r.lost), (1, 1));
+    assert_eq!(f.latencies["message_offline"].count, 0);
+}
+
+#[test]
+fn conversation_acks_reach_the_peer_and_the_readers_other_devices() {
+    let mut s = state(2);
+    for u in [ALICE, BOB] {
+        login(&mut s, u, 0, 0);
+        login(&mut s, u, 1, 0);
+    }
+    ack(&mut s, BOB, AckKind::Channel, None, ALICE, ms(10));
+    for dev in [0, 1] {
+        s.fold(Event::ChannelPush {
+            user: ALICE,
+            dev,
+            from: BOB,
+            to: ALICE,
+            id: 7,
+            at: ms(15),
+        });
+    }
+    s.fold(Event::ChannelPush {
+        user: BOB,
+        dev: 1,
+        from: BOB,
+        to: ALICE,
+        id: 7,
+        at: ms(16),
+    });
+    // A second ack whose sync push never comes.
+    ack(&mut s, BOB, AckKind::Channel, None, ALICE, ms(20));
+    let f = s.finish();
+    let (c, sync) = (&f.audit.by_kind["channel"], &f.audit.by_kind["channel_sync"]);
+    assert_eq!((c.expected, c.arrived, c.lost, c.unexpected), (2, 1, 1, 0));
+    assert_eq!((sync.expected, sync.arrived, sync.lost), (2, 1, 1));
+    assert!((f.latencies["channel_sync"].p50 - 6.0).abs() < 0.01);
+}
+
+#[test]
+fn an_offline_sender_is_owed_the_latest_group_count_at_its_next_login() {
+    let mut s = state(1);
+    for u in [ALICE, BOB, CAROL] {
+        login(&mut s, u, 0, 0);
+    }
+    let g1 = key(ALICE, 1);
+    send(&mut s, g1, ChatType::Group, 0, ms(10));
+    accept(&mut s, g1, 0, 5, ms(12));
+    s.fold(Event::Disconnected {
+        user: ALICE,
+        dev: 0,
+        at: ms(20),
+        expected: true,
+    });
+    ack(&mut s, BOB, AckKind::GroupRead, Some(g1), 0, ms(30));
+    login(&mut s, ALICE, 0, ms(40));
+    s.fold(Event::Statistic {
+        user: ALICE,
+        counts: vec![(5, 1)],
+        at: ms(41),
+    });
+    let f = s.finish();
+    let st = &f.audit.by_kind["statistic"];
+    assert_eq!((st.expected, st.arrived, st.lost), (1, 1, 0));
+    let g = &f.audit.by_kind["group_read"];
+    assert_eq!((g.expected, g.arrived), (1, 1));
+}
+
+#[test]
+fn records_past_the_horizon_are_settled_and_dropped() {
+    let mut s = state(1);
+    s.horizon = ms(100);
+    login(&mut s, ALICE, 0, 0);
+    login(&mut s, BOB, 0, 0);
+    let m1 = key(ALICE, 1);
+    send(&mut s, m1, ChatType::Single, BOB, 0);
+    accept(&mut s, m1, BOB, 1, ms(1));
+    push(&mut s, BOB, 0, m1, 1, ms(2));
+    s.settle_before(ms(50));
+    assert_eq!(s.msgs.len(), 0);
+    assert!(
+        s.by_mid.is_empty() && s.unlearned.is_empty(),
+        "indexes are dropped with it"
+    );
+    // Its receipt, after it was settled: late, not unexpected.
+    receipt(&mut s, ALICE, 0, ReceiptKind::Delivery, 1, BOB, None, ms(200));
+    let f = s.finish();
+    let d = &f.audit.by_kind["delivery"];
+    assert_eq!((d.late, d.unexpected), (1, 0));
+    assert_eq!(f.audit.by_kind["message"].arrived, 1);
 }

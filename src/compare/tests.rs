@@ -85,10 +85,13 @@ fn summary(read_receipt_p99: f64, server_ack_p99: f64, msgs_per_sec: f64, lost: 
             },
             by_kind: BTreeMap::new(),
             drain_secs: 1.0,
+            ..Default::default()
         },
         timeline,
         slo: vec![],
         warnings: vec![],
+        interrupted: false,
+        faults: Vec::new(),
     }
 }
 

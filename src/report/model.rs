@@ -70,6 +70,30 @@ pub struct Report {
     /// The run was stopped early (Ctrl-C or SIGTERM): its figures cover only what ran.
     #[serde(default)]
     pub interrupted: bool,
+    /// Faults the profile injected, and what they did.
+    #[serde(default)]
+    pub faults: Vec<FaultReport>,
+}
+
+/// One injected fault and its outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultReport {
+    /// `drop_connections`, `stall_readers` or `server_restart`.
+    pub kind: String,
+    /// Start, seconds since the run started.
+    pub at_secs: f64,
+    /// Spread over this many seconds.
+    pub over_secs: f64,
+    /// Connections, users or restarts the profile asked for.
+    pub planned: u64,
+    /// How many were carried out.
+    pub done: u64,
+    /// Connections back in (logged in again) afterwards.
+    pub recovered: u64,
+    /// Time from the fault to logged in again: median, ms (0 when none recovered).
+    pub recovery_p50_ms: f64,
+    /// The same, slowest, ms.
+    pub recovery_max_ms: f64,
 }
 
 /// The parts of the plan a reader needs beside the numbers.

@@ -58,6 +58,7 @@ fn audit(expected: u64, lost: u64, duplicated: u64, unexpected: u64) -> AuditKin
         lost,
         duplicated,
         unexpected,
+        ..Default::default()
     }
 }
 
@@ -98,6 +99,8 @@ pub(crate) fn sample_report() -> Report {
                 receipts: (messages as f64 * 1.52 + if t >= 70.0 { 300.0 / (t - 68.0) } else { 0.0 }).round() as u64,
                 errors: if (39.0..42.0).contains(&t) { 2 } else { 0 },
                 schedule_lag_p99: steady * (0.6 + 0.2 * (t * 1.7).sin().abs() + 14.0 * stall * (t - 37.0) / 7.0),
+                rss_mb: 60.0 + 40.0 * ramp,
+                cpu_pct: 8.0 + 70.0 * steady * wobble,
                 read_receipt_p99: steady * (19.0 + 3.0 * (t * 0.7).sin() + 30.0 * stall),
             }
         })
@@ -143,6 +146,8 @@ pub(crate) fn sample_report() -> Report {
             failed: 12,
             peak: 3_800,
             dropped: 3,
+            reconnects: 3,
+            resent: 2,
         },
         throughput: Throughput {
             messages_sent: 71_940,
@@ -150,6 +155,7 @@ pub(crate) fn sample_report() -> Report {
             group_sent: 11_960,
             messages_per_sec: 1_199.0,
             skipped_offline: 1_830,
+            skipped_disconnected: 0,
             frames_sent: 114_054,
             frames_received: 217_034,
             bytes_sent: 19_873_402,
@@ -195,6 +201,8 @@ pub(crate) fn sample_report() -> Report {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+            refused_by_code: [("rate_limited".to_string(), 6)].into_iter().collect(),
+            protocol_errors: BTreeMap::new(),
             drain_secs: 5.0,
         },
         timeline,
@@ -225,6 +233,8 @@ pub(crate) fn sample_report() -> Report {
              window include the tester's own delay"
                 .to_string(),
         ],
+        interrupted: false,
+        faults: Vec::new(),
     }
 }
 

@@ -154,10 +154,13 @@ pub(super) fn build(
         slo: Vec::new(),
         warnings: Vec::new(),
         interrupted: m.interrupted.is_some(),
+        faults: Vec::new(),
     };
     report.warnings = warnings(&report, &f.connect_errors);
     if let Some(e) = &f.hlog_error {
-        report.warnings.push(format!("the interval log could not be written: {e}"));
+        report
+            .warnings
+            .push(format!("the interval log could not be written: {e}"));
     }
     report.slo = plan.slo.iter().map(|c| c.evaluate(&report)).collect();
     (report, f.hlog)

@@ -290,7 +290,9 @@ impl UserActor {
 
     /// Writes everything waiting for `dev`'s connection, oldest first (resends included).
     fn flush(&mut self, dev: usize) {
-        let Some(out) = self.devices[dev].out.clone() else { return };
+        let Some(out) = self.devices[dev].out.clone() else {
+            return;
+        };
         let now = self.now();
         let mut resent = 0;
         let mut events = Vec::new();
@@ -471,7 +473,14 @@ impl UserActor {
                         at: scheduled,
                         waited: false,
                     };
-                    self.request(0, Op::Read { chat, mid, to }, ReqKind::Ack(kind), Some(key), 0, Some(event));
+                    self.request(
+                        0,
+                        Op::Read { chat, mid, to },
+                        ReqKind::Ack(kind),
+                        Some(key),
+                        0,
+                        Some(event),
+                    );
                 }
                 Action::ChannelAck { conv, scheduled } => {
                     let (chat, to) = self.conv_target(conv);
@@ -488,15 +497,19 @@ impl UserActor {
                         at: scheduled,
                         waited: false,
                     };
-                    self.request(0, Op::Channel { chat, to }, ReqKind::Ack(kind), None, index, Some(event));
+                    self.request(
+                        0,
+                        Op::Channel { chat, to },
+                        ReqKind::Ack(kind),
+                        None,
+                        index,
+                        Some(event),
+                    );
                 }
                 Action::Read { conv } => self.emit(Event::Read {
                     group: matches!(conv, Conv::Group(_)),
                 }),
-                Action::Skipped(n) => self.emit(Event::Skipped {
-                    n,
-                    disconnected: false,
-                }),
+                Action::Skipped(n) => self.emit(Event::Skipped { n, disconnected: false }),
                 Action::Offline => self.close_all(ctx),
                 Action::Online => self.connect_all(ctx),
             }

@@ -275,7 +275,9 @@ impl<S: Stream + Unpin> Stream for Stalled<S> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         if let Some(until) = self.until.get() {
             if until > tokio::time::Instant::now() {
-                let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
                 if sleep.deadline() != until {
                     sleep.as_mut().reset(until);
                 }
