@@ -13,11 +13,12 @@ use super::intervals::{Count, Intervals, LogSink};
 use super::metric::Metric;
 use super::presence::{Over, Presence};
 use super::process::Sampler;
-use super::records::{GroupRead, MsgRec};
+use super::records::{GroupRead, Judge, MsgRec};
 use super::{AckKind, Answer, Audience, Event, ReceiptKind, ReqKind, Settings, Snapshot};
 use crate::protocol::{ChatType, ErrorCode};
-use crate::report::{AckSplit, Audit, Connections, Latency, TimelinePoint};
+use crate::report::{AckSplit, Audit, Connections, FaultReport, Latency, TimelinePoint};
 use crate::sim::behaviour::{Micros, MsgKey};
+use crate::sim::faults::Fault;
 
 /// Microseconds, 1 µs to 1 hour, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
@@ -92,6 +93,42 @@ pub struct Folded {
     pub hlog: Vec<u8>,
     /// The first error writing the interval log.
     pub hlog_error: Option<String>,
+    /// What each injected fault did.
+    pub faults: Vec<FaultReport>,
+}
+
+/// A reconnect whose drop falls this long after a fault's window is still that fault's.
+const FAULT_ATTRIBUTION: Micros = 2_000_000;
+
+/// One fault of the profile and what it did.
+#[derive(Debug)]
+struct FaultTrack {
+    fault: Fault,
+    done: u64,
+    /// Drop -> logged in again, of the connections it took down.
+    recoveries: Vec<Micros>,
+}
+
+impl FaultTrack {
+    fn report(mut self) -> FaultReport {
+        self.recoveries.sort_unstable();
+        let n = self.recoveries.len();
+        let (p50, max) = if n == 0 {
+            (0.0, 0.0)
+        } else {
+            (ms(self.recoveries[(n - 1) / 2]), ms(self.recoveries[n - 1]))
+        };
+        FaultReport {
+            kind: self.fault.kind.to_string(),
+            at_secs: self.fault.at as f64 / 1e6,
+            over_secs: self.fault.over as f64 / 1e6,
+            planned: self.fault.planned,
+            done: self.done,
+            recovered: n as u64,
+            recovery_p50_ms: p50,
+            recovery_max_ms: max,
+        }
+    }
 }
 
 pub(super) struct State {
@@ -107,6 +144,8 @@ pub(super) struct State {
     /// Highest server id among settled records (a receipt for one at or below is late).
     settled_mid: Option<u64>,
     horizon: Micros,
+    /// See [`Judge::grace`].
+    grace: Micros,
     /// 1:1 messages per (sender, peer) whose reading the sender has not learned yet.
     unlearned: FxHashMap<(u32, u32), VecDeque<MsgKey>>,
     /// 1:1 channel acks per (reader, peer), waiting for the peer's pushes.
@@ -126,6 +165,7 @@ pub(super) struct State {
     rate_limited: u64,
     receipts: BTreeMap<String, u64>,
     econ: (Econ, Econ),
+    faults: Vec<FaultTrack>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -189,6 +229,7 @@ impl State {
             max_seq: vec![0; a.users as usize],
             settled_mid: None,
             horizon: settings.horizon.max(1),
+            grace: settings.disconnect_grace,
             unlearned: FxHashMap::default(),
             channels: FxHashMap::default(),
             syncs: FxHashMap::default(),
@@ -205,6 +246,15 @@ impl State {
             rate_limited: 0,
             receipts: BTreeMap::new(),
             econ: (Econ::default(), Econ::default()),
+            faults: settings
+                .faults
+                .iter()
+                .map(|f| FaultTrack {
+                    fault: f.clone(),
+                    done: 0,
+                    recoveries: Vec::new(),
+                })
+                .collect(),
         }
     }
 
@@ -253,7 +303,15 @@ impl State {
                 self.conn.peak = self.conn.peak.max(self.presence.connected());
                 if let Some(took) = reconnect {
                     self.conn.reconnects += 1;
-                    self.record(Metric::Reconnect, at, at.saturating_sub(took), None);
+                    let dropped = at.saturating_sub(took);
+                    self.record(Metric::Reconnect, at, dropped, None);
+                    let by_fault = self.faults.iter_mut().find(|f| {
+                        f.fault.kind != "stall_readers"
+                            && (f.fault.at..=f.fault.at + f.fault.over + FAULT_ATTRIBUTION).contains(&dropped)
+                    });
+                    if let Some(f) = by_fault {
+                        f.recoveries.push(took);
+                    }
                 }
                 let connected = self.presence.connected();
                 self.intervals.touch(at / 1_000_000, connected);
@@ -378,6 +436,11 @@ impl State {
                     }
                 }
             }
+            Event::Fault { index, done, .. } => {
+                if let Some(f) = self.faults.get_mut(index as usize) {
+                    f.done += u64::from(done);
+                }
+            }
             Event::Snapshot(_) | Event::Finish(_) => {}
         }
     }
@@ -498,16 +561,15 @@ impl State {
             ReqKind::Ack(AckKind::GroupRead) => {
                 let Some(key) = key else { return };
                 let sender_off = self.presence.user_off(key.sender, at);
-                if let Some(m) = self.msgs.get_mut(&key) {
-                    if let Some(r) = m
-                        .group_reads
-                        .iter_mut()
-                        .find(|r| r.reader == user && r.accepted.is_none())
-                    {
-                        r.accepted = Some(at);
-                        if sender_off && self.presence.user_off(key.sender, r.sent) {
-                            m.stat_due.get_or_insert(at);
-                        }
+                let Some(m) = self.msgs.get_mut(&key) else { return };
+                if let Some(r) = m
+                    .group_reads
+                    .iter_mut()
+                    .find(|r| r.reader == user && r.accepted.is_none())
+                {
+                    r.accepted = Some(at);
+                    if sender_off && self.presence.user_off(key.sender, r.sent) {
+                        m.stat_due.get_or_insert(at);
                     }
                 }
             }
@@ -734,15 +796,17 @@ impl State {
                 // Known only now, long after its second closed: totals only.
                 self.record_total(Metric::GroupReadAll, m.group_max_at, m.scheduled, Some(m.sent));
             }
-            m.settle(key.sender, &self.presence, &mut self.tally);
-            if !m.group {
-                if let Some(q) = self.unlearned.get_mut(&(key.sender, m.conv)) {
-                    while q.front().is_some_and(|k| !self.msgs.contains_key(k)) {
-                        q.pop_front();
-                    }
-                    if q.is_empty() {
-                        self.unlearned.remove(&(key.sender, m.conv));
-                    }
+            let judge = Judge {
+                presence: &self.presence,
+                grace: self.grace,
+            };
+            m.settle(key.sender, &judge, &mut self.tally);
+            if let (false, Some(q)) = (m.group, self.unlearned.get_mut(&(key.sender, m.conv))) {
+                while q.front().is_some_and(|k| !self.msgs.contains_key(k)) {
+                    q.pop_front();
+                }
+                if q.is_empty() {
+                    self.unlearned.remove(&(key.sender, m.conv));
                 }
             }
         }
@@ -750,19 +814,22 @@ impl State {
 
     /// Settles conversation acks sent before `cutoff`.
     fn settle_acks_before(&mut self, cutoff: Micros) {
-        let presence = &self.presence;
+        let judge = Judge {
+            presence: &self.presence,
+            grace: self.grace,
+        };
         let tally = &mut self.tally;
         for ((_, peer), q) in self.channels.iter_mut() {
             while q.front().is_some_and(|a| a.at < cutoff) {
                 let a = q.pop_front().expect("checked");
-                settle_ack(a, *peer, Kind::Channel, presence, tally);
+                settle_ack(a, *peer, Kind::Channel, &judge, tally);
             }
         }
         self.channels.retain(|_, q| !q.is_empty());
         for ((reader, _), q) in self.syncs.iter_mut() {
             while q.front().is_some_and(|a| a.at < cutoff) {
                 let a = q.pop_front().expect("checked");
-                settle_ack(a, *reader, Kind::ChannelSync, presence, tally);
+                settle_ack(a, *reader, Kind::ChannelSync, &judge, tally);
             }
         }
         self.syncs.retain(|_, q| !q.is_empty());
@@ -827,17 +894,16 @@ impl State {
             timeline,
             hlog,
             hlog_error,
+            faults: self.faults.into_iter().map(FaultTrack::report).collect(),
         }
     }
 }
 
-/// One conversation ack at settlement: reached some device, owed, or not due (the user it
-/// was for never came back).
-fn settle_ack(a: ChanAck, user: u32, kind: Kind, presence: &Presence, tally: &mut Tally) {
+/// One conversation ack at settlement: reached some device, or judged missing.
+fn settle_ack(a: ChanAck, user: u32, kind: Kind, judge: &Judge, tally: &mut Tally) {
     match a.accepted {
         _ if a.devices != 0 => tally.ok(kind),
-        Some(at) if presence.logged_in_after(user, at) || !presence.user_off(user, at) => tally.lost(kind),
-        Some(_) => tally.kind(kind).not_due += 1,
+        Some(at) => judge.missing(kind, user, at, tally),
         None => {}
     }
 }

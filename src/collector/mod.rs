@@ -273,6 +273,15 @@ pub enum Event {
         /// When.
         at: Micros,
     },
+    /// A planned fault was injected (`done`), or found nothing to act on.
+    Fault {
+        /// Its number in the profile's list.
+        index: u32,
+        /// When.
+        at: Micros,
+        /// It acted (a connection was open to drop, a socket to stall).
+        done: bool,
+    },
     /// Progress snapshot request.
     Snapshot(mpsc::Sender<Snapshot>),
     /// Fold everything and stop.
@@ -310,6 +319,11 @@ pub struct Settings {
     pub horizon: Micros,
     /// The interval log file, written as each second closes (`None`: kept in memory only).
     pub hlog_path: Option<std::path::PathBuf>,
+    /// The profile's faults, in their numbered order.
+    pub faults: Vec<crate::sim::faults::Fault>,
+    /// A push missing on a device whose connection dropped within this long after it was
+    /// due counts as lost in the disconnect (see the audit's `lost_in_disconnect`).
+    pub disconnect_grace: Micros,
 }
 
 /// Cloneable sender of events; one per actor.

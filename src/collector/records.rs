@@ -8,9 +8,36 @@ use super::audit::{Kind, Tally};
 use super::presence::{Over, Presence};
 use crate::sim::behaviour::Micros;
 
-/// A push still missing this long after its message was accepted, on a device whose
-/// connection dropped inside that window, is a loss protocol v1 allows.
-pub(super) const DISCONNECT_GRACE: Micros = 1_000_000;
+/// What settling needs to judge a missing push: who was online when, and how long after a
+/// push was due a dropped connection still excuses it.
+pub(super) struct Judge<'a> {
+    pub(super) presence: &'a Presence,
+    /// A push missing on a device whose connection dropped within this long after it was
+    /// due is a loss protocol v1 allows (written to a connection that then died). A second,
+    /// plus the longest stall the profile injects (a stalled reader holds written pushes).
+    pub(super) grace: Micros,
+}
+
+impl Judge<'_> {
+    /// Whether any device of `user` dropped within the grace after `at`.
+    pub(super) fn dropped(&self, user: u32, at: Micros) -> bool {
+        (0..self.presence.per_user()).any(|dev| self.presence.dropped_within(user, dev, at, at + self.grace))
+    }
+
+    /// Something owed to `user` since `at` never came: lost in a disconnect, owed, or not due
+    /// (stored for a user that never came back).
+    pub(super) fn missing(&self, kind: Kind, user: u32, at: Micros, tally: &mut Tally) {
+        if self.dropped(user, at) {
+            let k = tally.kind(kind);
+            k.expected += 1;
+            k.lost_in_disconnect += 1;
+        } else if self.presence.logged_in_after(user, at) || !self.presence.user_off(user, at) {
+            tally.lost(kind)
+        } else {
+            tally.kind(kind).not_due += 1
+        }
+    }
+}
 
 /// One recipient user of a message, as the server should have seen it when routing.
 #[derive(Debug, Clone, Default)]
@@ -101,19 +128,12 @@ impl ReceiptRec {
         first
     }
 
-    fn settle(&self, kind: Kind, sender: u32, presence: &Presence, tally: &mut Tally) {
+    fn settle(&self, kind: Kind, sender: u32, judge: &Judge, tally: &mut Tally) {
         let arrived = self.devices != 0;
         tally.kind(kind).duplicated += u64::from(self.repeats);
         match (self.accepted, arrived) {
             (Some(_), true) => tally.ok(kind),
-            (Some(at), false) => {
-                // Stored for an offline sender: due only if it came back.
-                if presence.logged_in_after(sender, at) || !presence.user_off(sender, at) {
-                    tally.lost(kind)
-                } else {
-                    tally.kind(kind).not_due += 1
-                }
-            }
+            (Some(at), false) => judge.missing(kind, sender, at, tally),
             // Sent but its `received` never came: the push may or may not follow.
             (None, true) if self.sent => tally.ok(kind),
             (None, true) => tally.kind(kind).unexpected += 1,
@@ -173,15 +193,16 @@ impl MsgRec {
         true
     }
 
-    /// Settles the record into the audit. `sender` is its sender; `presence` is as of now.
-    pub(super) fn settle(&self, sender: u32, presence: &Presence, tally: &mut Tally) {
-        self.settle_message(presence, tally);
-        self.delivery.settle(Kind::Delivery, sender, presence, tally);
-        self.read.settle(Kind::Read, sender, presence, tally);
-        self.settle_group(sender, presence, tally);
+    /// Settles the record into the audit. `sender` is its sender.
+    pub(super) fn settle(&self, sender: u32, judge: &Judge, tally: &mut Tally) {
+        self.settle_message(judge, tally);
+        self.delivery.settle(Kind::Delivery, sender, judge, tally);
+        self.read.settle(Kind::Read, sender, judge, tally);
+        self.settle_group(sender, judge, tally);
     }
 
-    fn settle_message(&self, presence: &Presence, tally: &mut Tally) {
+    fn settle_message(&self, judge: &Judge, tally: &mut Tally) {
+        let presence = judge.presence;
         let Some(accepted) = self.accepted else {
             // Never confirmed to its sender: what arrived is counted, nothing is owed.
             let n = self.early.len() as u64;
@@ -211,7 +232,7 @@ impl MsgRec {
                 } else if r.on & bit == 0 {
                     // Offline (or logging in or out) while routed: nothing owed.
                     tally.kind(Kind::Message).not_due += 1;
-                } else if presence.dropped_within(r.user, dev, self.sent, accepted + DISCONNECT_GRACE) {
+                } else if presence.dropped_within(r.user, dev, self.sent, accepted + judge.grace) {
                     let k = tally.kind(Kind::Message);
                     k.expected += 1;
                     k.lost_in_disconnect += 1;
@@ -225,7 +246,8 @@ impl MsgRec {
         }
     }
 
-    fn settle_group(&self, sender: u32, presence: &Presence, tally: &mut Tally) {
+    fn settle_group(&self, sender: u32, judge: &Judge, tally: &mut Tally) {
+        let presence = judge.presence;
         let accepted = self.group_reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
         let sent = self.group_reads.len() as u64;
         if accepted > 0 || self.group_max > 0 {
@@ -233,8 +255,9 @@ impl MsgRec {
             k.expected += accepted;
             k.arrived += self.group_max.min(accepted);
             let missing = accepted.saturating_sub(self.group_max);
-            let came_back = presence.logged_in_after(sender, self.sent) || !presence.user_off(sender, self.sent);
-            if came_back {
+            if judge.dropped(sender, self.sent) {
+                k.lost_in_disconnect += missing;
+            } else if presence.logged_in_after(sender, self.sent) || !presence.user_off(sender, self.sent) {
                 k.lost += missing;
             } else {
                 k.not_due += missing;

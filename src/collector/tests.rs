@@ -29,6 +29,8 @@ fn state(devices: u8) -> State {
             expected_messages: 16,
             horizon: ms(60_000),
             hlog_path: None,
+            faults: Vec::new(),
+            disconnect_grace: ms(1000),
         },
     )
 }

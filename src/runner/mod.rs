@@ -209,6 +209,17 @@ async fn drive(
             expected_messages: expected.min(20_000_000),
             horizon: micros(plan.tester.audit_horizon),
             hlog_path: Some(dir.join("latencies.hlog")),
+            faults: crate::sim::faults::list(plan),
+            disconnect_grace: micros(
+                Duration::from_secs(1)
+                    + plan
+                        .faults
+                        .stall_readers
+                        .iter()
+                        .map(|s| s.stall)
+                        .max()
+                        .unwrap_or_default(),
+            ),
         },
     );
     let end = traffic_end(plan);
@@ -228,25 +239,24 @@ async fn drive(
     let progress = progress::spawn(collector.sink(), start, plan, run_end);
 
     let mut actors = Vec::with_capacity(world.users.len());
-    let mut interrupted = None;
-    for ix in 0..world.users.len() as u32 {
-        let planned = world.planned_start[ix as usize];
-        if planned == Duration::MAX {
-            continue;
+    let timeline = async {
+        for ix in 0..world.users.len() as u32 {
+            let planned = world.planned_start[ix as usize];
+            if planned == Duration::MAX {
+                continue;
+            }
+            if let Some(sig) = sleep_or_interrupt(start + planned).await {
+                return Some(sig);
+            }
+            let (shared, sink) = (shared.clone(), collector.sink());
+            let arbiter = arbiters[ix as usize % arbiters.len()].handle();
+            actors.push(UserActor::start_in_arbiter(&arbiter, move |_| {
+                UserActor::new(ix, shared, sink)
+            }));
         }
-        interrupted = sleep_or_interrupt(start + planned).await;
-        if interrupted.is_some() {
-            break;
-        }
-        let (shared, sink) = (shared.clone(), collector.sink());
-        let arbiter = arbiters[ix as usize % arbiters.len()].handle();
-        actors.push(UserActor::start_in_arbiter(&arbiter, move |_| {
-            UserActor::new(ix, shared, sink)
-        }));
-    }
-    if interrupted.is_none() {
-        interrupted = sleep_or_interrupt(start + run_end).await;
-    }
+        sleep_or_interrupt(start + run_end).await
+    };
+    let (interrupted, ()) = tokio::join!(timeline, restart_server(plan, target, start, collector.sink()));
     if interrupted.is_some() {
         // Stop sending, let what is in flight come back, then stop.
         for a in &actors {
@@ -274,6 +284,32 @@ async fn drive(
         elapsed: start.elapsed(),
         interrupted,
     })
+}
+
+/// Restarts the embedded server at the profile's `faults.server_restarts` times (until the
+/// run is interrupted), telling the collector about each.
+async fn restart_server(plan: &Plan, target: &target::Running, start: Instant, sink: collector::Sink) {
+    let faults = crate::sim::faults::list(plan);
+    for (index, f) in faults.iter().enumerate().filter(|(_, f)| f.kind == "server_restart") {
+        if sleep_or_interrupt(start + Duration::from_micros(f.at)).await.is_some() {
+            return;
+        }
+        let done = match target.restart() {
+            Ok(down) => {
+                tracing::info!("server restarted after {down:?} down");
+                true
+            }
+            Err(e) => {
+                eprintln!("fault: restarting the server failed: {e}");
+                false
+            }
+        };
+        let _ = sink.send(collector::Event::Fault {
+            index: index as u32,
+            at: start.elapsed().as_micros() as Micros,
+            done,
+        });
+    }
 }
 
 /// Logs each group's owner in on a `setup` device, creates the group, and logs out.

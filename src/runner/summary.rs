@@ -154,7 +154,7 @@ pub(super) fn build(
         slo: Vec::new(),
         warnings: Vec::new(),
         interrupted: m.interrupted.is_some(),
-        faults: Vec::new(),
+        faults: f.faults,
     };
     report.warnings = warnings(&report, &f.connect_errors);
     if let Some(e) = &f.hlog_error {

@@ -40,7 +40,13 @@ enum Server {
         stop: Option<tokio::sync::oneshot::Sender<()>>,
         thread: Option<std::thread::JoinHandle<()>>,
     },
-    Child(Child),
+    Child {
+        child: std::sync::Mutex<Child>,
+        /// How to start it again (fault injection: restarts on the same address).
+        config: Box<ServerConfig>,
+        threads: Option<usize>,
+        addr: String,
+    },
 }
 
 /// The embedded server's options from the plan.
@@ -88,7 +94,16 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
     };
     let config = server_config(plan, &secret);
     let (url, server) = if child {
-        start_child(&config, threads)?
+        let (addr, child) = start_child(&config, threads, "127.0.0.1:0")?;
+        (
+            format!("ws://{addr}/ws"),
+            Server::Child {
+                child: std::sync::Mutex::new(child),
+                config: Box::new(config),
+                threads,
+                addr,
+            },
+        )
     } else {
         start_in_process(config, threads)?
     };
@@ -144,11 +159,12 @@ fn start_in_process(config: ServerConfig, threads: Option<usize>) -> Result<(Str
     ))
 }
 
-fn start_child(config: &ServerConfig, threads: Option<usize>) -> Result<(String, Server), RunError> {
+/// Starts `ackstorm serve` on `listen`; returns the address it reports and the process.
+fn start_child(config: &ServerConfig, threads: Option<usize>, listen: &str) -> Result<(String, Child), RunError> {
     let exe = std::env::current_exe().map_err(|e| RunError::Target(format!("finding this executable: {e}")))?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(["--group-ack-max-members", &config.group_ack_max_members.to_string()])
         .args(["--group-max-members", &config.group_max_members.to_string()])
         .args(["--offline-single", &config.limits.offline_single.to_string()])
@@ -188,7 +204,7 @@ fn start_child(config: &ServerConfig, threads: Option<usize>) -> Result<(String,
             "`ackstorm serve` did not report its address (got {line:?})"
         )));
     };
-    Ok((format!("ws://{addr}/ws"), Server::Child(child)))
+    Ok((addr.to_string(), child))
 }
 
 impl Running {
@@ -204,12 +220,36 @@ impl Running {
                     let _ = t.join();
                 }
             }
-            Server::Child(child) => {
+            Server::Child { child, .. } => {
+                let child = child.get_mut().unwrap_or_else(|e| e.into_inner());
                 let _ = child.kill();
                 let _ = child.wait();
                 super::interrupt::set_child(None);
             }
         }
+    }
+
+    /// Kills the child server (`kill -9`: no graceful shutdown) and starts it again on the
+    /// same address; how long it was down. Only a child server can be restarted.
+    pub fn restart(&self) -> Result<Duration, RunError> {
+        let Server::Child {
+            child,
+            config,
+            threads,
+            addr,
+        } = &self.server
+        else {
+            return Err(RunError::Target(
+                "only an embedded child server can be restarted".into(),
+            ));
+        };
+        let mut child = child.lock().unwrap_or_else(|e| e.into_inner());
+        let t = std::time::Instant::now();
+        let _ = child.kill();
+        let _ = child.wait();
+        let (_, fresh) = start_child(config, *threads, addr)?;
+        *child = fresh;
+        Ok(t.elapsed())
     }
 
     /// The HTTP address serving `/metrics` (the WebSocket's host and port).

@@ -15,6 +15,7 @@ use rand_distr::{Distribution, StandardNormal};
 use rand_pcg::Pcg64Mcg;
 use rustc_hash::FxHashMap;
 
+use super::faults::Planned;
 use super::world::{Role, Stream, World, mix, stream};
 use crate::profile::{Churn, ContactChoice, Delay, Plan, Strategy};
 
@@ -83,6 +84,8 @@ pub enum Action {
     Offline,
     /// Come back online (reconnect).
     Online,
+    /// Inject a planned fault.
+    Fault(Planned),
 }
 
 /// How a dropped connection is retried: jittered exponential backoff, as SDKs do.
@@ -285,6 +288,8 @@ pub struct UserSim {
     was_online: bool,
     next_churn: Micros,
     phase: Phase,
+    /// Faults still to inject, in time order.
+    faults: VecDeque<Planned>,
 }
 
 impl UserSim {
@@ -311,6 +316,11 @@ impl UserSim {
         };
         let away = exp_sample(&mut rng_focus, cfg.away_mean).max(1);
         let online = world.online_at_start[ix as usize];
+        let faults = world
+            .faults
+            .get(ix as usize)
+            .map(|f| f.iter().copied().collect())
+            .unwrap_or_default();
         let next_churn = match cfg.churn {
             Some(c) => {
                 let mean = if online { c.online } else { c.offline };
@@ -339,6 +349,7 @@ impl UserSim {
             was_online: online,
             next_churn,
             phase: Phase::Active,
+            faults,
         }
     }
 
@@ -360,6 +371,9 @@ impl UserSim {
         }
         if let Some((t, _)) = self.debounce {
             due = due.min(t);
+        }
+        if let Some(f) = self.faults.front() {
+            due = due.min(f.at);
         }
         if self.phase == Phase::Active {
             due = due.min(self.next_single).min(self.next_group).min(self.next_churn);
@@ -388,6 +402,9 @@ impl UserSim {
     fn step(&mut self, t: Micros, out: &mut Vec<Action>) {
         if self.phase == Phase::Active && t >= self.cfg.traffic_end {
             self.end_traffic(out);
+        } else if self.faults.front().is_some_and(|f| f.at == t) {
+            let f = self.faults.pop_front().expect("peeked");
+            out.push(Action::Fault(f));
         } else if self.reads.peek().is_some_and(|Reverse(r)| r.due == t) {
             let Reverse(r) = self.reads.pop().expect("peeked");
             if t <= self.cfg.acks_end {

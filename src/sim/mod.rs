@@ -2,5 +2,6 @@
 //! machine), and the actix actors that run them over a transport driver.
 
 pub mod behaviour;
+pub mod faults;
 pub mod user;
 pub mod world;

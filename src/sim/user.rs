@@ -27,6 +27,7 @@ use rand::RngExt;
 use rand_pcg::Pcg64Mcg;
 
 use super::behaviour::{Action, Conv, Micros, MsgKey, SimConfig, UserSim};
+use super::faults::{FaultAction, Planned};
 use super::world::{self, World};
 use crate::collector::{AckKind, Answer, Event, ReceiptKind, ReqKind, Sink};
 use crate::protocol::ChatType;
@@ -362,15 +363,14 @@ impl UserActor {
             written: false,
             event,
         };
-        if let Some(out) = &self.devices[dev].out {
-            if out.send(Command::Request { req, op: f.op.clone() }).is_ok() {
-                f.written = true;
-                if let Some(mut e) = f.event.take() {
-                    if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
-                        *at = self.now();
-                    }
-                    self.emit(e);
+        let out = self.devices[dev].out.as_ref();
+        if out.is_some_and(|out| out.send(Command::Request { req, op: f.op.clone() }).is_ok()) {
+            f.written = true;
+            if let Some(mut e) = f.event.take() {
+                if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
+                    *at = self.now();
                 }
+                self.emit(e);
             }
         }
         self.in_flight.insert(req, f);
@@ -512,10 +512,50 @@ impl UserActor {
                 Action::Skipped(n) => self.emit(Event::Skipped { n, disconnected: false }),
                 Action::Offline => self.close_all(ctx),
                 Action::Online => self.connect_all(ctx),
+                Action::Fault(f) => self.fault(f, ctx),
             }
         }
         self.actions = actions;
         self.actions.clear();
+    }
+
+    /// Injects a planned fault (a reset connection, or sockets that stop being read).
+    fn fault(&mut self, f: Planned, ctx: &mut Context<Self>) {
+        let at = self.now();
+        let done = match f.action {
+            FaultAction::Drop { dev } => {
+                let dev = dev as usize;
+                match self.devices.get_mut(dev) {
+                    Some(d) if d.out.is_some() => {
+                        if let Some(out) = &d.out {
+                            let _ = out.send(Command::Abort);
+                        }
+                        // Dropping the read half too closes the socket (with a reset).
+                        if let Some(h) = d.stream.take() {
+                            ctx.cancel_future(h);
+                        }
+                        self.on_dropped(dev, at, ctx);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            FaultAction::Stall { for_us } => {
+                let mut any = false;
+                for d in &self.devices {
+                    if let Some(s) = &d.stall {
+                        s.stall_for(Duration::from_micros(for_us));
+                        any = true;
+                    }
+                }
+                any
+            }
+        };
+        self.emit(Event::Fault {
+            index: f.index,
+            at,
+            done,
+        });
     }
 
     /// Closes every connection politely (the user goes offline, or the run ends).

@@ -88,6 +88,8 @@ pub struct World {
     pub online_at_start: Vec<bool>,
     /// Per user: planned join time since the run start.
     pub planned_start: Vec<Duration>,
+    /// Per user: the faults planned for it, in time order.
+    pub faults: Vec<Vec<super::faults::Planned>>,
 }
 
 impl World {
@@ -163,6 +165,7 @@ impl World {
             delivery,
             online_at_start,
             planned_start,
+            faults: super::faults::schedule(plan, n),
         }
     }
 
