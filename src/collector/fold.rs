@@ -436,6 +436,15 @@ impl State {
                     }
                 }
             }
+            Event::ReadUsers {
+                key,
+                sent,
+                done,
+                users,
+                unknown,
+                pages,
+                ..
+            } => self.read_users(key, sent, done, users, unknown, &pages),
             Event::Fault { index, done, .. } => {
                 if let Some(f) = self.faults.get_mut(index as usize) {
                     f.done += u64::from(done);
@@ -777,6 +786,39 @@ impl State {
         for k in covered {
             self.learn_read(k, at);
         }
+    }
+
+    /// Audits a reader list: it must hold every reader whose read was accepted before the
+    /// query left, and nobody whose read had not left before the last page came back.
+    fn read_users(&mut self, key: MsgKey, sent: Micros, done: Micros, users: Vec<u32>, unknown: u32, pages: &[Micros]) {
+        for p in pages {
+            self.record(Metric::ReadUsersPage, done, done.saturating_sub(*p), None);
+        }
+        self.record(Metric::ReadUsers, done, sent, None);
+        let Some(m) = self.msgs.get(&key) else {
+            self.tally.kind(Kind::ReadUsers).late += 1;
+            return;
+        };
+        let mut listed = users.clone();
+        listed.sort_unstable();
+        let before = listed.len();
+        listed.dedup();
+        let k = self.tally.kind(Kind::ReadUsers);
+        k.duplicated += (before - listed.len()) as u64;
+        k.unexpected += u64::from(unknown);
+        for r in &m.group_reads {
+            let on_list = listed.binary_search(&r.reader).is_ok();
+            if r.accepted.is_some_and(|a| a < sent) {
+                k.expected += 1;
+                if on_list {
+                    k.arrived += 1;
+                } else {
+                    k.lost += 1;
+                }
+            }
+        }
+        let allowed = |u: &u32| m.group_reads.iter().any(|r| r.reader == *u && r.sent < done);
+        k.unexpected += listed.iter().filter(|u| !allowed(u)).count() as u64;
     }
 
     /// Settles every record sent before `cutoff` into the audit and drops it.

@@ -273,6 +273,23 @@ pub enum Event {
         /// When.
         at: Micros,
     },
+    /// A sender fetched the whole reader list of its group message.
+    ReadUsers {
+        /// The sender.
+        sender: u32,
+        /// The message.
+        key: MsgKey,
+        /// When the first page was asked for.
+        sent: Micros,
+        /// When the last page arrived.
+        done: Micros,
+        /// The readers listed (user indexes).
+        users: Vec<u32>,
+        /// Listed ids that are no user of this run.
+        unknown: u32,
+        /// Each page's round trip.
+        pages: Vec<Micros>,
+    },
     /// A planned fault was injected (`done`), or found nothing to act on.
     Fault {
         /// Its number in the profile's list.

@@ -399,3 +399,32 @@ fn records_past_the_horizon_are_settled_and_dropped() {
     assert_eq!((d.late, d.unexpected), (1, 0));
     assert_eq!(f.audit.by_kind["message"].arrived, 1);
 }
+
+#[test]
+fn reader_lists_must_hold_every_accepted_reader_and_nobody_else() {
+    let mut s = state(1);
+    for u in [ALICE, BOB, CAROL, DAVE] {
+        login(&mut s, u, 0, 0);
+    }
+    let g1 = key(ALICE, 1);
+    send(&mut s, g1, ChatType::Group, 0, ms(10));
+    accept(&mut s, g1, 0, 5, ms(12));
+    ack(&mut s, BOB, AckKind::GroupRead, Some(g1), 0, ms(20));
+    ack(&mut s, CAROL, AckKind::GroupRead, Some(g1), 0, ms(20));
+    // Queried after both reads were accepted; bob listed twice, carol missing, dave never read.
+    s.fold(Event::ReadUsers {
+        sender: ALICE,
+        key: g1,
+        sent: ms(30),
+        done: ms(34),
+        users: vec![BOB, BOB, DAVE],
+        unknown: 1,
+        pages: vec![ms(2), ms(2)],
+    });
+    let f = s.finish();
+    let r = &f.audit.by_kind["read_users"];
+    assert_eq!((r.expected, r.arrived, r.lost), (2, 1, 1));
+    assert_eq!((r.duplicated, r.unexpected), (1, 2), "dave, and an id of no user");
+    assert_eq!(f.latencies["read_users_page"].count, 2);
+    assert!((f.latencies["read_users"].p50 - 4.0).abs() < 0.01);
+}

@@ -86,6 +86,17 @@ pub enum Action {
     Online,
     /// Inject a planned fault.
     Fault(Planned),
+    /// Ask who read one of this user's group messages (`getGroupMsgReadUser`, to the end).
+    ReadUsers {
+        /// The message.
+        key: MsgKey,
+        /// Its server id.
+        mid: u64,
+        /// Its group.
+        group: u32,
+        /// Page size.
+        page: u32,
+    },
 }
 
 /// How a dropped connection is retried: jittered exponential backoff, as SDKs do.
@@ -135,6 +146,9 @@ pub struct SimConfig {
     pub reconnect: Option<Backoff>,
     /// Sends a disconnected user queues before it counts them skipped.
     pub outbox: usize,
+    read_users_share: f64,
+    read_users_delay: Micros,
+    read_users_page: u32,
 }
 
 impl SimConfig {
@@ -179,12 +193,25 @@ impl SimConfig {
                 jitter: plan.reconnect.jitter,
             }),
             outbox: plan.reconnect.outbox,
+            read_users_share: plan.groups.read_users_share,
+            read_users_delay: plan.groups.read_users_delay.as_micros() as Micros,
+            read_users_page: plan.groups.read_users_page,
         }
     }
 
     /// The workload's seed.
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Whether the sender of `key` asks who read it: a pure function of the seed and the
+    /// message (its own decision stream, so no other decision shifts).
+    pub fn queries_readers(&self, key: MsgKey) -> bool {
+        if self.read_users_share <= 0.0 {
+            return false;
+        }
+        let h = mix(self.seed ^ mix(u64::from(key.sender) << 40 ^ key.seq ^ 0x7265_6164_7573_6572));
+        ((h >> 11) as f64 / (1u64 << 53) as f64) < self.read_users_share
     }
 
     /// Whether `reader` reads message `key`, and after what delay once it sees it: a pure
@@ -290,6 +317,8 @@ pub struct UserSim {
     phase: Phase,
     /// Faults still to inject, in time order.
     faults: VecDeque<Planned>,
+    /// Reader queries to make: (due, message, server id, group).
+    queries: BinaryHeap<Reverse<(Micros, MsgKey, u64, u32)>>,
 }
 
 impl UserSim {
@@ -350,6 +379,7 @@ impl UserSim {
             next_churn,
             phase: Phase::Active,
             faults,
+            queries: BinaryHeap::new(),
         }
     }
 
@@ -374,6 +404,9 @@ impl UserSim {
         }
         if let Some(f) = self.faults.front() {
             due = due.min(f.at);
+        }
+        if let Some(Reverse((t, ..))) = self.queries.peek() {
+            due = due.min(*t);
         }
         if self.phase == Phase::Active {
             due = due.min(self.next_single).min(self.next_group).min(self.next_churn);
@@ -405,6 +438,16 @@ impl UserSim {
         } else if self.faults.front().is_some_and(|f| f.at == t) {
             let f = self.faults.pop_front().expect("peeked");
             out.push(Action::Fault(f));
+        } else if self.queries.peek().is_some_and(|Reverse((d, ..))| *d == t) {
+            let Reverse((_, key, mid, group)) = self.queries.pop().expect("peeked");
+            if t <= self.cfg.acks_end && self.online {
+                out.push(Action::ReadUsers {
+                    key,
+                    mid,
+                    group,
+                    page: self.cfg.read_users_page,
+                });
+            }
         } else if self.reads.peek().is_some_and(|Reverse(r)| r.due == t) {
             let Reverse(r) = self.reads.pop().expect("peeked");
             if t <= self.cfg.acks_end {
@@ -481,6 +524,19 @@ impl UserSim {
 
     fn visible(&self, conv: Conv) -> bool {
         self.cfg.always_open || matches!(self.focus, Focus::Open { conv: c, .. } if c == conv)
+    }
+
+    /// The first read receipt (or count) of this user's group message `key` arrived: maybe
+    /// ask, a while later, who read it.
+    pub fn on_first_group_receipt(&mut self, now: Micros, key: MsgKey, mid: u64, group: u32) {
+        if self.cfg.queries_readers(key) {
+            self.queries.push(Reverse((
+                now.saturating_add(self.cfg.read_users_delay),
+                key,
+                mid,
+                group,
+            )));
+        }
     }
 
     /// A message arrived (pushed live or replayed at login).

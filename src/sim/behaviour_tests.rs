@@ -198,3 +198,65 @@ fn traffic_stops_at_the_end_and_offline_users_come_back_to_drain() {
     );
     assert_eq!(u.next_due(), None);
 }
+
+#[test]
+fn backoff_grows_to_its_cap_and_jitter_only_shortens_it() {
+    let b = Backoff {
+        initial: 100,
+        max: 1_000,
+        multiplier: 2.0,
+        jitter: 0.5,
+    };
+    assert_eq!(b.delay(0, 0.0), 100);
+    assert_eq!(b.delay(2, 0.0), 400);
+    assert_eq!(b.delay(10, 0.0), 1_000, "capped");
+    assert_eq!(b.delay(2, 0.999_999), 200, "half of it randomised");
+    assert_eq!(b.delay(u32::MAX, 0.0), 1_000, "no overflow");
+}
+
+#[test]
+fn a_share_of_senders_ask_who_read_after_the_first_receipt() {
+    let (cfg, world) = setup("per_message", "");
+    assert!(
+        !(0..1000).any(|s| cfg.queries_readers(MsgKey { sender: 0, seq: s })),
+        "share 0"
+    );
+    let text = r#"
+[run]
+duration = "100s"
+[population]
+users = 10
+[groups]
+count = 1
+size_min = 10
+size_max = 10
+read_users_share = 0.25
+read_users_delay = "2s"
+read_users_page = 7
+"#;
+    let plan = profile::parse(std::path::Path::new("t.toml"), text, &[]).unwrap();
+    let cfg = Arc::new(SimConfig::new(&plan, 100 * SEC, 110 * SEC));
+    let asked = (0..4000)
+        .filter(|s| cfg.queries_readers(MsgKey { sender: 0, seq: *s }))
+        .count();
+    assert!((800..1200).contains(&asked), "{asked} of 4000 at 25%");
+    let key = (0..)
+        .map(|s| MsgKey { sender: 0, seq: s })
+        .find(|k| cfg.queries_readers(*k))
+        .unwrap();
+    let mut u = UserSim::new(0, cfg, world);
+    let mut out = Vec::new();
+    u.on_first_group_receipt(SEC, key, 77, 0);
+    u.advance(3 * SEC - 1, &mut out);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::ReadUsers { .. })),
+        "not before the delay"
+    );
+    u.advance(3 * SEC, &mut out);
+    assert!(out.contains(&Action::ReadUsers {
+        key,
+        mid: 77,
+        group: 0,
+        page: 7
+    }));
+}

@@ -17,7 +17,7 @@
 //! server's multi-device fan-out), sends its own delivery receipts, and reports what reaches
 //! it, so the audit can check every device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use rand::RngExt;
 use rand_pcg::Pcg64Mcg;
+use rustc_hash::FxHashMap;
 
 use super::behaviour::{Action, Conv, Micros, MsgKey, SimConfig, UserSim};
 use super::faults::{FaultAction, Planned};
@@ -87,6 +88,27 @@ struct InFlight {
     event: Option<Event>,
 }
 
+/// A reader list being fetched page by page.
+struct Query {
+    key: MsgKey,
+    mid: u64,
+    group: u32,
+    page: u32,
+    /// When the first page was asked for.
+    started: Micros,
+    /// When the current page was asked for.
+    page_sent: Micros,
+    /// Each page's round trip.
+    pages: Vec<Micros>,
+    users: Vec<u32>,
+    /// Listed ids that are no user of this run.
+    unknown: u32,
+}
+
+/// Group messages with receipts this user sent, by server id, until their first count
+/// arrives (at most this many are remembered; the oldest go first).
+const RECEIPTED: usize = 4096;
+
 /// Stops sending new messages (an interrupted run drains what is in flight); acks go on.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -110,6 +132,11 @@ pub struct UserActor {
     closing: bool,
     /// Sends are dropped (after [`Quiet`]).
     quiet: bool,
+    /// Own group messages with receipts, by server id: (message, group).
+    receipted: FxHashMap<u64, (MsgKey, u32)>,
+    receipted_order: VecDeque<u64>,
+    /// Reader lists being fetched, by the request number of their current page.
+    queries: FxHashMap<u64, Query>,
 }
 
 /// Message body: the run tag and the key (so a reader can tell which message it is), padded
@@ -156,6 +183,9 @@ impl UserActor {
             actions: Vec::new(),
             closing: false,
             quiet: false,
+            receipted: FxHashMap::default(),
+            receipted_order: VecDeque::new(),
+            queries: FxHashMap::default(),
         }
     }
 
@@ -333,7 +363,15 @@ impl UserActor {
 
     /// Sends `op` on `dev` (or queues it for the device's connection) and emits `event` when
     /// it actually leaves, stamped with that instant.
-    fn request(&mut self, dev: usize, op: Op, kind: ReqKind, key: Option<MsgKey>, conv: u32, event: Option<Event>) {
+    fn request(
+        &mut self,
+        dev: usize,
+        op: Op,
+        kind: ReqKind,
+        key: Option<MsgKey>,
+        conv: u32,
+        event: Option<Event>,
+    ) -> Option<u64> {
         let d = &self.devices[dev];
         let waiting = d.out.is_none();
         if waiting {
@@ -346,7 +384,7 @@ impl UserActor {
                         disconnected: true,
                     });
                 }
-                return;
+                return None;
             }
             if kind == ReqKind::Send {
                 self.waiting_sends += 1;
@@ -374,6 +412,7 @@ impl UserActor {
             }
         }
         self.in_flight.insert(req, f);
+        Some(req)
     }
 
     fn on_reply(&mut self, req: Option<u64>, reply: Reply, at: Micros) {
@@ -389,6 +428,22 @@ impl UserActor {
             });
             return;
         };
+        if f.kind == ReqKind::Send {
+            if let (
+                Reply::Accepted {
+                    mid,
+                    group_ack: Some(true),
+                    ..
+                },
+                Some(key),
+            ) = (&reply, f.key)
+            {
+                self.remember_receipted(*mid, key, f.conv);
+            }
+        }
+        if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
+            self.next_page(q, &reply, at);
+        }
         let answer = match reply {
             Reply::Error { code, .. } => Answer::Refused(code),
             Reply::Accepted {
@@ -410,6 +465,70 @@ impl UserActor {
             answer,
             at,
         });
+    }
+
+    fn remember_receipted(&mut self, mid: u64, key: MsgKey, group: u32) {
+        if self.receipted_order.len() >= RECEIPTED {
+            if let Some(old) = self.receipted_order.pop_front() {
+                self.receipted.remove(&old);
+            }
+        }
+        self.receipted.insert(mid, (key, group));
+        self.receipted_order.push_back(mid);
+    }
+
+    /// A count of one of this user's group messages arrived (live or replayed).
+    fn group_receipt(&mut self, mid: u64, at: Micros, ctx: &mut Context<Self>) {
+        if let Some((key, group)) = self.receipted.remove(&mid) {
+            self.sim.on_first_group_receipt(at, key, mid, group);
+            self.arm(ctx);
+        }
+    }
+
+    /// Asks for one page of a message's readers; the query waits under the page's request.
+    fn ask_page(&mut self, mut q: Query, next: Option<String>) {
+        let group = self.shared.world.groups[q.group as usize].id.clone();
+        let op = Op::ReadUsers {
+            group,
+            mid: q.mid,
+            limit: q.page,
+            key: next,
+        };
+        q.page_sent = self.now();
+        if let Some(req) = self.request(0, op, ReqKind::ReadUsers, Some(q.key), q.group, None) {
+            self.queries.insert(req, q);
+        }
+    }
+
+    /// A page came back: ask for the next, or report the whole list.
+    fn next_page(&mut self, mut q: Query, reply: &Reply, at: Micros) {
+        let Reply::ReadUsers {
+            users,
+            next_key,
+            is_last,
+        } = reply
+        else {
+            return;
+        };
+        q.pages.push(at.saturating_sub(q.page_sent));
+        for u in users {
+            match self.shared.world.user_index(u) {
+                Some(i) => q.users.push(i),
+                None => q.unknown += 1,
+            }
+        }
+        match next_key {
+            Some(k) if !is_last => self.ask_page(q, Some(k.clone())),
+            _ => self.emit(Event::ReadUsers {
+                sender: self.ix,
+                key: q.key,
+                sent: q.started,
+                done: at,
+                users: q.users,
+                unknown: q.unknown,
+                pages: q.pages,
+            }),
+        }
     }
 
     fn conv_target(&self, conv: Conv) -> (ChatType, Arc<str>) {
@@ -513,6 +632,21 @@ impl UserActor {
                 Action::Offline => self.close_all(ctx),
                 Action::Online => self.connect_all(ctx),
                 Action::Fault(f) => self.fault(f, ctx),
+                Action::ReadUsers { key, mid, group, page } => {
+                    let now = self.now();
+                    let q = Query {
+                        key,
+                        mid,
+                        group,
+                        page,
+                        started: now,
+                        page_sent: now,
+                        pages: Vec::new(),
+                        users: Vec::new(),
+                        unknown: 0,
+                    };
+                    self.ask_page(q, None);
+                }
             }
         }
         self.actions = actions;
@@ -691,6 +825,9 @@ impl UserActor {
                 }
             }
             Inbound::Delivery { mid, ref from, .. } | Inbound::Read { mid, ref from, .. } => {
+                if let Inbound::Read { count: Some(_), .. } = t.event {
+                    self.group_receipt(mid, at, ctx);
+                }
                 let (kind, count) = match t.event {
                     Inbound::Delivery { .. } => (ReceiptKind::Delivery, None),
                     Inbound::Read { count: None, .. } => (ReceiptKind::Read, None),
@@ -716,6 +853,9 @@ impl UserActor {
                 at,
             }),
             Inbound::Statistic(entries) => {
+                for (mid, ..) in &entries {
+                    self.group_receipt(*mid, at, ctx);
+                }
                 let counts = entries.into_iter().map(|(mid, _, count)| (mid, count)).collect();
                 self.emit(Event::Statistic {
                     user: self.ix,
