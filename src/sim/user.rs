@@ -428,18 +428,17 @@ impl UserActor {
             });
             return;
         };
-        if f.kind == ReqKind::Send {
-            if let (
-                Reply::Accepted {
-                    mid,
-                    group_ack: Some(true),
-                    ..
-                },
-                Some(key),
-            ) = (&reply, f.key)
-            {
-                self.remember_receipted(*mid, key, f.conv);
-            }
+        if let (
+            ReqKind::Send,
+            Reply::Accepted {
+                mid,
+                group_ack: Some(true),
+                ..
+            },
+            Some(key),
+        ) = (f.kind, &reply, f.key)
+        {
+            self.remember_receipted(*mid, key, f.conv);
         }
         if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
             self.next_page(q, &reply, at);
@@ -468,10 +467,10 @@ impl UserActor {
     }
 
     fn remember_receipted(&mut self, mid: u64, key: MsgKey, group: u32) {
-        if self.receipted_order.len() >= RECEIPTED {
-            if let Some(old) = self.receipted_order.pop_front() {
-                self.receipted.remove(&old);
-            }
+        if self.receipted_order.len() >= RECEIPTED
+            && let Some(old) = self.receipted_order.pop_front()
+        {
+            self.receipted.remove(&old);
         }
         self.receipted.insert(mid, (key, group));
         self.receipted_order.push_back(mid);
