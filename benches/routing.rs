@@ -87,7 +87,10 @@ fn routing(c: &mut Criterion) {
         b.iter(|| {
             // Server ids are sequential: the message gets mid, its receipts mid+1 and mid+2.
             mid += 1;
-            let mut out = handle(&h, &alice, r#"{"op":"send","req":"1","id":"c1","chatType":"singleChat","type":"txt","to":"bob","msg":"hello, this is a sixty-four byte message body for benchmarking!"}"#);
+            // A fresh client id per send: sends are idempotent per (sender, id).
+            buf.clear();
+            let _ = write!(buf, r#"{{"op":"send","req":"1","id":"c{mid}","chatType":"singleChat","type":"txt","to":"bob","msg":"hello, this is a sixty-four byte message body for benchmarking!"}}"#);
+            let mut out = handle(&h, &alice, &buf);
             out += drain(&mut bob);
             buf.clear();
             let _ = write!(buf, r#"{{"op":"delivery","req":"2","ackId":"{mid}","to":"alice"}}"#);
@@ -119,7 +122,9 @@ fn routing(c: &mut Criterion) {
     g.bench_function("group20_send_and_one_read", |b| {
         b.iter(|| {
             mid += 1;
-            let mut out = handle(&h, &owner, r#"{"op":"send","req":"1","id":"c1","chatType":"groupChat","type":"txt","to":"g","msg":"hello group","msgConfig":{"allowGroupAck":true}}"#);
+            buf.clear();
+            let _ = write!(buf, r#"{{"op":"send","req":"1","id":"c{mid}","chatType":"groupChat","type":"txt","to":"g","msg":"hello group","msgConfig":{{"allowGroupAck":true}}}}"#);
+            let mut out = handle(&h, &owner, &buf);
             for m in members.iter_mut() {
                 out += drain(m);
             }

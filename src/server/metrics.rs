@@ -63,6 +63,11 @@ pub struct Metrics {
     offline_replaced: [AtomicU64; 2],
     /// Connections closed by a same-device login elsewhere.
     pub kicked: AtomicU64,
+    /// Repeated sends (same sender and client id) answered with the original reply.
+    pub duplicate_sends: AtomicU64,
+    /// Remembered client ids forgotten while still inside the validity window (the
+    /// per-sender cap overrode it): a repeat of those would be sent again.
+    pub sent_ids_forgotten_early: AtomicU64,
 }
 
 impl Metrics {
@@ -84,6 +89,8 @@ impl Metrics {
             errors: counters(),
             offline_replaced: counters(),
             kicked: AtomicU64::new(0),
+            duplicate_sends: AtomicU64::new(0),
+            sent_ids_forgotten_early: AtomicU64::new(0),
         }
     }
 
@@ -217,6 +224,18 @@ impl Metrics {
             "Connections replaced by a same-device login",
             self.kicked.load(Relaxed),
         );
+        out.scalar(
+            "duplicate_sends_total",
+            "counter",
+            "Repeated sends (same sender and client id) answered with the original reply, not sent again",
+            self.duplicate_sends.load(Relaxed),
+        );
+        out.scalar(
+            "sent_ids_forgotten_early_total",
+            "counter",
+            "Client ids of accepted sends forgotten inside the validity window (per-sender cap reached)",
+            self.sent_ids_forgotten_early.load(Relaxed),
+        );
         out.header("build_info", "gauge", "Server build and options");
         let _ = writeln!(out.0, "ackstorm_build_info{{{}}} 1", self.build_info);
         out.0
@@ -263,6 +282,7 @@ mod tests {
         m.receipt(ReceiptMetric::GroupRead, false);
         m.error(ErrorCode::RateLimited);
         m.offline_replaced(true);
+        m.duplicate_sends.fetch_add(2, Relaxed);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition text");
@@ -289,6 +309,8 @@ mod tests {
         );
         assert_eq!(value("ackstorm_errors_total", Some(("code", "rate_limited"))), 1.0);
         assert_eq!(value("ackstorm_offline_replaced_total", Some(("kind", "receipt"))), 1.0);
+        assert_eq!(value("ackstorm_duplicate_sends_total", None), 2.0);
+        assert_eq!(value("ackstorm_sent_ids_forgotten_early_total", None), 0.0);
         assert_eq!(value("ackstorm_build_info", Some(("version", "0.1.0"))), 1.0);
         assert_eq!(value("ackstorm_bytes_in_total", None), 13.0);
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -9,6 +9,7 @@
 //! The hub has no sockets, so benches and unit tests drive it directly.
 
 mod groups;
+mod messages;
 mod receipts;
 
 use std::borrow::Cow;
@@ -22,8 +23,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::ServerConfig;
 use super::metrics::Metrics;
 use super::online::{ConnId, Device, Online, Outbox, Push};
-use super::store::{MessageMeta, OfflineMessage, OfflineReceipt, Store, UserId};
-use crate::protocol::client::{MsgConfig, MsgType};
+use super::store::{OfflineMessage, OfflineReceipt, Store, UserId};
 use crate::protocol::server::StatisticLocation;
 use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, Request, ServerFrame, token};
 
@@ -347,113 +347,6 @@ impl<S: Store> Hub<S> {
             code: r.code,
             message: Cow::Owned(r.message),
         }
-    }
-
-    fn send<'a>(
-        &self,
-        s: &Session,
-        id: &Cow<'a, str>,
-        chat_type: ChatType,
-        to: &Cow<'a, str>,
-        msg: &str,
-        msg_config: Option<MsgConfig>,
-    ) -> Reply<'a> {
-        if msg.len() > self.config.max_msg_bytes {
-            let limit = self.config.max_msg_bytes;
-            return Err(reject(
-                ErrorCode::BadRequest,
-                format!("msg is {} bytes; the limit is {limit}", msg.len()),
-            ));
-        }
-        let now = now_ms();
-        let asked = msg_config.is_some_and(|c| c.allow_group_ack);
-        let mut guard = self.state.lock();
-        let st = &mut *guard;
-        let (recipients, to_id, group_ack) = match chat_type {
-            ChatType::Single => {
-                if **to == *s.user {
-                    return Err(reject(ErrorCode::BadRequest, "cannot send a message to oneself"));
-                }
-                let to_id = st.store.intern_user(to);
-                (None, to_id, None)
-            }
-            ChatType::Group => {
-                let Some(group) = st.store.group(to) else {
-                    return Err(reject(ErrorCode::NotFound, format!("group {to:?} does not exist")));
-                };
-                if !group.is_member(&s.user) {
-                    return Err(reject(ErrorCode::Forbidden, format!("not a member of group {to:?}")));
-                }
-                let group_ack = if asked {
-                    if !self.config.group_read_ack {
-                        return Err(reject(
-                            ErrorCode::GroupAckNotOpen,
-                            "group read receipts are disabled on this server",
-                        ));
-                    }
-                    if !self.config.group_ack_anyone && !group.is_manager(&s.user) {
-                        return Err(reject(
-                            ErrorCode::Forbidden,
-                            "only the group owner and admins may ask for read receipts",
-                        ));
-                    }
-                    Some(group.len() <= self.config.group_ack_max_members)
-                } else {
-                    None
-                };
-                (Some(group.members()), group.id().clone(), group_ack)
-            }
-        };
-        let receipts = group_ack == Some(true);
-        let mid = st.store.next_id();
-        let meta = MessageMeta {
-            from: s.user.clone(),
-            to: to_id.clone(),
-            chat_type,
-            time: now,
-            group_receipts: receipts,
-        };
-        st.store.insert_message(mid, meta);
-        let (_, frame) = encode_push(ServerFrame::Message {
-            mid,
-            from: Cow::Borrowed(&s.user),
-            to: Cow::Borrowed(to),
-            chat_type,
-            kind: MsgType::Txt,
-            msg: Cow::Borrowed(msg),
-            time: now,
-            msg_config: receipts.then_some(MsgConfig { allow_group_ack: true }),
-        });
-        let offline = |frame: &Utf8Bytes| OfflineMessage {
-            mid,
-            chat_type,
-            frame: frame.clone(),
-        };
-        match recipients {
-            None => {
-                st.store.note_message(&to_id, chat_type, &s.user, mid, true);
-                st.store.note_message(&s.user, chat_type, &to_id, mid, false);
-                st.deliver_message(&self.metrics, &to_id, offline(&frame));
-            }
-            Some(members) => {
-                for m in members.iter() {
-                    let is_sender = *m == s.user;
-                    st.store.note_message(m, chat_type, &to_id, mid, !is_sender);
-                    if !is_sender {
-                        st.deliver_message(&self.metrics, m, offline(&frame));
-                    }
-                }
-            }
-        }
-        drop(guard);
-        self.metrics.message(chat_type == ChatType::Group);
-        Ok(ServerFrame::Received {
-            id: Some(id.clone()),
-            mid,
-            to: Some(to.clone()),
-            time: Some(now),
-            group_ack,
-        })
     }
 }
 

@@ -16,6 +16,7 @@ fn received<'a>(id: u64) -> ServerFrame<'a> {
         to: None,
         time: None,
         group_ack: None,
+        duplicate: None,
     }
 }
 

@@ -73,7 +73,7 @@ fn concurrent_senders_to_one_group_reach_members_in_mid_order() {
             std::thread::spawn(move || {
                 for i in 0..500 {
                     let text = format!(
-                        r#"{{"op":"send","req":"{i}","id":"c","chatType":"groupChat","type":"txt","to":"g","msg":"m"}}"#
+                        r#"{{"op":"send","req":"{i}","id":"c{i}","chatType":"groupChat","type":"txt","to":"g","msg":"m"}}"#
                     );
                     let reply = handle(&hub, &session, &text);
                     assert!(reply.contains("\"received\""), "{reply}");
@@ -107,7 +107,7 @@ fn replay_is_queued_before_any_live_push_after_login() {
             &hub,
             &alice,
             &format!(
-                r#"{{"op":"send","req":"{i}","id":"c","chatType":"singleChat","type":"txt","to":"bob","msg":"offline {i}"}}"#
+                r#"{{"op":"send","req":"{i}","id":"c{i}","chatType":"singleChat","type":"txt","to":"bob","msg":"offline {i}"}}"#
             ),
         );
     }
@@ -115,7 +115,7 @@ fn replay_is_queued_before_any_live_push_after_login() {
     handle(
         &hub,
         &alice,
-        r#"{"op":"send","req":"9","id":"c","chatType":"singleChat","type":"txt","to":"bob","msg":"live"}"#,
+        r#"{"op":"send","req":"9","id":"c9","chatType":"singleChat","type":"txt","to":"bob","msg":"live"}"#,
     );
     let texts: Vec<String> = std::iter::from_fn(|| match inbox.try_recv() {
         Ok(Push::Frame { text, .. }) => Some(text.to_string()),

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+use super::sent::{Retention, SentIds};
 use super::{
     ConversationState, Group, GroupId, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
-    ReceiptKind, Recorded, Store, StoreLimits, UserId,
+    ReceiptKind, Recorded, SentRecord, Store, StoreLimits, UserId,
 };
 use crate::protocol::ChatType;
 use crate::protocol::server::GroupAckCount;
@@ -90,6 +91,7 @@ struct UserRecord {
     offline_group: VecDeque<OfflineMessage>,
     offline_receipts: VecDeque<OfflineReceipt>,
     offline_counts: IndexMap<u64, (GroupId, u64), FxBuildHasher>,
+    sent: SentIds,
 }
 
 impl UserRecord {
@@ -316,6 +318,19 @@ impl Store for MemoryStore {
         out
     }
 
+    fn sent(&self, user: &str, id: &str) -> Option<SentRecord> {
+        self.users.get(user).and_then(|u| u.sent.get(id)).cloned()
+    }
+
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> bool {
+        let retention = Retention {
+            keep: self.limits.sent_ids,
+            max: self.limits.sent_ids_max,
+            cutoff,
+        };
+        self.user_mut(user).sent.insert(id, record, retention)
+    }
+
     fn push_offline_message(&mut self, user: &UserId, message: OfflineMessage) -> bool {
         let limits = self.limits;
         let u = self.user_mut(user);
@@ -443,6 +458,7 @@ mod tests {
             offline_group: 1,
             offline_receipts: 1,
             messages: 10,
+            ..StoreLimits::default()
         };
         let mut s = MemoryStore::new(limits);
         let u = s.intern_user("u");

@@ -7,6 +7,7 @@
 //! in-memory store is [`MemoryStore`]; a durable one implements the same trait.
 
 mod memory;
+mod sent;
 
 use std::sync::Arc;
 
@@ -35,6 +36,20 @@ pub struct MessageMeta {
     pub time: u64,
     /// Group messages: receipts are kept (asked for, allowed, and the group within the limit).
     pub group_receipts: bool,
+}
+
+/// The reply an accepted `send` got, kept per sender and client id so that a repeat of the
+/// same send is answered with it (idempotent sends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    /// Server id of the message.
+    pub mid: u64,
+    /// Recipient user or group, as sent.
+    pub to: Arc<str>,
+    /// Server time of the send, ms.
+    pub time: u64,
+    /// `groupAck` of the reply (group sends that asked for receipts).
+    pub group_ack: Option<bool>,
 }
 
 /// Which per-message receipt of a 1:1 message.
@@ -250,6 +265,12 @@ pub struct StoreLimits {
     pub offline_receipts: usize,
     /// Messages whose metadata is kept for receipts (oldest evicted first; an extension).
     pub messages: usize,
+    /// Client ids of accepted sends remembered per sender whatever their age (the newest;
+    /// PROTOCOL.md asks for at least 10,000).
+    pub sent_ids: usize,
+    /// Hard cap of remembered client ids per sender: older ones are also kept while within
+    /// the validity window, but never more than this many (the memory bound).
+    pub sent_ids_max: usize,
 }
 
 impl Default for StoreLimits {
@@ -259,6 +280,8 @@ impl Default for StoreLimits {
             offline_group: 200,
             offline_receipts: 1000,
             messages: 2_000_000,
+            sent_ids: 10_000,
+            sent_ids_max: 100_000,
         }
     }
 }
@@ -303,6 +326,14 @@ pub trait Store: Send + 'static {
     fn mark_all_read(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, upto: u64);
     /// `user`'s conversations, newest first.
     fn conversations(&self, user: &str) -> Vec<ConversationState>;
+
+    /// The reply `user`'s accepted send with client id `id` got, if still remembered.
+    fn sent(&self, user: &str, id: &str) -> Option<SentRecord>;
+    /// Remembers `user`'s accepted send with client id `id`. Keeps the newest
+    /// `limits.sent_ids` of the sender and older ones accepted at or after `cutoff` (server ms),
+    /// never more than `limits.sent_ids_max`. Returns true when an id accepted at or after
+    /// `cutoff` had to be forgotten for the cap.
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> bool;
 
     /// Stores a message for an offline user; true if the oldest one of its kind was replaced.
     fn push_offline_message(&mut self, user: &UserId, message: OfflineMessage) -> bool;
