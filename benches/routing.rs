@@ -15,20 +15,19 @@ use ackstorm::protocol::{Request, token};
 use ackstorm::server::ServerConfig;
 use ackstorm::server::hub::{Hub, Login, Session};
 use ackstorm::server::metrics::Metrics;
-use ackstorm::server::online::Push;
+use ackstorm::server::outbox::Outbox;
 use ackstorm::server::store::{MemoryStore, StoreLimits};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokio::sync::mpsc;
 
 const SECRET: &[u8] = b"bench";
 
 struct Peer {
     session: Session,
-    inbox: mpsc::UnboundedReceiver<Push>,
+    outbox: Outbox,
 }
 
 fn login(hub: &Hub<MemoryStore>, user: &str) -> Peer {
-    let (outbox, inbox) = mpsc::unbounded_channel();
+    let outbox = Outbox::new();
     let text = format!(
         r#"{{"op":"login","req":"0","user":"{user}","token":"{}"}}"#,
         token::token(SECRET, user)
@@ -37,9 +36,7 @@ fn login(hub: &Hub<MemoryStore>, user: &str) -> Peer {
     let Login::Accepted(session, _) = hub.login(hub.next_conn(), &outbox, &request) else {
         panic!("login refused")
     };
-    // The hub keeps its own clone of the outbox in the registry.
-    drop(outbox);
-    Peer { session, inbox }
+    Peer { session, outbox }
 }
 
 /// Parses `text`, lets the hub handle it, encodes the reply: what a connection does per frame.
@@ -50,8 +47,8 @@ fn handle(hub: &Hub<MemoryStore>, peer: &Peer, text: &str) -> usize {
 
 fn drain(peer: &mut Peer) -> usize {
     let mut n = 0;
-    while let Ok(Push::Frame { text, .. } | Push::Kick(text)) = peer.inbox.try_recv() {
-        n += text.len();
+    while let Some(push) = peer.outbox.try_pop() {
+        n += push.text().len();
     }
     n
 }

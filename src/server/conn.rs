@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::hub::{Hub, Login, Session};
-use super::online::Push;
+use super::outbox::{Outbox, Push};
 use super::ratelimit::TokenBucket;
 use super::store::Store;
-use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request, ServerFrame};
+use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
 /// Most events handled between two flushes.
 const BATCH: usize = 64;
@@ -72,7 +71,7 @@ where
     S: Store,
 {
     async fn run(&mut self, stop: &CancellationToken) -> Result<(), tungstenite::Error> {
-        let (outbox, mut inbox) = mpsc::unbounded_channel();
+        let outbox = Outbox::new();
         let conn_id = self.hub.next_conn();
         let deadline = tokio::time::Instant::now() + self.hub.config().login_timeout;
         let first = loop {
@@ -97,8 +96,9 @@ where
         };
         let metrics = self.hub.metrics().clone();
         metrics.logged_in.fetch_add(1, Relaxed);
-        let result = self.session_loop(&session, &mut inbox, stop).await;
-        self.hub.logout(&session);
+        let result = self.session_loop(&session, &outbox, stop).await;
+        // Whatever this connection did not write is stored for the device's next login.
+        self.hub.logout(&session, &outbox);
         metrics.logged_in.fetch_sub(1, Relaxed);
         result
     }
@@ -109,7 +109,7 @@ where
         &mut self,
         item: Result<Message, tungstenite::Error>,
         conn_id: u64,
-        outbox: &super::online::Outbox,
+        outbox: &Outbox,
     ) -> Result<Option<Session>, tungstenite::Error> {
         let text = match item {
             Ok(Message::Text(t)) => t,
@@ -141,8 +141,16 @@ where
         };
         match self.hub.login(conn_id, outbox, &request) {
             Login::Accepted(session, reply) => {
-                self.write(reply).await?;
-                self.ws.flush().await?;
+                let written = match self.write(reply).await {
+                    Ok(()) => self.ws.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    // Registered but gone before `loginOk` went out: log out (storing the
+                    // replay queued meanwhile) rather than leave the device online.
+                    self.hub.logout(&session, outbox);
+                    return Err(e);
+                }
                 Ok(Some(session))
             }
             Login::Refused(reply) => {
@@ -156,14 +164,14 @@ where
     async fn session_loop(
         &mut self,
         session: &Session,
-        inbox: &mut mpsc::UnboundedReceiver<Push>,
+        outbox: &Outbox,
         stop: &CancellationToken,
     ) -> Result<(), tungstenite::Error> {
         loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => Next::Close(close_frame(CloseCode::Away, "server stopping")),
-                push = inbox.recv() => self.on_push(push).await?,
+                push = outbox.pop() => self.on_push(push, outbox).await?,
                 item = self.ws.next() => self.on_item(session, item).await?,
             };
             if let Next::Close(frame) = next {
@@ -171,8 +179,8 @@ where
             }
             // Drain what is ready without waiting, pushes first, then flush once.
             for _ in 0..BATCH {
-                let next = if let Ok(push) = inbox.try_recv() {
-                    self.on_push(Some(push)).await?
+                let next = if let Some(push) = outbox.try_pop() {
+                    self.on_push(push, outbox).await?
                 } else if let Some(item) = self.ws.next().now_or_never() {
                     self.on_item(session, item).await?
                 } else {
@@ -186,20 +194,17 @@ where
         }
     }
 
-    async fn on_push(&mut self, push: Option<Push>) -> Result<Next, tungstenite::Error> {
-        match push {
-            Some(Push::Frame { op, text }) => {
-                self.write_text(op as usize, text).await?;
-                Ok(Next::Continue)
-            }
-            Some(Push::Kick(text)) => {
-                self.write_text(ServerFrame::Kicked { reason: "".into() }.op_index(), text)
-                    .await?;
-                Ok(Next::Close(close_frame(CloseCode::Policy, "login_elsewhere")))
-            }
-            // The session holds a sender through the hub's registry until logout.
-            None => Ok(Next::Close(None)),
+    /// Writes one push. One the socket refused goes back to the head of the queue, so that
+    /// logout stores it with the rest of what was not written.
+    async fn on_push(&mut self, push: Push, outbox: &Outbox) -> Result<Next, tungstenite::Error> {
+        if let Err(e) = self.write_text(push.op(), push.text().clone()).await {
+            outbox.put_back(push);
+            return Err(e);
         }
+        Ok(match push {
+            Push::Kick(_) => Next::Close(close_frame(CloseCode::Policy, "login_elsewhere")),
+            _ => Next::Continue,
+        })
     }
 
     async fn on_item(
@@ -305,8 +310,10 @@ where
     }
 
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
-        self.hub.metrics().frame_out(op, text.len());
-        self.ws.feed(Message::Text(text)).await
+        let len = text.len();
+        self.ws.feed(Message::Text(text)).await?;
+        self.hub.metrics().frame_out(op, len);
+        Ok(())
     }
 
     /// Sends a close frame (flushing what is queued) and ends the connection.

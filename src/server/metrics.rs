@@ -28,6 +28,18 @@ pub enum ReceiptMetric {
     GroupChannel = 4,
 }
 
+/// Kinds of pushes counted by `ackstorm_unwritten_pushes_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwrittenKind {
+    /// A `message` push.
+    Message = 0,
+    /// A receipt push (delivery, read, channel).
+    Receipt = 1,
+    /// The `statistic` frame of a login replay.
+    Statistic = 2,
+}
+
+const UNWRITTEN_KINDS: [&str; 3] = ["message", "receipt", "statistic"];
 const RECEIPT_KINDS: [&str; 5] = ["delivery", "read", "group_read", "channel", "group_channel"];
 const CHAT_TYPES: [&str; 2] = ["singleChat", "groupChat"];
 const OFFLINE_KINDS: [&str; 2] = ["message", "receipt"];
@@ -65,6 +77,7 @@ pub struct Metrics {
     pub kicked: AtomicU64,
     /// Repeated sends (same sender and client id) answered with the original reply.
     pub duplicate_sends: AtomicU64,
+    unwritten: [AtomicU64; 3],
     /// Remembered client ids forgotten while still inside the validity window (the
     /// per-sender cap overrode it): a repeat of those would be sent again.
     pub sent_ids_forgotten_early: AtomicU64,
@@ -90,6 +103,7 @@ impl Metrics {
             offline_replaced: counters(),
             kicked: AtomicU64::new(0),
             duplicate_sends: AtomicU64::new(0),
+            unwritten: counters(),
             sent_ids_forgotten_early: AtomicU64::new(0),
         }
     }
@@ -125,6 +139,12 @@ impl Metrics {
     /// An offline entry made room by dropping the oldest (`receipt`: a receipt, else a message).
     pub fn offline_replaced(&self, receipt: bool) {
         self.offline_replaced[receipt as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A push queued for a connection that closed (or was replaced) before writing it was
+    /// taken back and stored for the device's next login.
+    pub fn unwritten(&self, kind: UnwrittenKind) {
+        self.unwritten[kind as usize].fetch_add(1, Relaxed);
     }
 
     /// Errors sent so far with `code` (tests and summaries).
@@ -230,6 +250,13 @@ impl Metrics {
             "Repeated sends (same sender and client id) answered with the original reply, not sent again",
             self.duplicate_sends.load(Relaxed),
         );
+        out.labelled(
+            "unwritten_pushes_total",
+            "Pushes queued for a connection that closed or was replaced before writing them, stored for the device's next login, by kind",
+            "kind",
+            &UNWRITTEN_KINDS,
+            &self.unwritten,
+        );
         out.scalar(
             "sent_ids_forgotten_early_total",
             "counter",
@@ -283,6 +310,7 @@ mod tests {
         m.error(ErrorCode::RateLimited);
         m.offline_replaced(true);
         m.duplicate_sends.fetch_add(2, Relaxed);
+        m.unwritten(UnwrittenKind::Statistic);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition text");
@@ -311,6 +339,10 @@ mod tests {
         assert_eq!(value("ackstorm_offline_replaced_total", Some(("kind", "receipt"))), 1.0);
         assert_eq!(value("ackstorm_duplicate_sends_total", None), 2.0);
         assert_eq!(value("ackstorm_sent_ids_forgotten_early_total", None), 0.0);
+        assert_eq!(
+            value("ackstorm_unwritten_pushes_total", Some(("kind", "statistic"))),
+            1.0
+        );
         assert_eq!(value("ackstorm_build_info", Some(("version", "0.1.0"))), 1.0);
         assert_eq!(value("ackstorm_bytes_in_total", None), 13.0);
         for line in text.lines().filter(|l| !l.starts_with('#')) {

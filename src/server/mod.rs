@@ -3,7 +3,8 @@
 //!
 //! Data flow: [`http`] accepts TCP connections and upgrades `/ws` requests; [`conn`] runs one
 //! task per WebSocket (parse, rate limit, write replies and pushes); [`hub`] applies the
-//! protocol's rules under one short lock and fans pushes out through per-connection outboxes;
+//! protocol's rules under one short lock and fans pushes out through per-connection
+//! [`outbox`]es, taking back what a closing connection did not write;
 //! [`store`] keeps the state behind a small trait. The entry point takes a bound listener and
 //! a shutdown future, so tests bind `127.0.0.1:0` and the load tester embeds it in-process.
 
@@ -12,6 +13,7 @@ mod http;
 pub mod hub;
 pub mod metrics;
 pub mod online;
+pub mod outbox;
 pub mod ratelimit;
 pub mod slowdown;
 pub mod store;

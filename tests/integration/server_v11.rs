@@ -2,7 +2,10 @@
 //! `received` with `duplicate:true`, and nothing else happens) and pushes that a closing
 //! connection did not write (stored and replayed at the device's next login).
 
+use ackstorm::server::ServerConfig;
+use ackstorm::server::store::StoreLimits;
 use serde_json::{Value, json};
+use tokio_tungstenite::MaybeTlsStream;
 
 use crate::common::*;
 
@@ -145,4 +148,93 @@ async fn group_sends_are_idempotent_too() {
     let m = scrape(&server).await;
     assert_eq!(metric(&m, "ackstorm_duplicate_sends_total", ""), 2.0);
     assert_eq!(metric(&m, "ackstorm_messages_total", "chat_type=\"groupChat\""), 2.0);
+}
+
+// ---- pushes a closing connection did not write ----------------------------------------------
+
+/// Messages big enough that a few thousand fill the socket buffers of a client that does not
+/// read, so that the rest stay queued on the server.
+const BIG: usize = 5 * 1024;
+const FLOOD: usize = 4000;
+
+/// Device inboxes large enough to hold the whole flood (the default cap is 500 per inbox).
+fn roomy() -> ServerConfig {
+    ServerConfig {
+        limits: StoreLimits {
+            offline_single: 100_000,
+            ..StoreLimits::default()
+        },
+        ..config()
+    }
+}
+
+/// Sends `n` big messages from `from` to `to`; returns their mids in send order.
+async fn flood(from: &mut Client, to: &str, n: usize) -> Vec<u64> {
+    let body = "x".repeat(BIG - 16);
+    let frames = (0..n).map(|i| single_frame(to, &format!("{i:08}{body}"))).collect();
+    from.request_all(frames)
+        .await
+        .iter()
+        .map(|r| id_of(&received_mid(r)))
+        .collect()
+}
+
+/// Resets the client's TCP connection (RST, no close handshake).
+fn reset(c: Client) {
+    match c.ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.set_zero_linger().expect("SO_LINGER 0"),
+        _ => unreachable!("tests use plain TCP"),
+    }
+    drop(c);
+}
+
+/// The mids of the next `n` pushes, which must all be messages.
+async fn message_mids(c: &mut Client, n: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(id_of(&c.push_op("message").await["mid"]));
+    }
+    out
+}
+
+#[tokio::test]
+async fn pushes_queued_for_a_reset_connection_are_replayed_at_the_devices_next_login() {
+    let server = start(roomy()).await;
+    let mut alice = Client::login(&server, "alice").await;
+    // Bob logs in and stops reading; alice floods him; then his connection is reset.
+    let bob = Client::login(&server, "bob").await;
+    let sent = flood(&mut alice, "bob", FLOOD).await;
+    reset(bob);
+    wait_metric(&server, "ackstorm_logged_in", "", 1.0).await;
+    let stored = metric_now(&server, "ackstorm_unwritten_pushes_total", "kind=\"message\"").await as usize;
+    assert!(stored > 0, "the flood outran the socket buffers, so some stayed queued");
+    assert!(stored < FLOOD, "some were written before the reset: {stored}");
+    // What was queued is exactly the newest `stored` messages: written ones (possibly lost
+    // in socket buffers) are older than every unwritten one.
+    let unwritten = &sent[FLOOD - stored..];
+    let offline = id_of(&received_mid(&alice.send_single("bob", "while away").await));
+    let mut bob = Client::login(&server, "bob").await;
+    let live = id_of(&received_mid(&alice.send_single("bob", "live").await));
+    let replay = message_mids(&mut bob, stored + 2).await;
+    assert_eq!(&replay[..stored], unwritten, "replayed in mid order, first");
+    assert_eq!(replay[stored..], [offline, live], "then the offline one, then live");
+    bob.no_push().await;
+}
+
+#[tokio::test]
+async fn a_same_device_login_takes_over_what_the_old_connection_had_not_written() {
+    let server = start(roomy()).await;
+    let mut alice = Client::login(&server, "alice").await;
+    let old = Client::login(&server, "bob").await;
+    let sent = flood(&mut alice, "bob", FLOOD).await;
+    let mut bob = Client::login(&server, "bob").await;
+    let live = id_of(&received_mid(&alice.send_single("bob", "live").await));
+    let taken = metric_now(&server, "ackstorm_unwritten_pushes_total", "kind=\"message\"").await as usize;
+    assert!(taken > 0 && taken < FLOOD, "{taken}");
+    let got = message_mids(&mut bob, taken + 1).await;
+    assert_eq!(&got[..taken], &sent[FLOOD - taken..]);
+    assert_eq!(got[taken], live);
+    bob.no_push().await;
+    drop(old);
+    bob.assert_alive().await;
 }
