@@ -15,7 +15,7 @@ use ackstorm::protocol::{Request, token};
 use ackstorm::server::ServerConfig;
 use ackstorm::server::hub::{Hub, Login, Session};
 use ackstorm::server::metrics::Metrics;
-use ackstorm::server::outbox::Outbox;
+use ackstorm::server::outbox::{Outbox, QueueBound};
 use ackstorm::server::store::{MemoryStore, StoreLimits};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -27,7 +27,7 @@ struct Peer {
 }
 
 fn login(hub: &Hub<MemoryStore>, user: &str) -> Peer {
-    let outbox = Outbox::new();
+    let outbox = Outbox::new(QueueBound::NONE);
     let text = format!(
         r#"{{"op":"login","req":"0","user":"{user}","token":"{}"}}"#,
         token::token(SECRET, user)

@@ -40,6 +40,23 @@ pub enum UnwrittenKind {
 }
 
 const UNWRITTEN_KINDS: [&str; 3] = ["message", "receipt", "statistic"];
+
+/// Why the server closed a connection for its health, counted by
+/// `ackstorm_health_closes_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Slow consumer: live pushes queued past the queue bound (close 1008).
+    QueueBound = 0,
+    /// Slow consumer: a write made no progress for the write timeout (close 1008).
+    WriteTimeout = 1,
+    /// No pong to the server's pings within the idle timeout (close 1008).
+    IdleTimeout = 2,
+    /// No `login` within the login timeout from accept (close 1008, or dropped before the
+    /// WebSocket upgrade).
+    LoginTimeout = 3,
+}
+
+const CLOSE_REASONS: [&str; 4] = ["queue_bound", "write_timeout", "idle_timeout", "login_timeout"];
 const RECEIPT_KINDS: [&str; 5] = ["delivery", "read", "group_read", "channel", "group_channel"];
 const CHAT_TYPES: [&str; 2] = ["singleChat", "groupChat"];
 const OFFLINE_KINDS: [&str; 2] = ["message", "receipt"];
@@ -78,6 +95,7 @@ pub struct Metrics {
     /// Repeated sends (same sender and client id) answered with the original reply.
     pub duplicate_sends: AtomicU64,
     unwritten: [AtomicU64; 3],
+    closes: [AtomicU64; 4],
     /// Remembered client ids forgotten while still inside the validity window (the
     /// per-sender cap overrode it): a repeat of those would be sent again.
     pub sent_ids_forgotten_early: AtomicU64,
@@ -104,6 +122,7 @@ impl Metrics {
             kicked: AtomicU64::new(0),
             duplicate_sends: AtomicU64::new(0),
             unwritten: counters(),
+            closes: counters(),
             sent_ids_forgotten_early: AtomicU64::new(0),
         }
     }
@@ -145,6 +164,11 @@ impl Metrics {
     /// taken back and stored for the device's next login.
     pub fn unwritten(&self, kind: UnwrittenKind) {
         self.unwritten[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The server closed a connection for `reason`.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closes[reason as usize].fetch_add(1, Relaxed);
     }
 
     /// Errors sent so far with `code` (tests and summaries).
@@ -257,6 +281,13 @@ impl Metrics {
             &UNWRITTEN_KINDS,
             &self.unwritten,
         );
+        out.labelled(
+            "health_closes_total",
+            "Connections the server closed for their health (slow consumer: queue_bound, write_timeout; idle_timeout; login_timeout), by reason",
+            "reason",
+            &CLOSE_REASONS,
+            &self.closes,
+        );
         out.scalar(
             "sent_ids_forgotten_early_total",
             "counter",
@@ -311,6 +342,7 @@ mod tests {
         m.offline_replaced(true);
         m.duplicate_sends.fetch_add(2, Relaxed);
         m.unwritten(UnwrittenKind::Statistic);
+        m.closed(CloseReason::WriteTimeout);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition text");
@@ -341,6 +373,10 @@ mod tests {
         assert_eq!(value("ackstorm_sent_ids_forgotten_early_total", None), 0.0);
         assert_eq!(
             value("ackstorm_unwritten_pushes_total", Some(("kind", "statistic"))),
+            1.0
+        );
+        assert_eq!(
+            value("ackstorm_health_closes_total", Some(("reason", "write_timeout"))),
             1.0
         );
         assert_eq!(value("ackstorm_build_info", Some(("version", "0.1.0"))), 1.0);

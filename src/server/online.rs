@@ -79,12 +79,13 @@ impl Online {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::outbox::QueueBound;
 
     fn device(name: &str, conn: ConnId) -> Device {
         Device {
             name: Arc::from(name),
             conn,
-            outbox: Outbox::new(),
+            outbox: Outbox::new(QueueBound::NONE),
         }
     }
 

@@ -6,7 +6,10 @@
 //! push therefore carries, beside its encoded text, the record it can be stored as.
 //!
 //! The queue's own lock is held only to move one item in or out; it never waits on I/O.
-//! Pushing never blocks: the hub calls it under its lock.
+//! Pushing never blocks: the hub calls it under its lock. Live pushes are bounded in frames
+//! and bytes: a push that takes the queue over its bound is still queued, and tells the hub,
+//! which takes everything back and closes the queue; the connection then closes as a slow
+//! consumer (PROTOCOL.md v1.1, connection health).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,50 +74,127 @@ impl Push {
     }
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    items: VecDeque<Push>,
+/// The bound of what is pushed live to one connection and not yet written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBound {
+    /// Most pushes queued.
+    pub frames: usize,
+    /// Most bytes of encoded pushes queued.
+    pub bytes: usize,
+}
+
+impl QueueBound {
+    /// No bound (tests and benches that never write).
+    pub const NONE: QueueBound = QueueBound {
+        frames: usize::MAX,
+        bytes: usize::MAX,
+    };
+}
+
+/// A queued push; `counted` pushes are what the bound applies to (live pushes; not the
+/// login replay, whose size the inbox caps bound, nor a push put back).
+#[derive(Debug)]
+struct Item {
+    push: Push,
+    counted: bool,
 }
 
 #[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    /// Counted pushes queued, and their bytes.
+    frames: usize,
+    bytes: usize,
+    /// Set when the hub took everything back and the connection must close as a slow
+    /// consumer: nothing is queued any more.
+    closed: bool,
+}
+
+impl Queue {
+    fn pop(&mut self) -> Option<Push> {
+        let item = self.items.pop_front()?;
+        if item.counted {
+            self.frames -= 1;
+            self.bytes -= item.push.text().len();
+        }
+        Some(item.push)
+    }
+}
+
+#[derive(Debug)]
 struct Inner {
     queue: Mutex<Queue>,
     ready: Notify,
+    bound: QueueBound,
 }
 
 /// A connection's push queue; clones share it (the hub's registry holds one, the
 /// connection's task another).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Outbox(Arc<Inner>);
 
+/// What a connection's task gets from its queue.
+#[derive(Debug)]
+pub enum Next {
+    /// A push to write.
+    Push(Push),
+    /// The queue passed its bound and the hub took it back: close as a slow consumer.
+    Closed,
+}
+
 impl Outbox {
-    /// An empty queue.
-    pub fn new() -> Self {
-        Outbox::default()
+    /// An empty queue with a bound on live pushes.
+    pub fn new(bound: QueueBound) -> Self {
+        Outbox(Arc::new(Inner {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            bound,
+        }))
     }
 
-    /// Queues a push (never blocks).
-    pub fn push(&self, push: Push) {
-        self.0.queue.lock().items.push_back(push);
+    /// Queues a live push (never blocks). Returns false when the queue is now over its bound:
+    /// the hub then takes everything back ([`Outbox::close`]).
+    #[must_use = "a queue over its bound must be closed"]
+    pub fn push(&self, push: Push) -> bool {
+        let mut q = self.0.queue.lock();
+        q.frames += 1;
+        q.bytes += push.text().len();
+        let within = q.frames <= self.0.bound.frames && q.bytes <= self.0.bound.bytes;
+        q.items.push_back(Item { push, counted: true });
+        drop(q);
+        self.0.ready.notify_one();
+        within
+    }
+
+    /// Queues a push the bound does not apply to: the login replay and `kicked`.
+    pub fn push_uncounted(&self, push: Push) {
+        self.0.queue.lock().items.push_back(Item { push, counted: false });
         self.0.ready.notify_one();
     }
 
     /// Puts back, first in line, a push that was taken but could not be written.
     pub fn put_back(&self, push: Push) {
-        self.0.queue.lock().items.push_front(push);
+        self.0.queue.lock().items.push_front(Item { push, counted: false });
         self.0.ready.notify_one();
     }
 
     /// The next push, if one is queued.
     pub fn try_pop(&self) -> Option<Push> {
-        self.0.queue.lock().items.pop_front()
+        self.0.queue.lock().pop()
     }
 
-    /// Waits for the next push. Cancel safe: a push is only taken in the poll that returns it.
-    pub async fn pop(&self) -> Push {
+    /// Waits for the next push, or for the queue to be closed. Cancel safe: a push is only
+    /// taken in the poll that returns it.
+    pub async fn pop(&self) -> Next {
         loop {
-            if let Some(p) = self.try_pop() {
-                return p;
+            {
+                let mut q = self.0.queue.lock();
+                if let Some(p) = q.pop() {
+                    return Next::Push(p);
+                }
+                if q.closed {
+                    return Next::Closed;
+                }
             }
             // `notify_one` leaves a permit when nobody waits, so a push between the check
             // above and this wait is not missed.
@@ -122,9 +202,31 @@ impl Outbox {
         }
     }
 
+    /// Resolves once the queue is closed (to abort a write that waits on a slow socket).
+    pub async fn closed(&self) {
+        loop {
+            if self.0.queue.lock().closed {
+                return;
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
     /// Takes everything queued, oldest first (a closing or replaced connection).
     pub fn take_all(&self) -> Vec<Push> {
-        self.0.queue.lock().items.drain(..).collect()
+        let mut q = self.0.queue.lock();
+        q.frames = 0;
+        q.bytes = 0;
+        q.items.drain(..).map(|i| i.push).collect()
+    }
+
+    /// Takes everything queued and closes the queue: its connection must close as a slow
+    /// consumer.
+    pub fn close(&self) -> Vec<Push> {
+        let taken = self.take_all();
+        self.0.queue.lock().closed = true;
+        self.0.ready.notify_one();
+        taken
     }
 
     /// Pushes queued.
@@ -159,14 +261,21 @@ mod tests {
         assert_eq!(SERVER_OPS[KICKED_OP], "kicked");
     }
 
+    fn text(next: Next) -> String {
+        match next {
+            Next::Push(p) => p.text().to_string(),
+            Next::Closed => "closed".to_string(),
+        }
+    }
+
     #[tokio::test]
     async fn pops_in_order_puts_back_first_and_hands_back_the_rest() {
-        let out = Outbox::new();
+        let out = Outbox::new(QueueBound::NONE);
         let hub_side = out.clone();
         for mid in 1..=4 {
-            hub_side.push(message(mid));
+            assert!(hub_side.push(message(mid)));
         }
-        let first = out.pop().await;
+        let Next::Push(first) = out.pop().await else { panic!() };
         assert_eq!(first.text().as_str(), "1");
         out.put_back(first);
         assert_eq!(out.try_pop().map(|p| p.text().to_string()).as_deref(), Some("1"));
@@ -177,12 +286,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiting_pop_wakes_on_push() {
-        let out = Outbox::new();
+    async fn a_waiting_pop_wakes_on_push_and_on_close() {
+        let out = Outbox::new(QueueBound::NONE);
         let hub_side = out.clone();
-        let waiter = tokio::spawn(async move { out.pop().await.text().to_string() });
+        let waiter = tokio::spawn(async move {
+            let first = text(out.pop().await);
+            (first, text(out.pop().await))
+        });
         tokio::task::yield_now().await;
-        hub_side.push(message(7));
-        assert_eq!(waiter.await.unwrap(), "7");
+        assert!(hub_side.push(message(7)));
+        tokio::task::yield_now().await;
+        assert!(hub_side.close().is_empty(), "the waiter took 7 already");
+        let (first, second) = waiter.await.unwrap();
+        assert_eq!(first, "7");
+        assert_eq!(second, "closed");
+    }
+
+    #[tokio::test]
+    async fn the_bound_counts_live_pushes_only_and_frees_on_pop() {
+        // Bound: 2 frames, or 5 bytes ("1", "2", ... are one byte each; "12345" five).
+        let out = Outbox::new(QueueBound { frames: 2, bytes: 5 });
+        out.push_uncounted(message(100)); // a replay: not counted
+        out.push_uncounted(message(101));
+        assert!(out.push(message(1)));
+        assert!(out.push(message(2)));
+        assert!(!out.push(message(3)), "three live pushes are over two frames");
+        out.take_all();
+        assert!(out.push(message(4)));
+        assert_eq!(text(out.pop().await), "4");
+        assert!(out.push(message(5)) && out.push(message(6)), "a pop frees its slot");
+        out.take_all();
+        assert!(!out.push(message(123_456)), "six bytes are over five");
+        // Closing takes everything and wakes the connection's task.
+        let out = Outbox::new(QueueBound::NONE);
+        assert!(out.push(message(9)));
+        let taken: Vec<String> = out.close().iter().map(|p| p.text().to_string()).collect();
+        assert_eq!(taken, ["9"]);
+        out.closed().await;
+        assert_eq!(text(out.pop().await), "closed");
     }
 }

@@ -8,7 +8,8 @@
 //! operation. Allocating ids and queueing pushes under the hub's lock is what gives
 //! per-conversation `mid` order on every device, and makes login's replay race-free; taking a
 //! closing connection's unwritten pushes back under the same lock is what lets them be stored
-//! with nothing newer slipping past them.
+//! with nothing newer slipping past them. The same holds for a queue that a push takes over
+//! its bound: the hub takes that device offline and stores its queue within the push.
 //!
 //! The hub has no sockets, so benches and unit tests drive it directly.
 
@@ -23,10 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::ServerConfig;
-use super::metrics::Metrics;
+use super::metrics::{CloseReason, Metrics, UnwrittenKind};
 use super::online::{ConnId, Online};
 use super::outbox::Push;
 use super::store::{Inbox, OfflineMessage, OfflineReceipt, Store, UserId};
@@ -103,22 +105,78 @@ struct State<S> {
 
 impl<S: Store> State<S> {
     /// Queues a push for every online device of `user` except connection `skip`; returns how
-    /// many devices it went to.
-    fn push_live(&self, user: &str, push: &Push, skip: Option<ConnId>) -> usize {
+    /// many devices it went to. A device whose queue this takes over its bound is taken
+    /// offline on the spot (see [`State::overflowed`]).
+    fn push_live(&mut self, metrics: &Metrics, user: &UserId, push: &Push, skip: Option<ConnId>) -> usize {
         let mut sent = 0;
+        let mut over: SmallVec<[ConnId; 2]> = SmallVec::new();
         for d in self.online.devices(user) {
             if Some(d.conn) != skip {
-                d.outbox.push(push.clone());
+                if !d.outbox.push(push.clone()) {
+                    over.push(d.conn);
+                }
                 sent += 1;
             }
         }
+        for conn in over {
+            self.overflowed(metrics, user, conn);
+        }
         sent
+    }
+
+    /// A live push took connection `conn`'s queue over its bound: a slow consumer. Its device
+    /// goes offline now (what follows is stored as for any offline device), what it had not
+    /// written (that push included) goes to the device's inbox, and its connection is told to
+    /// close with 1008 `slow consumer`.
+    fn overflowed(&mut self, metrics: &Metrics, user: &UserId, conn: ConnId) {
+        let Some(device) = self.online.devices(user).iter().find(|d| d.conn == conn).cloned() else {
+            return;
+        };
+        self.online.remove(user, conn);
+        let unwritten = device.outbox.close();
+        metrics.closed(CloseReason::QueueBound);
+        self.store_unwritten(metrics, user, &device.name, unwritten);
+    }
+
+    /// Stores pushes a connection of `device` did not write in that device's inbox, to be
+    /// replayed (receipts with `onlineState:0`) at its next login. A `kicked` frame is dropped:
+    /// it only ever concerned the connection that is gone.
+    fn store_unwritten(&mut self, metrics: &Metrics, user: &UserId, device: &str, pushes: Vec<Push>) {
+        let inbox = Inbox::Device(device);
+        for push in pushes {
+            match push {
+                Push::Message(m) => {
+                    metrics.unwritten(UnwrittenKind::Message);
+                    if self.store.push_offline_message(user, inbox, m) {
+                        metrics.offline_replaced(false);
+                    }
+                }
+                Push::Receipt { receipt, .. } => {
+                    metrics.unwritten(UnwrittenKind::Receipt);
+                    if self.store.push_offline_receipt(user, inbox, receipt) {
+                        metrics.offline_replaced(true);
+                    }
+                }
+                Push::Statistic { counts, .. } => {
+                    metrics.unwritten(UnwrittenKind::Statistic);
+                    for c in counts {
+                        let group = self
+                            .store
+                            .group(&c.group_id)
+                            .map(|g| g.id().clone())
+                            .unwrap_or_else(|| Arc::from(c.group_id.as_str()));
+                        self.store.set_offline_group_count(user, inbox, c.mid, &group, c.count);
+                    }
+                }
+                Push::Kick(_) => {}
+            }
+        }
     }
 
     /// A message to `user`: live to every device, or into the user's offline inbox.
     fn deliver_message(&mut self, metrics: &Metrics, user: &UserId, message: OfflineMessage) {
         if self.online.is_online(user) {
-            self.push_live(user, &Push::Message(message), None);
+            self.push_live(metrics, user, &Push::Message(message), None);
         } else if self.store.push_offline_message(user, Inbox::User, message) {
             metrics.offline_replaced(false);
         }
@@ -127,7 +185,7 @@ impl<S: Store> State<S> {
     /// A 1:1 receipt to `user`: live with `onlineState:1`, or stored for replay.
     fn deliver_receipt(&mut self, metrics: &Metrics, user: &UserId, receipt: OfflineReceipt) {
         if self.online.is_online(user) {
-            self.push_live(user, &receipt_push(receipt, user, 1), None);
+            self.push_live(metrics, user, &receipt_push(receipt, user, 1), None);
         } else if self.store.push_offline_receipt(user, Inbox::User, receipt) {
             metrics.offline_replaced(true);
         }

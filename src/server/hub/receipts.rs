@@ -159,7 +159,7 @@ impl<S: Store> Hub<S> {
                 count,
                 ack_content: Arc::from(ack_content.unwrap_or("")),
             };
-            st.push_live(&sender, &receipt_push(receipt, &sender, 1), None);
+            st.push_live(&self.metrics, &sender, &receipt_push(receipt, &sender, 1), None);
         } else {
             st.store
                 .set_offline_group_count(&sender, Inbox::User, mid, &group_id, count);
@@ -195,11 +195,11 @@ impl<S: Store> Hub<S> {
                 // One push, to the peer's devices and to the reader's other devices.
                 let push = receipt_push(receipt.clone(), &peer, 1);
                 if st.online.is_online(&peer) {
-                    st.push_live(&peer, &push, None);
+                    st.push_live(&self.metrics, &peer, &push, None);
                 } else if st.store.push_offline_receipt(&peer, Inbox::User, receipt) {
                     self.metrics.offline_replaced(true);
                 }
-                st.push_live(&s.user, &push, Some(s.conn));
+                st.push_live(&self.metrics, &s.user, &push, Some(s.conn));
                 id
             }
             ChatType::Group => {

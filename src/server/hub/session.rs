@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use super::{Hub, Login, Session, State, encode_push, now_ms, receipt_push};
 use crate::protocol::server::StatisticLocation;
 use crate::protocol::{ClientFrame, ErrorCode, Outgoing, Request, ServerFrame, token};
-use crate::server::metrics::UnwrittenKind;
 use crate::server::online::{ConnId, Device};
 use crate::server::outbox::{Outbox, Push};
 use crate::server::store::{Inbox, OfflineBatch, Store, UserId};
@@ -77,11 +76,11 @@ impl<S: Store> Hub<S> {
             // The replaced connection closes now, as far as delivery goes: what it has not
             // written is stored for this device, so the replay below puts it first.
             let unwritten = old.outbox.take_all();
-            self.store_unwritten(st, &user_id, &device, unwritten);
+            st.store_unwritten(&self.metrics, &user_id, &device, unwritten);
             let (_, text) = encode_push(ServerFrame::Kicked {
                 reason: Cow::Borrowed("login_elsewhere"),
             });
-            old.outbox.push(Push::Kick(text));
+            old.outbox.push_uncounted(Push::Kick(text));
             self.metrics.kicked.fetch_add(1, Ordering::Relaxed);
         }
         self.replay(st, &user_id, &device, !was_online, outbox);
@@ -108,10 +107,10 @@ impl<S: Store> Hub<S> {
             batch = merge(batch, st.store.take_offline(user, Inbox::User));
         }
         for m in batch.messages {
-            outbox.push(Push::Message(m));
+            outbox.push_uncounted(Push::Message(m));
         }
         for r in batch.receipts {
-            outbox.push(receipt_push(r, user, 0));
+            outbox.push_uncounted(receipt_push(r, user, 0));
         }
         if !batch.group_counts.is_empty() {
             let location = StatisticLocation {
@@ -122,7 +121,7 @@ impl<S: Store> Hub<S> {
                 operation: 0,
                 location: Cow::Owned(location),
             });
-            outbox.push(Push::Statistic {
+            outbox.push_uncounted(Push::Statistic {
                 text,
                 counts: batch.group_counts,
             });
@@ -137,42 +136,7 @@ impl<S: Store> Hub<S> {
         let st = &mut *guard;
         st.online.remove(&session.user, session.conn);
         let unwritten = outbox.take_all();
-        self.store_unwritten(st, &session.user, &session.device, unwritten);
-    }
-
-    /// Stores pushes a connection of `device` did not write in that device's inbox, to be
-    /// replayed (receipts with `onlineState:0`) at its next login. A `kicked` frame is dropped:
-    /// it only ever concerned the connection that is gone.
-    fn store_unwritten(&self, st: &mut State<S>, user: &UserId, device: &str, pushes: Vec<Push>) {
-        let inbox = Inbox::Device(device);
-        for push in pushes {
-            match push {
-                Push::Message(m) => {
-                    self.metrics.unwritten(UnwrittenKind::Message);
-                    if st.store.push_offline_message(user, inbox, m) {
-                        self.metrics.offline_replaced(false);
-                    }
-                }
-                Push::Receipt { receipt, .. } => {
-                    self.metrics.unwritten(UnwrittenKind::Receipt);
-                    if st.store.push_offline_receipt(user, inbox, receipt) {
-                        self.metrics.offline_replaced(true);
-                    }
-                }
-                Push::Statistic { counts, .. } => {
-                    self.metrics.unwritten(UnwrittenKind::Statistic);
-                    for c in counts {
-                        let group = st
-                            .store
-                            .group(&c.group_id)
-                            .map(|g| g.id().clone())
-                            .unwrap_or_else(|| Arc::from(c.group_id.as_str()));
-                        st.store.set_offline_group_count(user, inbox, c.mid, &group, c.count);
-                    }
-                }
-                Push::Kick(_) => {}
-            }
-        }
+        st.store_unwritten(&self.metrics, &session.user, &session.device, unwritten);
     }
 }
 

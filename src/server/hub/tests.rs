@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::protocol::token;
-use crate::server::outbox::Outbox;
+use crate::server::outbox::{Outbox, QueueBound};
 use crate::server::store::MemoryStore;
 
 const SECRET: &[u8] = b"hub-test";
@@ -29,7 +29,7 @@ fn hub() -> Hub<MemoryStore> {
 
 /// Logs `user` in on `device`.
 fn login_on(hub: &Hub<MemoryStore>, user: &str, device: &str) -> (Session, Outbox) {
-    let outbox = Outbox::new();
+    let outbox = Outbox::new(QueueBound::NONE);
     let text = format!(
         r#"{{"op":"login","req":"0","user":"{user}","token":"{}","device":"{device}"}}"#,
         token::token(SECRET, user)
@@ -338,4 +338,44 @@ fn an_unwritten_replay_is_replayed_again() {
     );
     let location: Value = serde_json::from_str(got[2]["location"].as_str().unwrap()).unwrap();
     assert_eq!(location, json!({"group_ack":[{"mid":g1,"groupId":"g","count":1}]}));
+}
+
+/// A live push that takes a connection's queue over its bound: the hub takes the device
+/// offline on the spot, stores the queue in the device's inbox and closes the queue (the
+/// connection then closes as a slow consumer). Nothing is lost, nothing reordered.
+#[test]
+fn a_queue_over_its_bound_is_taken_offline_and_stored_within_the_push() {
+    let hub = hub();
+    let (alice, _a) = login(&hub, "alice");
+    let bounded = Outbox::new(QueueBound {
+        frames: 2,
+        bytes: usize::MAX,
+    });
+    let text = format!(
+        r#"{{"op":"login","req":"0","user":"bob","token":"{}"}}"#,
+        token::token(SECRET, "bob")
+    );
+    let Login::Accepted(bob, _) = hub.login(hub.next_conn(), &bounded, &Request::parse(&text).unwrap()) else {
+        panic!("login refused")
+    };
+    let mids: Vec<String> = (1..=4).map(|i| send(&hub, &alice, "bob", &format!("a{i}"))).collect();
+    // The third push went over: the queue was emptied and closed, bob went offline, and the
+    // fourth message went to bob's offline inbox.
+    assert!(bounded.is_empty());
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert!(matches!(
+        rt.block_on(bounded.pop()),
+        crate::server::outbox::Next::Closed
+    ));
+    let m = hub.metrics().render();
+    assert!(
+        m.contains("ackstorm_health_closes_total{reason=\"queue_bound\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("ackstorm_unwritten_pushes_total{kind=\"message\"} 3"), "{m}");
+    // The closing connection's own logout finds nothing left and changes nothing.
+    hub.logout(&bob, &bounded);
+    let (_bob, out) = login(&hub, "bob");
+    let expected: Vec<String> = mids.iter().map(|m| format!("message:{m}")).collect();
+    assert_eq!(summary(&written(&out)), expected);
 }

@@ -58,11 +58,15 @@ impl Pending {
     /// Takes everything, in replay order.
     pub(super) fn take(&mut self) -> OfflineBatch {
         let mut messages: Vec<OfflineMessage> = self.single.drain(..).chain(self.group.drain(..)).collect();
-        // Each queue is already in mid order; a stable sort merges them.
+        // Each queue is (almost always) in id order already; the stable sorts merge them, and
+        // put a push a connection failed to write back in place (it is stored after newer
+        // ones that were still queued).
         messages.sort_by_key(|m| m.mid);
+        let mut receipts: Vec<OfflineReceipt> = self.receipts.drain(..).collect();
+        receipts.sort_by_key(|r| r.id());
         OfflineBatch {
             messages,
-            receipts: self.receipts.drain(..).collect(),
+            receipts,
             group_counts: self
                 .counts
                 .drain(..)
