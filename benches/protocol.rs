@@ -47,6 +47,7 @@ fn frames(c: &mut Criterion) {
                     to: None,
                     time: None,
                     group_ack: None,
+                    duplicate: None,
                 },
             )
             .encode()

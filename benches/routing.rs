@@ -15,20 +15,19 @@ use ackstorm::protocol::{Request, token};
 use ackstorm::server::ServerConfig;
 use ackstorm::server::hub::{Hub, Login, Session};
 use ackstorm::server::metrics::Metrics;
-use ackstorm::server::online::Push;
+use ackstorm::server::outbox::{Outbox, QueueBound};
 use ackstorm::server::store::{MemoryStore, StoreLimits};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokio::sync::mpsc;
 
 const SECRET: &[u8] = b"bench";
 
 struct Peer {
     session: Session,
-    inbox: mpsc::UnboundedReceiver<Push>,
+    outbox: Outbox,
 }
 
 fn login(hub: &Hub<MemoryStore>, user: &str) -> Peer {
-    let (outbox, inbox) = mpsc::unbounded_channel();
+    let outbox = Outbox::new(QueueBound::NONE);
     let text = format!(
         r#"{{"op":"login","req":"0","user":"{user}","token":"{}"}}"#,
         token::token(SECRET, user)
@@ -37,9 +36,7 @@ fn login(hub: &Hub<MemoryStore>, user: &str) -> Peer {
     let Login::Accepted(session, _) = hub.login(hub.next_conn(), &outbox, &request) else {
         panic!("login refused")
     };
-    // The hub keeps its own clone of the outbox in the registry.
-    drop(outbox);
-    Peer { session, inbox }
+    Peer { session, outbox }
 }
 
 /// Parses `text`, lets the hub handle it, encodes the reply: what a connection does per frame.
@@ -50,8 +47,8 @@ fn handle(hub: &Hub<MemoryStore>, peer: &Peer, text: &str) -> usize {
 
 fn drain(peer: &mut Peer) -> usize {
     let mut n = 0;
-    while let Ok(Push::Frame { text, .. } | Push::Kick(text)) = peer.inbox.try_recv() {
-        n += text.len();
+    while let Some(push) = peer.outbox.try_pop() {
+        n += push.text().len();
     }
     n
 }
@@ -87,7 +84,10 @@ fn routing(c: &mut Criterion) {
         b.iter(|| {
             // Server ids are sequential: the message gets mid, its receipts mid+1 and mid+2.
             mid += 1;
-            let mut out = handle(&h, &alice, r#"{"op":"send","req":"1","id":"c1","chatType":"singleChat","type":"txt","to":"bob","msg":"hello, this is a sixty-four byte message body for benchmarking!"}"#);
+            // A fresh client id per send: sends are idempotent per (sender, id).
+            buf.clear();
+            let _ = write!(buf, r#"{{"op":"send","req":"1","id":"c{mid}","chatType":"singleChat","type":"txt","to":"bob","msg":"hello, this is a sixty-four byte message body for benchmarking!"}}"#);
+            let mut out = handle(&h, &alice, &buf);
             out += drain(&mut bob);
             buf.clear();
             let _ = write!(buf, r#"{{"op":"delivery","req":"2","ackId":"{mid}","to":"alice"}}"#);
@@ -119,7 +119,9 @@ fn routing(c: &mut Criterion) {
     g.bench_function("group20_send_and_one_read", |b| {
         b.iter(|| {
             mid += 1;
-            let mut out = handle(&h, &owner, r#"{"op":"send","req":"1","id":"c1","chatType":"groupChat","type":"txt","to":"g","msg":"hello group","msgConfig":{"allowGroupAck":true}}"#);
+            buf.clear();
+            let _ = write!(buf, r#"{{"op":"send","req":"1","id":"c{mid}","chatType":"groupChat","type":"txt","to":"g","msg":"hello group","msgConfig":{{"allowGroupAck":true}}}}"#);
+            let mut out = handle(&h, &owner, &buf);
             for m in members.iter_mut() {
                 out += drain(m);
             }

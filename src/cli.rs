@@ -239,6 +239,22 @@ struct ServeArgs {
     /// (the excess queues); 0 is off.
     #[arg(long, default_value_t = 0.0)]
     throttle: f64,
+    /// Close a connection that has not upgraded to WebSocket and sent `login` within this
+    /// time from accept (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    login_timeout: Duration,
+    /// Ping each connection and close one that answers no ping for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Close as a slow consumer (1008) a connection whose write makes no progress this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
+    /// Close as a slow consumer (1008) a connection with more live pushes queued than this.
+    #[arg(long, default_value_t = 10_000)]
+    max_queue_frames: usize,
+    /// Close as a slow consumer (1008) a connection with more bytes of live pushes queued.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_queue_bytes: usize,
 }
 
 impl ServeArgs {
@@ -254,6 +270,18 @@ impl ServeArgs {
         }
         if self.rate_limit > 0.0 && self.rate_burst == 0 {
             bail!("--rate-burst must be at least 1 when rate limiting is on");
+        }
+        for (flag, d) in [
+            ("--login-timeout", self.login_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--write-timeout", self.write_timeout),
+        ] {
+            if d.is_zero() {
+                bail!("{flag} must be longer than 0");
+            }
+        }
+        if self.max_queue_frames == 0 || self.max_queue_bytes == 0 {
+            bail!("--max-queue-frames and --max-queue-bytes must be at least 1");
         }
         let defaults = StoreLimits::default();
         Ok(ServerConfig {
@@ -277,6 +305,13 @@ impl ServeArgs {
             max_connections: self.max_connections,
             delay: Duration::from_millis(self.delay_ms),
             throttle: (self.throttle > 0.0).then_some(self.throttle),
+            login_timeout: self.login_timeout,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            queue_bound: crate::server::outbox::QueueBound {
+                frames: self.max_queue_frames,
+                bytes: self.max_queue_bytes,
+            },
             ..ServerConfig::default()
         })
     }
@@ -528,10 +563,26 @@ mod tests {
             "0",
             "--group-ack-max-members",
             "50",
+            "--idle-timeout",
+            "90s",
+            "--max-queue-frames",
+            "7",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else { panic!() };
         let c = args.config().unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.queue_bound.frames, 7);
+        let defaults = ServerConfig::default();
+        assert_eq!(
+            (c.login_timeout, c.write_timeout, c.queue_bound.bytes),
+            (
+                defaults.login_timeout,
+                defaults.write_timeout,
+                defaults.queue_bound.bytes
+            ),
+            "the flags' defaults are the server's"
+        );
         assert!(c.group_read_ack);
         assert_eq!(c.rate_limit, None);
         assert_eq!(c.group_ack_max_members, 50);
@@ -544,5 +595,9 @@ mod tests {
         let Command::Serve(args) = cli.command else { panic!() };
         let err = args.config().unwrap_err().to_string();
         assert!(err.contains("--rate-limit"), "{err}");
+        let cli = Cli::try_parse_from(["ackstorm", "serve", "--secret", "s", "--idle-timeout", "0s"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        let err = args.config().unwrap_err().to_string();
+        assert!(err.contains("--idle-timeout"), "{err}");
     }
 }

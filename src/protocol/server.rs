@@ -72,6 +72,10 @@ pub enum ServerFrame<'a> {
         /// Whether group receipts are kept (group sends that asked for them).
         #[serde(rename = "groupAck", skip_serializing_if = "Option::is_none")]
         group_ack: Option<bool>,
+        /// `true` when this answers a repeated `send` (same sender and client `id`): the
+        /// reply is the original one and nothing was sent again. Absent otherwise.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duplicate: Option<bool>,
     },
     /// A message pushed to a recipient device.
     #[serde(rename = "message")]
@@ -312,12 +316,14 @@ impl<'a> Outgoing<'a> {
                 to,
                 time,
                 group_ack,
+                duplicate,
             } => w
                 .opt_str("id", id.as_deref())
                 .id("mid", *mid)
                 .opt_str("to", to.as_deref())
                 .opt_num("time", *time)
-                .opt_bool("groupAck", *group_ack),
+                .opt_bool("groupAck", *group_ack)
+                .opt_bool("duplicate", *duplicate),
             ServerFrame::Message {
                 mid,
                 from,

@@ -30,6 +30,7 @@ pub(super) struct RawServer<'a> {
     to: Option<Str<'a>>,
     #[serde(rename = "groupAck")]
     group_ack: Option<bool>,
+    duplicate: Option<bool>,
     #[serde(borrow)]
     from: Option<Str<'a>>,
     #[serde(rename = "chatType")]
@@ -103,6 +104,7 @@ impl<'a> RawServer<'a> {
                 to: self.to.map(|t| t.0),
                 time: self.time,
                 group_ack: self.group_ack,
+                duplicate: self.duplicate,
             },
             3 => ServerFrame::Message {
                 mid: mid(self.mid, "mid")?,

@@ -55,9 +55,24 @@ fn frames_encode_exactly_as_documented() {
                     to: Some(b("g")),
                     time: Some(7),
                     group_ack: Some(false),
+                    duplicate: None,
                 },
             ),
             json!({"op":"received","req":"3","id":"c1","mid":"10","to":"g","time":7,"groupAck":false}),
+        ),
+        (
+            Outgoing::reply(
+                "3b",
+                ServerFrame::Received {
+                    id: Some(b("c1")),
+                    mid: 10,
+                    to: Some(b("g")),
+                    time: Some(7),
+                    group_ack: Some(true),
+                    duplicate: Some(true),
+                },
+            ),
+            json!({"op":"received","req":"3b","id":"c1","mid":"10","to":"g","time":7,"groupAck":true,"duplicate":true}),
         ),
         (
             Outgoing::reply(
@@ -68,6 +83,7 @@ fn frames_encode_exactly_as_documented() {
                     to: None,
                     time: None,
                     group_ack: None,
+                    duplicate: None,
                 },
             ),
             json!({"op":"received","req":"4","mid":"11"}),

@@ -1,19 +1,23 @@
 //! One task per WebSocket connection: login, then read frames, rate-limit them, ask the hub,
-//! and write replies and pushes.
+//! and write replies and pushes; and the connection's health: pings with an idle timeout, a
+//! login deadline from accept, and a write timeout (with the hub's queue bound, the
+//! slow-consumer rule).
 //!
 //! A reply is fed to the socket in the same loop turn as the frame it answers, before the
 //! outbox is polled again, so `received` always precedes any receipt pushed for that message.
 //! Writes are batched: after one event the task drains whatever else is ready (pushes first)
-//! and flushes once.
+//! and flushes once. Every write is bounded by the write timeout, and ends early when the hub
+//! closes the queue; a push whose write did not complete goes back to the queue, so that
+//! logout stores it with the rest.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::hub::{Hub, Login, Session};
-use super::online::Push;
+use super::metrics::CloseReason;
+use super::outbox::{self, Outbox, Push};
 use super::ratelimit::TokenBucket;
 use super::store::Store;
-use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request, ServerFrame};
+use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
 /// Most events handled between two flushes.
 const BATCH: usize = 64;
@@ -36,24 +41,55 @@ enum Next {
     Close(Option<CloseFrame>),
 }
 
+/// Why a connection's task stopped early.
+#[derive(Debug, Error)]
+enum ConnError {
+    /// The WebSocket failed (reset, protocol error).
+    #[error("websocket: {0}")]
+    Ws(#[from] tungstenite::Error),
+    /// A slow consumer: the queue passed its bound, or a write made no progress in time.
+    #[error("slow consumer ({0:?})")]
+    SlowConsumer(CloseReason),
+}
+
 struct Conn<T, S> {
     ws: WebSocketStream<T>,
     hub: Arc<Hub<S>>,
     bucket: Option<TokenBucket>,
+    /// This connection's push queue (the hub holds a clone while it is logged in).
+    outbox: Outbox,
+    write_timeout: Duration,
+    /// When the client last answered a ping (or logged in).
+    last_pong: tokio::time::Instant,
 }
 
-/// Serves one upgraded WebSocket until it closes, the client is kicked, or the server stops.
-pub(super) async fn serve<T, S>(ws: WebSocketStream<T>, hub: Arc<Hub<S>>, stop: CancellationToken)
-where
+/// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
+/// a health rule closes it. `login_deadline` is the login timeout counted from accept.
+pub(super) async fn serve<T, S>(
+    ws: WebSocketStream<T>,
+    hub: Arc<Hub<S>>,
+    stop: CancellationToken,
+    login_deadline: tokio::time::Instant,
+) where
     T: AsyncRead + AsyncWrite + Unpin,
     S: Store,
 {
     let metrics = hub.metrics().clone();
     metrics.connections_open.fetch_add(1, Relaxed);
     metrics.connections_total.fetch_add(1, Relaxed);
-    let bucket = hub.config().rate_limit.map(|l| TokenBucket::new(l, Instant::now()));
-    let mut conn = Conn { ws, hub, bucket };
-    if let Err(e) = conn.run(&stop).await {
+    let config = hub.config();
+    let bucket = config.rate_limit.map(|l| TokenBucket::new(l, Instant::now()));
+    let outbox = Outbox::new(config.queue_bound);
+    let write_timeout = config.write_timeout;
+    let mut conn = Conn {
+        ws,
+        hub,
+        bucket,
+        outbox,
+        write_timeout,
+        last_pong: tokio::time::Instant::now(),
+    };
+    if let Err(e) = conn.run(&stop, login_deadline).await {
         debug!(error = %e, "connection ended with an error");
     }
     metrics.connections_open.fetch_sub(1, Relaxed);
@@ -71,10 +107,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     S: Store,
 {
-    async fn run(&mut self, stop: &CancellationToken) -> Result<(), tungstenite::Error> {
-        let (outbox, mut inbox) = mpsc::unbounded_channel();
+    async fn run(&mut self, stop: &CancellationToken, deadline: tokio::time::Instant) -> Result<(), ConnError> {
         let conn_id = self.hub.next_conn();
-        let deadline = tokio::time::Instant::now() + self.hub.config().login_timeout;
         let first = loop {
             let item = tokio::select! {
                 _ = stop.cancelled() => return self.close(close_frame(CloseCode::Away, "server stopping")).await,
@@ -88,17 +122,31 @@ where
             }
         };
         let session = match first {
-            Err(_) => return self.close(close_frame(CloseCode::Policy, "no login")).await,
+            Err(_) => {
+                self.hub.metrics().closed(CloseReason::LoginTimeout);
+                return self.close(close_frame(CloseCode::Policy, "no login")).await;
+            }
             Ok(None) => return Ok(()),
-            Ok(Some(item)) => match self.login(item, conn_id, &outbox).await? {
+            Ok(Some(item)) => match self.login(item, conn_id).await? {
                 Some(session) => session,
                 None => return Ok(()),
             },
         };
         let metrics = self.hub.metrics().clone();
         metrics.logged_in.fetch_add(1, Relaxed);
-        let result = self.session_loop(&session, &mut inbox, stop).await;
-        self.hub.logout(&session);
+        self.last_pong = tokio::time::Instant::now();
+        let result = match self.session_loop(&session, stop).await {
+            Err(ConnError::SlowConsumer(reason)) => {
+                // The hub counted a queue over its bound when it closed the queue.
+                if reason != CloseReason::QueueBound {
+                    metrics.closed(reason);
+                }
+                self.close(close_frame(CloseCode::Policy, "slow consumer")).await
+            }
+            other => other,
+        };
+        // Whatever this connection did not write is stored for the device's next login.
+        self.hub.logout(&session, &self.outbox);
         metrics.logged_in.fetch_sub(1, Relaxed);
         result
     }
@@ -109,8 +157,7 @@ where
         &mut self,
         item: Result<Message, tungstenite::Error>,
         conn_id: u64,
-        outbox: &super::online::Outbox,
-    ) -> Result<Option<Session>, tungstenite::Error> {
+    ) -> Result<Option<Session>, ConnError> {
         let text = match item {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) => return Ok(None),
@@ -139,10 +186,22 @@ where
                 return Ok(None);
             }
         };
-        match self.hub.login(conn_id, outbox, &request) {
+        match self.hub.login(conn_id, &self.outbox, &request) {
             Login::Accepted(session, reply) => {
-                self.write(reply).await?;
-                self.ws.flush().await?;
+                let written = match self.write(reply).await {
+                    Ok(()) => self.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    // Registered but gone before `loginOk` went out: log out (storing the
+                    // replay queued meanwhile) rather than leave the device online.
+                    // (A queue over its bound was counted by the hub when it closed it.)
+                    if let ConnError::SlowConsumer(reason @ CloseReason::WriteTimeout) = &e {
+                        metrics.closed(*reason);
+                    }
+                    self.hub.logout(&session, &self.outbox);
+                    return Err(e);
+                }
                 Ok(Some(session))
             }
             Login::Refused(reply) => {
@@ -153,26 +212,47 @@ where
         }
     }
 
-    async fn session_loop(
-        &mut self,
-        session: &Session,
-        inbox: &mut mpsc::UnboundedReceiver<Push>,
-        stop: &CancellationToken,
-    ) -> Result<(), tungstenite::Error> {
+    async fn session_loop(&mut self, session: &Session, stop: &CancellationToken) -> Result<(), ConnError> {
+        let idle = self.hub.config().idle_timeout;
+        let every = (idle / 3).max(Duration::from_millis(1));
+        let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle_check = tokio::time::sleep_until(self.last_pong + idle);
+        tokio::pin!(idle_check);
         loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => Next::Close(close_frame(CloseCode::Away, "server stopping")),
-                push = inbox.recv() => self.on_push(push).await?,
+                _ = &mut idle_check => {
+                    // Checked lazily: a pong since the timer was set moves it on.
+                    let due = self.last_pong + idle;
+                    if tokio::time::Instant::now() >= due {
+                        self.hub.metrics().closed(CloseReason::IdleTimeout);
+                        Next::Close(close_frame(CloseCode::Policy, "idle timeout"))
+                    } else {
+                        idle_check.as_mut().reset(due);
+                        Next::Continue
+                    }
+                }
+                _ = pings.tick() => {
+                    self.feed(Message::Ping(Default::default())).await?;
+                    Next::Continue
+                }
+                // Reads before pushes here (the drain below takes pushes first): a steady
+                // stream of pushes must not starve the client's frames, pongs included.
                 item = self.ws.next() => self.on_item(session, item).await?,
+                next = self.outbox.pop() => match next {
+                    outbox::Next::Push(push) => self.on_push(push).await?,
+                    outbox::Next::Closed => return Err(ConnError::SlowConsumer(CloseReason::QueueBound)),
+                },
             };
             if let Next::Close(frame) = next {
                 return self.close(frame).await;
             }
             // Drain what is ready without waiting, pushes first, then flush once.
             for _ in 0..BATCH {
-                let next = if let Ok(push) = inbox.try_recv() {
-                    self.on_push(Some(push)).await?
+                let next = if let Some(push) = self.outbox.try_pop() {
+                    self.on_push(push).await?
                 } else if let Some(item) = self.ws.next().now_or_never() {
                     self.on_item(session, item).await?
                 } else {
@@ -182,31 +262,28 @@ where
                     return self.close(frame).await;
                 }
             }
-            self.ws.flush().await?;
+            self.flush().await?;
         }
     }
 
-    async fn on_push(&mut self, push: Option<Push>) -> Result<Next, tungstenite::Error> {
-        match push {
-            Some(Push::Frame { op, text }) => {
-                self.write_text(op as usize, text).await?;
-                Ok(Next::Continue)
-            }
-            Some(Push::Kick(text)) => {
-                self.write_text(ServerFrame::Kicked { reason: "".into() }.op_index(), text)
-                    .await?;
-                Ok(Next::Close(close_frame(CloseCode::Policy, "login_elsewhere")))
-            }
-            // The session holds a sender through the hub's registry until logout.
-            None => Ok(Next::Close(None)),
+    /// Writes one push. One whose write did not complete goes back to the head of the queue,
+    /// so that logout stores it with the rest of what was not written.
+    async fn on_push(&mut self, push: Push) -> Result<Next, ConnError> {
+        if let Err(e) = self.write_text(push.op(), push.text().clone()).await {
+            self.outbox.put_back(push);
+            return Err(e);
         }
+        Ok(match push {
+            Push::Kick(_) => Next::Close(close_frame(CloseCode::Policy, "login_elsewhere")),
+            _ => Next::Continue,
+        })
     }
 
     async fn on_item(
         &mut self,
         session: &Session,
         item: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<Next, tungstenite::Error> {
+    ) -> Result<Next, ConnError> {
         let text = match item {
             None | Some(Ok(Message::Close(_))) => return Ok(Next::Close(None)),
             Some(Err(e)) => {
@@ -225,7 +302,11 @@ where
                 self.write_parse_error(e).await?;
                 return Ok(Next::Continue);
             }
-            Some(Ok(_)) => return Ok(Next::Continue), // ping/pong: tungstenite answers pings
+            Some(Ok(Message::Pong(_))) => {
+                self.last_pong = tokio::time::Instant::now();
+                return Ok(Next::Continue);
+            }
+            Some(Ok(_)) => return Ok(Next::Continue), // pings: tungstenite answers them
         };
         let parsed = Request::parse(text.as_str());
         self.hub
@@ -256,7 +337,7 @@ where
 
     /// Takes a token of the rate limit for one frame. With none left, answers `rate_limited`
     /// (echoing `req` when it is readable) and returns true: the frame is not processed.
-    async fn rate_limited(&mut self, req: Option<Cow<'_, str>>) -> Result<bool, tungstenite::Error> {
+    async fn rate_limited(&mut self, req: Option<Cow<'_, str>>) -> Result<bool, ConnError> {
         let Some(bucket) = &mut self.bucket else {
             return Ok(false);
         };
@@ -273,7 +354,7 @@ where
         Ok(true)
     }
 
-    async fn write_parse_error(&mut self, e: ProtocolError) -> Result<(), tungstenite::Error> {
+    async fn write_parse_error(&mut self, e: ProtocolError) -> Result<(), ConnError> {
         let frame = self.hub.error_frame(super::hub::Reject {
             code: e.code(),
             message: e.to_string(),
@@ -286,7 +367,7 @@ where
     }
 
     /// Oversize frames get `error too_large` and close 1009; other read errors just end.
-    async fn on_read_error(&mut self, e: tungstenite::Error) -> Result<(), tungstenite::Error> {
+    async fn on_read_error(&mut self, e: tungstenite::Error) -> Result<(), ConnError> {
         if let tungstenite::Error::Capacity(cap) = &e {
             let frame = self.hub.error_frame(super::hub::Reject {
                 code: ErrorCode::TooLarge,
@@ -299,21 +380,50 @@ where
         Ok(())
     }
 
-    async fn write(&mut self, out: Outgoing<'_>) -> Result<(), tungstenite::Error> {
+    async fn write(&mut self, out: Outgoing<'_>) -> Result<(), ConnError> {
         let op = out.frame.op_index();
         self.write_text(op, out.encode().into()).await
     }
 
-    async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
-        self.hub.metrics().frame_out(op, text.len());
-        self.ws.feed(Message::Text(text)).await
+    async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
+        let len = text.len();
+        self.feed(Message::Text(text)).await?;
+        self.hub.metrics().frame_out(op, len);
+        Ok(())
     }
 
-    /// Sends a close frame (flushing what is queued) and ends the connection.
-    async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), tungstenite::Error> {
-        match self.ws.close(frame).await {
-            Ok(()) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Ok(()),
-            Err(e) => Err(e),
+    /// Hands one frame to the WebSocket (which writes out its buffer when it is full), within
+    /// the write timeout. A feed still waiting when it gives up has not taken the frame.
+    async fn feed(&mut self, message: Message) -> Result<(), ConnError> {
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(self.write_timeout, self.ws.feed(message)) => match r {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(ConnError::SlowConsumer(CloseReason::WriteTimeout)),
+            },
+            _ = self.outbox.closed() => Err(ConnError::SlowConsumer(CloseReason::QueueBound)),
+        }
+    }
+
+    /// Writes out what the WebSocket buffered, within the write timeout.
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(self.write_timeout, self.ws.flush()) => match r {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(ConnError::SlowConsumer(CloseReason::WriteTimeout)),
+            },
+            _ = self.outbox.closed() => Err(ConnError::SlowConsumer(CloseReason::QueueBound)),
+        }
+    }
+
+    /// Sends a close frame (flushing what is buffered) and ends the connection. Bounded by the
+    /// write timeout: a peer that reads nothing does not hold the task.
+    async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), ConnError> {
+        match tokio::time::timeout(self.write_timeout, self.ws.close(frame)).await {
+            Err(_) => Ok(()),
+            Ok(Ok(()) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use hyper::header::{
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::WebSocketStream;
@@ -28,6 +29,7 @@ use tracing::{debug, warn};
 use super::ServerError;
 use super::conn;
 use super::hub::Hub;
+use super::metrics::CloseReason;
 use super::store::Store;
 
 type Body = Full<Bytes>;
@@ -69,8 +71,12 @@ pub(super) async fn serve<S: Store>(
             accepted = accept(&listener, &limit) => accepted,
         };
         let (stream, permit) = accepted?;
+        // The login timeout counts from here: upgrade and `login` must both fit in it.
+        let login_deadline = tokio::time::Instant::now() + shared.hub.config().login_timeout;
         let shared2 = shared.clone();
-        shared.tasks.spawn(serve_http(stream, shared2, Arc::new(permit)));
+        shared
+            .tasks
+            .spawn(serve_http(stream, shared2, Arc::new(permit), login_deadline));
     }
     shared.stop.cancel();
     shared.tasks.close();
@@ -110,14 +116,28 @@ async fn accept(
     }
 }
 
-async fn serve_http<S: Store>(stream: TcpStream, shared: Arc<Shared<S>>, permit: Arc<OwnedSemaphorePermit>) {
+async fn serve_http<S: Store>(
+    stream: TcpStream,
+    shared: Arc<Shared<S>>,
+    permit: Arc<OwnedSemaphorePermit>,
+    login_deadline: tokio::time::Instant,
+) {
     let stop = shared.stop.clone();
+    let metrics = shared.hub.metrics().clone();
+    let login_timeout = shared.hub.config().login_timeout;
+    let served = Arc::new(AtomicBool::new(false));
+    let served2 = served.clone();
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let permit = permit.clone();
-        async move { Ok::<_, Infallible>(route(req, &shared, permit)) }
+        served2.store(true, Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(route(req, &shared, permit, login_deadline)) }
     });
+    // A client that does not send its request headers within the login timeout (a socket
+    // opened and left silent) is dropped: it would otherwise hold a connection slot.
     let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(login_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -129,6 +149,9 @@ async fn serve_http<S: Store>(stream: TcpStream, shared: Arc<Shared<S>>, permit:
         }
     };
     if let Err(e) = result {
+        if e.is_timeout() && !served.load(Ordering::Relaxed) {
+            metrics.closed(CloseReason::LoginTimeout);
+        }
         debug!(error = %e, "http connection ended with an error");
     }
 }
@@ -145,10 +168,11 @@ fn route<S: Store>(
     req: Request<Incoming>,
     shared: &Arc<Shared<S>>,
     permit: Arc<OwnedSemaphorePermit>,
+    login_deadline: tokio::time::Instant,
 ) -> Response<Body> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => upgrade(req, shared, permit),
+        (&Method::GET, "/ws") => upgrade(req, shared, permit, login_deadline),
         (&Method::GET, "/metrics") => text_response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -178,6 +202,7 @@ fn upgrade<S: Store>(
     mut req: Request<Incoming>,
     shared: &Arc<Shared<S>>,
     permit: Arc<OwnedSemaphorePermit>,
+    login_deadline: tokio::time::Instant,
 ) -> Response<Body> {
     let key = req
         .headers()
@@ -206,7 +231,7 @@ fn upgrade<S: Store>(
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(shared2.ws_config))
                         .await;
-                conn::serve(ws, shared2.hub.clone(), shared2.stop.clone()).await;
+                conn::serve(ws, shared2.hub.clone(), shared2.stop.clone(), login_deadline).await;
             }
             Err(e) => debug!(error = %e, "websocket upgrade failed"),
         }

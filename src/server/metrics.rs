@@ -28,6 +28,35 @@ pub enum ReceiptMetric {
     GroupChannel = 4,
 }
 
+/// Kinds of pushes counted by `ackstorm_unwritten_pushes_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwrittenKind {
+    /// A `message` push.
+    Message = 0,
+    /// A receipt push (delivery, read, channel).
+    Receipt = 1,
+    /// The `statistic` frame of a login replay.
+    Statistic = 2,
+}
+
+const UNWRITTEN_KINDS: [&str; 3] = ["message", "receipt", "statistic"];
+
+/// Why the server closed a connection for its health, counted by
+/// `ackstorm_health_closes_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Slow consumer: live pushes queued past the queue bound (close 1008).
+    QueueBound = 0,
+    /// Slow consumer: a write made no progress for the write timeout (close 1008).
+    WriteTimeout = 1,
+    /// No pong to the server's pings within the idle timeout (close 1008).
+    IdleTimeout = 2,
+    /// No `login` within the login timeout from accept (close 1008, or dropped before the
+    /// WebSocket upgrade).
+    LoginTimeout = 3,
+}
+
+const CLOSE_REASONS: [&str; 4] = ["queue_bound", "write_timeout", "idle_timeout", "login_timeout"];
 const RECEIPT_KINDS: [&str; 5] = ["delivery", "read", "group_read", "channel", "group_channel"];
 const CHAT_TYPES: [&str; 2] = ["singleChat", "groupChat"];
 const OFFLINE_KINDS: [&str; 2] = ["message", "receipt"];
@@ -63,6 +92,13 @@ pub struct Metrics {
     offline_replaced: [AtomicU64; 2],
     /// Connections closed by a same-device login elsewhere.
     pub kicked: AtomicU64,
+    /// Repeated sends (same sender and client id) answered with the original reply.
+    pub duplicate_sends: AtomicU64,
+    unwritten: [AtomicU64; 3],
+    closes: [AtomicU64; 4],
+    /// Remembered client ids forgotten while still inside the validity window (the
+    /// per-sender cap overrode it): a repeat of those would be sent again.
+    pub sent_ids_forgotten_early: AtomicU64,
 }
 
 impl Metrics {
@@ -84,6 +120,10 @@ impl Metrics {
             errors: counters(),
             offline_replaced: counters(),
             kicked: AtomicU64::new(0),
+            duplicate_sends: AtomicU64::new(0),
+            unwritten: counters(),
+            closes: counters(),
+            sent_ids_forgotten_early: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +158,17 @@ impl Metrics {
     /// An offline entry made room by dropping the oldest (`receipt`: a receipt, else a message).
     pub fn offline_replaced(&self, receipt: bool) {
         self.offline_replaced[receipt as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A push queued for a connection that closed (or was replaced) before writing it was
+    /// taken back and stored for the device's next login.
+    pub fn unwritten(&self, kind: UnwrittenKind) {
+        self.unwritten[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The server closed a connection for `reason`.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closes[reason as usize].fetch_add(1, Relaxed);
     }
 
     /// Errors sent so far with `code` (tests and summaries).
@@ -217,6 +268,32 @@ impl Metrics {
             "Connections replaced by a same-device login",
             self.kicked.load(Relaxed),
         );
+        out.scalar(
+            "duplicate_sends_total",
+            "counter",
+            "Repeated sends (same sender and client id) answered with the original reply, not sent again",
+            self.duplicate_sends.load(Relaxed),
+        );
+        out.labelled(
+            "unwritten_pushes_total",
+            "Pushes queued for a connection that closed or was replaced before writing them, stored for the device's next login, by kind",
+            "kind",
+            &UNWRITTEN_KINDS,
+            &self.unwritten,
+        );
+        out.labelled(
+            "health_closes_total",
+            "Connections the server closed for their health (slow consumer: queue_bound, write_timeout; idle_timeout; login_timeout), by reason",
+            "reason",
+            &CLOSE_REASONS,
+            &self.closes,
+        );
+        out.scalar(
+            "sent_ids_forgotten_early_total",
+            "counter",
+            "Client ids of accepted sends forgotten inside the validity window (per-sender cap reached)",
+            self.sent_ids_forgotten_early.load(Relaxed),
+        );
         out.header("build_info", "gauge", "Server build and options");
         let _ = writeln!(out.0, "ackstorm_build_info{{{}}} 1", self.build_info);
         out.0
@@ -263,6 +340,9 @@ mod tests {
         m.receipt(ReceiptMetric::GroupRead, false);
         m.error(ErrorCode::RateLimited);
         m.offline_replaced(true);
+        m.duplicate_sends.fetch_add(2, Relaxed);
+        m.unwritten(UnwrittenKind::Statistic);
+        m.closed(CloseReason::WriteTimeout);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition text");
@@ -289,6 +369,16 @@ mod tests {
         );
         assert_eq!(value("ackstorm_errors_total", Some(("code", "rate_limited"))), 1.0);
         assert_eq!(value("ackstorm_offline_replaced_total", Some(("kind", "receipt"))), 1.0);
+        assert_eq!(value("ackstorm_duplicate_sends_total", None), 2.0);
+        assert_eq!(value("ackstorm_sent_ids_forgotten_early_total", None), 0.0);
+        assert_eq!(
+            value("ackstorm_unwritten_pushes_total", Some(("kind", "statistic"))),
+            1.0
+        );
+        assert_eq!(
+            value("ackstorm_health_closes_total", Some(("reason", "write_timeout"))),
+            1.0
+        );
         assert_eq!(value("ackstorm_build_info", Some(("version", "0.1.0"))), 1.0);
         assert_eq!(value("ackstorm_bytes_in_total", None), 13.0);
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -3,7 +3,8 @@
 //!
 //! Data flow: [`http`] accepts TCP connections and upgrades `/ws` requests; [`conn`] runs one
 //! task per WebSocket (parse, rate limit, write replies and pushes); [`hub`] applies the
-//! protocol's rules under one short lock and fans pushes out through per-connection outboxes;
+//! protocol's rules under one short lock and fans pushes out through per-connection
+//! [`outbox`]es, taking back what a closing connection did not write;
 //! [`store`] keeps the state behind a small trait. The entry point takes a bound listener and
 //! a shutdown future, so tests bind `127.0.0.1:0` and the load tester embeds it in-process.
 
@@ -12,6 +13,7 @@ mod http;
 pub mod hub;
 pub mod metrics;
 pub mod online;
+pub mod outbox;
 pub mod ratelimit;
 pub mod slowdown;
 pub mod store;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::hub::Hub;
 use self::metrics::{Metrics, escape_label};
+use self::outbox::QueueBound;
 use self::ratelimit::RateLimit;
 use self::store::{MemoryStore, StoreLimits};
 
@@ -55,8 +58,18 @@ pub struct ServerConfig {
     pub max_msg_bytes: usize,
     /// Most TCP connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
-    /// A connection that sends no `login` within this time is closed.
+    /// A connection that has not completed the WebSocket upgrade and sent `login` within this
+    /// time from accept is closed.
     pub login_timeout: Duration,
+    /// The server pings each logged-in connection and closes one that answers no ping for
+    /// this long (pings go out every third of it).
+    pub idle_timeout: Duration,
+    /// A write to a connection (one frame, or flushing its write buffer) that does not
+    /// complete within this time closes it as a slow consumer.
+    pub write_timeout: Duration,
+    /// Bound of the live pushes queued for one connection and not yet written; past it the
+    /// connection closes as a slow consumer.
+    pub queue_bound: QueueBound,
     /// tungstenite read buffer per connection (4 KiB: ~6-7 KiB per connection in all).
     pub read_buffer_bytes: usize,
     /// A deliberately slowed build: fixed delay before each frame is handled.
@@ -83,6 +96,12 @@ impl Default for ServerConfig {
             max_msg_bytes: 5 * 1024,
             max_connections: 100_000,
             login_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            queue_bound: QueueBound {
+                frames: 10_000,
+                bytes: 16 * 1024 * 1024,
+            },
             read_buffer_bytes: 4 * 1024,
             delay: Duration::ZERO,
             throttle: None,
@@ -108,6 +127,10 @@ impl ServerConfig {
             ("rate_limit", rate),
             ("delay_ms", self.delay.as_millis().to_string()),
             ("throttle", self.throttle.map_or("off".to_string(), |t| t.to_string())),
+            ("idle_timeout_ms", self.idle_timeout.as_millis().to_string()),
+            ("write_timeout_ms", self.write_timeout.as_millis().to_string()),
+            ("queue_frames", self.queue_bound.frames.to_string()),
+            ("queue_bytes", self.queue_bound.bytes.to_string()),
         ];
         pairs
             .iter()

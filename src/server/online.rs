@@ -1,36 +1,19 @@
 //! Who is connected: per user, the devices logged in and the outbox of each connection.
 //!
-//! Pushing is a non-blocking channel send; the connection's own task writes to the socket.
-//! This is how the hub routes under its lock without ever holding it across I/O.
+//! Pushing is a non-blocking queue operation ([`Outbox`]); the connection's own task writes
+//! to the socket. This is how the hub routes under its lock without ever holding it across
+//! I/O. The registry only answers who is where; it decides nothing.
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::outbox::Outbox;
 use super::store::UserId;
 
 /// Identifies one connection for its whole life (never reused).
 pub type ConnId = u64;
-
-/// What the hub hands to a connection's task.
-#[derive(Debug, Clone)]
-pub enum Push {
-    /// Write this encoded frame; `op` indexes `SERVER_OPS` for the frames-out counter.
-    Frame {
-        /// Index into `protocol::server::SERVER_OPS`.
-        op: u8,
-        /// The encoded frame.
-        text: Utf8Bytes,
-    },
-    /// Write this encoded `kicked` frame, then close the connection.
-    Kick(Utf8Bytes),
-}
-
-/// The sending half of a connection's queue.
-pub type Outbox = mpsc::UnboundedSender<Push>;
 
 /// One logged-in device.
 #[derive(Debug, Clone)]
@@ -96,13 +79,13 @@ impl Online {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::outbox::QueueBound;
 
     fn device(name: &str, conn: ConnId) -> Device {
-        let (outbox, _rx) = mpsc::unbounded_channel();
         Device {
             name: Arc::from(name),
             conn,
-            outbox,
+            outbox: Outbox::new(QueueBound::NONE),
         }
     }
 

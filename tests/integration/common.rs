@@ -133,14 +133,21 @@ pub async fn wait_metric(server: &ServerHandle, name: &str, labels: &str, value:
     }
 }
 
+/// A client message id never used before in this test process: sends are idempotent per
+/// (sender, id), so every helper send needs a fresh one.
+pub fn fresh_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!("{prefix}{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// A `send` frame without `req` (for [`Client::send_frame`] and [`Client::request_all`]).
 pub fn single_frame(to: &str, msg: &str) -> Value {
-    json!({"op":"send","id":format!("c-{msg}"),"chatType":"singleChat","type":"txt","to":to,"msg":msg})
+    json!({"op":"send","id":fresh_id("c-"),"chatType":"singleChat","type":"txt","to":to,"msg":msg})
 }
 
 /// A group `send` frame without `req`.
 pub fn group_frame(group: &str, msg: &str, ack: bool) -> Value {
-    let mut f = json!({"op":"send","id":format!("g-{msg}"),"chatType":"groupChat","type":"txt","to":group,"msg":msg});
+    let mut f = json!({"op":"send","id":fresh_id("g-"),"chatType":"groupChat","type":"txt","to":group,"msg":msg});
     if ack {
         f["msgConfig"] = json!({"allowGroupAck": true});
     }
@@ -391,7 +398,7 @@ impl Client {
     /// Sends a 1:1 text message; returns the `received` reply.
     pub async fn send_single(&mut self, to: &str, msg: &str) -> Value {
         let r = self
-            .request(json!({"op":"send","id":format!("c{}", self.next_req + 1),"chatType":"singleChat","type":"txt","to":to,"msg":msg}))
+            .request(json!({"op":"send","id":fresh_id("c"),"chatType":"singleChat","type":"txt","to":to,"msg":msg}))
             .await;
         assert_eq!(r["op"], "received", "{r}");
         r
@@ -399,7 +406,7 @@ impl Client {
 
     /// Sends a group message, optionally asking for receipts; returns the reply (received or error).
     pub async fn send_group(&mut self, group: &str, msg: &str, ack: bool) -> Value {
-        let mut f = json!({"op":"send","id":"g","chatType":"groupChat","type":"txt","to":group,"msg":msg});
+        let mut f = json!({"op":"send","id":fresh_id("g"),"chatType":"groupChat","type":"txt","to":group,"msg":msg});
         if ack {
             f["msgConfig"] = json!({"allowGroupAck": true});
         }

@@ -13,3 +13,4 @@ mod server_messages;
 mod server_receipts;
 mod server_session;
 mod server_smoke;
+mod server_v11;

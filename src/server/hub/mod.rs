@@ -1,15 +1,22 @@
 //! The routing hub: every rule of PROTOCOL.md that decides who gets what, in which order.
 //!
-//! One lock guards the store and the online registry together. Under it the hub checks a
-//! frame, records what it changes, encodes each push once and hands it to the recipients'
-//! outboxes (non-blocking channel sends); sockets are written by the connection tasks, never
-//! under the lock. Allocating ids and enqueueing pushes under the same lock is what gives
-//! per-conversation `mid` order on every device, and makes login's offline replay race-free.
+//! Locking rule: one lock guards the store and the online registry together. Under it the
+//! hub checks a frame, records what it changes, encodes each push once and queues it in the
+//! recipients' outboxes; sockets are written by the connection tasks, never under the lock.
+//! An outbox has its own small lock, taken only inside the hub's lock (or alone by its
+//! connection's task), never the other way round, and never held across anything but a queue
+//! operation. Allocating ids and queueing pushes under the hub's lock is what gives
+//! per-conversation `mid` order on every device, and makes login's replay race-free; taking a
+//! closing connection's unwritten pushes back under the same lock is what lets them be stored
+//! with nothing newer slipping past them. The same holds for a queue that a push takes over
+//! its bound: the hub takes that device offline and stores its queue within the push.
 //!
 //! The hub has no sockets, so benches and unit tests drive it directly.
 
 mod groups;
+mod messages;
 mod receipts;
+mod session;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,15 +24,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::ServerConfig;
-use super::metrics::Metrics;
-use super::online::{ConnId, Device, Online, Outbox, Push};
-use super::store::{MessageMeta, OfflineMessage, OfflineReceipt, Store, UserId};
-use crate::protocol::client::{MsgConfig, MsgType};
-use crate::protocol::server::StatisticLocation;
-use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, Request, ServerFrame, token};
+use super::metrics::{CloseReason, Metrics, UnwrittenKind};
+use super::online::{ConnId, Online};
+use super::outbox::Push;
+use super::store::{Inbox, OfflineMessage, OfflineReceipt, Store, UserId};
+use crate::protocol::server::GroupReadCount;
+use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, Request, ServerFrame};
 
 /// A logged-in connection, as the hub knows it.
 #[derive(Debug, Clone)]
@@ -82,6 +90,13 @@ fn encode_push(frame: ServerFrame<'_>) -> (u8, Utf8Bytes) {
     (op, Outgoing::push(frame).encode().into())
 }
 
+/// A receipt push addressed to `addressee` (the user whose devices get it), encoded once
+/// with `online_state`, carrying its record in case it has to be stored.
+fn receipt_push(receipt: OfflineReceipt, addressee: &str, online_state: u8) -> Push {
+    let (op, text) = encode_push(receipt_frame(&receipt, addressee, online_state));
+    Push::Receipt { op, text, receipt }
+}
+
 /// Store and online registry: what the hub's lock guards.
 struct State<S> {
     store: S,
@@ -89,26 +104,80 @@ struct State<S> {
 }
 
 impl<S: Store> State<S> {
-    /// Sends an encoded push to every online device of `user` except connection `skip`;
-    /// returns how many devices it went to.
-    fn push_live(&self, user: &str, op: u8, text: &Utf8Bytes, skip: Option<ConnId>) -> usize {
+    /// Queues a push for every online device of `user` except connection `skip`; returns how
+    /// many devices it went to. A device whose queue this takes over its bound is taken
+    /// offline on the spot (see [`State::overflowed`]).
+    fn push_live(&mut self, metrics: &Metrics, user: &UserId, push: &Push, skip: Option<ConnId>) -> usize {
         let mut sent = 0;
+        let mut over: SmallVec<[ConnId; 2]> = SmallVec::new();
         for d in self.online.devices(user) {
             if Some(d.conn) != skip {
-                // A closed outbox means the connection is going away: a push in flight to a
-                // dying connection may be lost (PROTOCOL.md, delivery guarantee v1).
-                let _ = d.outbox.send(Push::Frame { op, text: text.clone() });
+                if !d.outbox.push(push.clone()) {
+                    over.push(d.conn);
+                }
                 sent += 1;
             }
+        }
+        for conn in over {
+            self.overflowed(metrics, user, conn);
         }
         sent
     }
 
-    /// A message to `user`: live to every device, or into the offline store.
+    /// A live push took connection `conn`'s queue over its bound: a slow consumer. Its device
+    /// goes offline now (what follows is stored as for any offline device), what it had not
+    /// written (that push included) goes to the device's inbox, and its connection is told to
+    /// close with 1008 `slow consumer`.
+    fn overflowed(&mut self, metrics: &Metrics, user: &UserId, conn: ConnId) {
+        let Some(device) = self.online.devices(user).iter().find(|d| d.conn == conn).cloned() else {
+            return;
+        };
+        self.online.remove(user, conn);
+        let unwritten = device.outbox.close();
+        metrics.closed(CloseReason::QueueBound);
+        self.store_unwritten(metrics, user, &device.name, unwritten);
+    }
+
+    /// Stores pushes a connection of `device` did not write in that device's inbox, to be
+    /// replayed (receipts with `onlineState:0`) at its next login. A `kicked` frame is dropped:
+    /// it only ever concerned the connection that is gone.
+    fn store_unwritten(&mut self, metrics: &Metrics, user: &UserId, device: &str, pushes: Vec<Push>) {
+        let inbox = Inbox::Device(device);
+        for push in pushes {
+            match push {
+                Push::Message(m) => {
+                    metrics.unwritten(UnwrittenKind::Message);
+                    if self.store.push_offline_message(user, inbox, m) {
+                        metrics.offline_replaced(false);
+                    }
+                }
+                Push::Receipt { receipt, .. } => {
+                    metrics.unwritten(UnwrittenKind::Receipt);
+                    if self.store.push_offline_receipt(user, inbox, receipt) {
+                        metrics.offline_replaced(true);
+                    }
+                }
+                Push::Statistic { counts, .. } => {
+                    metrics.unwritten(UnwrittenKind::Statistic);
+                    for c in counts {
+                        let group = self
+                            .store
+                            .group(&c.group_id)
+                            .map(|g| g.id().clone())
+                            .unwrap_or_else(|| Arc::from(c.group_id.as_str()));
+                        self.store.set_offline_group_count(user, inbox, c.mid, &group, c.count);
+                    }
+                }
+                Push::Kick(_) => {}
+            }
+        }
+    }
+
+    /// A message to `user`: live to every device, or into the user's offline inbox.
     fn deliver_message(&mut self, metrics: &Metrics, user: &UserId, message: OfflineMessage) {
         if self.online.is_online(user) {
-            self.push_live(user, MESSAGE_OP, &message.frame, None);
-        } else if self.store.push_offline_message(user, message) {
+            self.push_live(metrics, user, &Push::Message(message), None);
+        } else if self.store.push_offline_message(user, Inbox::User, message) {
             metrics.offline_replaced(false);
         }
     }
@@ -116,25 +185,21 @@ impl<S: Store> State<S> {
     /// A 1:1 receipt to `user`: live with `onlineState:1`, or stored for replay.
     fn deliver_receipt(&mut self, metrics: &Metrics, user: &UserId, receipt: OfflineReceipt) {
         if self.online.is_online(user) {
-            let (op, text) = encode_push(receipt_frame(&receipt, user, 1));
-            self.push_live(user, op, &text, None);
-        } else if self.store.push_offline_receipt(user, receipt) {
+            self.push_live(metrics, user, &receipt_push(receipt, user, 1), None);
+        } else if self.store.push_offline_receipt(user, Inbox::User, receipt) {
             metrics.offline_replaced(true);
         }
     }
 }
 
-/// Index of `message` in `SERVER_OPS` (checked by a test).
-const MESSAGE_OP: u8 = 3;
-
-/// The push frame of a stored or live 1:1 receipt addressed to `to`.
-fn receipt_frame<'a>(r: &'a OfflineReceipt, to: &'a str, online_state: u8) -> ServerFrame<'a> {
+/// The push frame of a receipt addressed to `addressee`, live or replayed.
+fn receipt_frame<'a>(r: &'a OfflineReceipt, addressee: &'a str, online_state: u8) -> ServerFrame<'a> {
     match r {
         OfflineReceipt::Delivery { id, mid, from } => ServerFrame::Delivery {
             id: *id,
             mid: *mid,
             from: Cow::Borrowed(from),
-            to: Cow::Borrowed(to),
+            to: Cow::Borrowed(addressee),
             online_state,
         },
         OfflineReceipt::Read { id, mid, from } => ServerFrame::Read {
@@ -142,17 +207,37 @@ fn receipt_frame<'a>(r: &'a OfflineReceipt, to: &'a str, online_state: u8) -> Se
             mid: *mid,
             chat_type: ChatType::Single,
             from: Cow::Borrowed(from),
-            to: Cow::Borrowed(to),
+            to: Cow::Borrowed(addressee),
             group_read_count: None,
             ack_content: None,
             online_state,
         },
-        OfflineReceipt::Channel { id, from, time } => ServerFrame::Channel {
+        OfflineReceipt::Channel { id, from, to, time } => ServerFrame::Channel {
             id: *id,
             chat_type: ChatType::Single,
             from: Cow::Borrowed(from),
             to: Cow::Borrowed(to),
             time: *time,
+            online_state,
+        },
+        OfflineReceipt::GroupRead {
+            id,
+            mid,
+            from,
+            group,
+            count,
+            ack_content,
+        } => ServerFrame::Read {
+            id: *id,
+            mid: *mid,
+            chat_type: ChatType::Group,
+            from: Cow::Borrowed(from),
+            to: Cow::Borrowed(group),
+            group_read_count: Some(GroupReadCount {
+                mid: *mid,
+                count: *count,
+            }),
+            ack_content: Some(Cow::Borrowed(ack_content)),
             online_state,
         },
     }
@@ -201,97 +286,6 @@ impl<S: Store> Hub<S> {
     /// A fresh connection id.
     pub fn next_conn(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Handles the first frame of a connection.
-    pub fn login<'a>(&self, conn: ConnId, outbox: &Outbox, request: &Request<'a>) -> Login<'a> {
-        let unauthorized = |message: &str| {
-            self.metrics.error(ErrorCode::Unauthorized);
-            Outgoing::reply(
-                request.req.clone(),
-                ServerFrame::Error {
-                    code: ErrorCode::Unauthorized,
-                    message: Cow::Owned(message.to_string()),
-                },
-            )
-        };
-        let ClientFrame::Login {
-            user,
-            token,
-            device,
-            delivery,
-        } = &request.frame
-        else {
-            return Login::Refused(unauthorized("the first frame must be login"));
-        };
-        if !token::verify(&self.config.secret, user, token) {
-            return Login::Refused(unauthorized("bad token"));
-        }
-        let device: Arc<str> = Arc::from(device.as_deref().unwrap_or("web"));
-        let now = now_ms();
-        let mut guard = self.state.lock();
-        let st = &mut *guard;
-        let user_id = st.store.intern_user(user);
-        let was_online = st.online.is_online(user);
-        let new = Device {
-            name: device.clone(),
-            conn,
-            outbox: outbox.clone(),
-        };
-        if let Some(old) = st.online.insert(&user_id, new) {
-            let (_, text) = encode_push(ServerFrame::Kicked {
-                reason: Cow::Borrowed("login_elsewhere"),
-            });
-            let _ = old.outbox.send(Push::Kick(text));
-            self.metrics.kicked.fetch_add(1, Ordering::Relaxed);
-        }
-        if !was_online {
-            self.replay(st, &user_id, outbox);
-        }
-        drop(guard);
-        let session = Session {
-            conn,
-            user: user_id,
-            device: device.clone(),
-            delivery: *delivery,
-        };
-        let reply = ServerFrame::LoginOk {
-            user: user.clone(),
-            device: Cow::Owned(device.to_string()),
-            time: now,
-        };
-        Login::Accepted(session, Outgoing::reply(request.req.clone(), reply))
-    }
-
-    /// Queues what waited for `user`: messages, then 1:1 receipts, then one statistic frame.
-    fn replay(&self, st: &mut State<S>, user: &UserId, outbox: &Outbox) {
-        let batch = st.store.take_offline(user);
-        for m in batch.messages {
-            let _ = outbox.send(Push::Frame {
-                op: MESSAGE_OP,
-                text: m.frame,
-            });
-        }
-        for r in &batch.receipts {
-            let (op, text) = encode_push(receipt_frame(r, user, 0));
-            let _ = outbox.send(Push::Frame { op, text });
-        }
-        if !batch.group_counts.is_empty() {
-            let location = StatisticLocation {
-                group_ack: batch.group_counts,
-            }
-            .to_json();
-            let (op, text) = encode_push(ServerFrame::Statistic {
-                operation: 0,
-                location: Cow::Owned(location),
-            });
-            let _ = outbox.send(Push::Frame { op, text });
-        }
-    }
-
-    /// The session's connection closed: the device goes offline (unless it was replaced).
-    pub fn logout(&self, session: &Session) {
-        self.state.lock().online.remove(&session.user, session.conn);
     }
 
     /// Handles one frame of a logged-in session and returns the reply to write.
@@ -347,113 +341,6 @@ impl<S: Store> Hub<S> {
             code: r.code,
             message: Cow::Owned(r.message),
         }
-    }
-
-    fn send<'a>(
-        &self,
-        s: &Session,
-        id: &Cow<'a, str>,
-        chat_type: ChatType,
-        to: &Cow<'a, str>,
-        msg: &str,
-        msg_config: Option<MsgConfig>,
-    ) -> Reply<'a> {
-        if msg.len() > self.config.max_msg_bytes {
-            let limit = self.config.max_msg_bytes;
-            return Err(reject(
-                ErrorCode::BadRequest,
-                format!("msg is {} bytes; the limit is {limit}", msg.len()),
-            ));
-        }
-        let now = now_ms();
-        let asked = msg_config.is_some_and(|c| c.allow_group_ack);
-        let mut guard = self.state.lock();
-        let st = &mut *guard;
-        let (recipients, to_id, group_ack) = match chat_type {
-            ChatType::Single => {
-                if **to == *s.user {
-                    return Err(reject(ErrorCode::BadRequest, "cannot send a message to oneself"));
-                }
-                let to_id = st.store.intern_user(to);
-                (None, to_id, None)
-            }
-            ChatType::Group => {
-                let Some(group) = st.store.group(to) else {
-                    return Err(reject(ErrorCode::NotFound, format!("group {to:?} does not exist")));
-                };
-                if !group.is_member(&s.user) {
-                    return Err(reject(ErrorCode::Forbidden, format!("not a member of group {to:?}")));
-                }
-                let group_ack = if asked {
-                    if !self.config.group_read_ack {
-                        return Err(reject(
-                            ErrorCode::GroupAckNotOpen,
-                            "group read receipts are disabled on this server",
-                        ));
-                    }
-                    if !self.config.group_ack_anyone && !group.is_manager(&s.user) {
-                        return Err(reject(
-                            ErrorCode::Forbidden,
-                            "only the group owner and admins may ask for read receipts",
-                        ));
-                    }
-                    Some(group.len() <= self.config.group_ack_max_members)
-                } else {
-                    None
-                };
-                (Some(group.members()), group.id().clone(), group_ack)
-            }
-        };
-        let receipts = group_ack == Some(true);
-        let mid = st.store.next_id();
-        let meta = MessageMeta {
-            from: s.user.clone(),
-            to: to_id.clone(),
-            chat_type,
-            time: now,
-            group_receipts: receipts,
-        };
-        st.store.insert_message(mid, meta);
-        let (_, frame) = encode_push(ServerFrame::Message {
-            mid,
-            from: Cow::Borrowed(&s.user),
-            to: Cow::Borrowed(to),
-            chat_type,
-            kind: MsgType::Txt,
-            msg: Cow::Borrowed(msg),
-            time: now,
-            msg_config: receipts.then_some(MsgConfig { allow_group_ack: true }),
-        });
-        let offline = |frame: &Utf8Bytes| OfflineMessage {
-            mid,
-            chat_type,
-            frame: frame.clone(),
-        };
-        match recipients {
-            None => {
-                st.store.note_message(&to_id, chat_type, &s.user, mid, true);
-                st.store.note_message(&s.user, chat_type, &to_id, mid, false);
-                st.deliver_message(&self.metrics, &to_id, offline(&frame));
-            }
-            Some(members) => {
-                for m in members.iter() {
-                    let is_sender = *m == s.user;
-                    st.store.note_message(m, chat_type, &to_id, mid, !is_sender);
-                    if !is_sender {
-                        st.deliver_message(&self.metrics, m, offline(&frame));
-                    }
-                }
-            }
-        }
-        drop(guard);
-        self.metrics.message(chat_type == ChatType::Group);
-        Ok(ServerFrame::Received {
-            id: Some(id.clone()),
-            mid,
-            to: Some(to.clone()),
-            time: Some(now),
-            group_ack,
-        })
     }
 }
 

@@ -1,12 +1,11 @@
 //! Receipts: delivery and read receipts (1:1 and group) and channel acks.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
-use super::{Hub, Reply, Session, encode_push, now_ms, reject};
-use crate::protocol::server::GroupReadCount;
+use super::{Hub, Reply, Session, now_ms, receipt_push, reject};
 use crate::protocol::{ChatType, ErrorCode, ServerFrame};
 use crate::server::metrics::ReceiptMetric;
-use crate::server::store::{OfflineReceipt, ReceiptKind, Recorded, Store};
+use crate::server::store::{Inbox, OfflineReceipt, ReceiptKind, Recorded, Store};
 
 /// The reply to every receipt: `received {mid}` with the receipt's own id.
 fn received<'a>(id: u64) -> ServerFrame<'a> {
@@ -16,6 +15,7 @@ fn received<'a>(id: u64) -> ServerFrame<'a> {
         to: None,
         time: None,
         group_ack: None,
+        duplicate: None,
     }
 }
 
@@ -151,19 +151,18 @@ impl<S: Store> Hub<S> {
             }
         };
         if st.online.is_online(&sender) {
-            let (op, text) = encode_push(ServerFrame::Read {
+            let receipt = OfflineReceipt::GroupRead {
                 id,
                 mid,
-                chat_type: ChatType::Group,
-                from: Cow::Borrowed(&s.user),
-                to: Cow::Borrowed(to),
-                group_read_count: Some(GroupReadCount { mid, count }),
-                ack_content: Some(Cow::Borrowed(ack_content.unwrap_or(""))),
-                online_state: 1,
-            });
-            st.push_live(&sender, op, &text, None);
+                from: s.user.clone(),
+                group: group_id,
+                count,
+                ack_content: Arc::from(ack_content.unwrap_or("")),
+            };
+            st.push_live(&self.metrics, &sender, &receipt_push(receipt, &sender, 1), None);
         } else {
-            st.store.set_offline_group_count(&sender, mid, &group_id, count);
+            st.store
+                .set_offline_group_count(&sender, Inbox::User, mid, &group_id, count);
         }
         drop(guard);
         self.metrics.receipt(ReceiptMetric::GroupRead, true);
@@ -190,15 +189,17 @@ impl<S: Store> Hub<S> {
                 let receipt = OfflineReceipt::Channel {
                     id,
                     from: s.user.clone(),
+                    to: peer.clone(),
                     time: now,
                 };
-                let (op, text) = encode_push(super::receipt_frame(&receipt, &peer, 1));
+                // One push, to the peer's devices and to the reader's other devices.
+                let push = receipt_push(receipt.clone(), &peer, 1);
                 if st.online.is_online(&peer) {
-                    st.push_live(&peer, op, &text, None);
-                } else if st.store.push_offline_receipt(&peer, receipt) {
+                    st.push_live(&self.metrics, &peer, &push, None);
+                } else if st.store.push_offline_receipt(&peer, Inbox::User, receipt) {
                     self.metrics.offline_replaced(true);
                 }
-                st.push_live(&s.user, op, &text, Some(s.conn));
+                st.push_live(&self.metrics, &s.user, &push, Some(s.conn));
                 id
             }
             ChatType::Group => {

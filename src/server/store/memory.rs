@@ -3,15 +3,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use indexmap::IndexMap;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 
+use super::pending::Pending;
+use super::sent::{Retention, SentIds};
 use super::{
-    ConversationState, Group, GroupId, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
-    ReceiptKind, Recorded, Store, StoreLimits, UserId,
+    ConversationState, Group, GroupId, Inbox, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
+    ReceiptKind, Recorded, SentRecord, Store, StoreLimits, UserId,
 };
 use crate::protocol::ChatType;
-use crate::protocol::server::GroupAckCount;
 
 /// Keeps everything in process memory; lost when the server stops.
 #[derive(Debug, Default)]
@@ -86,13 +86,26 @@ struct Readers {
 struct UserRecord {
     single: FxHashMap<Arc<str>, Conv>,
     group: FxHashMap<Arc<str>, Conv>,
-    offline_single: VecDeque<OfflineMessage>,
-    offline_group: VecDeque<OfflineMessage>,
-    offline_receipts: VecDeque<OfflineReceipt>,
-    offline_counts: IndexMap<u64, (GroupId, u64), FxBuildHasher>,
+    /// What arrived while none of the user's devices was online.
+    offline: Pending,
+    /// Per device: pushes its closing connection did not write (no entry when empty).
+    devices: FxHashMap<Arc<str>, Pending>,
+    sent: SentIds,
 }
 
 impl UserRecord {
+    fn inbox_mut(&mut self, inbox: Inbox<'_>) -> &mut Pending {
+        match inbox {
+            Inbox::User => &mut self.offline,
+            Inbox::Device(d) => {
+                if !self.devices.contains_key(d) {
+                    self.devices.insert(Arc::from(d), Pending::default());
+                }
+                self.devices.get_mut(d).expect("just inserted")
+            }
+        }
+    }
+
     fn convs(&self, chat_type: ChatType) -> &FxHashMap<Arc<str>, Conv> {
         match chat_type {
             ChatType::Single => &self.single,
@@ -122,18 +135,6 @@ struct Conv {
     /// Every message up to this id was covered by a channel ack.
     read_upto: u64,
     last_mid: u64,
-}
-
-/// Pushes onto a capped queue; true when the oldest entry made room.
-fn push_capped<T>(queue: &mut VecDeque<T>, cap: usize, item: T) -> bool {
-    let replaced = queue.len() >= cap;
-    if replaced {
-        queue.pop_front();
-    }
-    if cap > 0 {
-        queue.push_back(item);
-    }
-    replaced
 }
 
 impl MemoryStore {
@@ -316,43 +317,40 @@ impl Store for MemoryStore {
         out
     }
 
-    fn push_offline_message(&mut self, user: &UserId, message: OfflineMessage) -> bool {
+    fn sent(&self, user: &str, id: &str) -> Option<SentRecord> {
+        self.users.get(user).and_then(|u| u.sent.get(id)).cloned()
+    }
+
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> bool {
+        let retention = Retention {
+            keep: self.limits.sent_ids,
+            max: self.limits.sent_ids_max,
+            cutoff,
+        };
+        self.user_mut(user).sent.insert(id, record, retention)
+    }
+
+    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage) -> bool {
         let limits = self.limits;
-        let u = self.user_mut(user);
-        match message.chat_type {
-            ChatType::Single => push_capped(&mut u.offline_single, limits.offline_single, message),
-            ChatType::Group => push_capped(&mut u.offline_group, limits.offline_group, message),
-        }
+        self.user_mut(user).inbox_mut(inbox).push_message(&limits, message)
     }
 
-    fn push_offline_receipt(&mut self, user: &UserId, receipt: OfflineReceipt) -> bool {
-        let cap = self.limits.offline_receipts;
-        push_capped(&mut self.user_mut(user).offline_receipts, cap, receipt)
+    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt) -> bool {
+        let limits = self.limits;
+        self.user_mut(user).inbox_mut(inbox).push_receipt(&limits, receipt)
     }
 
-    fn set_offline_group_count(&mut self, user: &UserId, mid: u64, group: &GroupId, count: u64) {
-        self.user_mut(user).offline_counts.insert(mid, (group.clone(), count));
+    fn set_offline_group_count(&mut self, user: &UserId, inbox: Inbox<'_>, mid: u64, group: &GroupId, count: u64) {
+        self.user_mut(user).inbox_mut(inbox).set_count(mid, group, count);
     }
 
-    fn take_offline(&mut self, user: &str) -> OfflineBatch {
+    fn take_offline(&mut self, user: &str, inbox: Inbox<'_>) -> OfflineBatch {
         let Some(u) = self.users.get_mut(user) else {
             return OfflineBatch::default();
         };
-        let mut messages: Vec<OfflineMessage> = u.offline_single.drain(..).chain(u.offline_group.drain(..)).collect();
-        // Each queue is already in mid order; a stable sort merges them.
-        messages.sort_by_key(|m| m.mid);
-        OfflineBatch {
-            messages,
-            receipts: u.offline_receipts.drain(..).collect(),
-            group_counts: u
-                .offline_counts
-                .drain(..)
-                .map(|(mid, (group, count))| GroupAckCount {
-                    mid,
-                    group_id: group.to_string(),
-                    count,
-                })
-                .collect(),
+        match inbox {
+            Inbox::User => u.offline.take(),
+            Inbox::Device(d) => u.devices.remove(d).map(|mut p| p.take()).unwrap_or_default(),
         }
     }
 }
@@ -360,6 +358,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::server::GroupAckCount;
 
     fn meta(store: &mut MemoryStore, from: &str, to: &str, chat_type: ChatType, receipts: bool) -> MessageMeta {
         MessageMeta {
@@ -443,6 +442,7 @@ mod tests {
             offline_group: 1,
             offline_receipts: 1,
             messages: 10,
+            ..StoreLimits::default()
         };
         let mut s = MemoryStore::new(limits);
         let u = s.intern_user("u");
@@ -451,36 +451,52 @@ mod tests {
             chat_type,
             frame: mid.to_string().into(),
         };
-        assert!(!s.push_offline_message(&u, msg(1, ChatType::Single)));
-        assert!(!s.push_offline_message(&u, msg(2, ChatType::Group)));
-        assert!(!s.push_offline_message(&u, msg(3, ChatType::Single)));
-        assert!(s.push_offline_message(&u, msg(4, ChatType::Single)), "replaces mid 1");
-        assert!(s.push_offline_message(&u, msg(5, ChatType::Group)), "replaces mid 2");
+        let user = Inbox::User;
+        assert!(!s.push_offline_message(&u, user, msg(1, ChatType::Single)));
+        assert!(!s.push_offline_message(&u, user, msg(2, ChatType::Group)));
+        assert!(!s.push_offline_message(&u, user, msg(3, ChatType::Single)));
+        assert!(
+            s.push_offline_message(&u, user, msg(4, ChatType::Single)),
+            "replaces mid 1"
+        );
+        assert!(
+            s.push_offline_message(&u, user, msg(5, ChatType::Group)),
+            "replaces mid 2"
+        );
         let from = s.intern_user("x");
-        assert!(!s.push_offline_receipt(
-            &u,
-            OfflineReceipt::Channel {
-                id: 6,
-                from: from.clone(),
-                time: 0
-            }
-        ));
-        assert!(s.push_offline_receipt(&u, OfflineReceipt::Channel { id: 7, from, time: 0 }));
+        let channel = |id| OfflineReceipt::Channel {
+            id,
+            from: from.clone(),
+            to: u.clone(),
+            time: 0,
+        };
+        assert!(!s.push_offline_receipt(&u, user, channel(6)));
+        assert!(s.push_offline_receipt(&u, user, channel(7)));
         let g: GroupId = Arc::from("g");
-        s.set_offline_group_count(&u, 5, &g, 1);
-        s.set_offline_group_count(&u, 5, &g, 2);
-        let batch = s.take_offline("u");
+        s.set_offline_group_count(&u, user, 5, &g, 1);
+        s.set_offline_group_count(&u, user, 5, &g, 2);
+        s.set_offline_group_count(&u, user, 5, &g, 1);
+        // A device's inbox is another inbox with the same caps.
+        let web = Inbox::Device("web");
+        assert!(!s.push_offline_message(&u, web, msg(8, ChatType::Single)));
+        assert!(s.take_offline("u", Inbox::Device("phone")).is_empty());
+        let batch = s.take_offline("u", user);
         assert_eq!(batch.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [3, 4, 5]);
-        assert_eq!(batch.receipts.len(), 1);
+        assert_eq!(batch.receipts, [channel(7)]);
         assert_eq!(
             batch.group_counts,
             [GroupAckCount {
                 mid: 5,
                 group_id: "g".into(),
                 count: 2
-            }]
+            }],
+            "the highest count"
         );
-        assert!(s.take_offline("u").messages.is_empty(), "taken once");
+        assert!(s.take_offline("u", user).is_empty(), "taken once");
+        let device = s.take_offline("u", web);
+        assert_eq!(device.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [8]);
+        assert!(s.take_offline("u", web).is_empty());
+        assert!(s.users["u"].devices.is_empty(), "an empty device inbox leaves no entry");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! in-memory store is [`MemoryStore`]; a durable one implements the same trait.
 
 mod memory;
+mod pending;
+mod sent;
 
 use std::sync::Arc;
 
@@ -35,6 +37,20 @@ pub struct MessageMeta {
     pub time: u64,
     /// Group messages: receipts are kept (asked for, allowed, and the group within the limit).
     pub group_receipts: bool,
+}
+
+/// The reply an accepted `send` got, kept per sender and client id so that a repeat of the
+/// same send is answered with it (idempotent sends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    /// Server id of the message.
+    pub mid: u64,
+    /// Recipient user or group, as sent.
+    pub to: Arc<str>,
+    /// Server time of the send, ms.
+    pub time: u64,
+    /// `groupAck` of the reply (group sends that asked for receipts).
+    pub group_ack: Option<bool>,
 }
 
 /// Which per-message receipt of a 1:1 message.
@@ -184,8 +200,8 @@ pub struct ConversationState {
     pub last_mid: u64,
 }
 
-/// A message waiting for an offline user: its encoded `message` push, shared with every other
-/// recipient of the same message.
+/// A message waiting for an offline user (or for a device whose connection closed before
+/// writing it): its encoded `message` push, shared with every other recipient of the message.
 #[derive(Debug, Clone)]
 pub struct OfflineMessage {
     /// Server message id (replay merges the 1:1 and group queues by it).
@@ -196,10 +212,11 @@ pub struct OfflineMessage {
     pub frame: Utf8Bytes,
 }
 
-/// A 1:1 receipt waiting for its offline addressee, replayed with `onlineState:0`.
+/// A receipt waiting to be replayed with `onlineState:0`: a 1:1 receipt made while its
+/// addressee was offline, or any receipt push a closing connection did not write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OfflineReceipt {
-    /// A delivery receipt.
+    /// A delivery receipt; addressed to the message's sender.
     Delivery {
         /// Receipt id.
         id: u64,
@@ -208,7 +225,7 @@ pub enum OfflineReceipt {
         /// Recipient of the message.
         from: UserId,
     },
-    /// A 1:1 read receipt.
+    /// A 1:1 read receipt; addressed to the message's sender.
     Read {
         /// Receipt id.
         id: u64,
@@ -217,39 +234,94 @@ pub enum OfflineReceipt {
         /// Reader.
         from: UserId,
     },
-    /// A 1:1 channel ack.
+    /// A 1:1 channel ack, kept for the peer or for the reader's other devices.
     Channel {
         /// Ack id.
         id: u64,
         /// Reader.
         from: UserId,
+        /// The peer (the frame's `to`, also when it is kept for the reader's own devices).
+        to: UserId,
         /// Server time of the ack.
         time: u64,
     },
+    /// A group read receipt pushed live to a device of the sender that closed before writing
+    /// it. (Group reads made while the sender is offline are counted for the `statistic`
+    /// frame instead, never stored as receipts.)
+    GroupRead {
+        /// Receipt id.
+        id: u64,
+        /// Message read.
+        mid: u64,
+        /// Reader.
+        from: UserId,
+        /// The group.
+        group: GroupId,
+        /// Distinct readers when this receipt was made.
+        count: u64,
+        /// The reader's `ackContent` (`""` when absent).
+        ack_content: Arc<str>,
+    },
 }
 
-/// Everything that waited for a user, in replay order.
+impl OfflineReceipt {
+    /// The receipt's own server id (receipts are made, and replayed, in id order).
+    pub fn id(&self) -> u64 {
+        match self {
+            OfflineReceipt::Delivery { id, .. }
+            | OfflineReceipt::Read { id, .. }
+            | OfflineReceipt::Channel { id, .. }
+            | OfflineReceipt::GroupRead { id, .. } => *id,
+        }
+    }
+}
+
+/// Which of a user's stores something waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbox<'a> {
+    /// The user's offline store: what arrived while none of its devices was online, for the
+    /// first device to log in.
+    User,
+    /// One device's store: pushes queued for that device's connection that it closed (or was
+    /// replaced) before writing, for that device's next login.
+    Device(&'a str),
+}
+
+/// Everything that waited in one inbox, in replay order.
 #[derive(Debug, Default)]
 pub struct OfflineBatch {
     /// Stored messages, oldest (lowest mid) first.
     pub messages: Vec<OfflineMessage>,
-    /// Stored 1:1 receipts, in the order they were made.
+    /// Stored receipts, in the order they were made.
     pub receipts: Vec<OfflineReceipt>,
     /// Latest group read count per message, in the order first counted.
     pub group_counts: Vec<GroupAckCount>,
 }
 
+impl OfflineBatch {
+    /// True when nothing waited.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.receipts.is_empty() && self.group_counts.is_empty()
+    }
+}
+
 /// Caps on what the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
-    /// Offline 1:1 messages per user.
+    /// Offline 1:1 messages per inbox (a user's, and each device's).
     pub offline_single: usize,
-    /// Offline group messages per user.
+    /// Offline group messages per inbox.
     pub offline_group: usize,
-    /// Offline 1:1 receipts per user (an extension: PROTOCOL.md sets no cap).
+    /// Offline receipts per inbox (an extension: PROTOCOL.md sets no cap).
     pub offline_receipts: usize,
     /// Messages whose metadata is kept for receipts (oldest evicted first; an extension).
     pub messages: usize,
+    /// Client ids of accepted sends remembered per sender whatever their age (the newest;
+    /// PROTOCOL.md asks for at least 10,000).
+    pub sent_ids: usize,
+    /// Hard cap of remembered client ids per sender: older ones are also kept while within
+    /// the validity window, but never more than this many (the memory bound).
+    pub sent_ids_max: usize,
 }
 
 impl Default for StoreLimits {
@@ -259,6 +331,8 @@ impl Default for StoreLimits {
             offline_group: 200,
             offline_receipts: 1000,
             messages: 2_000_000,
+            sent_ids: 10_000,
+            sent_ids_max: 100_000,
         }
     }
 }
@@ -304,12 +378,22 @@ pub trait Store: Send + 'static {
     /// `user`'s conversations, newest first.
     fn conversations(&self, user: &str) -> Vec<ConversationState>;
 
-    /// Stores a message for an offline user; true if the oldest one of its kind was replaced.
-    fn push_offline_message(&mut self, user: &UserId, message: OfflineMessage) -> bool;
-    /// Stores a 1:1 receipt for an offline user; true if the oldest one was replaced.
-    fn push_offline_receipt(&mut self, user: &UserId, receipt: OfflineReceipt) -> bool;
-    /// Sets the latest group read count of `mid` for its offline sender.
-    fn set_offline_group_count(&mut self, user: &UserId, mid: u64, group: &GroupId, count: u64);
-    /// Takes everything that waited for `user`, in replay order.
-    fn take_offline(&mut self, user: &str) -> OfflineBatch;
+    /// The reply `user`'s accepted send with client id `id` got, if still remembered.
+    fn sent(&self, user: &str, id: &str) -> Option<SentRecord>;
+    /// Remembers `user`'s accepted send with client id `id`. Keeps the newest
+    /// `limits.sent_ids` of the sender and older ones accepted at or after `cutoff` (server ms),
+    /// never more than `limits.sent_ids_max`. Returns true when an id accepted at or after
+    /// `cutoff` had to be forgotten for the cap.
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> bool;
+
+    /// Stores a message in one of `user`'s inboxes; true if the oldest one of its kind there
+    /// was replaced.
+    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage) -> bool;
+    /// Stores a receipt in one of `user`'s inboxes; true if the oldest one was replaced.
+    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt) -> bool;
+    /// Sets the latest group read count of `mid` in one of `user`'s inboxes (a count lower than
+    /// the one kept is ignored: counts only grow).
+    fn set_offline_group_count(&mut self, user: &UserId, inbox: Inbox<'_>, mid: u64, group: &GroupId, count: u64);
+    /// Takes everything that waited in one of `user`'s inboxes, in replay order.
+    fn take_offline(&mut self, user: &str, inbox: Inbox<'_>) -> OfflineBatch;
 }
