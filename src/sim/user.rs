@@ -555,7 +555,8 @@ impl UserActor {
                         Conv::Peer(i) | Conv::Group(i) => i,
                     };
                     let op = Op::Send {
-                        seq,
+                        // The run's tag keeps ids of earlier runs on the same server apart.
+                        id: format!("{}.{seq}", self.shared.tag),
                         chat,
                         to,
                         body: body(&self.shared.tag, key, self.shared.message_bytes),

@@ -46,11 +46,11 @@ pub struct LoginSpec {
 /// What a user asks its connection to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// A text message; `seq` is the client id (the same on a resend, so the server can drop
-    /// the repeat).
+    /// A text message.
     Send {
-        /// The sender's own message number.
-        seq: u64,
+        /// The client's id of the message: unique per sender across runs, and the same on a
+        /// resend, so the server can drop the repeat.
+        id: String,
         /// One-to-one or group.
         chat: ChatType,
         /// Peer or group id.

@@ -263,11 +263,12 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             id: Some(_),
             mid,
             group_ack,
+            duplicate,
             ..
         } => reply(Reply::Accepted {
             mid,
             group_ack,
-            duplicate: false,
+            duplicate: duplicate.unwrap_or(false),
         }),
         ServerFrame::Received { mid, .. } => reply(Reply::Acked { id: mid }),
         ServerFrame::Message {
@@ -360,7 +361,7 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
 fn encode(req: u64, op: &Op) -> (usize, String) {
     let (prefix, frame) = match op {
         Op::Send {
-            seq,
+            id,
             chat,
             to,
             body,
@@ -368,7 +369,7 @@ fn encode(req: u64, op: &Op) -> (usize, String) {
         } => (
             's',
             ClientFrame::Send {
-                id: seq.to_string().into(),
+                id: id.as_str().into(),
                 chat_type: *chat,
                 kind: MsgType::Txt,
                 to: to.as_ref().into(),
