@@ -17,22 +17,24 @@
 //! server's multi-device fan-out), sends its own delivery receipts, and reports what reaches
 //! it, so the audit can check every device.
 
+mod link;
+mod queries;
+
+use queries::Query;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::StreamExt;
-use rand::RngExt;
 use rand_pcg::Pcg64Mcg;
 use rustc_hash::FxHashMap;
 
 use super::behaviour::{Action, Conv, Micros, MsgKey, SimConfig, UserSim};
-use super::faults::{FaultAction, Planned};
 use super::world::{self, World};
-use crate::collector::{AckKind, Answer, Event, ReceiptKind, ReqKind, Sink};
+use crate::collector::{AckKind, Event, ReceiptKind, ReqKind, Sink};
 use crate::protocol::ChatType;
-use crate::transport::{Command, Driver, Inbound, LoginSpec, Op, Outbox, Reply, Stall, Timed};
+use crate::transport::{Driver, Inbound, Op, Outbox, Stall, Timed};
 
 /// What every user actor shares.
 pub struct Shared {
@@ -87,27 +89,6 @@ struct InFlight {
     /// Emitted when it first leaves, stamped with that instant.
     event: Option<Event>,
 }
-
-/// A reader list being fetched page by page.
-struct Query {
-    key: MsgKey,
-    mid: u64,
-    group: u32,
-    page: u32,
-    /// When the first page was asked for.
-    started: Micros,
-    /// When the current page was asked for.
-    page_sent: Micros,
-    /// Each page's round trip.
-    pages: Vec<Micros>,
-    users: Vec<u32>,
-    /// Listed ids that are no user of this run.
-    unknown: u32,
-}
-
-/// Group messages with receipts this user sent, by server id, until their first count
-/// arrives (at most this many are remembered; the oldest go first).
-const RECEIPTED: usize = 4096;
 
 /// Stops sending new messages (an interrupted run drains what is in flight); acks go on.
 #[derive(Message)]
@@ -204,330 +185,6 @@ impl UserActor {
     /// Whether the user wants its devices online.
     fn wanted(&self) -> bool {
         !self.closing && self.sim.online()
-    }
-
-    fn connect_all(&mut self, ctx: &mut Context<Self>) {
-        for dev in 0..self.devices.len() {
-            self.connect(dev, ctx);
-        }
-    }
-
-    fn connect(&mut self, dev: usize, ctx: &mut Context<Self>) {
-        let d = &mut self.devices[dev];
-        if d.out.is_some() || d.connecting {
-            return;
-        }
-        if let Some(h) = d.retry.take() {
-            ctx.cancel_future(h);
-        }
-        d.connecting = true;
-        d.generation += 1;
-        let generation = d.generation;
-        let spec = LoginSpec {
-            user: self.id.clone(),
-            device: Arc::from(format!("d{dev}")),
-            delivery: self.shared.world.delivery[self.ix as usize],
-        };
-        let fut = self.shared.driver.connect(spec);
-        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            act.devices[dev].connecting = false;
-            match result {
-                Ok(conn) if act.wanted() => {
-                    let at = act.micros(conn.logged_in_at);
-                    let d = &mut act.devices[dev];
-                    let first = !d.logged_in_once;
-                    d.logged_in_once = true;
-                    d.out = Some(conn.out);
-                    d.stall = Some(conn.stall);
-                    d.attempt = 0;
-                    let reconnect = d.dropped_at.take().map(|t| at.saturating_sub(t));
-                    d.stream = Some(ctx.add_stream(conn.events.map(move |t| (dev as u8, generation, t))));
-                    act.emit(Event::Connected {
-                        user: act.ix,
-                        dev: dev as u8,
-                        at,
-                        first,
-                        reconnect,
-                    });
-                    act.flush(dev);
-                }
-                Ok(conn) => {
-                    let _ = conn.out.send(Command::Close);
-                }
-                Err(e) => {
-                    act.emit(Event::ConnectFailed {
-                        user: act.ix,
-                        error: e.to_string(),
-                    });
-                    act.retry_later(dev, ctx);
-                }
-            }
-        }));
-    }
-
-    /// Schedules a reconnect of `dev` after the backoff, or gives up on what waits for it.
-    fn retry_later(&mut self, dev: usize, ctx: &mut Context<Self>) {
-        let Some(backoff) = self.shared.cfg.reconnect.filter(|_| self.wanted()) else {
-            self.abandon(dev);
-            return;
-        };
-        let now = self.now();
-        let u: f64 = self.rng.random();
-        let d = &mut self.devices[dev];
-        d.dropped_at.get_or_insert(now);
-        let wait = backoff.delay(d.attempt, u);
-        d.attempt += 1;
-        let handle = ctx.run_later(Duration::from_micros(wait), move |act, ctx| {
-            act.devices[dev].retry = None;
-            if act.wanted() {
-                act.connect(dev, ctx);
-            }
-        });
-        if let Some(old) = self.devices[dev].retry.replace(handle) {
-            ctx.cancel_future(old);
-        }
-    }
-
-    /// `dev` will not come back: what waits for it is reported and dropped.
-    fn abandon(&mut self, dev: usize) {
-        let reqs: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.dev as usize == dev)
-            .map(|(r, _)| *r)
-            .collect();
-        for req in reqs {
-            let f = self.in_flight.remove(&req).expect("listed");
-            self.settle_unanswered(f, true);
-        }
-    }
-
-    /// Reports a request that will get no reply.
-    fn settle_unanswered(&mut self, f: InFlight, in_disconnect: bool) {
-        if f.written {
-            self.emit(Event::Unanswered {
-                user: self.ix,
-                kind: f.kind,
-                in_disconnect,
-            });
-        } else if f.kind == ReqKind::Send {
-            self.waiting_sends -= 1;
-            self.emit(Event::Skipped {
-                n: 1,
-                disconnected: true,
-            });
-        }
-    }
-
-    /// Writes everything waiting for `dev`'s connection, oldest first (resends included).
-    fn flush(&mut self, dev: usize) {
-        let Some(out) = self.devices[dev].out.clone() else {
-            return;
-        };
-        let now = self.now();
-        let mut resent = 0;
-        let mut events = Vec::new();
-        for (req, f) in self.in_flight.iter_mut().filter(|(_, f)| f.dev as usize == dev) {
-            if out
-                .send(Command::Request {
-                    req: *req,
-                    op: f.op.clone(),
-                })
-                .is_err()
-            {
-                break;
-            }
-            if f.written {
-                resent += 1;
-            } else {
-                f.written = true;
-                if f.kind == ReqKind::Send {
-                    self.waiting_sends -= 1;
-                }
-                if let Some(e) = f.event.take() {
-                    events.push(e);
-                }
-            }
-        }
-        for mut e in events {
-            if let Event::Sent { at, waited, .. } | Event::AckSent { at, waited, .. } = &mut e {
-                *at = now;
-                *waited = true;
-            }
-            self.emit(e);
-        }
-        if resent > 0 {
-            self.emit(Event::Resent { n: resent });
-        }
-    }
-
-    /// Sends `op` on `dev` (or queues it for the device's connection) and emits `event` when
-    /// it actually leaves, stamped with that instant.
-    fn request(
-        &mut self,
-        dev: usize,
-        op: Op,
-        kind: ReqKind,
-        key: Option<MsgKey>,
-        conv: u32,
-        event: Option<Event>,
-    ) -> Option<u64> {
-        let d = &self.devices[dev];
-        let waiting = d.out.is_none();
-        if waiting {
-            let coming = d.connecting || d.retry.is_some();
-            let full = kind == ReqKind::Send && self.waiting_sends >= self.shared.cfg.outbox;
-            if !coming || full {
-                if kind == ReqKind::Send {
-                    self.emit(Event::Skipped {
-                        n: 1,
-                        disconnected: true,
-                    });
-                }
-                return None;
-            }
-            if kind == ReqKind::Send {
-                self.waiting_sends += 1;
-            }
-        }
-        self.next_req += 1;
-        let req = self.next_req;
-        let mut f = InFlight {
-            dev: dev as u8,
-            op,
-            kind,
-            key,
-            conv,
-            written: false,
-            event,
-        };
-        let out = self.devices[dev].out.as_ref();
-        if out.is_some_and(|out| out.send(Command::Request { req, op: f.op.clone() }).is_ok()) {
-            f.written = true;
-            if let Some(mut e) = f.event.take() {
-                if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
-                    *at = self.now();
-                }
-                self.emit(e);
-            }
-        }
-        self.in_flight.insert(req, f);
-        Some(req)
-    }
-
-    fn on_reply(&mut self, req: Option<u64>, reply: Reply, at: Micros) {
-        let refused = match &reply {
-            Reply::Error { code, .. } => Some(*code),
-            _ => None,
-        };
-        let Some(f) = req.and_then(|r| self.in_flight.remove(&r)) else {
-            self.emit(Event::StrayReply {
-                user: self.ix,
-                duplicated: req.is_some_and(|r| r <= self.next_req),
-                refused,
-            });
-            return;
-        };
-        if let (
-            ReqKind::Send,
-            Reply::Accepted {
-                mid,
-                group_ack: Some(true),
-                ..
-            },
-            Some(key),
-        ) = (f.kind, &reply, f.key)
-        {
-            self.remember_receipted(*mid, key, f.conv);
-        }
-        if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
-            self.next_page(q, &reply, at);
-        }
-        let answer = match reply {
-            Reply::Error { code, .. } => Answer::Refused(code),
-            Reply::Accepted {
-                mid,
-                group_ack,
-                duplicate,
-            } => Answer::Accepted {
-                mid,
-                group_ack,
-                duplicate,
-            },
-            Reply::Acked { .. } | Reply::ReadUsers { .. } | Reply::Result | Reply::Pong => Answer::Ok,
-        };
-        self.emit(Event::Replied {
-            user: self.ix,
-            kind: f.kind,
-            key: f.key,
-            conv: f.conv,
-            answer,
-            at,
-        });
-    }
-
-    fn remember_receipted(&mut self, mid: u64, key: MsgKey, group: u32) {
-        if self.receipted_order.len() >= RECEIPTED
-            && let Some(old) = self.receipted_order.pop_front()
-        {
-            self.receipted.remove(&old);
-        }
-        self.receipted.insert(mid, (key, group));
-        self.receipted_order.push_back(mid);
-    }
-
-    /// A count of one of this user's group messages arrived (live or replayed).
-    fn group_receipt(&mut self, mid: u64, at: Micros, ctx: &mut Context<Self>) {
-        if let Some((key, group)) = self.receipted.remove(&mid) {
-            self.sim.on_first_group_receipt(at, key, mid, group);
-            self.arm(ctx);
-        }
-    }
-
-    /// Asks for one page of a message's readers; the query waits under the page's request.
-    fn ask_page(&mut self, mut q: Query, next: Option<String>) {
-        let group = self.shared.world.groups[q.group as usize].id.clone();
-        let op = Op::ReadUsers {
-            group,
-            mid: q.mid,
-            limit: q.page,
-            key: next,
-        };
-        q.page_sent = self.now();
-        if let Some(req) = self.request(0, op, ReqKind::ReadUsers, Some(q.key), q.group, None) {
-            self.queries.insert(req, q);
-        }
-    }
-
-    /// A page came back: ask for the next, or report the whole list.
-    fn next_page(&mut self, mut q: Query, reply: &Reply, at: Micros) {
-        let Reply::ReadUsers {
-            users,
-            next_key,
-            is_last,
-        } = reply
-        else {
-            return;
-        };
-        q.pages.push(at.saturating_sub(q.page_sent));
-        for u in users {
-            match self.shared.world.user_index(u) {
-                Some(i) => q.users.push(i),
-                None => q.unknown += 1,
-            }
-        }
-        match next_key {
-            Some(k) if !is_last => self.ask_page(q, Some(k.clone())),
-            _ => self.emit(Event::ReadUsers {
-                sender: self.ix,
-                key: q.key,
-                sent: q.started,
-                done: at,
-                users: q.users,
-                unknown: q.unknown,
-                pages: q.pages,
-            }),
-        }
     }
 
     fn conv_target(&self, conv: Conv) -> (ChatType, Arc<str>) {
@@ -632,91 +289,11 @@ impl UserActor {
                 Action::Offline => self.close_all(ctx),
                 Action::Online => self.connect_all(ctx),
                 Action::Fault(f) => self.fault(f, ctx),
-                Action::ReadUsers { key, mid, group, page } => {
-                    let now = self.now();
-                    let q = Query {
-                        key,
-                        mid,
-                        group,
-                        page,
-                        started: now,
-                        page_sent: now,
-                        pages: Vec::new(),
-                        users: Vec::new(),
-                        unknown: 0,
-                    };
-                    self.ask_page(q, None);
-                }
+                Action::ReadUsers { key, mid, group, page } => self.start_query(key, mid, group, page),
             }
         }
         self.actions = actions;
         self.actions.clear();
-    }
-
-    /// Injects a planned fault (a reset connection, or sockets that stop being read).
-    fn fault(&mut self, f: Planned, ctx: &mut Context<Self>) {
-        let at = self.now();
-        let done = match f.action {
-            FaultAction::Drop { dev } => {
-                let dev = dev as usize;
-                match self.devices.get_mut(dev) {
-                    Some(d) if d.out.is_some() => {
-                        if let Some(out) = &d.out {
-                            let _ = out.send(Command::Abort);
-                        }
-                        // Dropping the read half too closes the socket (with a reset).
-                        if let Some(h) = d.stream.take() {
-                            ctx.cancel_future(h);
-                        }
-                        self.on_dropped(dev, at, ctx);
-                        true
-                    }
-                    _ => false,
-                }
-            }
-            FaultAction::Stall { for_us } => {
-                let mut any = false;
-                for d in &self.devices {
-                    if let Some(s) = &d.stall {
-                        s.stall_for(Duration::from_micros(for_us));
-                        any = true;
-                    }
-                }
-                any
-            }
-        };
-        self.emit(Event::Fault {
-            index: f.index,
-            at,
-            done,
-        });
-    }
-
-    /// Closes every connection politely (the user goes offline, or the run ends).
-    fn close_all(&mut self, ctx: &mut Context<Self>) {
-        let at = self.now();
-        for dev in 0..self.devices.len() {
-            let d = &mut self.devices[dev];
-            if let Some(h) = d.retry.take() {
-                ctx.cancel_future(h);
-            }
-            d.dropped_at = None;
-            d.stall = None;
-            if let Some(out) = d.out.take() {
-                let _ = out.send(Command::Close);
-                self.emit(Event::Disconnected {
-                    user: self.ix,
-                    dev: dev as u8,
-                    at,
-                    expected: true,
-                });
-            }
-        }
-        if self.shared.cfg.reconnect.is_none() {
-            for dev in 0..self.devices.len() {
-                self.abandon(dev);
-            }
-        }
     }
 
     /// Runs the behaviour up to now and sets the timer to its next due time.
@@ -746,30 +323,6 @@ impl UserActor {
             act.tick(ctx);
         });
         self.timer = Some((handle, due));
-    }
-
-    /// A connection the simulation did not close ended (the server or the network closed
-    /// it, or a fault reset it). Unanswered requests wait for the reconnect to be resent.
-    fn on_dropped(&mut self, dev: usize, at: Micros, ctx: &mut Context<Self>) {
-        let d = &mut self.devices[dev];
-        d.stall = None;
-        d.stream = None;
-        if d.out.take().is_none() {
-            // Closed by the simulation: already reported.
-            return;
-        }
-        self.emit(Event::Disconnected {
-            user: self.ix,
-            dev: dev as u8,
-            at,
-            expected: self.closing,
-        });
-        if self.shared.cfg.reconnect.is_none() {
-            self.abandon(dev);
-        } else {
-            self.devices[dev].dropped_at = Some(at);
-            self.retry_later(dev, ctx);
-        }
     }
 
     fn on_inbound(&mut self, dev: usize, t: Timed, ctx: &mut Context<Self>) {

@@ -1,7 +1,8 @@
 //! Folding tests: feed a known event sequence, check latencies, economics and the audit.
 
 use super::*;
-use crate::protocol::ErrorCode;
+use crate::collector::{AckKind, Answer, ReceiptKind, ReqKind};
+use crate::protocol::{ChatType, ErrorCode};
 
 const ALICE: u32 = 0;
 const BOB: u32 = 1;

@@ -1,0 +1,416 @@
+//! Folding what the users sent and what reached them: messages, acks, replies, receipt
+//! pushes, conversation acks and reader lists, each matched to its record.
+
+use std::collections::VecDeque;
+
+use super::{ChanAck, State, bit};
+use crate::collector::audit::Kind;
+use crate::collector::intervals::Count;
+use crate::collector::metric::Metric;
+use crate::collector::presence::Over;
+use crate::collector::records::{GroupRead, MsgRec};
+use crate::collector::{AckKind, Answer, ReceiptKind, ReqKind};
+use crate::protocol::{ChatType, ErrorCode};
+use crate::sim::behaviour::{Micros, MsgKey};
+
+impl State {
+    pub(super) fn sent(&mut self, key: MsgKey, chat: ChatType, conv: u32, scheduled: Micros, at: Micros, waited: bool) {
+        let group = chat == ChatType::Group;
+        self.msgs.insert(
+            key,
+            MsgRec {
+                scheduled,
+                sent: at,
+                group,
+                conv,
+                ..Default::default()
+            },
+        );
+        self.order.push_back((at, key));
+        if let Some(m) = self.max_seq.get_mut(key.sender as usize) {
+            *m = (*m).max(key.seq);
+        }
+        if group {
+            self.sent.1 += 1
+        } else {
+            // 1:1 messages wait here until the sender learns they were read.
+            self.unlearned.entry((key.sender, conv)).or_default().push_back(key);
+            self.sent.0 += 1
+        }
+        if !waited {
+            self.record(Metric::ScheduleLag, at, scheduled, None);
+        }
+        self.bump(at, Count::Messages);
+    }
+
+    pub(super) fn ack_sent(
+        &mut self,
+        reader: u32,
+        kind: AckKind,
+        key: Option<MsgKey>,
+        conv: u32,
+        scheduled: Micros,
+        at: Micros,
+    ) {
+        let m = key.and_then(|k| self.msgs.get_mut(&k));
+        match kind {
+            AckKind::Delivery => {
+                if let Some(m) = m {
+                    m.delivery.sent = true;
+                }
+                return;
+            }
+            AckKind::Read => {
+                self.econ.0.read_acks += 1;
+                if let Some(m) = m {
+                    m.read.sent = true;
+                    m.read_scheduled.get_or_insert(scheduled);
+                    m.read_sent_at.get_or_insert(at);
+                }
+            }
+            AckKind::GroupRead => {
+                self.econ.1.read_acks += 1;
+                if let Some(m) = m {
+                    m.group_reads.push(GroupRead {
+                        reader,
+                        scheduled,
+                        sent: at,
+                        accepted: None,
+                        pushed: 0,
+                        repeats: 0,
+                    });
+                }
+            }
+            AckKind::Channel => {
+                self.econ.0.channel_acks += 1;
+                let ack = ChanAck {
+                    scheduled,
+                    at,
+                    accepted: None,
+                    devices: 0,
+                };
+                self.channels.entry((reader, conv)).or_default().push_back(ack);
+                // The reader's other devices get the ack too (multi-device sync); acks leave
+                // from device 0.
+                for dev in 1..self.presence.per_user() {
+                    if self.presence.over(reader, dev, at) == Over::On {
+                        self.syncs.entry((reader, dev)).or_default().push_back(ack);
+                    }
+                }
+            }
+            AckKind::GroupChannel => self.econ.1.channel_acks += 1,
+        }
+        self.bump(at, Count::Acks);
+    }
+
+    pub(super) fn replied(
+        &mut self,
+        user: u32,
+        kind: ReqKind,
+        key: Option<MsgKey>,
+        conv: u32,
+        answer: Answer,
+        at: Micros,
+    ) {
+        self.tally.ok(Kind::Reply);
+        let accepted = match answer {
+            Answer::Refused(code) => {
+                self.tally.refused(code.as_str());
+                Self::count(&mut self.errors, code.as_str());
+                if code == ErrorCode::RateLimited {
+                    self.rate_limited += 1;
+                }
+                self.bump(at, Count::Errors);
+                return;
+            }
+            Answer::Accepted { mid, group_ack, .. } => Some((mid, group_ack)),
+            Answer::Ok => None,
+        };
+        match kind {
+            ReqKind::Send => {
+                let (Some(key), Some((mid, group_ack))) = (key, accepted) else {
+                    return;
+                };
+                self.accepted(key, mid, group_ack, at);
+            }
+            ReqKind::Ack(AckKind::Delivery) | ReqKind::Ack(AckKind::Read) => {
+                if let Some(m) = key.and_then(|k| self.msgs.get_mut(&k)) {
+                    let r = if kind == ReqKind::Ack(AckKind::Delivery) {
+                        &mut m.delivery
+                    } else {
+                        &mut m.read
+                    };
+                    r.accepted.get_or_insert(at);
+                }
+            }
+            ReqKind::Ack(AckKind::GroupRead) => {
+                let Some(key) = key else { return };
+                let sender_off = self.presence.user_off(key.sender, at);
+                let Some(m) = self.msgs.get_mut(&key) else { return };
+                if let Some(r) = m
+                    .group_reads
+                    .iter_mut()
+                    .find(|r| r.reader == user && r.accepted.is_none())
+                {
+                    r.accepted = Some(at);
+                    if sender_off && self.presence.user_off(key.sender, r.sent) {
+                        m.stat_due.get_or_insert(at);
+                    }
+                }
+            }
+            ReqKind::Ack(AckKind::Channel) => {
+                let mark = |q: Option<&mut VecDeque<ChanAck>>| {
+                    if let Some(a) = q.and_then(|q| q.iter_mut().find(|a| a.accepted.is_none())) {
+                        a.accepted = Some(at);
+                    }
+                };
+                mark(self.channels.get_mut(&(user, conv)));
+                for dev in 1..self.presence.per_user() {
+                    mark(self.syncs.get_mut(&(user, dev)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn accepted(&mut self, key: MsgKey, mid: u64, group_ack: Option<bool>, at: Micros) {
+        let Some(m) = self.msgs.get_mut(&key) else { return };
+        if m.accepted.is_some() {
+            return;
+        }
+        m.accepted = Some(at);
+        m.mid = mid;
+        m.receipts = group_ack == Some(true);
+        let (scheduled, sent) = (m.scheduled, m.sent);
+        if m.group {
+            let members = self.audience.groups.get(m.conv as usize).cloned().unwrap_or_default();
+            m.route(members.into_iter().filter(|u| *u != key.sender), &self.presence);
+        } else {
+            m.route(std::iter::once(m.conv), &self.presence);
+        }
+        self.by_mid.insert(mid, key);
+        self.record(Metric::ServerAck, at, scheduled, Some(sent));
+    }
+
+    /// A push naming a message or id the run does not hold: late when its record was settled
+    /// already, else unexpected.
+    pub(super) fn stray(&mut self, kind: Kind, mid: u64) {
+        let k = self.tally.kind(kind);
+        if self.settled_mid.is_some_and(|s| mid <= s) {
+            k.late += 1;
+        } else {
+            k.unexpected += 1;
+        }
+    }
+
+    pub(super) fn message_push(&mut self, user: u32, dev: u8, key: Option<MsgKey>, mid: u64, at: Micros) {
+        let Some(key) = key else {
+            self.tally.kind(Kind::Message).unexpected += 1;
+            return;
+        };
+        let Some(m) = self.msgs.get_mut(&key) else {
+            let sent = self.max_seq.get(key.sender as usize).is_some_and(|s| key.seq <= *s);
+            let k = self.tally.kind(Kind::Message);
+            if sent {
+                k.late += 1
+            } else {
+                k.unexpected += 1
+            }
+            return;
+        };
+        if m.mid == 0 {
+            // Its `received` has not come (or never will): the push tells the id.
+            m.mid = mid;
+            self.by_mid.insert(mid, key);
+        }
+        if !m.arrive(user, dev) {
+            self.tally.kind(Kind::Message).unexpected += 1;
+            return;
+        }
+        let (scheduled, sent) = (m.scheduled, m.sent);
+        let metric = if self.presence.over(user, dev, sent) == Over::On {
+            Metric::Message
+        } else {
+            Metric::MessageOffline
+        };
+        self.record(metric, at, scheduled, Some(sent));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn receipt(
+        &mut self,
+        user: u32,
+        dev: u8,
+        kind: ReceiptKind,
+        mid: u64,
+        from: u32,
+        count: Option<u64>,
+        at: Micros,
+    ) {
+        self.bump(at, Count::Receipts);
+        let (name, audit) = match kind {
+            ReceiptKind::Delivery => ("delivery", Kind::Delivery),
+            ReceiptKind::Read => ("read", Kind::Read),
+            ReceiptKind::GroupRead => ("group_read", Kind::GroupRead),
+        };
+        Self::count(&mut self.receipts, name);
+        let key = match self.by_mid.get(&mid) {
+            Some(k) if k.sender == user => *k,
+            _ => return self.stray(audit, mid),
+        };
+        let Some(m) = self.msgs.get_mut(&key) else {
+            return self.stray(audit, mid);
+        };
+        let (scheduled, sent) = (m.scheduled, m.sent);
+        match kind {
+            ReceiptKind::Delivery => {
+                if m.delivery.push(dev) {
+                    self.record(Metric::Delivery, at, scheduled, Some(sent));
+                }
+            }
+            ReceiptKind::Read => {
+                if m.read.push(dev) {
+                    if let Some(decided) = m.read_scheduled {
+                        let raw = m.read_sent_at;
+                        self.record(Metric::ReadReceipt, at, decided, raw);
+                    }
+                    self.learn_read(key, at);
+                }
+            }
+            ReceiptKind::GroupRead => {
+                let mut first_from_reader = None;
+                if let Some(r) = m.group_reads.iter_mut().find(|r| r.reader == from) {
+                    if r.pushed == 0 {
+                        first_from_reader = Some((r.scheduled, r.sent));
+                    }
+                    if r.pushed & bit(dev) != 0 {
+                        r.repeats += 1;
+                    }
+                    r.pushed |= bit(dev);
+                }
+                if let Some((decided, handed)) = first_from_reader {
+                    self.record(Metric::ReadReceipt, at, decided, Some(handed));
+                }
+                self.group_count(key, count.unwrap_or(0), at);
+            }
+        }
+    }
+
+    pub(super) fn group_count(&mut self, key: MsgKey, count: u64, at: Micros) {
+        let Some(m) = self.msgs.get_mut(&key) else { return };
+        if count > m.group_max {
+            m.group_max = count;
+            m.group_max_at = at;
+        }
+        if !m.group_first && count > 0 {
+            m.group_first = true;
+            let (scheduled, sent) = (m.scheduled, m.sent);
+            self.record(Metric::GroupReadFirst, at, scheduled, Some(sent));
+        }
+    }
+
+    pub(super) fn learn_read(&mut self, key: MsgKey, at: Micros) {
+        let Some(m) = self.msgs.get_mut(&key) else { return };
+        if !m.read_learned {
+            m.read_learned = true;
+            let (scheduled, sent) = (m.scheduled, m.sent);
+            self.record(Metric::Read, at, scheduled, Some(sent));
+        }
+    }
+
+    pub(super) fn channel_push(&mut self, user: u32, dev: u8, from: u32, id: u64, at: Micros) {
+        Self::count(&mut self.receipts, "channel");
+        self.bump(at, Count::Receipts);
+        if from == user {
+            // The reader's own ack, synced to its other device.
+            match self.syncs.get_mut(&(user, dev)).and_then(|q| q.pop_front()) {
+                Some(a) => {
+                    self.tally.ok(Kind::ChannelSync);
+                    self.record(Metric::ChannelSync, at, a.scheduled, Some(a.at));
+                }
+                None => self.tally.kind(Kind::ChannelSync).unexpected += 1,
+            }
+            return;
+        }
+        let hit = self.channels.get_mut(&(from, user)).and_then(|q| {
+            let a = q.iter_mut().find(|a| a.devices & bit(dev) == 0)?;
+            let first = a.devices == 0;
+            a.devices |= bit(dev);
+            Some((first, *a))
+        });
+        match hit {
+            Some((true, a)) => self.record(Metric::Channel, at, a.scheduled, Some(a.at)),
+            Some((false, _)) => {}
+            None => self.tally.kind(Kind::Channel).unexpected += 1,
+        }
+        // Acks that every online device of the peer has seen are done.
+        let online: Vec<u8> = (0..self.presence.per_user())
+            .filter(|d| self.presence.over(user, *d, at) == Over::On)
+            .collect();
+        if let Some(q) = self.channels.get_mut(&(from, user)) {
+            while q
+                .front()
+                .is_some_and(|a| a.devices != 0 && online.iter().all(|d| a.devices & bit(*d) != 0))
+            {
+                q.pop_front();
+                self.tally.ok(Kind::Channel);
+            }
+        }
+        // The ack covers every message `user` sent to `from` before it.
+        let mut covered = Vec::new();
+        if let Some(q) = self.unlearned.get_mut(&(user, from)) {
+            while let Some(&k) = q.front() {
+                match self.msgs.get(&k) {
+                    Some(m) if m.mid == 0 || m.mid >= id => break,
+                    Some(_) => covered.push(k),
+                    None => {}
+                }
+                q.pop_front();
+            }
+        }
+        for k in covered {
+            self.learn_read(k, at);
+        }
+    }
+
+    /// Audits a reader list: it must hold every reader whose read was accepted before the
+    /// query left, and nobody whose read had not left before the last page came back.
+    pub(super) fn read_users(
+        &mut self,
+        key: MsgKey,
+        sent: Micros,
+        done: Micros,
+        users: Vec<u32>,
+        unknown: u32,
+        pages: &[Micros],
+    ) {
+        for p in pages {
+            self.record(Metric::ReadUsersPage, done, done.saturating_sub(*p), None);
+        }
+        self.record(Metric::ReadUsers, done, sent, None);
+        let Some(m) = self.msgs.get(&key) else {
+            self.tally.kind(Kind::ReadUsers).late += 1;
+            return;
+        };
+        let mut listed = users.clone();
+        listed.sort_unstable();
+        let before = listed.len();
+        listed.dedup();
+        let k = self.tally.kind(Kind::ReadUsers);
+        k.duplicated += (before - listed.len()) as u64;
+        k.unexpected += u64::from(unknown);
+        for r in &m.group_reads {
+            let on_list = listed.binary_search(&r.reader).is_ok();
+            if r.accepted.is_some_and(|a| a < sent) {
+                k.expected += 1;
+                if on_list {
+                    k.arrived += 1;
+                } else {
+                    k.lost += 1;
+                }
+            }
+        }
+        let allowed = |u: &u32| m.group_reads.iter().any(|r| r.reader == *u && r.sent < done);
+        k.unexpected += listed.iter().filter(|u| !allowed(u)).count() as u64;
+    }
+}

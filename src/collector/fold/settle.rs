@@ -1,0 +1,111 @@
+//! Settling: records old enough that nothing more is due are judged into the audit and
+//! dropped (memory stays flat), conversation acks likewise, and faults are summed up.
+
+use super::{ChanAck, State, ms};
+use crate::collector::audit::{Kind, Tally};
+use crate::collector::metric::Metric;
+use crate::collector::records::Judge;
+use crate::report::FaultReport;
+use crate::sim::behaviour::Micros;
+use crate::sim::faults::Fault;
+
+/// A reconnect whose drop falls this long after a fault's window is still that fault's.
+pub(super) const FAULT_ATTRIBUTION: Micros = 2_000_000;
+
+/// One fault of the profile and what it did.
+#[derive(Debug)]
+pub(super) struct FaultTrack {
+    pub(super) fault: Fault,
+    pub(super) done: u64,
+    /// Drop -> logged in again, of the connections it took down.
+    pub(super) recoveries: Vec<Micros>,
+}
+
+impl FaultTrack {
+    pub(super) fn report(mut self) -> FaultReport {
+        self.recoveries.sort_unstable();
+        let n = self.recoveries.len();
+        let (p50, max) = if n == 0 {
+            (0.0, 0.0)
+        } else {
+            (ms(self.recoveries[(n - 1) / 2]), ms(self.recoveries[n - 1]))
+        };
+        FaultReport {
+            kind: self.fault.kind.to_string(),
+            at_secs: self.fault.at as f64 / 1e6,
+            over_secs: self.fault.over as f64 / 1e6,
+            planned: self.fault.planned,
+            done: self.done,
+            recovered: n as u64,
+            recovery_p50_ms: p50,
+            recovery_max_ms: max,
+        }
+    }
+}
+
+impl State {
+    /// Settles every record sent before `cutoff` into the audit and drops it.
+    pub(super) fn settle_before(&mut self, cutoff: Micros) {
+        while let Some(&(sent, key)) = self.order.front() {
+            if sent >= cutoff {
+                break;
+            }
+            self.order.pop_front();
+            let Some(m) = self.msgs.remove(&key) else { continue };
+            if m.mid != 0 {
+                self.by_mid.remove(&m.mid);
+                self.settled_mid = Some(self.settled_mid.map_or(m.mid, |s| s.max(m.mid)));
+            }
+            let accepted_reads = m.group_reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
+            if m.receipts && accepted_reads > 0 && m.group_max >= accepted_reads {
+                // Known only now, long after its second closed: totals only.
+                self.record_total(Metric::GroupReadAll, m.group_max_at, m.scheduled, Some(m.sent));
+            }
+            let judge = Judge {
+                presence: &self.presence,
+                grace: self.grace,
+            };
+            m.settle(key.sender, &judge, &mut self.tally);
+            if let (false, Some(q)) = (m.group, self.unlearned.get_mut(&(key.sender, m.conv))) {
+                while q.front().is_some_and(|k| !self.msgs.contains_key(k)) {
+                    q.pop_front();
+                }
+                if q.is_empty() {
+                    self.unlearned.remove(&(key.sender, m.conv));
+                }
+            }
+        }
+    }
+
+    /// Settles conversation acks sent before `cutoff`.
+    pub(super) fn settle_acks_before(&mut self, cutoff: Micros) {
+        let judge = Judge {
+            presence: &self.presence,
+            grace: self.grace,
+        };
+        let tally = &mut self.tally;
+        for ((_, peer), q) in self.channels.iter_mut() {
+            while q.front().is_some_and(|a| a.at < cutoff) {
+                let a = q.pop_front().expect("checked");
+                settle_ack(a, *peer, Kind::Channel, &judge, tally);
+            }
+        }
+        self.channels.retain(|_, q| !q.is_empty());
+        for ((reader, _), q) in self.syncs.iter_mut() {
+            while q.front().is_some_and(|a| a.at < cutoff) {
+                let a = q.pop_front().expect("checked");
+                settle_ack(a, *reader, Kind::ChannelSync, &judge, tally);
+            }
+        }
+        self.syncs.retain(|_, q| !q.is_empty());
+    }
+}
+
+/// One conversation ack at settlement: reached some device, or judged missing.
+pub(super) fn settle_ack(a: ChanAck, user: u32, kind: Kind, judge: &Judge, tally: &mut Tally) {
+    match a.accepted {
+        _ if a.devices != 0 => tally.ok(kind),
+        Some(at) => judge.missing(kind, user, at, tally),
+        None => {}
+    }
+}
