@@ -1,7 +1,7 @@
 //! Strategy and schedule tests of the behaviour state machine, driven by hand-fed time.
 
 use super::*;
-use crate::profile;
+use crate::profile::{self, Delay};
 
 const SEC: Micros = 1_000_000;
 

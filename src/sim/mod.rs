@@ -2,6 +2,7 @@
 //! machine), and the actix actors that run them over a transport driver.
 
 pub mod behaviour;
+mod config;
 pub mod faults;
 pub mod user;
 pub mod world;
