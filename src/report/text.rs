@@ -183,7 +183,7 @@ mod tests {
         );
         assert!(text.contains("FAIL  audit.lost == 0"), "{text}");
         assert!(text.contains("SLOs: 1 of 4 failed"), "{text}");
-        assert!(text.contains("3 lost, 1 duplicated, 0 unexpected"), "{text}");
+        assert!(text.contains("3 lost, 1 duplicated, 1 unexpected"), "{text}");
         assert!(
             text.contains(&fmt::saving(report.ack_economics.total.saving_pct)),
             "{text}"
