@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{Band, Card, Chip, Fact, Figure, HALF, SMALL, TableView, WIDE, render};
 use crate::report::chart::{self, BASELINE, Bar, PALETTE, Series, metric_color};
 use crate::report::fmt;
-use crate::report::model::{AckSplit, AuditKind, Report};
+use crate::report::model::{AckSplit, Audit, Report};
 use crate::report::run_view::{self as view, ordered_latencies};
 use crate::report::{ReportError, SCHEMA_VERSION};
 
@@ -115,17 +115,21 @@ fn cards(report: &Report) -> Vec<Card> {
         cards.push(card);
     }
     let audit = &report.audit.total;
-    let of = format!(
-        "of {} · {} dup · {} unexp.",
-        fmt::int(audit.expected),
-        fmt::int(audit.duplicated),
-        fmt::int(audit.unexpected)
-    );
+    let mut of = vec![format!("of {} owed", fmt::int(audit.expected))];
+    for (n, what) in [
+        (audit.lost_in_disconnect, "in disconnects"),
+        (audit.duplicated, "dup"),
+        (audit.unexpected, "unexp."),
+    ] {
+        if n > 0 {
+            of.push(format!("{} {what}", fmt::int(n)));
+        }
+    }
     cards.push(Card::new(
-        "lost receipts",
+        "lost",
         fmt::int(audit.lost),
         "",
-        of,
+        of.join(" · "),
         if audit.lost > 0 { "bad" } else { "good" },
     ));
     let total = &report.ack_economics.total;
@@ -266,12 +270,49 @@ fn timeline_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
     ])
 }
 
-/// The tables of a run page, by the width they are laid out at.
+/// The tables of a run page: the audit, then the rest by the width they are laid out at.
 #[derive(Serialize)]
 struct Tables {
+    audit: TableView,
     wide: Vec<TableView>,
     half: Vec<TableView>,
     small: Vec<TableView>,
+}
+
+/// The audit table: a row per kind with anything, lost cells marked `bad`, duplicates and
+/// unexpected arrivals `warn`; columns zero in every row left out (and named in the note), a
+/// legend of the columns shown, refused codes and protocol errors in the note.
+fn audit_table(audit: &Audit) -> TableView {
+    let t = view::audit_table(audit);
+    let mut table = TableView::new("Owed against arrived", &t.heads());
+    for (kind, a) in &t.rows {
+        let marks = std::iter::once("")
+            .chain(t.columns.iter().map(|c| match (c.head, (c.value)(a)) {
+                (_, 0) => "",
+                ("lost", _) => "bad",
+                ("dup" | "unexpected", _) => "warn",
+                _ => "",
+            }))
+            .collect();
+        table.marked(t.cells(kind, a), marks);
+    }
+    let mut note = vec![format!("after a drain of {}", fmt::secs(audit.drain_secs))];
+    if t.rows.is_empty() {
+        note.push("nothing was owed or arrived".to_string());
+    }
+    if !t.omitted.is_empty() && !t.rows.is_empty() {
+        note.push(format!("zero in every row, not shown: {}", t.omitted.join(", ")));
+    }
+    note.extend(view::audit_extras(audit));
+    table.note = note.join(" · ");
+    if !t.rows.is_empty() {
+        table.legend = t
+            .columns
+            .iter()
+            .map(|c| (c.head.to_string(), c.meaning.to_string()))
+            .collect();
+    }
+    table
 }
 
 fn tables(report: &Report) -> Tables {
@@ -292,25 +333,6 @@ fn tables(report: &Report) -> Tables {
     for (name, l) in ordered_latencies(report) {
         lat.row(view::latency_cells(name, l, true), false);
     }
-    let mut audit = TableView::new(
-        "Receipt audit",
-        &["kind", "expected", "arrived", "lost", "duplicated", "unexpected"],
-    );
-    let audit_row = |kind: &str, a: &AuditKind| {
-        let cells = [a.expected, a.arrived, a.lost, a.duplicated, a.unexpected].map(fmt::int);
-        (
-            std::iter::once(kind.to_string()).chain(cells).collect(),
-            a.lost + a.duplicated + a.unexpected > 0,
-        )
-    };
-    for (kind, a) in &report.audit.by_kind {
-        let (cells, bad) = audit_row(kind, a);
-        audit.row(cells, bad);
-    }
-    let (cells, bad) = audit_row("total", &report.audit.total);
-    audit.row(cells, bad);
-    audit.note = format!("after a drain of {}", fmt::secs(report.audit.drain_secs));
-
     let econ = &report.ack_economics;
     let mut acks = TableView::new("Ack economics", &view::ack_head("vs baseline"));
     for cells in view::ack_rows(econ) {
@@ -348,23 +370,28 @@ fn tables(report: &Report) -> Tables {
         fmt::int(c.unparseable)
     );
     let tp = &report.throughput;
+    let conn = &report.connections;
     let mut volume = TableView::new("Volume", &["", "value"]);
     for (k, v) in [
         ("messages sent", fmt::int(tp.messages_sent)),
         ("one-to-one", fmt::int(tp.one_to_one_sent)),
         ("group", fmt::int(tp.group_sent)),
         ("skipped (offline)", fmt::int(tp.skipped_offline)),
+        ("skipped (disconnected)", fmt::int(tp.skipped_disconnected)),
         ("frames sent", fmt::int(tp.frames_sent)),
         ("frames received", fmt::int(tp.frames_received)),
         ("bytes sent", fmt::bytes(tp.bytes_sent)),
         ("bytes received", fmt::bytes(tp.bytes_received)),
-        ("peak connections", fmt::int(report.connections.peak)),
+        ("peak connections", fmt::int(conn.peak)),
+        ("reconnects", fmt::int(conn.reconnects)),
+        ("requests resent", fmt::int(conn.resent)),
     ] {
         volume.row(vec![k.to_string(), v], false);
     }
     Tables {
+        audit: audit_table(&report.audit),
         wide: vec![lat],
-        half: vec![audit, acks],
+        half: vec![acks],
         small: vec![
             TableView::counts("Frames sent", ["op", "frames"], &c.frames_sent_by_op),
             TableView::counts("Frames received", ["op", "frames"], &c.frames_received_by_op),

@@ -94,7 +94,8 @@ fn run_page_shows_header_verdict_key_numbers_and_tables() {
         &format!("{} ms", fmt::measured(report.latencies["read_receipt"].p99)),
         "the generator was the bottleneck",
         "1,199",
-        "lost receipts",
+        "<div class=\"label\">lost</div>",
+        "of 297,857 owed · 3 in disconnects · 1 dup · 1 unexp.",
         "51.9%",
     ] {
         assert!(html.contains(text), "page lacks {text:?}");
@@ -115,12 +116,8 @@ fn run_page_shows_header_verdict_key_numbers_and_tables() {
     );
     assert!(html.contains(&pair), "no read_receipt key numbers {pair}");
     assert!(html.contains("class=\"verdict fail\""));
-    assert!(
-        html.contains("<tr class=\"bad\"><th scope=\"row\">delivery</th>"),
-        "lost delivery receipts not flagged"
-    );
     for title in [
-        "Receipt audit",
+        "Owed against arrived",
         "Ack economics",
         "Server frames",
         "Frames sent",
@@ -130,6 +127,77 @@ fn run_page_shows_header_verdict_key_numbers_and_tables() {
     ] {
         assert!(html.contains(title), "page lacks table {title}");
     }
+}
+
+/// The `<tr>` of the audit table headed `kind`.
+fn audit_row<'a>(html: &'a str, kind: &str) -> &'a str {
+    let table = &html[html.find("Owed against arrived").expect("no audit table")..];
+    let head = format!("<th scope=\"row\">{kind}</th>");
+    let at = table.find(&head).unwrap_or_else(|| panic!("no audit row {kind}"));
+    let start = table[..at].rfind("<tr").unwrap();
+    &table[start..at + table[at..].find("</tr>").unwrap()]
+}
+
+#[test]
+fn audit_table_has_a_row_per_kind_marks_losses_and_explains_its_columns() {
+    let mut report = sample_report();
+    report.audit.by_kind.insert("read_users".into(), Default::default());
+    let html = render_html(&report).unwrap();
+    let table = &html[html.find("Owed against arrived").unwrap()..];
+    let table = &table[..table.find("</dl>").expect("no legend")];
+    for head in [
+        "expected",
+        "arrived",
+        "lost",
+        "dup",
+        "unexpected",
+        "refused",
+        "lost in disconnect",
+        "not due",
+        "late",
+    ] {
+        assert!(table.contains(&format!("<th>{head}</th>")), "no column {head}");
+        assert!(table.contains(&format!("<dt>{head}</dt>")), "legend lacks {head}");
+    }
+    // Rows follow a message; a kind with nothing to show has none.
+    let at = |kind: &str| table.find(&format!("<th scope=\"row\">{kind}</th>"));
+    let order: Vec<usize> = ["reply", "message", "delivery", "statistic", "total"]
+        .iter()
+        .map(|k| at(k).unwrap_or_else(|| panic!("no row {k}")))
+        .collect();
+    assert!(order.is_sorted(), "rows out of order: {order:?}");
+    assert_eq!(at("read_users"), None, "an empty kind got a row");
+
+    // Lost cells are marked, and only those above zero.
+    let d = &report.audit.by_kind["delivery"];
+    let delivery = audit_row(&html, "delivery");
+    assert!(
+        delivery.contains(&format!(
+            "<td>{}</td><td>{}</td><td class=\"bad\">3</td>",
+            fmt::int(d.expected),
+            fmt::int(d.arrived)
+        )),
+        "{delivery}"
+    );
+    assert!(audit_row(&html, "total").contains("<td class=\"bad\">3</td>"));
+    assert!(
+        !audit_row(&html, "message").contains("class=\"bad\""),
+        "a zero lost cell is marked"
+    );
+    assert!(
+        audit_row(&html, "group_read").contains("<td class=\"warn\">1</td>"),
+        "duplicate not marked"
+    );
+    assert!(table.contains("refused: rate_limited 4, unknown_message 2 · protocol errors: unknown_op 2"));
+
+    // Columns zero in every row go, and the note says which.
+    report.audit.by_kind.values_mut().for_each(|a| a.late = 0);
+    report.audit.total.late = 0;
+    let html = render_html(&report).unwrap();
+    let table = &html[html.find("Owed against arrived").unwrap()..];
+    let table = &table[..table.find("</dl>").unwrap()];
+    assert!(!table.contains("<th>late</th>") && !table.contains("<dt>late</dt>"));
+    assert!(table.contains("zero in every row, not shown: late"), "{table}");
 }
 
 #[test]
