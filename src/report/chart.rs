@@ -45,17 +45,19 @@ const INK: RGBColor = RGBColor(0x33, 0x41, 0x55);
 const GRID: RGBColor = RGBColor(0xe5, 0xe9, 0xf0);
 const AXIS: RGBColor = RGBColor(0x94, 0xa3, 0xb8);
 
-/// The colour of a latency metric, the same in every chart of a page.
+/// The colour of a latency metric, the same in every chart of a page. Fifteen metrics share ten
+/// colours: a metric takes its sibling's (channel_sync channel's, ack_lag schedule_lag's) or one
+/// it never shares a chart with.
 pub(crate) fn metric_color(metric: &str) -> RGBColor {
     let i = match metric {
-        "read_receipt" => 0,
-        "channel" => 1,
-        "delivery" => 2,
+        "read_receipt" | "read_users" => 0,
+        "channel" | "channel_sync" => 1,
+        "delivery" | "message" => 2,
         "read" => 3,
-        "server_ack" => 4,
-        "schedule_lag" => 5,
-        "group_read_first" => 6,
-        "group_read_all" => 7,
+        "server_ack" | "reconnect" => 4,
+        "schedule_lag" | "ack_lag" => 5,
+        "group_read_first" | "message_offline" => 6,
+        "group_read_all" | "read_users_page" => 7,
         other => 8 + other.len() % 2,
     };
     PALETTE[i]
@@ -145,31 +147,259 @@ pub(crate) fn percentiles(title: &str, series: &[Series<'_>], size: (u32, u32)) 
     })
 }
 
-/// Time lines (x: seconds since the start).
-pub(crate) fn lines(title: &str, y_desc: &str, series: &[Series<'_>], size: (u32, u32)) -> Result<String, ReportError> {
-    let points = || series.iter().flat_map(|s| s.points.iter());
-    let x_max = points().map(|&(t, _)| t).fold(1.0, f64::max);
-    let y_max = nice_max(points().map(|&(_, y)| y).fold(0.0, f64::max));
+/// A stretch of the run to mark on the time lines (an injected fault): a line at `at`, shaded
+/// over the `over` seconds that follow, labelled at the top.
+pub(crate) struct Marker {
+    pub at: f64,
+    pub over: f64,
+    pub label: String,
+}
+
+/// The y axis of a time line chart. It always starts at 0: a rate or a count cut off above zero
+/// makes a small change look like a collapse.
+pub(crate) struct YAxis<'a> {
+    /// Axis title.
+    pub desc: &'a str,
+    /// Whole-number ticks only (counts, per-second rates).
+    pub whole: bool,
+    /// The axis reaches at least this high (100 for a CPU share, so one core reads as full).
+    pub floor: f64,
+}
+
+impl<'a> YAxis<'a> {
+    /// An axis of counts.
+    pub(crate) fn counts(desc: &'a str) -> Self {
+        YAxis {
+            desc,
+            whole: true,
+            floor: 0.0,
+        }
+    }
+
+    /// An axis of measures (ms, MiB, %).
+    pub(crate) fn measure(desc: &'a str) -> Self {
+        YAxis {
+            desc,
+            whole: false,
+            floor: 0.0,
+        }
+    }
+
+    /// The ticks of this axis over `series`.
+    fn ticks(&self, series: &[Series<'_>]) -> TickAxis {
+        let top = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|&(_, y)| y))
+            .fold(self.floor, f64::max);
+        zero_based(top, Y_TICKS, self.whole)
+    }
+}
+
+/// How many intervals a time line's y axis is split into, at most.
+const Y_TICKS: usize = 5;
+/// How many intervals its time axis is split into, at most.
+const X_TICKS: usize = 12;
+/// Injected faults on the time lines (the page's `--fail` colour).
+const FAULT: RGBColor = RGBColor(0xc0, 0x26, 0x2d);
+
+/// Time lines (x: seconds since the start) over one y axis, with `markers`.
+pub(crate) fn lines(
+    title: &str,
+    y: YAxis<'_>,
+    series: &[Series<'_>],
+    markers: &[Marker],
+    size: (u32, u32),
+) -> Result<String, ReportError> {
+    let end = time_end(series);
     let axes = Axes {
-        x_area: 40,
-        x_desc: Some("seconds since start"),
-        y_desc: Some(y_desc),
-        x_format: &|x| format!("{x:.0}"),
-        x_labels: Some(12),
-        y_labels: Some(5),
-        ..Axes::default()
+        y_desc: Some(y.desc),
+        ..time_axes(markers)
     };
+    let y = y.ticks(series);
+    let top = y.hi;
     draw_svg(title, size, |root| {
-        let mut chart = frame(root, 0.0..x_max, 0.0..y_max, &axes)?;
+        let mut chart = frame(root, time_axis(end), y, &axes)?;
+        shade(&mut chart, markers, end, top)?;
         for s in series {
+            draw_time_line(&mut chart, s)?;
+        }
+        mark(&mut chart, markers, end, top)?;
+        legend(&mut chart)
+    })
+}
+
+/// Time lines over two y axes, `left` and `right` (lines on the right one are named so in
+/// their legend by the caller), with `markers`.
+pub(crate) fn lines_two_axes(
+    title: &str,
+    left: (YAxis<'_>, &[Series<'_>]),
+    right: (YAxis<'_>, &[Series<'_>]),
+    markers: &[Marker],
+    size: (u32, u32),
+) -> Result<String, ReportError> {
+    let all: Vec<&Series<'_>> = left.1.iter().chain(right.1).collect();
+    let end = all
+        .iter()
+        .flat_map(|s| s.points.iter().map(|&(t, _)| t))
+        .fold(1.0, f64::max);
+    let axes = Axes {
+        y_desc: Some(left.0.desc),
+        y2_area: 62,
+        ..time_axes(markers)
+    };
+    let (y_left, y_right) = (left.0.ticks(left.1), right.0.ticks(right.1));
+    let top = y_left.hi;
+    draw_svg(title, size, |root| {
+        let chart = build(root, time_axis(end), y_left, &axes)?;
+        let mut chart = chart.set_secondary_coord(time_axis(end), y_right);
+        mesh(&mut chart, &axes)?;
+        chart
+            .configure_secondary_axes()
+            .axis_style(AXIS)
+            .label_style(font(axes.label_size))
+            .axis_desc_style(font(13))
+            .y_label_formatter(&compact_tick)
+            .y_desc(right.0.desc)
+            .draw()?;
+        shade(&mut chart, markers, end, top)?;
+        for s in left.1 {
+            draw_time_line(&mut chart, s)?;
+        }
+        for s in right.1 {
             let color = s.color;
             chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+                .draw_secondary_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
                 .label(&s.label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
         }
+        mark(&mut chart, markers, end, top)?;
         legend(&mut chart)
     })
+}
+
+/// The last second of `series`, at least 1.
+fn time_end(series: &[Series<'_>]) -> f64 {
+    series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|&(t, _)| t))
+        .fold(1.0, f64::max)
+}
+
+/// The frame of every time line chart but its y axis, with room above the plot for the labels
+/// of `markers` (in one row, or two when there are several).
+fn time_axes(markers: &[Marker]) -> Axes<'static> {
+    let rows = markers.len().min(2) as u32;
+    Axes {
+        x_area: 40,
+        x_desc: Some("seconds since start"),
+        x_format: &|x| format!("{x:.0}"),
+        margin_top: 12 + MARKER_ROW * rows,
+        ..Axes::default()
+    }
+}
+
+/// Height of a row of marker labels, px.
+const MARKER_ROW: u32 = 17;
+
+/// The time axis from 0 to `end` seconds, ticked every whole 1, 2, 5, 10, 15, 30 s, 1, 2, 5,
+/// 10, 15, 30 min or whole hours (plotters' own ticks fall on half seconds in a short run,
+/// which a whole-second label shows twice).
+fn time_axis(end: f64) -> TickAxis {
+    const STEPS: [f64; 13] = [
+        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+    ];
+    let step = STEPS
+        .into_iter()
+        .find(|s| end / s <= X_TICKS as f64)
+        .unwrap_or_else(|| 3600.0 * (end / 3600.0 / X_TICKS as f64).ceil());
+    let ticks = (0..)
+        .map(|i| f64::from(i) * step)
+        .take_while(|t| *t <= end + 1e-9)
+        .collect();
+    TickAxis {
+        lo: 0.0,
+        hi: end,
+        ticks,
+    }
+}
+
+/// An axis from 0 to a round top a little above `max`, ticked at a round step (1, 2, 2.5 or 5
+/// x 10^k; never a fraction when `whole`) into at most `most` intervals, the top one labelled.
+fn zero_based(max: f64, most: usize, whole: bool) -> TickAxis {
+    let reach = if max.is_finite() && max > 0.0 { max * 1.05 } else { 1.0 };
+    let raw = reach / most as f64;
+    let scale = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * scale)
+        .filter(|s| !whole || s.fract() == 0.0)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * scale);
+    let step = if whole { step.max(1.0) } else { step };
+    let n = (reach / step).ceil().max(1.0) as u32;
+    TickAxis {
+        lo: 0.0,
+        hi: f64::from(n) * step,
+        ticks: (0..=n).map(|i| f64::from(i) * step).collect(),
+    }
+}
+
+/// A time line: 2 px, with its legend entry.
+fn draw_time_line<'a, 'b: 'a, X, Y>(chart: &mut Chart<'a, 'b, X, Y>, s: &Series<'_>) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let color = s.color;
+    chart
+        .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+        .label(&s.label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+    Ok(())
+}
+
+/// The markers' shading (under the lines), from each marker's start over its span, up to `top`;
+/// a marker after `end` is not drawn.
+fn shade<'a, 'b: 'a, X, Y>(chart: &mut Chart<'a, 'b, X, Y>, markers: &[Marker], end: f64, top: f64) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let spans = markers
+        .iter()
+        .filter(|m| m.at <= end && m.over > 0.0)
+        .map(|m| Rectangle::new([(m.at, 0.0), ((m.at + m.over).min(end), top)], FAULT.mix(0.1).filled()));
+    chart.draw_series(spans)?;
+    Ok(())
+}
+
+/// The markers' lines and labels (over the lines): the labels stand above the plot, those of
+/// neighbouring markers alternating between two rows, and turn left near the right edge.
+fn mark<'a, 'b: 'a, X, Y>(chart: &mut Chart<'a, 'b, X, Y>, markers: &[Marker], end: f64, top: f64) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let shown: Vec<&Marker> = markers.iter().filter(|m| m.at <= end).collect();
+    for m in &shown {
+        let line = [(m.at, 0.0), (m.at, top)];
+        chart.draw_series(DashedLineSeries::new(line, 6, 4, FAULT.stroke_width(2)))?;
+    }
+    let labels = shown.iter().enumerate().map(|(i, m)| {
+        let style = ("sans-serif", 13, FontStyle::Bold).into_font().color(&FAULT);
+        let dy = -3 - MARKER_ROW as i32 * (i as i32 % 2);
+        let (dx, h) = if m.at > end * 0.8 {
+            (-4, HPos::Right)
+        } else {
+            (4, HPos::Left)
+        };
+        let tick = PathElement::new(vec![(0, 0), (0, dy)], FAULT.stroke_width(2));
+        EmptyElement::at((m.at, top))
+            + tick
+            + Text::new(m.label.clone(), (dx, dy), style.pos(Pos::new(h, VPos::Bottom)))
+    });
+    chart.draw_series(labels)?;
+    Ok(())
 }
 
 /// Grouped (and optionally stacked) bars: for each category, the `bars` side by side, and
@@ -294,6 +524,10 @@ struct Axes<'a> {
     x_area: u32,
     /// Width of the y axis' tick labels and title, px.
     y_area: u32,
+    /// Width of a second y axis on the right, px (0: none).
+    y2_area: u32,
+    /// Space above the plot, px (marker labels go there).
+    margin_top: u32,
     /// Axis titles; none drawn when absent.
     x_desc: Option<&'a str>,
     y_desc: Option<&'a str>,
@@ -316,6 +550,8 @@ impl Default for Axes<'_> {
         Axes {
             x_area: 44,
             y_area: 62,
+            y2_area: 0,
+            margin_top: 12,
             x_desc: None,
             y_desc: None,
             x_format: &compact_tick,
@@ -343,12 +579,39 @@ where
     X::CoordDescType: ValueFormatter<f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
-    let mut chart = ChartBuilder::on(root)
+    let mut chart = build(root, x, y, axes)?;
+    mesh(&mut chart, axes)?;
+    Ok(chart)
+}
+
+/// The chart [`frame`] draws, before its grid and axes: a chart with a second y axis attaches
+/// it here, before [`mesh`], or the first axis' labels are drawn on the right as well.
+fn build<'a, 'b, X, Y>(
+    root: &Area<'b>,
+    x: X,
+    y: Y,
+    axes: &Axes<'_>,
+) -> Result<Chart<'a, 'b, X::CoordDescType, Y::CoordDescType>, Box<dyn Error>>
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+{
+    Ok(ChartBuilder::on(root)
         .margin(12)
+        .margin_top(axes.margin_top)
         .margin_right(22)
         .x_label_area_size(axes.x_area)
         .y_label_area_size(axes.y_area)
-        .build_cartesian_2d(x, y)?;
+        .right_y_label_area_size(axes.y2_area)
+        .build_cartesian_2d(x, y)?)
+}
+
+/// The grid, axes, tick labels and titles of [`frame`].
+fn mesh<X, Y>(chart: &mut Chart<'_, '_, X, Y>, axes: &Axes<'_>) -> DrawResult
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     let mut mesh = chart.configure_mesh();
     mesh.bold_line_style(GRID)
         .light_line_style(TRANSPARENT)
@@ -376,7 +639,7 @@ where
         mesh.y_labels(n);
     }
     mesh.draw()?;
-    Ok(chart)
+    Ok(())
 }
 
 /// A line through `points` with its legend entry: solid at 3 px, or dashed at 2 px (the
@@ -519,6 +782,43 @@ mod tests {
         assert_eq!(nice_max(0.0), 1.0);
         assert_eq!(nice_max(95.0), 100.0);
         assert!(nice_max(1234.0) >= 1234.0 * 1.05);
+    }
+
+    #[test]
+    fn time_line_axes_start_at_zero_on_round_ticks() {
+        // A flat line near 3,800 still gets an axis from 0, its top labelled.
+        let y = zero_based(3_800.0, Y_TICKS, true);
+        assert_eq!(y.ticks, [0.0, 1_000.0, 2_000.0, 3_000.0, 4_000.0]);
+        assert_eq!(y.hi, 4_000.0);
+        // Counts never get fractional ticks; measures may.
+        assert_eq!(zero_based(2.0, Y_TICKS, true).ticks, [0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(zero_based(12.0, Y_TICKS, true).ticks, [0.0, 5.0, 10.0, 15.0]);
+        assert_eq!(zero_based(2.0, Y_TICKS, false).ticks, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        // Nothing to show still makes an axis.
+        assert_eq!(zero_based(0.0, Y_TICKS, true).ticks, [0.0, 1.0]);
+        assert_eq!(zero_based(f64::NAN, Y_TICKS, false).hi, 1.0);
+        for max in [0.3, 7.0, 41.0, 98.0, 1_234.0, 71_940.0] {
+            let y = zero_based(max, Y_TICKS, false);
+            assert_eq!(y.ticks[0], 0.0);
+            assert!(y.hi >= max && y.ticks.len() <= Y_TICKS + 1, "{max}: {:?}", y.ticks);
+            assert_eq!(y.ticks.last(), Some(&y.hi));
+        }
+    }
+
+    #[test]
+    fn time_axes_tick_whole_round_seconds() {
+        assert_eq!(time_axis(5.0).ticks, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(
+            time_axis(75.0).ticks,
+            (0..=7).map(|i| f64::from(i) * 10.0).collect::<Vec<_>>()
+        );
+        assert_eq!(time_axis(3_700.0).ticks[1], 600.0);
+        let day = time_axis(86_400.0);
+        assert!(
+            day.ticks.len() <= X_TICKS + 1 && day.ticks[1] % 3_600.0 == 0.0,
+            "{:?}",
+            day.ticks
+        );
     }
 
     #[test]

@@ -52,8 +52,7 @@ pub struct Report {
     pub connections: Connections,
     /// Volume and rates.
     pub throughput: Throughput,
-    /// Latency per metric (`server_ack`, `delivery`, `read_receipt`, `read`, `channel`,
-    /// `group_read_first`, `group_read_all`, `schedule_lag`), milliseconds.
+    /// Latency per metric (the names of [`LATENCY_METRICS`]), milliseconds.
     pub latencies: BTreeMap<String, Latency>,
     /// Frame, receipt and error counters, as the tester saw them.
     pub counters: Counters,

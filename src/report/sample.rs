@@ -51,29 +51,50 @@ fn split(messages_read: u64, read_acks: u64, channel_acks: u64) -> AckSplit {
     }
 }
 
-fn audit(expected: u64, lost: u64, duplicated: u64, unexpected: u64) -> AuditKind {
+/// One kind of the audit: `expected` of which `lost` and `lost_in_disconnect` never came.
+fn audit(expected: u64, lost: u64, lost_in_disconnect: u64) -> AuditKind {
     AuditKind {
         expected,
-        arrived: expected - lost,
+        arrived: expected - lost - lost_in_disconnect,
         lost,
-        duplicated,
-        unexpected,
+        lost_in_disconnect,
         ..Default::default()
     }
 }
 
-/// A 60 s run of the `batched` strategy with 2,000 users; one SLO fails (3 receipts lost) and the
-/// generator fell behind for a few seconds.
+/// Connections the sample's `drop_connections` fault (200 at 30 s, over 2 s) has cut and not
+/// yet seen back at second `t`; 3 never come back.
+fn fault_dip(t: f64) -> u64 {
+    match t as u64 {
+        30 => 95,
+        31 => 150,
+        32 => 40,
+        s if s >= 33 => 3,
+        _ => 0,
+    }
+}
+
+/// A 60 s run of the `batched` strategy with 2,000 users; one SLO fails (3 delivery receipts lost),
+/// the generator fell behind for a few seconds (its CPU near a full core), a fault dropped 200
+/// connections at 30 s (197 came back; 2 messages and a reply went down with them), and the
+/// server refused 6 requests.
 pub(crate) fn sample_report() -> Report {
     let latencies: BTreeMap<String, Latency> = [
         ("server_ack", latency(71_940, 1.18, 0.32, true)),
+        ("message", latency(69_478, 1.64, 0.33, true)),
+        ("message_offline", latency(1_204, 3_870.0, 0.25, true)),
         ("delivery", latency(69_480, 2.41, 0.34, true)),
         ("read_receipt", latency(52_310, 6.85, 0.42, true)),
         ("read", latency(52_310, 1_512.0, 0.18, true)),
         ("channel", latency(8_904, 4.92, 0.38, true)),
+        ("channel_sync", latency(4_410, 5.31, 0.38, true)),
         ("group_read_first", latency(9_876, 812.0, 0.22, true)),
         ("group_read_all", latency(9_540, 2_630.0, 0.2, true)),
+        ("read_users_page", latency(1_320, 3.9, 0.3, false)),
+        ("read_users", latency(610, 8.7, 0.3, false)),
+        ("reconnect", latency(200, 420.0, 0.35, false)),
         ("schedule_lag", latency(71_940, 0.21, 0.6, false)),
+        ("ack_lag", latency(38_314, 0.14, 0.55, false)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -90,17 +111,17 @@ pub(crate) fn sample_report() -> Report {
             TimelinePoint {
                 t,
                 connected: if t <= 72.0 {
-                    (3_800.0 * ramp).round() as u64
+                    (3_800.0 * ramp).round() as u64 - fault_dip(t)
                 } else {
-                    3_800 - (t as u64 - 72) * 900
+                    3_797 - (t as u64 - 72) * 900
                 },
                 messages,
                 acks: (messages as f64 * 0.41 * wobble).round() as u64,
                 receipts: (messages as f64 * 1.52 + if t >= 70.0 { 300.0 / (t - 68.0) } else { 0.0 }).round() as u64,
                 errors: if (39.0..42.0).contains(&t) { 2 } else { 0 },
                 schedule_lag_p99: steady * (0.6 + 0.2 * (t * 1.7).sin().abs() + 14.0 * stall * (t - 37.0) / 7.0),
-                rss_mb: 60.0 + 40.0 * ramp,
-                cpu_pct: 8.0 + 70.0 * steady * wobble,
+                rss_mb: 38.0 + 54.0 * ramp + 0.08 * t * steady,
+                cpu_pct: 6.0 + 64.0 * steady * wobble + 30.0 * stall,
                 read_receipt_p99: steady * (19.0 + 3.0 * (t * 0.7).sin() + 30.0 * stall),
             }
         })
@@ -145,9 +166,9 @@ pub(crate) fn sample_report() -> Report {
             achieved: 3_800,
             failed: 12,
             peak: 3_800,
-            dropped: 3,
-            reconnects: 3,
-            resent: 2,
+            dropped: 203,
+            reconnects: 200,
+            resent: 14,
         },
         throughput: Throughput {
             messages_sent: 71_940,
@@ -155,7 +176,7 @@ pub(crate) fn sample_report() -> Report {
             group_sent: 11_960,
             messages_per_sec: 1_199.0,
             skipped_offline: 1_830,
-            skipped_disconnected: 0,
+            skipped_disconnected: 37,
             frames_sent: 114_054,
             frames_received: 217_034,
             bytes_sent: 19_873_402,
@@ -175,7 +196,7 @@ pub(crate) fn sample_report() -> Report {
             errors_by_code: counts(&[("rate_limited", 4), ("unknown_message", 2)]),
             error_rate: 6.0 / 114_054.0,
             rate_limited: 4,
-            unparseable: 0,
+            unparseable: 2,
         },
         ack_economics: AckEconomics {
             strategy: "batched".to_string(),
@@ -189,22 +210,7 @@ pub(crate) fn sample_report() -> Report {
                 frames_out,
             }),
         },
-        audit: Audit {
-            total: audit(109_303, 3, 1, 0),
-            by_kind: [
-                ("channel", audit(8_870, 0, 0, 0)),
-                ("delivery", audit(47_123, 3, 0, 0)),
-                ("group_read", audit(9_540, 0, 1, 0)),
-                ("message", audit(69_480, 0, 0, 0)),
-                ("read", audit(43_100, 0, 0, 0)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-            refused_by_code: [("rate_limited".to_string(), 6)].into_iter().collect(),
-            protocol_errors: BTreeMap::new(),
-            drain_secs: 5.0,
-        },
+        audit: sample_audit(),
         timeline,
         slo: vec![
             SloResult {
@@ -234,7 +240,67 @@ pub(crate) fn sample_report() -> Report {
                 .to_string(),
         ],
         interrupted: false,
-        faults: Vec::new(),
+        faults: vec![FaultReport {
+            kind: "drop_connections".to_string(),
+            at_secs: 30.0,
+            over_secs: 2.0,
+            planned: 200,
+            done: 200,
+            recovered: 197,
+            recovery_p50_ms: 420.0,
+            recovery_max_ms: 2_310.0,
+        }],
+    }
+}
+
+/// The sample's audit, every kind the collector knows, the total their sum: 3 delivery receipts
+/// lost; 2 messages and a reply lost with the dropped connections; 6 requests refused (the
+/// errors of [`Counters::errors_by_code`]); messages for users who never came back not due; a
+/// duplicated group count, a late read receipt and an unexpected statistic.
+fn sample_audit() -> Audit {
+    let reply = AuditKind {
+        refused: 6,
+        ..audit(114_054, 0, 1)
+    };
+    let message = AuditKind {
+        not_due: 1_830,
+        ..audit(69_480, 0, 2)
+    };
+    let read = AuditKind {
+        late: 1,
+        ..audit(43_100, 0, 0)
+    };
+    let group_read = AuditKind {
+        duplicated: 1,
+        ..audit(9_540, 0, 0)
+    };
+    let statistic = AuditKind {
+        unexpected: 1,
+        not_due: 12,
+        ..audit(670, 0, 0)
+    };
+    let by_kind: BTreeMap<String, AuditKind> = [
+        ("reply", reply),
+        ("message", message),
+        ("delivery", audit(47_123, 3, 0)),
+        ("read", read),
+        ("channel", audit(8_870, 0, 0)),
+        ("channel_sync", audit(4_410, 0, 0)),
+        ("group_read", group_read),
+        ("statistic", statistic),
+        ("read_users", audit(610, 0, 0)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut total = AuditKind::default();
+    by_kind.values().for_each(|k| total.add(k));
+    Audit {
+        total,
+        by_kind,
+        refused_by_code: counts(&[("rate_limited", 4), ("unknown_message", 2)]),
+        protocol_errors: counts(&[("bad_frame", 0), ("binary", 0), ("invalid_json", 0), ("unknown_op", 2)]),
+        drain_secs: 5.0,
     }
 }
 

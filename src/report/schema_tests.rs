@@ -49,6 +49,10 @@ fn absent_options_and_empty_collections_match_the_summary_schema() {
     r.timeline.clear();
     r.warnings.clear();
     r.audit.by_kind.clear();
+    r.audit.refused_by_code.clear();
+    r.audit.protocol_errors.clear();
+    r.faults.clear();
+    r.interrupted = true;
     assert_eq!(errors(&v, &summary(&r)), Vec::<String>::new());
 }
 
@@ -57,7 +61,7 @@ fn broken_summaries_are_rejected() {
     let v = validator(SUMMARY_SCHEMA);
     let good = summary(&sample_report());
     type Breakage = (&'static str, fn(&mut Value));
-    let breakages: [Breakage; 10] = [
+    let breakages: [Breakage; 19] = [
         ("top-level field removed", |d| {
             drop(d.as_object_mut().unwrap().remove("audit"))
         }),
@@ -78,6 +82,27 @@ fn broken_summaries_are_rejected() {
         }),
         ("bad timestamp", |d| d["started_at"] = "yesterday".into()),
         ("slo verdict as string", |d| d["slo"][0]["passed"] = "yes".into()),
+        ("interrupted removed", |d| {
+            drop(d.as_object_mut().unwrap().remove("interrupted"))
+        }),
+        ("interrupted as string", |d| d["interrupted"] = "no".into()),
+        ("audit kind without refused", |d| {
+            drop(d["audit"]["total"].as_object_mut().unwrap().remove("refused"))
+        }),
+        ("unknown audit kind", |d| {
+            d["audit"]["by_kind"]["receipt"] = d["audit"]["total"].clone()
+        }),
+        ("unknown protocol error cause", |d| {
+            d["audit"]["protocol_errors"]["garbled"] = 1.into()
+        }),
+        ("negative reconnects", |d| d["connections"]["reconnects"] = (-1).into()),
+        ("timeline point without rss", |d| {
+            drop(d["timeline"][3].as_object_mut().unwrap().remove("rss_mb"))
+        }),
+        ("unknown fault kind", |d| d["faults"][0]["kind"] = "unplug_cable".into()),
+        ("fault without recovery", |d| {
+            drop(d["faults"][0].as_object_mut().unwrap().remove("recovery_max_ms"))
+        }),
     ];
     for (what, brk) in breakages {
         let mut doc = good.clone();

@@ -1,5 +1,6 @@
 //! The end-of-run summary for a terminal: a few tables and lines a person reads in ten seconds
-//! (latency percentiles, throughput, ack economics, the audit, SLOs, warnings).
+//! (latency percentiles, throughput, ack economics, the audit, faults, SLOs, warnings), opened by
+//! a loud line when the run was interrupted.
 //!
 //! Plain text without colour codes, so it reads the same in a pipe, a CI log or a file; the full
 //! detail lives in `summary.json` and the HTML page. The summaries of `ackstorm compare` and
@@ -19,6 +20,9 @@ pub use bench::{render_capacity_text, render_compare_text};
 /// The terminal summary of one run.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
+    if report.interrupted {
+        out.push_str("INTERRUPTED: figures cover only what ran\n");
+    }
     let plan = &report.plan;
     let _ = writeln!(
         out,
@@ -54,23 +58,26 @@ pub fn render_text(report: &Report) -> String {
     let offered = plan.offered_one_to_one_per_sec + plan.offered_group_per_sec;
     let _ = writeln!(
         out,
-        "\nThroughput: {} msg/s (offered {}/s); {} messages ({} one-to-one, {} group), {} skipped offline",
+        "\nThroughput: {} msg/s (offered {}/s); {} messages ({} one-to-one, {} group), {} skipped offline{}",
         fmt::rate(tp.messages_per_sec),
         fmt::rate(offered),
         fmt::int(tp.messages_sent),
         fmt::int(tp.one_to_one_sent),
         fmt::int(tp.group_sent),
         fmt::int(tp.skipped_offline),
+        unless_zero(", {} skipped disconnected", tp.skipped_disconnected),
     );
     let c = &report.connections;
     let _ = writeln!(
         out,
-        "Connections: {} of {} logged in (peak {}), {} failed, {} dropped; errors {} ({} of frames sent)",
+        "Connections: {} of {} logged in (peak {}), {} failed, {} dropped{}{}; errors {} ({} of frames sent)",
         fmt::int(c.achieved),
         fmt::int(c.asked),
         fmt::int(c.peak),
         fmt::int(c.failed),
         fmt::int(c.dropped),
+        unless_zero(", {} reconnects", c.reconnects),
+        unless_zero(", {} resent", c.resent),
         fmt::int(report.counters.errors_by_code.values().sum()),
         fmt::pct(100.0 * report.counters.error_rate),
     );
@@ -92,17 +99,16 @@ pub fn render_text(report: &Report) -> String {
         );
     }
 
-    let a = &report.audit.total;
-    let _ = writeln!(
-        out,
-        "\nAudit: {} lost, {} duplicated, {} unexpected of {} receipts expected ({} arrived; drain {})",
-        fmt::int(a.lost),
-        fmt::int(a.duplicated),
-        fmt::int(a.unexpected),
-        fmt::int(a.expected),
-        fmt::int(a.arrived),
-        fmt::secs(report.audit.drain_secs),
-    );
+    audit(&mut out, report);
+    if !report.faults.is_empty() {
+        out.push_str("\nFaults injected\n");
+        let mut faults = table(&view::FAULT_HEAD);
+        for f in &report.faults {
+            faults.add_row(view::fault_cells(f));
+        }
+        right_align(&mut faults, 1);
+        let _ = writeln!(out, "{faults}");
+    }
 
     if !report.slo.is_empty() {
         let failed = report.slo.iter().filter(|s| !s.passed).count();
@@ -127,6 +133,47 @@ pub fn render_text(report: &Report) -> String {
         }
     }
     out
+}
+
+/// The audit: a row per kind that has anything, the columns that are non-zero somewhere (and
+/// expected, arrived, lost always), then refused codes and protocol errors.
+fn audit(out: &mut String, report: &Report) {
+    let audit = &report.audit;
+    let t = view::audit_table(audit);
+    let drain = fmt::secs(audit.drain_secs);
+    if t.rows.is_empty() {
+        let _ = writeln!(out, "\nAudit: nothing was expected or arrived (drain {drain})");
+    } else {
+        let lost = audit.total.lost;
+        let verdict = if lost == 0 {
+            "nothing lost".to_string()
+        } else {
+            format!("{} LOST", fmt::int(lost))
+        };
+        let _ = writeln!(
+            out,
+            "\nAudit: {verdict}; expected against arrived after a drain of {drain}"
+        );
+        let mut tbl = table(&t.heads());
+        for (kind, a) in &t.rows {
+            tbl.add_row(t.cells(kind, a));
+        }
+        right_align(&mut tbl, 1);
+        let _ = writeln!(out, "{tbl}");
+    }
+    let extras = view::audit_extras(audit);
+    if !extras.is_empty() {
+        let _ = writeln!(out, "{}", extras.join(" · "));
+    }
+}
+
+/// `template` with `{}` replaced by `n`, or nothing when `n` is zero.
+fn unless_zero(template: &str, n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        template.replacen("{}", &fmt::int(n), 1)
+    }
 }
 
 /// The terminal table of `ackstorm strategies`.
@@ -183,13 +230,127 @@ mod tests {
         );
         assert!(text.contains("FAIL  audit.lost == 0"), "{text}");
         assert!(text.contains("SLOs: 1 of 4 failed"), "{text}");
-        assert!(text.contains("3 lost, 1 duplicated, 0 unexpected"), "{text}");
         assert!(
             text.contains(&fmt::saving(report.ack_economics.total.saving_pct)),
             "{text}"
         );
         assert!(text.contains("1,199 msg/s"), "{text}");
         assert!(text.contains("! the generator was the bottleneck"), "{text}");
+    }
+
+    /// The line of `text` that starts a table row of `head`.
+    fn row<'a>(text: &'a str, head: &str) -> &'a str {
+        let prefix = format!("│ {head} ");
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no row {head} in\n{text}"))
+    }
+
+    /// The cells of a table row, trimmed, its head first.
+    fn cells(line: &str) -> Vec<&str> {
+        line.trim_matches('│').split(['┆', '│']).map(str::trim).collect()
+    }
+
+    #[test]
+    fn audit_table_has_a_row_per_kind_with_anything_and_the_extras_below() {
+        let mut report = sample_report();
+        report.audit.by_kind.insert("read_users".into(), Default::default());
+        let full = render_text(&report);
+        // (Latency and ack economics rows share names with audit rows: look past them.)
+        let text = &full[full.find("\nAudit:").unwrap_or_else(|| panic!("{full}"))..];
+        assert!(
+            text.starts_with("\nAudit: 3 LOST; expected against arrived after a drain of 5.0 s"),
+            "{text}"
+        );
+        let head = cells(row(text, "kind"));
+        assert_eq!(
+            head,
+            [
+                "kind",
+                "expected",
+                "arrived",
+                "lost",
+                "dup",
+                "unexpected",
+                "refused",
+                "lost in disconnect",
+                "not due",
+                "late"
+            ]
+        );
+        let d = &report.audit.by_kind["delivery"];
+        let delivery = cells(row(text, "delivery"));
+        assert_eq!(
+            delivery[1..4],
+            [fmt::int(d.expected), fmt::int(d.arrived), "3".to_string()]
+        );
+        assert_eq!(cells(row(text, "reply"))[6], "6", "refused");
+        assert_eq!(
+            cells(row(text, "message"))[7..9],
+            ["2", "1,830"],
+            "lost in disconnect, not due"
+        );
+        let total = cells(row(text, "total"));
+        assert_eq!(total[1], fmt::int(report.audit.total.expected));
+        assert!(!text.contains("│ read_users "), "an empty kind got a row:\n{text}");
+        assert!(
+            text.contains("refused: rate_limited 4, unknown_message 2 · protocol errors: unknown_op 2"),
+            "{text}"
+        );
+
+        // Columns that are zero in every row go; no extras line without refusals or bad frames.
+        report.audit.by_kind.values_mut().for_each(|a| a.late = 0);
+        report.audit.total.late = 0;
+        report.audit.refused_by_code.clear();
+        report.audit.protocol_errors.values_mut().for_each(|n| *n = 0);
+        let text = render_text(&report);
+        assert!(!cells(row(&text, "kind")).contains(&"late"), "{text}");
+        assert!(
+            !text.contains("refused:") && !text.contains("protocol errors"),
+            "{text}"
+        );
+
+        report.audit = Default::default();
+        let text = render_text(&report);
+        assert!(text.contains("Audit: nothing was expected or arrived"), "{text}");
+    }
+
+    #[test]
+    fn interrupted_runs_say_so_first_and_new_counts_show_when_non_zero() {
+        let mut report = sample_report();
+        let text = render_text(&report);
+        assert!(!text.contains("INTERRUPTED"), "{text}");
+        assert!(
+            text.contains("203 dropped, 200 reconnects, 14 resent; errors"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1,830 skipped offline, 37 skipped disconnected"),
+            "{text}"
+        );
+
+        report.interrupted = true;
+        report.connections.reconnects = 0;
+        report.connections.resent = 0;
+        report.throughput.skipped_disconnected = 0;
+        let text = render_text(&report);
+        assert_eq!(text.lines().next(), Some("INTERRUPTED: figures cover only what ran"));
+        assert!(text.contains("203 dropped; errors"), "{text}");
+        assert!(!text.contains("reconnects") && !text.contains("resent"), "{text}");
+        assert!(!text.contains("skipped disconnected"), "{text}");
+    }
+
+    #[test]
+    fn faults_get_a_table_only_when_there_were_any() {
+        let mut report = sample_report();
+        let text = render_text(&report);
+        assert!(text.contains("Faults injected"), "{text}");
+        assert_eq!(
+            cells(row(&text, "drop_connections")),
+            ["drop_connections", "30 s", "2.0 s", "200", "200", "197", "420", "2,310"]
+        );
+        report.faults.clear();
+        assert!(!render_text(&report).contains("Faults"));
     }
 
     #[test]

@@ -259,5 +259,9 @@ fn row(m: &MetricDelta) -> Row {
         (false, Movement::Better) => "good",
         (false, Movement::Noise) => "",
     };
-    Row { cells, tone }
+    Row {
+        cells,
+        tone,
+        marks: Vec::new(),
+    }
 }

@@ -114,6 +114,8 @@ struct TableView {
     head: Vec<String>,
     rows: Vec<Row>,
     note: String,
+    /// (column, what it means), shown under the table when not empty.
+    legend: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -121,6 +123,8 @@ struct Row {
     cells: Vec<String>,
     /// `bad` to highlight the row, `worse` or `good` to colour its numbers, or empty.
     tone: &'static str,
+    /// One class per cell (`bad`, `warn` or empty) to highlight single cells; empty for none.
+    marks: Vec<&'static str>,
 }
 
 impl TableView {
@@ -138,7 +142,17 @@ impl TableView {
 
     /// A row with a tone: `bad`, `worse`, `good` or empty.
     fn toned(&mut self, cells: Vec<String>, tone: &'static str) {
-        self.rows.push(Row { cells, tone });
+        self.rows.push(Row {
+            cells,
+            tone,
+            marks: Vec::new(),
+        });
+    }
+
+    /// A row whose cells are highlighted one by one: `marks` holds a class per cell.
+    fn marked(&mut self, cells: Vec<String>, marks: Vec<&'static str>) {
+        debug_assert_eq!(cells.len(), marks.len());
+        self.rows.push(Row { cells, tone: "", marks });
     }
 
     /// A two-column table of a counter map.

@@ -1,13 +1,14 @@
-//! The page of one run: header, verdict band, key numbers, percentile curves, ack volume, time
-//! lines, tables.
+//! The page of one run: an interrupted banner (when it was), header, verdict band, key numbers,
+//! percentile curves, ack volume, the audit, injected faults, time lines (faults marked on
+//! them), tables.
 
 use minijinja::value::Serde;
 use serde::Serialize;
 
 use super::{Band, Card, Chip, Fact, Figure, HALF, SMALL, TableView, WIDE, render};
-use crate::report::chart::{self, BASELINE, Bar, PALETTE, Series, metric_color};
+use crate::report::chart::{self, BASELINE, Bar, Marker, PALETTE, Series, YAxis, metric_color};
 use crate::report::fmt;
-use crate::report::model::{AckSplit, AuditKind, Report};
+use crate::report::model::{AckSplit, Audit, FaultReport, Report, TimelinePoint};
 use crate::report::run_view::{self as view, ordered_latencies};
 use crate::report::{ReportError, SCHEMA_VERSION};
 
@@ -47,8 +48,16 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
         fact("duration", duration),
         fact("offered", offered),
     ];
+    let interrupted = report.interrupted.then(|| {
+        format!(
+            "It was stopped before its end (Ctrl-C or SIGTERM) after {} of wall time; the audit settled what \
+             it could in a short drain.",
+            fmt::secs(report.elapsed_secs)
+        )
+    });
     let page = minijinja::context! {
         report => Serde(report),
+        interrupted => interrupted,
         facts => Serde(&facts),
         verdict => Serde(&verdict(report)),
         cards => Serde(&cards(report)),
@@ -115,17 +124,21 @@ fn cards(report: &Report) -> Vec<Card> {
         cards.push(card);
     }
     let audit = &report.audit.total;
-    let of = format!(
-        "of {} · {} dup · {} unexp.",
-        fmt::int(audit.expected),
-        fmt::int(audit.duplicated),
-        fmt::int(audit.unexpected)
-    );
+    let mut of = vec![format!("of {} owed", fmt::int(audit.expected))];
+    for (n, what) in [
+        (audit.lost_in_disconnect, "in disconnects"),
+        (audit.duplicated, "dup"),
+        (audit.unexpected, "unexp."),
+    ] {
+        if n > 0 {
+            of.push(format!("{} {what}", fmt::int(n)));
+        }
+    }
     cards.push(Card::new(
-        "lost receipts",
+        "lost",
         fmt::int(audit.lost),
         "",
-        of,
+        of.join(" · "),
         if audit.lost > 0 { "bad" } else { "good" },
     ));
     let total = &report.ack_economics.total;
@@ -138,11 +151,15 @@ fn cards(report: &Report) -> Vec<Card> {
     let per_read = format!("{} acks per message read", fmt::num(total.acks_per_read, 2));
     cards.push(Card::new("ack frames", value, unit, per_read, tone));
     let c = &report.connections;
+    let mut sub = format!("{} failed · {} dropped", fmt::int(c.failed), fmt::int(c.dropped));
+    if c.reconnects > 0 {
+        sub.push_str(&format!(" · {} back", fmt::int(c.reconnects)));
+    }
     cards.push(Card::new(
         "connections",
         fmt::int(c.achieved),
         &format!("/ {}", fmt::int(c.asked)),
-        format!("{} failed · {} dropped", fmt::int(c.failed), fmt::int(c.dropped)),
+        sub,
         if c.failed + c.dropped > 0 || c.achieved < c.asked {
             "bad"
         } else {
@@ -216,6 +233,8 @@ fn ack_figure(report: &Report) -> Result<Figure, ReportError> {
     })
 }
 
+/// The time lines: traffic, connections, per-second p99s and the tester's own resources, each
+/// with a marker per injected fault.
 fn timeline_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
     let tl = &report.timeline;
     if tl.is_empty() {
@@ -225,7 +244,7 @@ fn timeline_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
             svg: None,
         }]);
     }
-    let col = |f: fn(&crate::report::model::TimelinePoint) -> f64| tl.iter().map(|p| (p.t, f(p))).collect::<Vec<_>>();
+    let col = |f: fn(&TimelinePoint) -> f64| tl.iter().map(|p| (p.t, f(p))).collect::<Vec<_>>();
     let (msgs, acks, receipts, errors) = (
         col(|p| p.messages as f64),
         col(|p| p.acks as f64),
@@ -247,31 +266,175 @@ fn timeline_figures(report: &Report) -> Result<Vec<Figure>, ReportError> {
         Series::solid("read_receipt p99", metric_color("read_receipt"), &rr),
     ];
     let conn = [Series::solid("connected", PALETTE[3], &connected)];
+    let markers = fault_markers(report);
     Ok(vec![
         Figure {
             title: "Traffic".into(),
             caption: "per second: messages sent, read and channel acks sent, receipt pushes received".into(),
-            svg: Some(chart::lines("traffic over time", "per second", &rates, WIDE)?),
+            svg: Some(chart::lines(
+                "traffic over time",
+                YAxis::counts("per second"),
+                &rates,
+                &markers,
+                WIDE,
+            )?),
         },
         Figure {
             title: "Connected users".into(),
             caption: "connections logged in".into(),
-            svg: Some(chart::lines("connections over time", "connections", &conn, WIDE)?),
+            svg: Some(chart::lines(
+                "connections over time",
+                YAxis::counts("connections"),
+                &conn,
+                &markers,
+                WIDE,
+            )?),
         },
         Figure {
             title: "p99 per second".into(),
             caption: "schedule lag is the tester's own delay; when it rises, the generator is the bottleneck".into(),
-            svg: Some(chart::lines("p99 per second", "ms", &p99s, WIDE)?),
+            svg: Some(chart::lines(
+                "p99 per second",
+                YAxis::measure("ms"),
+                &p99s,
+                &markers,
+                WIDE,
+            )?),
         },
+        resources_figure(tl, &markers)?,
     ])
 }
 
-/// The tables of a run page, by the width they are laid out at.
+/// The tester's own memory (left axis) and CPU (right axis) per second: a generator short of
+/// CPU or growing without bound shows here before its numbers go wrong. A side the platform did
+/// not measure (all zero) is left out.
+fn resources_figure(tl: &[TimelinePoint], markers: &[Marker]) -> Result<Figure, ReportError> {
+    let rss: Vec<(f64, f64)> = tl.iter().map(|p| (p.t, p.rss_mb)).collect();
+    let cpu: Vec<(f64, f64)> = tl.iter().map(|p| (p.t, p.cpu_pct)).collect();
+    let peak = |s: &[(f64, f64)]| s.iter().map(|p| p.1).fold(0.0, f64::max);
+    let (rss_peak, cpu_peak) = (peak(&rss), peak(&cpu));
+    let title = "Tester resources".to_string();
+    if rss_peak == 0.0 && cpu_peak == 0.0 {
+        return Ok(Figure {
+            title,
+            caption: "the tester's memory and CPU were not measured on this platform".into(),
+            svg: None,
+        });
+    }
+    let mut caption = vec!["the load generator's own use, per second".to_string()];
+    let mut left = Vec::new();
+    let mut right = Vec::new();
+    if rss_peak > 0.0 {
+        left.push(Series::solid("memory (RSS, MiB, left)", PALETTE[0], &rss));
+        caption.push(format!("memory peaked at {} MiB", fmt::num(rss_peak, 0)));
+    }
+    if cpu_peak > 0.0 {
+        right.push(Series::solid("CPU (% of one core, right)", PALETTE[1], &cpu));
+        caption.push(format!("CPU peaked at {}% of one core", fmt::num(cpu_peak, 0)));
+    }
+    caption.push("a tester near its cores' limit, or whose memory keeps growing, delays its own sends".into());
+    let cpu_axis = YAxis {
+        floor: 100.0,
+        ..YAxis::measure("CPU, % of one core")
+    };
+    let svg = chart::lines_two_axes(
+        "tester resources over time",
+        (YAxis::measure("RSS, MiB"), &left),
+        (cpu_axis, &right),
+        markers,
+        WIDE,
+    )?;
+    Ok(Figure {
+        title,
+        caption: caption.join(" · "),
+        svg: Some(svg),
+    })
+}
+
+/// A marker per injected fault, named by its kind.
+fn fault_markers(report: &Report) -> Vec<Marker> {
+    report
+        .faults
+        .iter()
+        .map(|f| Marker {
+            at: f.at_secs,
+            over: f.over_secs,
+            label: f.kind.clone(),
+        })
+        .collect()
+}
+
+/// The faults table, `None` without faults: a short `done` is amber, and so is `recovered` when
+/// connections a `drop_connections` fault cut did not all come back.
+fn faults_table(faults: &[FaultReport]) -> Option<TableView> {
+    if faults.is_empty() {
+        return None;
+    }
+    let mut t = TableView::new("Faults injected", &view::FAULT_HEAD);
+    for f in faults {
+        let short = f.done < f.planned;
+        let unrecovered = f.kind == "drop_connections" && f.recovered < f.done;
+        let marks = view::FAULT_HEAD
+            .iter()
+            .map(|h| match *h {
+                "done" if short => "warn",
+                "recovered" if unrecovered => "warn",
+                _ => "",
+            })
+            .collect();
+        t.marked(view::fault_cells(f), marks);
+    }
+    t.note = "at: seconds since the run started; over: the span the fault was spread across; recovered: \
+              connections logged in again afterwards, with the time from the fault to that login"
+        .into();
+    Some(t)
+}
+
+/// The tables of a run page: the audit, then the rest by the width they are laid out at.
 #[derive(Serialize)]
 struct Tables {
+    audit: TableView,
+    /// Absent when no fault was injected.
+    faults: Option<TableView>,
     wide: Vec<TableView>,
     half: Vec<TableView>,
     small: Vec<TableView>,
+}
+
+/// The audit table: a row per kind with anything, lost cells marked `bad`, duplicates and
+/// unexpected arrivals `warn`; columns zero in every row left out (and named in the note), a
+/// legend of the columns shown, refused codes and protocol errors in the note.
+fn audit_table(audit: &Audit) -> TableView {
+    let t = view::audit_table(audit);
+    let mut table = TableView::new("Owed against arrived", &t.heads());
+    for (kind, a) in &t.rows {
+        let marks = std::iter::once("")
+            .chain(t.columns.iter().map(|c| match (c.head, (c.value)(a)) {
+                (_, 0) => "",
+                ("lost", _) => "bad",
+                ("dup" | "unexpected", _) => "warn",
+                _ => "",
+            }))
+            .collect();
+        table.marked(t.cells(kind, a), marks);
+    }
+    let mut note = vec![format!("after a drain of {}", fmt::secs(audit.drain_secs))];
+    if t.rows.is_empty() {
+        note.push("nothing was owed or arrived".to_string());
+    }
+    if !t.omitted.is_empty() && !t.rows.is_empty() {
+        note.push(format!("zero in every row, not shown: {}", t.omitted.join(", ")));
+    }
+    note.extend(view::audit_extras(audit));
+    table.note = note.join(" · ");
+    if !t.rows.is_empty() {
+        table.legend = t
+            .columns
+            .iter()
+            .map(|c| (c.head.to_string(), c.meaning.to_string()))
+            .collect();
+    }
+    table
 }
 
 fn tables(report: &Report) -> Tables {
@@ -292,25 +455,6 @@ fn tables(report: &Report) -> Tables {
     for (name, l) in ordered_latencies(report) {
         lat.row(view::latency_cells(name, l, true), false);
     }
-    let mut audit = TableView::new(
-        "Receipt audit",
-        &["kind", "expected", "arrived", "lost", "duplicated", "unexpected"],
-    );
-    let audit_row = |kind: &str, a: &AuditKind| {
-        let cells = [a.expected, a.arrived, a.lost, a.duplicated, a.unexpected].map(fmt::int);
-        (
-            std::iter::once(kind.to_string()).chain(cells).collect(),
-            a.lost + a.duplicated + a.unexpected > 0,
-        )
-    };
-    for (kind, a) in &report.audit.by_kind {
-        let (cells, bad) = audit_row(kind, a);
-        audit.row(cells, bad);
-    }
-    let (cells, bad) = audit_row("total", &report.audit.total);
-    audit.row(cells, bad);
-    audit.note = format!("after a drain of {}", fmt::secs(report.audit.drain_secs));
-
     let econ = &report.ack_economics;
     let mut acks = TableView::new("Ack economics", &view::ack_head("vs baseline"));
     for cells in view::ack_rows(econ) {
@@ -348,23 +492,29 @@ fn tables(report: &Report) -> Tables {
         fmt::int(c.unparseable)
     );
     let tp = &report.throughput;
+    let conn = &report.connections;
     let mut volume = TableView::new("Volume", &["", "value"]);
     for (k, v) in [
         ("messages sent", fmt::int(tp.messages_sent)),
         ("one-to-one", fmt::int(tp.one_to_one_sent)),
         ("group", fmt::int(tp.group_sent)),
         ("skipped (offline)", fmt::int(tp.skipped_offline)),
+        ("skipped (disconnected)", fmt::int(tp.skipped_disconnected)),
         ("frames sent", fmt::int(tp.frames_sent)),
         ("frames received", fmt::int(tp.frames_received)),
         ("bytes sent", fmt::bytes(tp.bytes_sent)),
         ("bytes received", fmt::bytes(tp.bytes_received)),
-        ("peak connections", fmt::int(report.connections.peak)),
+        ("peak connections", fmt::int(conn.peak)),
+        ("reconnects", fmt::int(conn.reconnects)),
+        ("requests resent", fmt::int(conn.resent)),
     ] {
         volume.row(vec![k.to_string(), v], false);
     }
     Tables {
+        audit: audit_table(&report.audit),
+        faults: faults_table(&report.faults),
         wide: vec![lat],
-        half: vec![audit, acks],
+        half: vec![acks],
         small: vec![
             TableView::counts("Frames sent", ["op", "frames"], &c.frames_sent_by_op),
             TableView::counts("Frames received", ["op", "frames"], &c.frames_received_by_op),
