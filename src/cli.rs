@@ -317,6 +317,15 @@ impl ServeArgs {
     }
 }
 
+/// The exit code of a command that failed: 130/143 when a signal stopped it, else
+/// [`EXIT_ERROR`].
+pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<runner::RunError>() {
+        Some(runner::RunError::Interrupted { signal, .. }) => runner::interrupt::exit_code(*signal),
+        _ => EXIT_ERROR,
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -402,7 +411,10 @@ fn print_plan(plan: &Plan, overrides: &[String]) {
 }
 
 fn slo_exit(report: &report::Report) -> ExitCode {
-    if report.slo.iter().all(|s| s.passed) {
+    if report.connections.achieved == 0 {
+        eprintln!("error: no user could log in: nothing was measured (see the warnings above)");
+        ExitCode::from(EXIT_ERROR)
+    } else if report.slo.iter().all(|s| s.passed) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CHECK_FAILED)
@@ -418,6 +430,9 @@ fn run_profile(args: &RunArgs, repeat: u32) -> Result<ExitCode> {
         println!("{}", report::render_text(&out.report));
         println!("results: {}", out.dir.display());
         println!("report:  {}", out.dir.join("report.html").display());
+        if let Some(sig) = out.interrupted {
+            return Ok(ExitCode::from(runner::interrupt::exit_code(sig)));
+        }
         return Ok(slo_exit(&out.report));
     }
     let (set, outs) = runner::run_repeated(&plan, &effective, repeat)?;
@@ -438,6 +453,9 @@ fn run_profile(args: &RunArgs, repeat: u32) -> Result<ExitCode> {
         );
     }
     println!("results: {} ({repeat} runs)", set.display());
+    if let Some(sig) = outs.iter().find_map(|o| o.interrupted) {
+        return Ok(ExitCode::from(runner::interrupt::exit_code(sig)));
+    }
     let all = outs.iter().all(|o| o.report.slo.iter().all(|s| s.passed));
     Ok(if all {
         ExitCode::SUCCESS

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(ackstorm::cli::EXIT_ERROR)
+            ExitCode::from(ackstorm::cli::exit_code_of(&e))
         }
     }
 }

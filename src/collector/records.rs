@@ -252,12 +252,15 @@ impl MsgRec {
         let sent = self.group_reads.len() as u64;
         if accepted > 0 || self.group_max > 0 {
             let k = tally.kind(Kind::GroupRead);
-            k.expected += accepted;
-            k.arrived += self.group_max.min(accepted);
-            let missing = accepted.saturating_sub(self.group_max);
+            let arrived = self.group_max.min(accepted);
+            let missing = accepted - arrived;
+            k.arrived += arrived;
+            k.expected += arrived;
             if judge.dropped(sender, self.sent) {
+                k.expected += missing;
                 k.lost_in_disconnect += missing;
             } else if presence.logged_in_after(sender, self.sent) || !presence.user_off(sender, self.sent) {
+                k.expected += missing;
                 k.lost += missing;
             } else {
                 k.not_due += missing;

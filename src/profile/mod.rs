@@ -42,7 +42,7 @@ pub enum ProfileError {
         message: String,
     },
     /// Unknown keys, values of the wrong type and values the plan cannot use: every one.
-    #[error("{file}: {}", problems.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
+    #[error("{file}: {} problem{}:{}", problems.len(), if problems.len() == 1 { "" } else { "s" }, problems.iter().map(|(k, m)| format!("\n  - {k}: {m}")).collect::<String>())]
     Invalid {
         /// The profile path.
         file: PathBuf,

@@ -275,7 +275,7 @@ pub struct ServerFrames {
 pub struct AuditKind {
     /// What should have arrived, from what the tester itself sent and was told.
     pub expected: u64,
-    /// Arrived, once each.
+    /// Arrived, once each (for `reply`, refusals included: an `error` is an answer).
     pub arrived: u64,
     /// Expected but never arrived (and the protocol does not excuse it).
     pub lost: u64,
@@ -291,7 +291,8 @@ pub struct AuditKind {
     /// allows (pushes are at most once on a live connection).
     #[serde(default)]
     pub lost_in_disconnect: u64,
-    /// Not expected: the device or user never came online again to receive it.
+    /// Not expected, and not in `expected`: the device or user never came online again to
+    /// receive it (or was logging in or out while it was routed).
     #[serde(default)]
     pub not_due: u64,
     /// Arrived after its record was settled (older than the audit horizon).

@@ -186,6 +186,9 @@ pub fn capacity(
         );
         let dir = set.join(format!("step-{:02}-{}-{load}", steps.len() + 1, search.vary.as_str()));
         let out = run_into(&p, &effective(&p), Some(&dir))?;
+        if let Some(signal) = out.interrupted {
+            return Err(RunError::Interrupted { signal, dir: out.dir });
+        }
         let step = step_of(load, &p, &out, &slo, search.max_lag_ms);
         let passed = step.passed;
         steps.push(step);

@@ -55,6 +55,14 @@ pub enum RunError {
     /// Rendering the report failed.
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// A signal stopped a series of runs; the interrupted run's results are in `dir`.
+    #[error("interrupted (signal {signal}); the interrupted run's results are in {}", dir.display())]
+    Interrupted {
+        /// The signal.
+        signal: i32,
+        /// Results folder of the run it stopped.
+        dir: PathBuf,
+    },
 }
 
 /// A finished run.
@@ -370,7 +378,11 @@ pub fn strategies(
         p.acks.strategy = *s;
         p.name = format!("{}-{}", plan.name, s.as_str());
         eprintln!("== strategy {} ==", s.as_str());
-        outputs.push(run(&p, &effective(&p))?);
+        let out = run(&p, &effective(&p))?;
+        if let Some(signal) = out.interrupted {
+            return Err(RunError::Interrupted { signal, dir: out.dir });
+        }
+        outputs.push(out);
     }
     let baseline = outputs
         .iter()

@@ -6,6 +6,7 @@ mod bench_cli;
 mod common;
 mod fake_server;
 mod run_cli;
+mod run_signals;
 mod server_concurrency;
 mod server_groups;
 mod server_limits;
