@@ -178,3 +178,48 @@ fn a_restarted_in_memory_server_is_reconnected_to_and_its_losses_are_reported() 
     );
     assert!(s["audit"]["by_kind"]["message"]["arrived"].as_u64().unwrap() > 100);
 }
+
+#[test]
+fn dropped_connections_and_stalled_readers_lose_nothing_the_protocol_promises() {
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = LONG
+        .replace("duration = \"60s\"", "duration = \"8s\"")
+        .replace("users = 30", "users = 60")
+        + r#"
+[groups]
+count = 4
+size_min = 5
+size_max = 10
+allow_group_ack_share = 1.0
+
+[reconnect]
+initial = "100ms"
+
+[[faults.drop_connections]]
+at = "1s"
+over = "6s"
+count = 60
+
+[[faults.stall_readers]]
+at = "2s"
+over = "4s"
+count = 10
+stall = "1s"
+"#;
+    let profile = profile.replace("group_per_min = 0", "group_per_min = 20");
+    let child = start(tmp.path(), &profile, false);
+    let (status, text) = finish(child, Duration::from_secs(60));
+    assert_eq!(status, Some(0), "{text}");
+    let s = summary(&only_folder(&tmp.path().join("results"), "long-"));
+    let drops = &s["faults"][0];
+    assert_eq!(drops["kind"], "drop_connections");
+    assert_eq!(drops["done"], 60, "{drops}");
+    assert_eq!(drops["recovered"], 60, "every dropped connection came back: {drops}");
+    assert_eq!(s["faults"][1]["done"], 10);
+    assert_eq!(s["connections"]["reconnects"], 60);
+    let total = &s["audit"]["total"];
+    assert_eq!(total["lost"], 0, "{}", s["audit"]);
+    assert_eq!(total["duplicated"], 0, "{}", s["audit"]);
+    assert_eq!(total["unexpected"], 0, "{}", s["audit"]);
+    assert!(s["audit"]["by_kind"]["message"]["arrived"].as_u64().unwrap() > 300);
+}
