@@ -208,7 +208,9 @@ async fn drive(
 
     let start = Instant::now();
     let (single, group) = plan.offered_rates();
-    let expected = ((single + group) * traffic_end(plan).as_secs_f64() * 1.1) as usize;
+    // Records live until settled: size the tables for the horizon's worth, not the run's.
+    let live = traffic_end(plan).min(plan.tester.audit_horizon + plan.drain);
+    let expected = ((single + group) * live.as_secs_f64() * 1.1) as usize;
     let micros = |d: Duration| d.as_micros() as Micros;
     let collector = collector::Handle::start(
         start,
