@@ -83,6 +83,13 @@ impl Tally {
         a.lost += 1;
     }
 
+    /// Lost and lost in a disconnect so far, every kind together.
+    pub(super) fn losses(&self) -> (u64, u64) {
+        self.kinds
+            .iter()
+            .fold((0, 0), |(l, d), k| (l + k.lost, d + k.lost_in_disconnect))
+    }
+
     /// A request refused with `code`.
     pub(super) fn refused(&mut self, code: &str) {
         self.kind(Kind::Reply).refused += 1;

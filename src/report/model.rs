@@ -93,6 +93,13 @@ pub struct FaultReport {
     pub recovery_p50_ms: f64,
     /// The same, slowest, ms.
     pub recovery_max_ms: f64,
+    /// Lost (not excused by the protocol) of what was sent during the fault and its
+    /// recovery; must be 0 where the server promises delivery.
+    #[serde(default)]
+    pub lost: u64,
+    /// Lost with a connection that died, of what was sent then (allowed by protocol v1).
+    #[serde(default)]
+    pub lost_in_disconnect: u64,
 }
 
 /// The parts of the plan a reader needs beside the numbers.

@@ -206,7 +206,7 @@ pub(crate) fn audit_extras(audit: &Audit) -> Vec<String> {
 }
 
 /// The head of the faults table.
-pub(crate) const FAULT_HEAD: [&str; 8] = [
+pub(crate) const FAULT_HEAD: [&str; 10] = [
     "fault",
     "at",
     "over",
@@ -215,6 +215,8 @@ pub(crate) const FAULT_HEAD: [&str; 8] = [
     "recovered",
     "recovery p50 ms",
     "recovery max ms",
+    "lost",
+    "lost in disconnect",
 ];
 
 /// One fault's row under [`FAULT_HEAD`]; the recovery times show as `–` when nothing recovered
@@ -236,6 +238,8 @@ pub(crate) fn fault_cells(f: &FaultReport) -> Vec<String> {
         fmt::int(f.recovered),
         recovery(f.recovery_p50_ms),
         recovery(f.recovery_max_ms),
+        fmt::int(f.lost),
+        fmt::int(f.lost_in_disconnect),
     ]
 }
 
@@ -393,13 +397,13 @@ mod tests {
         let cells = fault_cells(&report.faults[0]);
         assert_eq!(cells.len(), FAULT_HEAD.len());
         assert_eq!(cells[..3], ["drop_connections", "30 s", "2.0 s"]);
-        assert_eq!(cells[6..], ["420", "2,310"]);
+        assert_eq!(cells[6..], ["420", "2,310", "0", "3"]);
         let none = FaultReport {
             kind: "stall_readers".into(),
             done: 10,
             ..Default::default()
         };
-        assert_eq!(fault_cells(&none)[6..], [fmt::NONE, fmt::NONE]);
+        assert_eq!(fault_cells(&none)[6..8], [fmt::NONE, fmt::NONE]);
     }
 
     #[test]

@@ -249,6 +249,8 @@ pub(crate) fn sample_report() -> Report {
             recovered: 197,
             recovery_p50_ms: 420.0,
             recovery_max_ms: 2_310.0,
+            lost: 0,
+            lost_in_disconnect: 3,
         }],
     }
 }

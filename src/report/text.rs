@@ -347,7 +347,18 @@ mod tests {
         assert!(text.contains("Faults injected"), "{text}");
         assert_eq!(
             cells(row(&text, "drop_connections")),
-            ["drop_connections", "30 s", "2.0 s", "200", "200", "197", "420", "2,310"]
+            [
+                "drop_connections",
+                "30 s",
+                "2.0 s",
+                "200",
+                "200",
+                "197",
+                "420",
+                "2,310",
+                "0",
+                "3"
+            ]
         );
         report.faults.clear();
         assert!(!render_text(&report).contains("Faults"));

@@ -181,10 +181,21 @@ fn warnings(r: &Report, connect_errors: &[String]) -> Vec<String> {
             connect_errors.first().map(String::as_str).unwrap_or("?")
         ));
     }
-    if r.connections.dropped > 0 {
+    let injected: u64 = r
+        .faults
+        .iter()
+        .filter(|f| f.kind == "drop_connections")
+        .map(|f| f.done)
+        .sum();
+    let unplanned = r.connections.dropped.saturating_sub(injected);
+    if unplanned > 0 {
+        let restarts = if r.faults.iter().any(|f| f.kind == "server_restart") {
+            " (server restarts included)"
+        } else {
+            ""
+        };
         w.push(format!(
-            "{} connections were closed by the server or the network, not by the simulation",
-            r.connections.dropped
+            "{unplanned} connections were closed by the server or the network{restarts}, not by the simulation or a planned drop"
         ));
     }
     let offered = r.plan.offered_one_to_one_per_sec + r.plan.offered_group_per_sec;

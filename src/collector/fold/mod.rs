@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 mod pushes;
 mod settle;
 
-use settle::{FAULT_ATTRIBUTION, FaultTrack};
+use settle::FaultTrack;
 
 use super::audit::{Kind, Tally};
 use super::intervals::{Count, Intervals, LogSink};
@@ -222,6 +222,8 @@ impl State {
                     fault: f.clone(),
                     done: 0,
                     recoveries: Vec::new(),
+                    lost: 0,
+                    lost_in_disconnect: 0,
                 })
                 .collect(),
         }
@@ -274,10 +276,10 @@ impl State {
                     self.conn.reconnects += 1;
                     let dropped = at.saturating_sub(took);
                     self.record(Metric::Reconnect, at, dropped, None);
-                    let by_fault = self.faults.iter_mut().find(|f| {
-                        f.fault.kind != "stall_readers"
-                            && (f.fault.at..=f.fault.at + f.fault.over + FAULT_ATTRIBUTION).contains(&dropped)
-                    });
+                    let by_fault = self
+                        .faults
+                        .iter_mut()
+                        .find(|f| f.fault.kind != "stall_readers" && f.covers(dropped));
                     if let Some(f) = by_fault {
                         f.recoveries.push(took);
                     }

@@ -19,6 +19,17 @@ pub(super) struct FaultTrack {
     pub(super) done: u64,
     /// Drop -> logged in again, of the connections it took down.
     pub(super) recoveries: Vec<Micros>,
+    /// Lost (not excused) and lost in a disconnect, of what was sent in its window.
+    pub(super) lost: u64,
+    pub(super) lost_in_disconnect: u64,
+}
+
+impl FaultTrack {
+    /// Whether something sent at `t` falls in this fault's window (its spread, and the time
+    /// it takes to come back).
+    pub(super) fn covers(&self, t: Micros) -> bool {
+        (self.fault.at..=self.fault.at + self.fault.over + FAULT_ATTRIBUTION).contains(&t)
+    }
 }
 
 impl FaultTrack {
@@ -39,6 +50,8 @@ impl FaultTrack {
             recovered: n as u64,
             recovery_p50_ms: p50,
             recovery_max_ms: max,
+            lost: self.lost,
+            lost_in_disconnect: self.lost_in_disconnect,
         }
     }
 }
@@ -65,7 +78,16 @@ impl State {
                 presence: &self.presence,
                 grace: self.grace,
             };
+            let before = self.tally.losses();
             m.settle(key.sender, &judge, &mut self.tally);
+            let (lost, gone) = self.tally.losses();
+            let (lost, gone) = (lost - before.0, gone - before.1);
+            if lost + gone > 0 {
+                for f in self.faults.iter_mut().filter(|f| f.covers(sent)) {
+                    f.lost += lost;
+                    f.lost_in_disconnect += gone;
+                }
+            }
             if let (false, Some(q)) = (m.group, self.unlearned.get_mut(&(key.sender, m.conv))) {
                 while q.front().is_some_and(|k| !self.msgs.contains_key(k)) {
                     q.pop_front();

@@ -81,10 +81,8 @@ impl UserActor {
             self.abandon(dev);
             return;
         };
-        let now = self.now();
         let u: f64 = self.rng.random();
         let d = &mut self.devices[dev];
-        d.dropped_at.get_or_insert(now);
         let wait = backoff.delay(d.attempt, u);
         d.attempt += 1;
         let handle = ctx.run_later(Duration::from_micros(wait), move |act, ctx| {
