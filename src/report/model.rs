@@ -28,6 +28,21 @@ pub const LATENCY_METRICS: [&str; 15] = [
     "ack_lag",
 ];
 
+/// The audit's kinds (keys of [`Audit::by_kind`]), in the order a request and its message
+/// travel: the reply, the message, its receipts, then the reader-list queries. The collector's
+/// `Kind` enum names the same list (a test keeps them equal).
+pub const AUDIT_KINDS: [&str; 9] = [
+    "reply",
+    "message",
+    "delivery",
+    "read",
+    "channel",
+    "channel_sync",
+    "group_read",
+    "statistic",
+    "read_users",
+];
+
 /// Version of the `summary.json` layout; bump on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -47,19 +47,8 @@ pub(crate) fn latency_cells(name: &str, l: &Latency, with_min: bool) -> Vec<Stri
         .collect()
 }
 
-/// Audit kinds in the order a request and its message travel: the reply, the message, its
-/// receipts, then the reader-list queries. (The collector's vocabulary; unknown kinds follow.)
-pub(crate) const AUDIT_KIND_ORDER: [&str; 9] = [
-    "reply",
-    "message",
-    "delivery",
-    "read",
-    "channel",
-    "channel_sync",
-    "group_read",
-    "statistic",
-    "read_users",
-];
+/// Audit kinds in the order a request and its message travel (unknown kinds follow).
+pub(crate) const AUDIT_KIND_ORDER: [&str; 9] = super::model::AUDIT_KINDS;
 
 /// A column of the audit table: its head, what it means, and its value.
 pub(crate) struct AuditColumn {

@@ -18,18 +18,8 @@ use crate::fake_server::{FakeServer, Garbage, Misbehave, Tally};
 /// A run lasts about 6 s; one still going after this is killed and the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// The audit's kinds and the fields of each (and of `audit.total`).
-const KINDS: [&str; 9] = [
-    "reply",
-    "message",
-    "delivery",
-    "read",
-    "channel",
-    "channel_sync",
-    "group_read",
-    "statistic",
-    "read_users",
-];
+/// The audit's kinds (and of `audit.total`).
+const KINDS: [&str; 9] = ackstorm::report::AUDIT_KINDS;
 const FIELDS: [&str; 8] = [
     "expected",
     "arrived",
