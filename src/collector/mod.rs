@@ -329,8 +329,9 @@ pub struct Snapshot {
 pub struct Settings {
     /// Who gets what.
     pub audience: Audience,
-    /// Messages the run will send, about (sizes tables up front: growing a table of a
-    /// million messages costs a share of a core the users and the server need).
+    /// Capacity of the per-message tables, set up front: growing a table of a million
+    /// messages costs a share of a core the users and the server need, and a table that grows
+    /// mid-run is a step in the tester's memory.
     pub expected_messages: usize,
     /// Per-message records are settled (audited and dropped) once this old.
     pub horizon: Micros,
