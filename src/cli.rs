@@ -226,9 +226,47 @@ struct ServeArgs {
     /// Largest `msg` of a send, bytes.
     #[arg(long, default_value_t = 5 * 1024)]
     max_msg_bytes: usize,
-    /// Most connections served at once.
+    /// Most connections held at once, logged in or not; when all are taken, the oldest one not
+    /// logged in yet is closed to make room (logged-in ones never are).
     #[arg(long, default_value_t = 100_000)]
     max_connections: usize,
+    /// Most connections held that have not logged in yet; past it the oldest of them is
+    /// closed to make room (WebSocket close 1013, or dropped before the upgrade).
+    #[arg(long, default_value_t = 4096)]
+    max_handshakes: usize,
+    /// Largest HTTP request head (request line and headers), bytes; larger gets 431. At
+    /// least 8192.
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_handshake_bytes: usize,
+    /// Devices one user may have online at once; one more login kicks the device logged in
+    /// longest ago (`kicked {reason:"too_many_devices"}`).
+    #[arg(long, default_value_t = 4)]
+    max_devices: usize,
+    /// Groups one user may create (`forbidden` past it).
+    #[arg(long, default_value_t = 100)]
+    groups_per_user: usize,
+    /// Bytes of everything waiting for one offline user (all its inboxes); past it its oldest
+    /// entries are dropped.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    offline_user_bytes: usize,
+    /// Bytes of everything waiting for offline users in all, with 1 KiB per record of a user who
+    /// never logged in; past it the oldest go first (whole records of users who never logged
+    /// in, the oldest entries of the others).
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    offline_total_bytes: usize,
+    /// Estimated bytes of message records kept for receipts; past it the records settled
+    /// longest ago go (receipts for them get not_found). Records of messages still waiting
+    /// offline are kept whatever the cap.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    message_bytes: usize,
+    /// One-to-one conversations kept per user (the least recently active go first); also the
+    /// most `getConversations` lists.
+    #[arg(long, default_value_t = 1000)]
+    conversations: usize,
+    /// Client ids of accepted sends remembered in all (idempotent sends, about 150 bytes
+    /// each); past it the oldest beyond each sender's newest 10,000 are forgotten first.
+    #[arg(long, default_value_t = 1_000_000)]
+    sent_ids_total: usize,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -283,6 +321,22 @@ impl ServeArgs {
         if self.max_queue_frames == 0 || self.max_queue_bytes == 0 {
             bail!("--max-queue-frames and --max-queue-bytes must be at least 1");
         }
+        for (flag, n) in [
+            ("--max-connections", self.max_connections),
+            ("--max-handshakes", self.max_handshakes),
+            ("--max-devices", self.max_devices),
+            ("--conversations", self.conversations),
+        ] {
+            if n == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        if self.max_handshake_bytes < 8192 {
+            bail!(
+                "--max-handshake-bytes must be at least 8192 (hyper's floor), got {}",
+                self.max_handshake_bytes
+            );
+        }
         let defaults = StoreLimits::default();
         Ok(ServerConfig {
             secret: self.secret.as_bytes().to_vec(),
@@ -294,8 +348,17 @@ impl ServeArgs {
             limits: StoreLimits {
                 offline_single: self.offline_single,
                 offline_group: self.offline_group,
+                offline_user_bytes: self.offline_user_bytes,
+                offline_total_bytes: self.offline_total_bytes,
+                message_bytes: self.message_bytes,
+                conversations: self.conversations,
+                sent_ids_total: self.sent_ids_total,
                 ..defaults
             },
+            groups_per_user: self.groups_per_user,
+            max_devices: self.max_devices,
+            max_handshakes: self.max_handshakes,
+            max_handshake_bytes: self.max_handshake_bytes,
             rate_limit: (self.rate_limit > 0.0).then_some(RateLimit {
                 per_second: self.rate_limit,
                 burst: self.rate_burst,
@@ -585,13 +648,40 @@ mod tests {
             "90s",
             "--max-queue-frames",
             "7",
+            "--max-devices",
+            "2",
+            "--offline-total-bytes",
+            "1000000",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else { panic!() };
         let c = args.config().unwrap();
         assert_eq!(c.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.queue_bound.frames, 7);
+        assert_eq!((c.max_devices, c.limits.offline_total_bytes), (2, 1_000_000));
         let defaults = ServerConfig::default();
+        assert_eq!(
+            c.limits,
+            StoreLimits {
+                offline_total_bytes: 1_000_000,
+                ..defaults.limits
+            },
+            "the store flags' defaults are the store's"
+        );
+        assert_eq!(
+            (
+                c.groups_per_user,
+                c.max_handshakes,
+                c.max_handshake_bytes,
+                c.max_connections
+            ),
+            (
+                defaults.groups_per_user,
+                defaults.max_handshakes,
+                defaults.max_handshake_bytes,
+                defaults.max_connections
+            )
+        );
         assert_eq!(
             (c.login_timeout, c.write_timeout, c.queue_bound.bytes),
             (
@@ -617,5 +707,9 @@ mod tests {
         let Command::Serve(args) = cli.command else { panic!() };
         let err = args.config().unwrap_err().to_string();
         assert!(err.contains("--idle-timeout"), "{err}");
+        let cli = Cli::try_parse_from(["ackstorm", "serve", "--secret", "s", "--max-handshake-bytes", "100"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        let err = args.config().unwrap_err().to_string();
+        assert!(err.contains("--max-handshake-bytes"), "{err}");
     }
 }

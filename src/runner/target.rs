@@ -169,6 +169,7 @@ fn start_child(config: &ServerConfig, threads: Option<usize>, listen: &str) -> R
         .args(["--group-max-members", &config.group_max_members.to_string()])
         .args(["--offline-single", &config.limits.offline_single.to_string()])
         .args(["--offline-group", &config.limits.offline_group.to_string()])
+        .args(["--max-devices", &config.max_devices.to_string()])
         .args([
             "--rate-limit",
             &config.rate_limit.map_or(0.0, |r| r.per_second).to_string(),

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::admission::Ticket;
 use super::hub::{Hub, Login, Session};
 use super::metrics::CloseReason;
 use super::outbox::{self, Outbox, Push};
@@ -34,6 +35,9 @@ use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
 /// Most events handled between two flushes.
 const BATCH: usize = 64;
+/// Close reason (code 1013, try again later) of a connection evicted before its login to make
+/// room for a newer one.
+const EVICTED: &str = "evicted: too many connections not logged in";
 
 /// What the loop does after an event.
 enum Next {
@@ -64,11 +68,14 @@ struct Conn<T, S> {
 }
 
 /// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
-/// a health rule closes it. `login_deadline` is the login timeout counted from accept.
+/// a health rule closes it. `login_deadline` is the login timeout counted from accept; until
+/// its first frame the connection can be evicted through `ticket` to make room for a newer
+/// one (close 1013).
 pub(super) async fn serve<T, S>(
     ws: WebSocketStream<T>,
     hub: Arc<Hub<S>>,
     stop: CancellationToken,
+    ticket: Arc<Ticket>,
     login_deadline: tokio::time::Instant,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -89,7 +96,7 @@ pub(super) async fn serve<T, S>(
         write_timeout,
         last_pong: tokio::time::Instant::now(),
     };
-    if let Err(e) = conn.run(&stop, login_deadline).await {
+    if let Err(e) = conn.run(&stop, &ticket, login_deadline).await {
         debug!(error = %e, "connection ended with an error");
     }
     metrics.connections_open.fetch_sub(1, Relaxed);
@@ -107,11 +114,17 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     S: Store,
 {
-    async fn run(&mut self, stop: &CancellationToken, deadline: tokio::time::Instant) -> Result<(), ConnError> {
+    async fn run(
+        &mut self,
+        stop: &CancellationToken,
+        ticket: &Ticket,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ConnError> {
         let conn_id = self.hub.next_conn();
         let first = loop {
             let item = tokio::select! {
                 _ = stop.cancelled() => return self.close(close_frame(CloseCode::Away, "server stopping")).await,
+                _ = ticket.evicted() => return self.close(close_frame(CloseCode::Again, EVICTED)).await,
                 item = tokio::time::timeout_at(deadline, self.ws.next()) => item,
             };
             // WebSocket pings and pongs are the transport's keepalive (tungstenite answers
@@ -127,6 +140,8 @@ where
                 return self.close(close_frame(CloseCode::Policy, "no login")).await;
             }
             Ok(None) => return Ok(()),
+            // Evicted just as the frame came: it is not processed.
+            Ok(Some(_)) if !ticket.promote() => return self.close(close_frame(CloseCode::Again, EVICTED)).await,
             Ok(Some(item)) => match self.login(item, conn_id).await? {
                 Some(session) => session,
                 None => return Ok(()),
@@ -274,7 +289,7 @@ where
             return Err(e);
         }
         Ok(match push {
-            Push::Kick(_) => Next::Close(close_frame(CloseCode::Policy, "login_elsewhere")),
+            Push::Kick { reason, .. } => Next::Close(close_frame(CloseCode::Policy, reason)),
             _ => Next::Continue,
         })
     }

@@ -1,5 +1,12 @@
-//! The TCP and HTTP front: accept loop with a connection cap, `GET /ws` upgraded to a
-//! WebSocket, `GET /metrics` and `GET /healthz`, and graceful shutdown of all of it.
+//! The TCP and HTTP front: accept loop with connection admission ([`super::admission`]),
+//! `GET /ws` upgraded to a WebSocket, `GET /metrics` and `GET /healthz`, and graceful shutdown
+//! of all of it.
+//!
+//! Until it logs in, a connection lives by the login timeout counted from accept: request
+//! heads must arrive within it (hyper's header timeout, with a timer), the upgrade must
+//! complete within it (a request whose body never comes is not upgraded), and an HTTP
+//! connection that has not upgraded by then is shut down (one whose response is under way gets
+//! [`HTTP_GRACE`] to finish). A request head is read into at most `max_handshake_bytes`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,7 +25,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -27,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::ServerError;
+use super::admission::{Admission, Ticket};
 use super::conn;
 use super::hub::Hub;
 use super::metrics::CloseReason;
@@ -36,6 +43,11 @@ type Body = Full<Bytes>;
 
 /// How long shutdown waits for connections to close before returning anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long an HTTP connection still unupgraded at its login deadline may finish a response
+/// under way before it is dropped.
+const HTTP_GRACE: Duration = Duration::from_secs(1);
+/// hyper's floor for its read buffer.
+const MIN_HEAD_BYTES: usize = 8 * 1024;
 
 /// Shared by every connection task.
 struct Shared<S> {
@@ -57,7 +69,7 @@ pub(super) async fn serve<S: Store>(
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(cfg.max_frame_bytes))
         .max_frame_size(Some(cfg.max_frame_bytes));
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let admission = Admission::new(cfg.max_connections, cfg.max_handshakes, hub.metrics().clone());
     let shared = Arc::new(Shared {
         hub,
         stop: CancellationToken::new(),
@@ -68,15 +80,15 @@ pub(super) async fn serve<S: Store>(
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = accept(&listener, &limit) => accepted,
+            accepted = accept(&listener, &admission) => accepted,
         };
-        let (stream, permit) = accepted?;
+        let (stream, ticket) = accepted?;
         // The login timeout counts from here: upgrade and `login` must both fit in it.
         let login_deadline = tokio::time::Instant::now() + shared.hub.config().login_timeout;
         let shared2 = shared.clone();
         shared
             .tasks
-            .spawn(serve_http(stream, shared2, Arc::new(permit), login_deadline));
+            .spawn(serve_http(stream, shared2, Arc::new(ticket), login_deadline));
     }
     shared.stop.cancel();
     shared.tasks.close();
@@ -89,23 +101,17 @@ pub(super) async fn serve<S: Store>(
     Ok(())
 }
 
-/// Waits for a connection slot, then for a connection. Accept errors (out of file
-/// descriptors, most often) are logged and retried with backoff rather than ending the server.
-async fn accept(
-    listener: &TcpListener,
-    limit: &Arc<Semaphore>,
-) -> Result<(TcpStream, OwnedSemaphorePermit), ServerError> {
-    let permit = limit
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the semaphore is never closed");
+/// Waits for a connection, then gives it a place ([`Admission::admit`]: possibly the place
+/// of the oldest connection not logged in yet). Accept errors (out of file descriptors, most
+/// often) are logged and retried with backoff rather than ending the server.
+async fn accept(listener: &TcpListener, admission: &Arc<Admission>) -> Result<(TcpStream, Ticket), ServerError> {
     let mut backoff = Duration::from_millis(1);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok((stream, permit));
+                let ticket = admission.admit().await;
+                return Ok((stream, ticket));
             }
             Err(e) => {
                 warn!(error = %e, "accept failed; retrying in {backoff:?}");
@@ -119,25 +125,28 @@ async fn accept(
 async fn serve_http<S: Store>(
     stream: TcpStream,
     shared: Arc<Shared<S>>,
-    permit: Arc<OwnedSemaphorePermit>,
+    ticket: Arc<Ticket>,
     login_deadline: tokio::time::Instant,
 ) {
     let stop = shared.stop.clone();
     let metrics = shared.hub.metrics().clone();
-    let login_timeout = shared.hub.config().login_timeout;
+    let config = shared.hub.config();
+    let (login_timeout, head_bytes) = (config.login_timeout, config.max_handshake_bytes.max(MIN_HEAD_BYTES));
     let served = Arc::new(AtomicBool::new(false));
     let served2 = served.clone();
+    let ticket2 = ticket.clone();
     let service = service_fn(move |req| {
         let shared = shared.clone();
-        let permit = permit.clone();
+        let ticket = ticket2.clone();
         served2.store(true, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(route(req, &shared, permit, login_deadline)) }
+        async move { Ok::<_, Infallible>(route(req, &shared, ticket, login_deadline)) }
     });
-    // A client that does not send its request headers within the login timeout (a socket
-    // opened and left silent) is dropped: it would otherwise hold a connection slot.
+    // Each request head must arrive within the login timeout (a socket opened and left
+    // silent, or a head sent a byte at a time), into a bounded buffer.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(login_timeout)
+        .max_buf_size(head_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -146,6 +155,18 @@ async fn serve_http<S: Store>(
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        // Evicted to make room: dropped on the spot (nothing was upgraded yet).
+        _ = ticket.evicted() => return,
+        // Not upgraded by the login deadline: whatever it is doing, it ends. (Once upgraded,
+        // `conn` has resolved and the WebSocket's task keeps the deadline.)
+        _ = tokio::time::sleep_until(login_deadline) => {
+            if !served.load(Ordering::Relaxed) {
+                metrics.closed(CloseReason::LoginTimeout);
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HTTP_GRACE, conn).await;
+            return;
         }
     };
     if let Err(e) = result {
@@ -167,16 +188,16 @@ fn text_response(status: StatusCode, content_type: &'static str, body: impl Into
 fn route<S: Store>(
     req: Request<Incoming>,
     shared: &Arc<Shared<S>>,
-    permit: Arc<OwnedSemaphorePermit>,
+    ticket: Arc<Ticket>,
     login_deadline: tokio::time::Instant,
 ) -> Response<Body> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => upgrade(req, shared, permit, login_deadline),
+        (&Method::GET, "/ws") => upgrade(req, shared, ticket, login_deadline),
         (&Method::GET, "/metrics") => text_response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            shared.hub.metrics().render(),
+            shared.hub.render_metrics(),
         ),
         (&Method::GET, "/healthz") => text_response(StatusCode::OK, PLAIN, "ok\n"),
         (_, "/ws" | "/metrics" | "/healthz") => text_response(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use GET\n"),
@@ -201,7 +222,7 @@ fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &
 fn upgrade<S: Store>(
     mut req: Request<Incoming>,
     shared: &Arc<Shared<S>>,
-    permit: Arc<OwnedSemaphorePermit>,
+    ticket: Arc<Ticket>,
     login_deadline: tokio::time::Instant,
 ) -> Response<Body> {
     let key = req
@@ -226,16 +247,25 @@ fn upgrade<S: Store>(
     };
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
-        match hyper::upgrade::on(&mut req).await {
-            Ok(upgraded) => {
+        // The upgrade completes once the 101 is written and the request is done with; one
+        // that does not by the login deadline (a body that never comes) is given up.
+        let upgraded = tokio::select! {
+            r = tokio::time::timeout_at(login_deadline, hyper::upgrade::on(&mut req)) => r,
+            _ = ticket.evicted() => return,
+        };
+        match upgraded {
+            Ok(Ok(upgraded)) => {
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(shared2.ws_config))
                         .await;
-                conn::serve(ws, shared2.hub.clone(), shared2.stop.clone(), login_deadline).await;
+                conn::serve(ws, shared2.hub.clone(), shared2.stop.clone(), ticket, login_deadline).await;
             }
-            Err(e) => debug!(error = %e, "websocket upgrade failed"),
+            Ok(Err(e)) => debug!(error = %e, "websocket upgrade failed"),
+            Err(_) => {
+                shared2.hub.metrics().closed(CloseReason::LoginTimeout);
+                debug!("websocket upgrade not complete by the login deadline");
+            }
         }
-        drop(permit);
     });
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -9,6 +9,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use super::store::StoreStats;
 use crate::protocol::ErrorCode;
 use crate::protocol::client::CLIENT_OPS;
 use crate::protocol::server::SERVER_OPS;
@@ -54,12 +55,22 @@ pub enum CloseReason {
     /// No `login` within the login timeout from accept (close 1008, or dropped before the
     /// WebSocket upgrade).
     LoginTimeout = 3,
+    /// Not logged in yet, and the oldest such connection when a new one needed its place
+    /// (close 1013, or dropped before the WebSocket upgrade).
+    HandshakeEvicted = 4,
 }
 
-const CLOSE_REASONS: [&str; 4] = ["queue_bound", "write_timeout", "idle_timeout", "login_timeout"];
+const CLOSE_REASONS: [&str; 5] = [
+    "queue_bound",
+    "write_timeout",
+    "idle_timeout",
+    "login_timeout",
+    "handshake_evicted",
+];
 const RECEIPT_KINDS: [&str; 5] = ["delivery", "read", "group_read", "channel", "group_channel"];
 const CHAT_TYPES: [&str; 2] = ["singleChat", "groupChat"];
-const OFFLINE_KINDS: [&str; 2] = ["message", "receipt"];
+const OFFLINE_KINDS: [&str; 3] = ["message", "receipt", "group_count"];
+const DROP_CAUSES: [&str; 3] = ["count", "user_bytes", "total_bytes"];
 /// Label of frames that could not be parsed, counted beside the client ops.
 const INVALID_OP: &str = "invalid";
 
@@ -89,16 +100,21 @@ pub struct Metrics {
     /// Frames refused by the rate limit.
     pub rate_limited: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
-    offline_replaced: [AtomicU64; 2],
     /// Connections closed by a same-device login elsewhere.
     pub kicked: AtomicU64,
     /// Repeated sends (same sender and client id) answered with the original reply.
     pub duplicate_sends: AtomicU64,
     unwritten: [AtomicU64; 3],
-    closes: [AtomicU64; 4],
+    closes: [AtomicU64; 5],
     /// Remembered client ids forgotten while still inside the validity window (the
     /// per-sender cap overrode it): a repeat of those would be sent again.
     pub sent_ids_forgotten_early: AtomicU64,
+    /// Frames naming a message whose record was evicted for the caps (answered `not_found`).
+    pub evicted_refs: AtomicU64,
+    /// Devices kicked because their user logged in on one device too many.
+    pub device_limit_kicks: AtomicU64,
+    /// Connections accepted and not logged in yet.
+    pub handshakes: AtomicI64,
 }
 
 impl Metrics {
@@ -118,12 +134,14 @@ impl Metrics {
             receipts_repeated: counters(),
             rate_limited: AtomicU64::new(0),
             errors: counters(),
-            offline_replaced: counters(),
             kicked: AtomicU64::new(0),
             duplicate_sends: AtomicU64::new(0),
             unwritten: counters(),
             closes: counters(),
             sent_ids_forgotten_early: AtomicU64::new(0),
+            evicted_refs: AtomicU64::new(0),
+            device_limit_kicks: AtomicU64::new(0),
+            handshakes: AtomicI64::new(0),
         }
     }
 
@@ -155,11 +173,6 @@ impl Metrics {
         self.errors[code.index()].fetch_add(1, Relaxed);
     }
 
-    /// An offline entry made room by dropping the oldest (`receipt`: a receipt, else a message).
-    pub fn offline_replaced(&self, receipt: bool) {
-        self.offline_replaced[receipt as usize].fetch_add(1, Relaxed);
-    }
-
     /// A push queued for a connection that closed (or was replaced) before writing it was
     /// taken back and stored for the device's next login.
     pub fn unwritten(&self, kind: UnwrittenKind) {
@@ -176,8 +189,14 @@ impl Metrics {
         self.errors[code.index()].load(Relaxed)
     }
 
-    /// The exposition text.
+    /// The exposition text of these counters alone, the store's figures as zeros (for tests of
+    /// the format; the server renders with [`Metrics::render_with`]).
     pub fn render(&self) -> String {
+        self.render_with(&StoreStats::default())
+    }
+
+    /// The exposition text: these counters and the store's figures.
+    pub fn render_with(&self, store: &StoreStats) -> String {
         let gauge = |v: &AtomicI64| v.load(Relaxed).max(0) as u64;
         let in_ops: Vec<&str> = CLIENT_OPS.iter().copied().chain([INVALID_OP]).collect();
         let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
@@ -255,18 +274,99 @@ impl Metrics {
             &codes,
             &self.errors,
         );
-        out.labelled(
+        out.labelled_values(
             "offline_replaced_total",
             "Offline entries dropped to make room for newer ones, by kind",
             "kind",
             &OFFLINE_KINDS,
-            &self.offline_replaced,
+            &store.offline_dropped_kind,
+        );
+        out.labelled_values(
+            "offline_dropped_total",
+            "Offline entries dropped to make room, by the cap that required it",
+            "cap",
+            &DROP_CAUSES,
+            &store.offline_dropped_cause,
+        );
+        out.scalar(
+            "offline_bytes",
+            "gauge",
+            "Bytes charged against the total offline cap (waiting entries, and records of users who never logged in)",
+            store.offline_bytes,
+        );
+        out.scalar("users", "gauge", "User records kept", store.users);
+        out.scalar(
+            "users_unseen",
+            "gauge",
+            "Records of users who never logged in (recipients, group members)",
+            store.users_unseen,
+        );
+        out.scalar(
+            "users_evicted_total",
+            "counter",
+            "Records of users who never logged in dropped, with all that waited for them, for the total offline cap",
+            store.users_evicted,
+        );
+        out.scalar(
+            "message_records",
+            "gauge",
+            "Message records kept for receipts",
+            store.message_records,
+        );
+        out.scalar(
+            "message_record_bytes",
+            "gauge",
+            "Estimated bytes of the message records kept",
+            store.message_bytes,
+        );
+        out.scalar(
+            "message_records_held",
+            "gauge",
+            "Message records an offline inbox refers to (kept whatever the caps)",
+            store.message_records_held,
+        );
+        out.scalar(
+            "message_records_evicted_total",
+            "counter",
+            "Message records evicted for the caps (the oldest settled first)",
+            store.message_records_evicted,
+        );
+        out.scalar(
+            "evicted_message_refs_total",
+            "counter",
+            "Frames naming a message whose record was evicted (answered not_found)",
+            self.evicted_refs.load(Relaxed),
+        );
+        out.scalar("groups", "gauge", "Groups", store.groups);
+        out.scalar(
+            "sent_ids",
+            "gauge",
+            "Client ids of accepted sends remembered (idempotent sends), all senders together",
+            store.sent_ids,
+        );
+        out.scalar(
+            "conversations_dropped_total",
+            "counter",
+            "One-to-one conversations dropped for the per-user cap (least recently active first)",
+            store.conversations_dropped,
         );
         out.scalar(
             "kicked_total",
             "counter",
-            "Connections replaced by a same-device login",
+            "Connections kicked: replaced by a same-device login, or past the devices per user",
             self.kicked.load(Relaxed),
+        );
+        out.scalar(
+            "device_limit_kicks_total",
+            "counter",
+            "Devices kicked because their user logged in on one device more than the limit",
+            self.device_limit_kicks.load(Relaxed),
+        );
+        out.scalar(
+            "handshakes",
+            "gauge",
+            "Connections accepted and not logged in yet",
+            gauge(&self.handshakes),
         );
         out.scalar(
             "duplicate_sends_total",
@@ -283,7 +383,7 @@ impl Metrics {
         );
         out.labelled(
             "health_closes_total",
-            "Connections the server closed for their health (slow consumer: queue_bound, write_timeout; idle_timeout; login_timeout), by reason",
+            "Connections the server closed for their health (slow consumer: queue_bound, write_timeout; idle_timeout; login_timeout; handshake_evicted), by reason",
             "reason",
             &CLOSE_REASONS,
             &self.closes,
@@ -314,9 +414,14 @@ impl Exposition {
     }
 
     fn labelled(&mut self, name: &str, help: &str, label: &str, values: &[&str], counters: &[AtomicU64]) {
+        let now: Vec<u64> = counters.iter().map(|c| c.load(Relaxed)).collect();
+        self.labelled_values(name, help, label, values, &now);
+    }
+
+    fn labelled_values(&mut self, name: &str, help: &str, label: &str, values: &[&str], counts: &[u64]) {
         self.header(name, "counter", help);
-        for (v, c) in values.iter().zip(counters) {
-            let _ = writeln!(self.0, "ackstorm_{name}{{{label}=\"{v}\"}} {}", c.load(Relaxed));
+        for (v, c) in values.iter().zip(counts) {
+            let _ = writeln!(self.0, "ackstorm_{name}{{{label}=\"{v}\"}} {c}");
         }
     }
 }
@@ -339,11 +444,14 @@ mod tests {
         m.receipt(ReceiptMetric::GroupRead, true);
         m.receipt(ReceiptMetric::GroupRead, false);
         m.error(ErrorCode::RateLimited);
-        m.offline_replaced(true);
         m.duplicate_sends.fetch_add(2, Relaxed);
         m.unwritten(UnwrittenKind::Statistic);
         m.closed(CloseReason::WriteTimeout);
-        let text = m.render();
+        let stats = StoreStats {
+            offline_dropped_kind: [0, 1, 0],
+            ..StoreStats::default()
+        };
+        let text = m.render_with(&stats);
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition text");
         let value = |name: &str, label: Option<(&str, &str)>| -> f64 {

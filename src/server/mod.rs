@@ -1,13 +1,15 @@
 //! The reference receipts server: implements all of PROTOCOL.md over WebSocket (`/ws`), with
 //! `/metrics` and `/healthz` on the same port.
 //!
-//! Data flow: [`http`] accepts TCP connections and upgrades `/ws` requests; [`conn`] runs one
+//! Data flow: [`http`] accepts TCP connections (with [`admission`] deciding which it holds)
+//! and upgrades `/ws` requests; [`conn`] runs one
 //! task per WebSocket (parse, rate limit, write replies and pushes); [`hub`] applies the
 //! protocol's rules under one short lock and fans pushes out through per-connection
 //! [`outbox`]es, taking back what a closing connection did not write;
 //! [`store`] keeps the state behind a small trait. The entry point takes a bound listener and
 //! a shutdown future, so tests bind `127.0.0.1:0` and the load tester embeds it in-process.
 
+mod admission;
 mod conn;
 mod http;
 pub mod hub;
@@ -46,9 +48,16 @@ pub struct ServerConfig {
     pub group_ack_max_members: usize,
     /// Group size limit for create and join.
     pub group_max_members: usize,
+    /// Groups one user may create (`forbidden` past it): with the group size limit, what
+    /// bounds the memory of groups.
+    pub groups_per_user: usize,
+    /// Devices one user may have online at once; a login past it kicks the device logged in
+    /// longest ago (`kicked {reason:"too_many_devices"}`).
+    pub max_devices: usize,
     /// How long after sending a group message read receipts are accepted.
     pub ack_validity: Duration,
-    /// Offline queue caps and the message metadata retention cap.
+    /// Caps on what the store keeps: offline inboxes (counts, bytes per user and in all),
+    /// message records (count, bytes), conversations per user, remembered client ids.
     pub limits: StoreLimits,
     /// Per-connection token bucket; `None` disables rate limiting.
     pub rate_limit: Option<RateLimit>,
@@ -56,8 +65,16 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     /// Largest `msg` of a `send` (`bad_request` above it).
     pub max_msg_bytes: usize,
-    /// Most TCP connections served at once; further ones wait to be accepted.
+    /// Most TCP connections held at once, logged in or not. When all are taken, the oldest
+    /// one that has not logged in yet is closed to make room; when all are logged in,
+    /// further ones wait to be accepted.
     pub max_connections: usize,
+    /// Most connections held that have not logged in yet (HTTP requests, upgrades, WebSockets
+    /// before `login`); past it the oldest of them is closed to make room. Bounds their memory.
+    pub max_handshakes: usize,
+    /// Largest HTTP request head (request line and headers) read, bytes; a longer one gets
+    /// `431` and the connection closes. At least 8 KiB (hyper's floor).
+    pub max_handshake_bytes: usize,
     /// A connection that has not completed the WebSocket upgrade and sent `login` within this
     /// time from accept is closed.
     pub login_timeout: Duration,
@@ -86,6 +103,8 @@ impl Default for ServerConfig {
             group_ack_anyone: false,
             group_ack_max_members: 200,
             group_max_members: 3000,
+            groups_per_user: 100,
+            max_devices: 4,
             ack_validity: Duration::from_secs(3 * 24 * 3600),
             limits: StoreLimits::default(),
             rate_limit: Some(RateLimit {
@@ -95,6 +114,8 @@ impl Default for ServerConfig {
             max_frame_bytes: 64 * 1024,
             max_msg_bytes: 5 * 1024,
             max_connections: 100_000,
+            max_handshakes: 4096,
+            max_handshake_bytes: 16 * 1024,
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
@@ -131,6 +152,15 @@ impl ServerConfig {
             ("write_timeout_ms", self.write_timeout.as_millis().to_string()),
             ("queue_frames", self.queue_bound.frames.to_string()),
             ("queue_bytes", self.queue_bound.bytes.to_string()),
+            ("groups_per_user", self.groups_per_user.to_string()),
+            ("max_devices", self.max_devices.to_string()),
+            ("max_connections", self.max_connections.to_string()),
+            ("max_handshakes", self.max_handshakes.to_string()),
+            ("offline_user_bytes", self.limits.offline_user_bytes.to_string()),
+            ("offline_total_bytes", self.limits.offline_total_bytes.to_string()),
+            ("message_bytes", self.limits.message_bytes.to_string()),
+            ("conversations", self.limits.conversations.to_string()),
+            ("sent_ids_total", self.limits.sent_ids_total.to_string()),
         ];
         pairs
             .iter()

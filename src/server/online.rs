@@ -34,7 +34,7 @@ pub struct Online {
 }
 
 impl Online {
-    /// The devices of `user` that are online (empty when offline).
+    /// The devices of `user` that are online (empty when offline), in login order.
     pub fn devices(&self, user: &str) -> &[Device] {
         self.users.get(user).map(|d| d.as_slice()).unwrap_or(&[])
     }
@@ -49,17 +49,19 @@ impl Online {
         self.connections
     }
 
-    /// Registers a device; returns the device it replaces (same user and device name).
+    /// Registers a device, last in login order; returns the device it replaces (same user and
+    /// device name).
     pub fn insert(&mut self, user: &UserId, device: Device) -> Option<Device> {
         let devices = self.users.entry(user.clone()).or_default();
-        match devices.iter_mut().find(|d| d.name == device.name) {
-            Some(slot) => Some(std::mem::replace(slot, device)),
-            None => {
-                devices.push(device);
-                self.connections += 1;
-                None
-            }
+        let old = devices
+            .iter()
+            .position(|d| d.name == device.name)
+            .map(|i| devices.remove(i));
+        devices.push(device);
+        if old.is_none() {
+            self.connections += 1;
         }
+        old
     }
 
     /// Removes the device of connection `conn`, if it is still the one registered.
@@ -98,6 +100,8 @@ mod tests {
         let old = online.insert(&u, device("web", 3)).expect("replaced");
         assert_eq!(old.conn, 1);
         assert_eq!(online.connections(), 2);
+        let order: Vec<ConnId> = online.devices("u").iter().map(|d| d.conn).collect();
+        assert_eq!(order, [2, 3], "a replacing login is the newest");
         online.remove("u", 1); // the kicked connection closing: not registered any more
         assert_eq!(online.devices("u").len(), 2);
         online.remove("u", 3);

@@ -50,8 +50,14 @@ pub enum Push {
         /// Latest reader count per message, to store if this push is taken back.
         counts: Vec<GroupAckCount>,
     },
-    /// Write this encoded `kicked` frame, then close the connection.
-    Kick(Utf8Bytes),
+    /// Write this encoded `kicked` frame, then close the connection (1008, with the kick's
+    /// reason as the close reason).
+    Kick {
+        /// The encoded frame.
+        text: Utf8Bytes,
+        /// `login_elsewhere` or `too_many_devices`.
+        reason: &'static str,
+    },
 }
 
 impl Push {
@@ -61,7 +67,7 @@ impl Push {
             Push::Message(_) => MESSAGE_OP,
             Push::Receipt { op, .. } => usize::from(*op),
             Push::Statistic { .. } => STATISTIC_OP,
-            Push::Kick(_) => KICKED_OP,
+            Push::Kick { .. } => KICKED_OP,
         }
     }
 
@@ -69,7 +75,7 @@ impl Push {
     pub fn text(&self) -> &Utf8Bytes {
         match self {
             Push::Message(m) => &m.frame,
-            Push::Receipt { text, .. } | Push::Statistic { text, .. } | Push::Kick(text) => text,
+            Push::Receipt { text, .. } | Push::Statistic { text, .. } | Push::Kick { text, .. } => text,
         }
     }
 }
@@ -156,14 +162,27 @@ impl Outbox {
     /// the hub then takes everything back ([`Outbox::close`]).
     #[must_use = "a queue over its bound must be closed"]
     pub fn push(&self, push: Push) -> bool {
+        let within = self.push_quiet(push);
+        self.wake();
+        within
+    }
+
+    /// [`Outbox::push`] without waking the connection's task: the hub queues under its lock
+    /// and wakes ([`Outbox::wake`]) once it has let go, so that waking a task (a system call,
+    /// at worst) never lengthens the lock.
+    #[must_use = "a queue over its bound must be closed"]
+    pub fn push_quiet(&self, push: Push) -> bool {
         let mut q = self.0.queue.lock();
         q.frames += 1;
         q.bytes += push.text().len();
         let within = q.frames <= self.0.bound.frames && q.bytes <= self.0.bound.bytes;
         q.items.push_back(Item { push, counted: true });
-        drop(q);
-        self.0.ready.notify_one();
         within
+    }
+
+    /// Wakes the connection's task for what was queued quietly.
+    pub fn wake(&self) {
+        self.0.ready.notify_one();
     }
 
     /// Queues a push the bound does not apply to: the login replay and `kicked`.

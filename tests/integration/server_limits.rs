@@ -220,6 +220,18 @@ async fn the_defaults_are_the_protocols() {
         })
     );
     assert_eq!((d.max_frame_bytes, d.max_msg_bytes), (64 * 1024, 5 * 1024));
+    // Ours (docs/protocol.md, "Limits"):
+    assert_eq!((d.max_devices, d.groups_per_user), (4, 100));
+    assert_eq!(
+        (d.max_connections, d.max_handshakes, d.max_handshake_bytes),
+        (100_000, 4096, 16 * 1024)
+    );
+    let l = d.limits;
+    assert_eq!((l.offline_user_bytes, l.offline_total_bytes), (1 << 20, 128 << 20));
+    assert_eq!(
+        (l.message_bytes, l.conversations, l.sent_ids_total),
+        (256 << 20, 1000, 1_000_000)
+    );
     // And over the wire: a server with nothing but a secret.
     let server = start(ServerConfig {
         secret: SECRET.as_bytes().to_vec(),
@@ -246,4 +258,205 @@ async fn the_defaults_are_the_protocols() {
         .await;
     assert_error(&big.push().await, "too_large");
     assert_eq!(big.close_code().await, Some(1009));
+}
+
+// ---- connection admission ----------------------------------------------------------------
+
+/// A TCP connection that sent the start of an HTTP request head and stops there.
+async fn half_open(server: &ackstorm::server::ServerHandle) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    s
+}
+
+/// True when the server closed `s` (EOF or reset) within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A WebSocket that completed the upgrade and sends nothing.
+async fn upgraded(server: &ackstorm::server::ServerHandle) -> Client {
+    let c = Client::connect(server).await;
+    // The upgrade is complete on the client's side; let the server's side catch up.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c
+}
+
+/// A long login timeout: only admission can make room in these tests.
+fn admission(max_connections: usize, max_handshakes: usize) -> ServerConfig {
+    ServerConfig {
+        max_connections,
+        max_handshakes,
+        login_timeout: Duration::from_secs(60),
+        ..config()
+    }
+}
+
+#[tokio::test]
+async fn half_sent_requests_in_every_slot_do_not_keep_a_login_out() {
+    // The issue's attack: four half-sent requests on a server with four connection slots.
+    let server = start(admission(4, 100)).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(half_open(&server).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = std::time::Instant::now();
+    let mut alice = tokio::time::timeout(WAIT, Client::login(&server, "alice"))
+        .await
+        .expect("the login got in");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    alice.assert_alive().await;
+    // The oldest half-sent request made room; the others still wait for their deadline.
+    assert!(closed_within(&mut idle[0], WAIT).await, "the oldest was closed");
+    for s in &mut idle[1..] {
+        assert!(!closed_within(s, QUIET).await);
+    }
+    let m = scrape(&server).await;
+    assert_eq!(
+        metric(&m, "ackstorm_health_closes_total", "reason=\"handshake_evicted\""),
+        2.0,
+        "one for the login, one for the scrape"
+    );
+    assert_eq!(
+        metric(&m, "ackstorm_handshakes", ""),
+        3.0,
+        "the two newest half-sent requests and the scrape"
+    );
+}
+
+#[tokio::test]
+async fn websockets_that_never_log_in_make_room_with_close_1013() {
+    let server = start(admission(2, 100)).await;
+    let mut first = upgraded(&server).await;
+    let mut second = upgraded(&server).await;
+    let mut alice = Client::login(&server, "alice").await;
+    assert_eq!(first.close_code().await, Some(1013), "try again later");
+    alice.assert_alive().await;
+    // The second is still pending: it may still log in, and then it stays.
+    let frame = json!({"op":"login","req":"l","user":"bob","token":token_for("bob")});
+    assert_eq!(second.request(frame).await["op"], "loginOk");
+    second.assert_alive().await;
+}
+
+#[tokio::test]
+async fn logged_in_connections_are_never_closed_to_make_room() {
+    let server = start(admission(2, 100)).await;
+    let mut alice = Client::login(&server, "alice").await;
+    let bob = Client::login(&server, "bob").await;
+    // Every slot is held by a logged-in connection: a newcomer waits to be accepted.
+    let url = server.ws_url();
+    let carol = tokio::spawn(async move { Client::login_url(&url, "carol", None, false).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!carol.is_finished(), "no slot, no login");
+    alice.assert_alive().await;
+    // (Not `logout`: its scrape would wait behind carol.)
+    drop(bob);
+    let mut carol = tokio::time::timeout(WAIT, carol).await.unwrap().unwrap();
+    carol.assert_alive().await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test]
+async fn too_many_pending_connections_evict_the_oldest_even_with_slots_free() {
+    let server = start(admission(1000, 3)).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(half_open(&server).await);
+    }
+    let mut fourth = half_open(&server).await;
+    assert!(closed_within(&mut idle[0], WAIT).await);
+    assert!(!closed_within(&mut idle[1], QUIET).await);
+    assert!(!closed_within(&mut fourth, QUIET).await);
+    drop(idle);
+}
+
+#[tokio::test]
+async fn the_login_timeout_from_accept_covers_heads_bodies_and_keep_alive() {
+    use tokio::io::AsyncWriteExt;
+    let login = Duration::from_millis(500);
+    let server = start(ServerConfig {
+        login_timeout: login,
+        ..config()
+    })
+    .await;
+    // A head sent a byte at a time, forever.
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let head = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nX-Pad: ";
+    let mut closed = false;
+    for i in 0.. {
+        if slow.write_all(&[head.get(i).copied().unwrap_or(b'a')]).await.is_err() {
+            closed = true;
+            break;
+        }
+        if closed_within(&mut slow, Duration::from_millis(50)).await {
+            closed = true;
+            break;
+        }
+        if t0.elapsed() > WAIT {
+            break;
+        }
+    }
+    assert!(closed, "dropped");
+    assert!(t0.elapsed() >= login && t0.elapsed() < login * 4, "{:?}", t0.elapsed());
+    // An upgrade request whose body never comes: never upgraded, closed at the deadline.
+    let mut body = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let t0 = std::time::Instant::now();
+    body.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(closed_within(&mut body, WAIT).await);
+    assert!(t0.elapsed() < login * 4, "{:?}", t0.elapsed());
+    // A keep-alive connection that never upgrades (a scraper) is served, then closed.
+    let mut scraper = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let t0 = std::time::Instant::now();
+    for _ in 0..3 {
+        scraper
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(login / 5).await;
+    }
+    assert!(closed_within(&mut scraper, WAIT).await);
+    assert!(t0.elapsed() < login * 4, "{:?}", t0.elapsed());
+    let m = scrape(&server).await;
+    assert!(metric(&m, "ackstorm_health_closes_total", "reason=\"login_timeout\"") >= 2.0);
+}
+
+#[tokio::test]
+async fn an_oversize_request_head_gets_431() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(ServerConfig {
+        max_handshake_bytes: 8 * 1024,
+        ..config()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    // Within the cap: served.
+    assert_eq!(http_get(&server, "/healthz").await.0, 200);
 }

@@ -164,12 +164,14 @@ async fn group_sends_are_idempotent_too() {
 const BIG: usize = 5 * 1024;
 const FLOOD: usize = 4000;
 
-/// Device inboxes large enough to hold the whole flood (the default cap is 500 per inbox),
-/// and no queue bound (the flood is more than the default 16 MiB).
+/// Device inboxes large enough to hold the whole flood (the default caps are 500 per inbox
+/// and 1 MiB per user), and no queue bound (the flood is more than the default 16 MiB).
 fn roomy() -> ServerConfig {
     ServerConfig {
         limits: StoreLimits {
             offline_single: 100_000,
+            offline_user_bytes: usize::MAX,
+            offline_total_bytes: usize::MAX,
             ..StoreLimits::default()
         },
         queue_bound: QueueBound::NONE,
@@ -290,6 +292,8 @@ fn health(config: ServerConfig) -> ServerConfig {
     ServerConfig {
         limits: StoreLimits {
             offline_single: 100_000,
+            offline_user_bytes: usize::MAX,
+            offline_total_bytes: usize::MAX,
             ..StoreLimits::default()
         },
         ..config

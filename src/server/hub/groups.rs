@@ -2,6 +2,7 @@
 //! caller's conversations with unread counts.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use super::{Hub, Reply, Session, now_ms, reject};
 use crate::protocol::ErrorCode;
@@ -21,7 +22,9 @@ fn group_result<'a>(group_id: &Cow<'a, str>) -> ServerFrame<'a> {
 }
 
 impl<S: Store> Hub<S> {
-    /// `createGroup {groupId, members, admins?}`: the caller becomes the owner.
+    /// `createGroup {groupId, members, admins?}`: the caller becomes the owner. Every check
+    /// comes before anything is created: a refused group leaves no trace (no user records for
+    /// its would-be members).
     pub(super) fn create_group<'a>(
         &self,
         s: &Session,
@@ -29,7 +32,17 @@ impl<S: Store> Hub<S> {
         members: &[Cow<'a, str>],
         admins: &[Cow<'a, str>],
     ) -> Reply<'a> {
-        let mut guard = self.state.lock();
+        let limit = self.config.group_max_members;
+        let distinct: HashSet<&str> = std::iter::once(&*s.user)
+            .chain(members.iter().chain(admins).map(|m| m.as_ref()))
+            .collect();
+        if distinct.len() > limit {
+            return Err(reject(
+                ErrorCode::Forbidden,
+                format!("{} members is over the group size limit of {limit}", distinct.len()),
+            ));
+        }
+        let mut guard = self.lock();
         let st = &mut *guard;
         if st.store.group(group_id).is_some() {
             return Err(reject(
@@ -37,16 +50,19 @@ impl<S: Store> Hub<S> {
                 format!("group {group_id:?} already exists"),
             ));
         }
+        let owned = st.store.groups_owned(&s.user);
+        if owned >= self.config.groups_per_user {
+            return Err(reject(
+                ErrorCode::Forbidden,
+                format!(
+                    "this user owns {owned} groups already; the limit is {}",
+                    self.config.groups_per_user
+                ),
+            ));
+        }
         let members = members.iter().map(|m| st.store.intern_user(m)).collect();
         let admins = admins.iter().map(|a| st.store.intern_user(a)).collect();
         let group = Group::new(group_id.as_ref().into(), s.user.clone(), members, admins);
-        let limit = self.config.group_max_members;
-        if group.len() > limit {
-            return Err(reject(
-                ErrorCode::Forbidden,
-                format!("{} members is over the group size limit of {limit}", group.len()),
-            ));
-        }
         st.store.insert_group(group);
         Ok(group_result(group_id))
     }
@@ -54,8 +70,8 @@ impl<S: Store> Hub<S> {
     /// `joinGroup {groupId}`: anyone, while the group is under the size limit.
     pub(super) fn join_group<'a>(&self, s: &Session, group_id: &Cow<'a, str>) -> Reply<'a> {
         let limit = self.config.group_max_members;
-        let mut guard = self.state.lock();
-        let Some(group) = guard.store.group_mut(group_id) else {
+        let mut guard = self.lock();
+        let Some(group) = guard.store.group(group_id) else {
             return Err(reject(
                 ErrorCode::NotFound,
                 format!("group {group_id:?} does not exist"),
@@ -70,14 +86,14 @@ impl<S: Store> Hub<S> {
                 format!("group {group_id:?} is full ({limit} members)"),
             ));
         }
-        group.add(s.user.clone());
+        guard.store.add_member(group_id, &s.user);
         Ok(group_result(group_id))
     }
 
     /// `leaveGroup {groupId}`: members other than the owner.
     pub(super) fn leave_group<'a>(&self, s: &Session, group_id: &Cow<'a, str>) -> Reply<'a> {
-        let mut guard = self.state.lock();
-        let Some(group) = guard.store.group_mut(group_id) else {
+        let mut guard = self.lock();
+        let Some(group) = guard.store.group(group_id) else {
             return Err(reject(
                 ErrorCode::NotFound,
                 format!("group {group_id:?} does not exist"),
@@ -86,7 +102,7 @@ impl<S: Store> Hub<S> {
         if *group.owner() == s.user {
             return Err(reject(ErrorCode::Forbidden, "the owner cannot leave the group"));
         }
-        if !group.remove(&s.user) {
+        if !guard.store.remove_member(group_id, &s.user) {
             return Err(reject(
                 ErrorCode::Forbidden,
                 format!("not a member of group {group_id:?}"),
@@ -124,7 +140,7 @@ impl<S: Store> Hub<S> {
             },
         };
         let limit = limit.unwrap_or(MAX_READERS_PAGE).min(MAX_READERS_PAGE) as usize;
-        let guard = self.state.lock();
+        let guard = self.lock();
         let Some(group) = guard.store.group(group_id) else {
             return Err(reject(
                 ErrorCode::NotFound,
@@ -132,7 +148,7 @@ impl<S: Store> Hub<S> {
             ));
         };
         let Some(meta) = guard.store.message(mid) else {
-            return Err(reject(ErrorCode::NotFound, format!("message {mid} does not exist")));
+            return Err(guard.no_message(&self.metrics, mid));
         };
         if meta.chat_type != ChatType::Group || *meta.to != *group_id {
             return Err(reject(
@@ -166,9 +182,10 @@ impl<S: Store> Hub<S> {
         })
     }
 
-    /// `getConversations {}`: the caller's conversations, newest first.
+    /// `getConversations {}`: the caller's conversations, newest first (at most the store's
+    /// cap of conversations per user).
     pub(super) fn conversations<'a>(&self, s: &Session) -> ServerFrame<'a> {
-        let list = self.state.lock().store.conversations(&s.user);
+        let list = self.lock().store.conversations(&s.user);
         ServerFrame::Result {
             data: ResultData::Conversations(
                 list.into_iter()

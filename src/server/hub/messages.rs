@@ -37,7 +37,7 @@ impl<S: Store> Hub<S> {
     ) -> Reply<'a> {
         let now = now_ms();
         let asked = msg_config.is_some_and(|c| c.allow_group_ack);
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         // A repeat is answered before any check: the send was accepted once, and what may
         // have changed since (membership, this frame's fields) does not undo that.
@@ -105,8 +105,9 @@ impl<S: Store> Hub<S> {
             group_ack,
         };
         let cutoff = now.saturating_sub(self.config.ack_validity.as_millis() as u64);
-        if st.store.remember_sent(&s.user, id, record.clone(), cutoff) {
-            self.metrics.sent_ids_forgotten_early.fetch_add(1, Relaxed);
+        let early = st.store.remember_sent(&s.user, id, record.clone(), cutoff);
+        if early > 0 {
+            self.metrics.sent_ids_forgotten_early.fetch_add(early as u64, Relaxed);
         }
         let (_, frame) = encode_push(ServerFrame::Message {
             mid,
@@ -125,17 +126,17 @@ impl<S: Store> Hub<S> {
         };
         match recipients {
             None => {
-                st.store.note_message(&to_id, chat_type, &s.user, mid, true);
-                st.store.note_message(&s.user, chat_type, &to_id, mid, false);
+                st.store.note_message(&to_id, &s.user, mid, true);
+                st.store.note_message(&s.user, &to_id, mid, false);
                 st.deliver_message(&self.metrics, &to_id, offline(&frame));
             }
             Some(members) => {
-                for m in members.iter() {
-                    let is_sender = *m == s.user;
-                    st.store.note_message(m, chat_type, &to_id, mid, !is_sender);
-                    if !is_sender {
-                        st.deliver_message(&self.metrics, m, offline(&frame));
-                    }
+                // Unread counts: O(1), whatever the group's size. What remains per member is
+                // the push (queued here, in mid order; the tasks are woken after the lock) or
+                // the offline copy.
+                st.store.note_group_message(&to_id, &s.user, mid);
+                for m in members.iter().filter(|m| **m != s.user) {
+                    st.deliver_message(&self.metrics, m, offline(&frame));
                 }
             }
         }

@@ -5,7 +5,9 @@
 //! recipients' outboxes; sockets are written by the connection tasks, never under the lock.
 //! An outbox has its own small lock, taken only inside the hub's lock (or alone by its
 //! connection's task), never the other way round, and never held across anything but a queue
-//! operation. Allocating ids and queueing pushes under the hub's lock is what gives
+//! operation; the connections' tasks are woken only once the hub's lock is released (see
+//! `Locked`), so a group message to thousands of online members does not make system calls
+//! under it. Allocating ids and queueing pushes under the hub's lock is what gives
 //! per-conversation `mid` order on every device, and makes login's replay race-free; taking a
 //! closing connection's unwritten pushes back under the same lock is what lets them be stored
 //! with nothing newer slipping past them. The same holds for a queue that a push takes over
@@ -19,18 +21,19 @@ mod receipts;
 mod session;
 
 use std::borrow::Cow;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::ServerConfig;
 use super::metrics::{CloseReason, Metrics, UnwrittenKind};
 use super::online::{ConnId, Online};
-use super::outbox::Push;
+use super::outbox::{Outbox, Push};
 use super::store::{Inbox, OfflineMessage, OfflineReceipt, Store, UserId};
 use crate::protocol::server::GroupReadCount;
 use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, Request, ServerFrame};
@@ -84,10 +87,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Encodes a push once; the text is shared by every device it goes to.
+/// Encodes a push once; the text is shared by every device it goes to. It may wait in
+/// offline inboxes for long, charged by its length: it is trimmed to that length (the encoder
+/// may have grown its buffer up to twice as much).
 fn encode_push(frame: ServerFrame<'_>) -> (u8, Utf8Bytes) {
     let op = frame.op_index() as u8;
-    (op, Outgoing::push(frame).encode().into())
+    let mut text = Outgoing::push(frame).encode();
+    text.shrink_to_fit();
+    (op, text.into())
 }
 
 /// A receipt push addressed to `addressee` (the user whose devices get it), encoded once
@@ -101,6 +108,41 @@ fn receipt_push(receipt: OfflineReceipt, addressee: &str, online_state: u8) -> P
 struct State<S> {
     store: S,
     online: Online,
+    /// Outboxes given live pushes under the lock, to wake once it is released.
+    wake: Vec<Outbox>,
+}
+
+/// The hub's lock, held. Dropping it releases the lock, then wakes the connections it queued
+/// live pushes for: a group message to thousands of online members queues under the lock
+/// (that is what orders them) but wakes their tasks after it.
+struct Locked<'a, S> {
+    guard: Option<MutexGuard<'a, State<S>>>,
+}
+
+impl<S> Deref for Locked<'_, S> {
+    type Target = State<S>;
+
+    fn deref(&self) -> &State<S> {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl<S> DerefMut for Locked<'_, S> {
+    fn deref_mut(&mut self) -> &mut State<S> {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl<S> Drop for Locked<'_, S> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            let wake = std::mem::take(&mut guard.wake);
+            drop(guard);
+            for outbox in wake {
+                outbox.wake();
+            }
+        }
+    }
 }
 
 impl<S: Store> State<S> {
@@ -112,9 +154,10 @@ impl<S: Store> State<S> {
         let mut over: SmallVec<[ConnId; 2]> = SmallVec::new();
         for d in self.online.devices(user) {
             if Some(d.conn) != skip {
-                if !d.outbox.push(push.clone()) {
+                if !d.outbox.push_quiet(push.clone()) {
                     over.push(d.conn);
                 }
+                self.wake.push(d.outbox.clone());
                 sent += 1;
             }
         }
@@ -147,15 +190,11 @@ impl<S: Store> State<S> {
             match push {
                 Push::Message(m) => {
                     metrics.unwritten(UnwrittenKind::Message);
-                    if self.store.push_offline_message(user, inbox, m) {
-                        metrics.offline_replaced(false);
-                    }
+                    self.store.push_offline_message(user, inbox, m);
                 }
                 Push::Receipt { receipt, .. } => {
                     metrics.unwritten(UnwrittenKind::Receipt);
-                    if self.store.push_offline_receipt(user, inbox, receipt) {
-                        metrics.offline_replaced(true);
-                    }
+                    self.store.push_offline_receipt(user, inbox, receipt);
                 }
                 Push::Statistic { counts, .. } => {
                     metrics.unwritten(UnwrittenKind::Statistic);
@@ -168,7 +207,7 @@ impl<S: Store> State<S> {
                         self.store.set_offline_group_count(user, inbox, c.mid, &group, c.count);
                     }
                 }
-                Push::Kick(_) => {}
+                Push::Kick { .. } => {}
             }
         }
     }
@@ -177,8 +216,8 @@ impl<S: Store> State<S> {
     fn deliver_message(&mut self, metrics: &Metrics, user: &UserId, message: OfflineMessage) {
         if self.online.is_online(user) {
             self.push_live(metrics, user, &Push::Message(message), None);
-        } else if self.store.push_offline_message(user, Inbox::User, message) {
-            metrics.offline_replaced(false);
+        } else {
+            self.store.push_offline_message(user, Inbox::User, message);
         }
     }
 
@@ -186,9 +225,24 @@ impl<S: Store> State<S> {
     fn deliver_receipt(&mut self, metrics: &Metrics, user: &UserId, receipt: OfflineReceipt) {
         if self.online.is_online(user) {
             self.push_live(metrics, user, &receipt_push(receipt, user, 1), None);
-        } else if self.store.push_offline_receipt(user, Inbox::User, receipt) {
-            metrics.offline_replaced(true);
+        } else {
+            self.store.push_offline_receipt(user, Inbox::User, receipt);
         }
+    }
+}
+
+impl<S: Store> State<S> {
+    /// The `not_found` of a frame naming message `mid`, counted apart when the message may
+    /// have existed and had its record evicted for the caps.
+    fn no_message(&self, metrics: &Metrics, mid: u64) -> Reject {
+        if self.store.forgotten(mid) {
+            metrics.evicted_refs.fetch_add(1, Ordering::Relaxed);
+            return reject(
+                ErrorCode::NotFound,
+                format!("message {mid} does not exist (or is no longer kept: the server's message cap evicted it)"),
+            );
+        }
+        reject(ErrorCode::NotFound, format!("message {mid} does not exist"))
     }
 }
 
@@ -260,6 +314,7 @@ impl<S: Store> Hub<S> {
             state: Mutex::new(State {
                 store,
                 online: Online::default(),
+                wake: Vec::new(),
             }),
             config,
             metrics,
@@ -271,6 +326,19 @@ impl<S: Store> Hub<S> {
     /// The server's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The `/metrics` text: the counters, and the store's figures (read under the lock).
+    pub fn render_metrics(&self) -> String {
+        let stats = self.lock().store.stats();
+        self.metrics.render_with(&stats)
+    }
+
+    /// Takes the hub's lock (see [`Locked`]).
+    fn lock(&self) -> Locked<'_, S> {
+        Locked {
+            guard: Some(self.state.lock()),
+        }
     }
 
     /// The server's options.

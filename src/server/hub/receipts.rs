@@ -43,10 +43,10 @@ impl<S: Store> Hub<S> {
                 format!("a {what} cannot be addressed to oneself"),
             ));
         }
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         let Some(meta) = st.store.message(mid) else {
-            return Err(reject(ErrorCode::NotFound, format!("message {mid} does not exist")));
+            return Err(st.no_message(&self.metrics, mid));
         };
         if meta.chat_type != ChatType::Single {
             return Err(reject(
@@ -80,7 +80,7 @@ impl<S: Store> Hub<S> {
         let receipt = match kind {
             ReceiptKind::Delivery => OfflineReceipt::Delivery { id, mid, from },
             ReceiptKind::Read => {
-                st.store.mark_read(&s.user, ChatType::Single, &sender, mid);
+                st.store.mark_read(&s.user, &sender, mid);
                 OfflineReceipt::Read { id, mid, from }
             }
         };
@@ -99,13 +99,13 @@ impl<S: Store> Hub<S> {
             ));
         }
         let now = now_ms();
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         let Some(group) = st.store.group(to) else {
             return Err(reject(ErrorCode::NotFound, format!("group {to:?} does not exist")));
         };
         let Some(meta) = st.store.message(mid) else {
-            return Err(reject(ErrorCode::NotFound, format!("message {mid} does not exist")));
+            return Err(st.no_message(&self.metrics, mid));
         };
         if meta.chat_type != ChatType::Group || *meta.to != *to {
             return Err(reject(
@@ -173,7 +173,7 @@ impl<S: Store> Hub<S> {
     /// for its login) and to the reader's other devices; group acks push nothing.
     pub(super) fn channel<'a>(&self, s: &Session, chat_type: ChatType, to: &str) -> Reply<'a> {
         let now = now_ms();
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         let id = match chat_type {
             ChatType::Single => {
@@ -196,8 +196,8 @@ impl<S: Store> Hub<S> {
                 let push = receipt_push(receipt.clone(), &peer, 1);
                 if st.online.is_online(&peer) {
                     st.push_live(&self.metrics, &peer, &push, None);
-                } else if st.store.push_offline_receipt(&peer, Inbox::User, receipt) {
-                    self.metrics.offline_replaced(true);
+                } else {
+                    st.store.push_offline_receipt(&peer, Inbox::User, receipt);
                 }
                 st.push_live(&self.metrics, &s.user, &push, Some(s.conn));
                 id

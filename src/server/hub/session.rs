@@ -63,9 +63,9 @@ impl<S: Store> Hub<S> {
         }
         let device: Arc<str> = Arc::from(device.as_deref().unwrap_or("web"));
         let now = now_ms();
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
-        let user_id = st.store.intern_user(user);
+        let user_id = st.store.login_user(user);
         let was_online = st.online.is_online(user);
         let new = Device {
             name: device.clone(),
@@ -75,13 +75,14 @@ impl<S: Store> Hub<S> {
         if let Some(old) = st.online.insert(&user_id, new) {
             // The replaced connection closes now, as far as delivery goes: what it has not
             // written is stored for this device, so the replay below puts it first.
-            let unwritten = old.outbox.take_all();
-            st.store_unwritten(&self.metrics, &user_id, &device, unwritten);
-            let (_, text) = encode_push(ServerFrame::Kicked {
-                reason: Cow::Borrowed("login_elsewhere"),
-            });
-            old.outbox.push_uncounted(Push::Kick(text));
-            self.metrics.kicked.fetch_add(1, Ordering::Relaxed);
+            self.kick(st, &user_id, &old, "login_elsewhere");
+        }
+        // One device more than the limit: the one logged in longest ago makes room.
+        while st.online.devices(&user_id).len() > self.config.max_devices.max(1) {
+            let oldest = st.online.devices(&user_id)[0].clone();
+            st.online.remove(&user_id, oldest.conn);
+            self.kick(st, &user_id, &oldest, "too_many_devices");
+            self.metrics.device_limit_kicks.fetch_add(1, Ordering::Relaxed);
         }
         self.replay(st, &user_id, &device, !was_online, outbox);
         drop(guard);
@@ -97,6 +98,18 @@ impl<S: Store> Hub<S> {
             time: now,
         };
         Login::Accepted(session, Outgoing::reply(request.req.clone(), reply))
+    }
+
+    /// Takes `old` (no longer registered) off its device: what it had not written is stored for
+    /// that device, and it gets `kicked {reason}` and closes.
+    fn kick(&self, st: &mut State<S>, user: &UserId, old: &Device, reason: &'static str) {
+        let unwritten = old.outbox.take_all();
+        st.store_unwritten(&self.metrics, user, &old.name, unwritten);
+        let (_, text) = encode_push(ServerFrame::Kicked {
+            reason: Cow::Borrowed(reason),
+        });
+        old.outbox.push_uncounted(Push::Kick { text, reason });
+        self.metrics.kicked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues what waited for `device` of `user` (and, when `offline` — no other device was
@@ -132,7 +145,7 @@ impl<S: Store> Hub<S> {
     /// was replaced already, and whatever is still queued in `outbox` is stored for the
     /// device's next login. Both under the lock, so no push can slip in between.
     pub fn logout(&self, session: &Session, outbox: &Outbox) {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         st.online.remove(&session.user, session.conn);
         let unwritten = outbox.take_all();

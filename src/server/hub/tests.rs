@@ -248,7 +248,7 @@ fn pushes_a_closed_connection_did_not_write_are_replayed_first_at_the_devices_ne
                "groupReadCount":count,"ackContent":"seen","onlineState":0})
     );
     assert_eq!((&got[5]["from"], &got[5]["to"]), (&json!("alice"), &json!("bob")));
-    let m = hub.metrics().render();
+    let m = hub.render_metrics();
     assert!(m.contains("ackstorm_unwritten_pushes_total{kind=\"message\"} 2"), "{m}");
     assert!(m.contains("ackstorm_unwritten_pushes_total{kind=\"receipt\"} 3"), "{m}");
 }
@@ -367,7 +367,7 @@ fn a_queue_over_its_bound_is_taken_offline_and_stored_within_the_push() {
         rt.block_on(bounded.pop()),
         crate::server::outbox::Next::Closed
     ));
-    let m = hub.metrics().render();
+    let m = hub.render_metrics();
     assert!(
         m.contains("ackstorm_health_closes_total{reason=\"queue_bound\"} 1"),
         "{m}"

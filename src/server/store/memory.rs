@@ -1,140 +1,35 @@
-//! [`MemoryStore`]: the in-memory [`Store`], hash maps keyed by interned ids.
+//! [`MemoryStore`]: the in-memory [`Store`]. Message records live in [`MessageTable`], users
+//! (conversations, inboxes, remembered sends, and the caps that span users) in [`Users`],
+//! groups in a map; this file ties them together behind the trait.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::pending::Pending;
-use super::sent::{Retention, SentIds};
+use super::group::Group;
+use super::messages::MessageTable;
+use super::sent::Retention;
+use super::users::Users;
 use super::{
-    ConversationState, Group, GroupId, Inbox, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
-    ReceiptKind, Recorded, SentRecord, Store, StoreLimits, UserId,
+    ConversationState, GroupId, Inbox, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
+    ReceiptKind, Recorded, SentRecord, Store, StoreLimits, StoreStats, UserId,
 };
 use crate::protocol::ChatType;
 
-/// Keeps everything in process memory; lost when the server stops.
-#[derive(Debug, Default)]
+/// Keeps everything in process memory, within [`StoreLimits`]; lost when the server stops.
+#[derive(Debug)]
 pub struct MemoryStore {
     limits: StoreLimits,
     last_id: u64,
-    users: FxHashMap<UserId, UserRecord>,
+    users: Users,
     groups: FxHashMap<GroupId, Group>,
-    messages: Messages,
-    /// Stored mids, oldest first, for eviction past `limits.messages`.
-    order: VecDeque<u64>,
+    messages: MessageTable,
 }
 
-/// Message records in shards by id: a growing hash map rehashes everything at once, and one
-/// map of a million records stalls routing (the hub's lock is held) for tens of milliseconds;
-/// a shard rehashes 1/64 of that.
-#[derive(Debug)]
-struct Messages {
-    shards: Vec<FxHashMap<u64, MessageRecord>>,
-}
-
-const SHARDS: usize = 64;
-
-impl Default for Messages {
+impl Default for MemoryStore {
     fn default() -> Self {
-        Messages {
-            shards: (0..SHARDS).map(|_| FxHashMap::default()).collect(),
-        }
+        MemoryStore::new(StoreLimits::default())
     }
-}
-
-impl Messages {
-    fn shard(mid: u64) -> usize {
-        // Ids are sequential: the low bits spread them evenly.
-        (mid % SHARDS as u64) as usize
-    }
-
-    fn insert(&mut self, mid: u64, record: MessageRecord) {
-        self.shards[Self::shard(mid)].insert(mid, record);
-    }
-
-    fn remove(&mut self, mid: u64) {
-        self.shards[Self::shard(mid)].remove(&mid);
-    }
-
-    fn get(&self, mid: u64) -> Option<&MessageRecord> {
-        self.shards[Self::shard(mid)].get(&mid)
-    }
-
-    fn get_mut(&mut self, mid: u64) -> Option<&mut MessageRecord> {
-        self.shards[Self::shard(mid)].get_mut(&mid)
-    }
-}
-
-#[derive(Debug)]
-struct MessageRecord {
-    meta: MessageMeta,
-    delivery: Option<u64>,
-    read: Option<u64>,
-    /// Group messages with receipts kept.
-    readers: Option<Box<Readers>>,
-}
-
-/// A group message's reader set: insertion order (for paging) and receipt id per reader.
-#[derive(Debug, Default)]
-struct Readers {
-    order: Vec<UserId>,
-    ids: FxHashMap<UserId, u64>,
-}
-
-#[derive(Debug, Default)]
-struct UserRecord {
-    single: FxHashMap<Arc<str>, Conv>,
-    group: FxHashMap<Arc<str>, Conv>,
-    /// What arrived while none of the user's devices was online.
-    offline: Pending,
-    /// Per device: pushes its closing connection did not write (no entry when empty).
-    devices: FxHashMap<Arc<str>, Pending>,
-    sent: SentIds,
-}
-
-impl UserRecord {
-    fn inbox_mut(&mut self, inbox: Inbox<'_>) -> &mut Pending {
-        match inbox {
-            Inbox::User => &mut self.offline,
-            Inbox::Device(d) => {
-                if !self.devices.contains_key(d) {
-                    self.devices.insert(Arc::from(d), Pending::default());
-                }
-                self.devices.get_mut(d).expect("just inserted")
-            }
-        }
-    }
-
-    fn convs(&self, chat_type: ChatType) -> &FxHashMap<Arc<str>, Conv> {
-        match chat_type {
-            ChatType::Single => &self.single,
-            ChatType::Group => &self.group,
-        }
-    }
-
-    fn convs_mut(&mut self, chat_type: ChatType) -> &mut FxHashMap<Arc<str>, Conv> {
-        match chat_type {
-            ChatType::Single => &mut self.single,
-            ChatType::Group => &mut self.group,
-        }
-    }
-
-    fn conv_mut(&mut self, chat_type: ChatType, conv: &Arc<str>) -> &mut Conv {
-        let convs = self.convs_mut(chat_type);
-        if !convs.contains_key(&**conv) {
-            convs.insert(conv.clone(), Conv::default());
-        }
-        convs.get_mut(&**conv).expect("just inserted")
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Conv {
-    unread: u64,
-    /// Every message up to this id was covered by a channel ack.
-    read_upto: u64,
-    last_mid: u64,
 }
 
 impl MemoryStore {
@@ -142,15 +37,11 @@ impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
         MemoryStore {
             limits,
-            ..Default::default()
+            last_id: 0,
+            users: Users::new(limits),
+            groups: FxHashMap::default(),
+            messages: MessageTable::new(limits.messages, limits.message_bytes),
         }
-    }
-
-    fn user_mut(&mut self, user: &UserId) -> &mut UserRecord {
-        if !self.users.contains_key(&**user) {
-            self.users.insert(user.clone(), UserRecord::default());
-        }
-        self.users.get_mut(&**user).expect("just inserted")
     }
 }
 
@@ -165,35 +56,23 @@ impl Store for MemoryStore {
     }
 
     fn intern_user(&mut self, user: &str) -> UserId {
-        if let Some((id, _)) = self.users.get_key_value(user) {
-            return id.clone();
-        }
-        let id: UserId = Arc::from(user);
-        self.users.insert(id.clone(), UserRecord::default());
-        id
+        self.users.intern(user, self.last_id, &mut self.messages)
+    }
+
+    fn login_user(&mut self, user: &str) -> UserId {
+        self.users.login(user, self.last_id, &mut self.messages)
     }
 
     fn insert_message(&mut self, mid: u64, meta: MessageMeta) {
-        let readers = meta.group_receipts.then(Box::default);
-        self.messages.insert(
-            mid,
-            MessageRecord {
-                meta,
-                delivery: None,
-                read: None,
-                readers,
-            },
-        );
-        self.order.push_back(mid);
-        while self.order.len() > self.limits.messages {
-            if let Some(old) = self.order.pop_front() {
-                self.messages.remove(old);
-            }
-        }
+        self.messages.insert(mid, meta);
     }
 
     fn message(&self, mid: u64) -> Option<&MessageMeta> {
         self.messages.get(mid).map(|m| &m.meta)
+    }
+
+    fn forgotten(&self, mid: u64) -> bool {
+        self.messages.forgotten(mid)
     }
 
     fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Recorded {
@@ -217,19 +96,16 @@ impl Store for MemoryStore {
 
     fn record_group_read(&mut self, mid: u64, reader: &UserId) -> Recorded {
         let next = self.last_id + 1;
-        let Some(readers) = self.messages.get_mut(mid).and_then(|m| m.readers.as_mut()) else {
+        let Some(readers) = self.messages.get(mid).and_then(|m| m.readers.as_ref()) else {
             return Recorded::NoMessage;
         };
         if let Some(&id) = readers.ids.get(&**reader) {
             return Recorded::Repeat { id };
         }
-        readers.ids.insert(reader.clone(), next);
-        readers.order.push(reader.clone());
+        let count = readers.order.len() as u64 + 1;
+        self.messages.add_reader(mid, reader, next);
         self.last_id = next;
-        Recorded::First {
-            id: next,
-            count: readers.order.len() as u64,
-        }
+        Recorded::First { id: next, count }
     }
 
     fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> ReaderPage {
@@ -254,103 +130,142 @@ impl Store for MemoryStore {
         self.groups.get(id)
     }
 
-    fn group_mut(&mut self, id: &str) -> Option<&mut Group> {
-        self.groups.get_mut(id)
-    }
-
     fn insert_group(&mut self, group: Group) -> bool {
         if self.groups.contains_key(&**group.id()) {
             return false;
+        }
+        let now = self.last_id;
+        self.users.note_owned(group.owner(), now, &mut self.messages);
+        for m in group.members().iter() {
+            self.users
+                .group_conv(m, &group, now, &mut self.messages, |c, counters| c.joined(counters.0));
         }
         self.groups.insert(group.id().clone(), group);
         true
     }
 
-    fn note_message(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, mid: u64, unread: bool) {
-        let c = self.user_mut(user).conv_mut(chat_type, conv);
-        c.last_mid = c.last_mid.max(mid);
-        if unread {
-            c.unread += 1;
-        }
-    }
-
-    fn mark_read(&mut self, user: &str, chat_type: ChatType, conv: &str, mid: u64) -> bool {
-        let Some(c) = self
-            .users
-            .get_mut(user)
-            .and_then(|u| u.convs_mut(chat_type).get_mut(conv))
-        else {
+    fn add_member(&mut self, id: &str, user: &UserId) -> bool {
+        let Some(group) = self.groups.get_mut(id) else {
             return false;
         };
-        if mid <= c.read_upto || c.unread == 0 {
+        if !group.add(user.clone()) {
             return false;
         }
-        c.unread -= 1;
+        let now = self.last_id;
+        self.users
+            .group_conv(user, group, now, &mut self.messages, |c, counters| c.joined(counters.0));
         true
     }
 
+    fn remove_member(&mut self, id: &str, user: &str) -> bool {
+        let Some(group) = self.groups.get_mut(id) else {
+            return false;
+        };
+        if !group.remove(user) {
+            return false;
+        }
+        let now = self.last_id;
+        self.users
+            .group_conv(user, group, now, &mut self.messages, |c, counters| c.leave(counters));
+        true
+    }
+
+    fn groups_owned(&self, user: &str) -> usize {
+        self.users.owned(user)
+    }
+
+    fn note_message(&mut self, user: &UserId, peer: &UserId, mid: u64, unread: bool) {
+        self.users
+            .note_message(user, peer, mid, unread, self.last_id, &mut self.messages);
+    }
+
+    fn note_group_message(&mut self, id: &str, sender: &str, mid: u64) {
+        if let Some(g) = self.groups.get_mut(id) {
+            g.note_message(mid);
+            self.users.note_own_group_message(sender, id);
+        }
+    }
+
+    fn mark_read(&mut self, user: &str, peer: &str, mid: u64) -> bool {
+        self.users.mark_read(user, peer, mid)
+    }
+
     fn mark_all_read(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, upto: u64) {
-        let c = self.user_mut(user).conv_mut(chat_type, conv);
-        c.unread = 0;
-        c.read_upto = c.read_upto.max(upto);
+        let now = self.last_id;
+        match chat_type {
+            ChatType::Single => self.users.mark_all_read(user, conv, upto, now, &mut self.messages),
+            ChatType::Group => {
+                if let Some(g) = self.groups.get(&**conv) {
+                    self.users
+                        .group_conv(user, g, now, &mut self.messages, |c, counters| c.read_all(counters));
+                }
+            }
+        }
     }
 
     fn conversations(&self, user: &str) -> Vec<ConversationState> {
-        let Some(u) = self.users.get(user) else {
-            return Vec::new();
-        };
-        let mut out: Vec<ConversationState> = [ChatType::Single, ChatType::Group]
-            .into_iter()
-            .flat_map(|chat_type| {
-                u.convs(chat_type)
-                    .iter()
-                    .filter(|(_, c)| c.last_mid > 0)
-                    .map(move |(id, c)| ConversationState {
-                        id: id.clone(),
-                        chat_type,
-                        unread: c.unread,
-                        last_mid: c.last_mid,
-                    })
-            })
-            .collect();
-        out.sort_by_key(|c| std::cmp::Reverse(c.last_mid));
-        out
+        self.users.conversations(user, &self.groups)
     }
 
     fn sent(&self, user: &str, id: &str) -> Option<SentRecord> {
         self.users.get(user).and_then(|u| u.sent.get(id)).cloned()
     }
 
-    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> bool {
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> usize {
         let retention = Retention {
             keep: self.limits.sent_ids,
             max: self.limits.sent_ids_max,
             cutoff,
         };
-        self.user_mut(user).sent.insert(id, record, retention)
+        self.users
+            .remember_sent(user, id, record, retention, self.last_id, &mut self.messages)
     }
 
-    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage) -> bool {
-        let limits = self.limits;
-        self.user_mut(user).inbox_mut(inbox).push_message(&limits, message)
+    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage) {
+        self.messages.hold(message.mid);
+        self.users
+            .with_inbox(user, inbox, self.last_id, &mut self.messages, |p, l| {
+                p.push_message(l, message)
+            });
     }
 
-    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt) -> bool {
-        let limits = self.limits;
-        self.user_mut(user).inbox_mut(inbox).push_receipt(&limits, receipt)
+    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt) {
+        self.users
+            .with_inbox(user, inbox, self.last_id, &mut self.messages, |p, l| {
+                p.push_receipt(l, receipt)
+            });
     }
 
     fn set_offline_group_count(&mut self, user: &UserId, inbox: Inbox<'_>, mid: u64, group: &GroupId, count: u64) {
-        self.user_mut(user).inbox_mut(inbox).set_count(mid, group, count);
+        self.users
+            .with_inbox(user, inbox, self.last_id, &mut self.messages, |p, _| {
+                p.set_count(mid, group, count);
+                None
+            });
     }
 
     fn take_offline(&mut self, user: &str, inbox: Inbox<'_>) -> OfflineBatch {
-        let Some(u) = self.users.get_mut(user) else {
-            return OfflineBatch::default();
-        };
-        match inbox {
-            Inbox::User => u.offline.take(),
-            Inbox::Device(d) => u.devices.remove(d).map(|mut p| p.take()).unwrap_or_default(),
+        self.users.take(user, inbox, &mut self.messages)
+    }
+
+    fn stats(&self) -> StoreStats {
+        let (users, unseen, offline_bytes, drops) = self.users.stats();
+        let sent_ids = self.users.sent_ids();
+        let (records, bytes, held, evicted) = self.messages.stats();
+        StoreStats {
+            users: users as u64,
+            users_unseen: unseen as u64,
+            users_evicted: drops.users_evicted,
+            offline_bytes: offline_bytes as u64,
+            offline_dropped_kind: drops.kind,
+            offline_dropped_cause: drops.cause,
+            message_records: records as u64,
+            message_bytes: bytes as u64,
+            message_records_held: held as u64,
+            message_records_evicted: evicted,
+            groups: self.groups.len() as u64,
+            conversations_dropped: drops.conversations,
+            sent_ids: sent_ids as u64,
         }
     }
 }
@@ -419,18 +334,15 @@ mod tests {
         let b = s.intern_user("b");
         let a: Arc<str> = Arc::from("a");
         for mid in 1..=3 {
-            s.note_message(&b, ChatType::Single, &a, mid, true);
+            s.note_message(&b, &a, mid, true);
         }
-        assert!(s.mark_read("b", ChatType::Single, "a", 2));
+        assert!(s.mark_read("b", "a", 2));
         assert_eq!(s.conversations("b")[0].unread, 2);
         s.mark_all_read(&b, ChatType::Single, &a, 3);
         assert_eq!(s.conversations("b")[0].unread, 0);
-        assert!(
-            !s.mark_read("b", ChatType::Single, "a", 3),
-            "covered by the channel ack"
-        );
-        s.note_message(&b, ChatType::Single, &a, 4, true);
-        assert!(s.mark_read("b", ChatType::Single, "a", 4));
+        assert!(!s.mark_read("b", "a", 3), "covered by the channel ack");
+        s.note_message(&b, &a, 4, true);
+        assert!(s.mark_read("b", "a", 4));
         let c = &s.conversations("b")[0];
         assert_eq!((c.unread, c.last_mid), (0, 4));
     }
@@ -445,24 +357,20 @@ mod tests {
             ..StoreLimits::default()
         };
         let mut s = MemoryStore::new(limits);
-        let u = s.intern_user("u");
+        let u = s.login_user("u");
         let msg = |mid, chat_type| OfflineMessage {
             mid,
             chat_type,
             frame: mid.to_string().into(),
         };
         let user = Inbox::User;
-        assert!(!s.push_offline_message(&u, user, msg(1, ChatType::Single)));
-        assert!(!s.push_offline_message(&u, user, msg(2, ChatType::Group)));
-        assert!(!s.push_offline_message(&u, user, msg(3, ChatType::Single)));
-        assert!(
-            s.push_offline_message(&u, user, msg(4, ChatType::Single)),
-            "replaces mid 1"
-        );
-        assert!(
-            s.push_offline_message(&u, user, msg(5, ChatType::Group)),
-            "replaces mid 2"
-        );
+        s.push_offline_message(&u, user, msg(1, ChatType::Single));
+        s.push_offline_message(&u, user, msg(2, ChatType::Group));
+        s.push_offline_message(&u, user, msg(3, ChatType::Single));
+        assert_eq!(s.stats().offline_dropped_kind, [0, 0, 0]);
+        s.push_offline_message(&u, user, msg(4, ChatType::Single)); // replaces mid 1
+        s.push_offline_message(&u, user, msg(5, ChatType::Group)); // replaces mid 2
+        assert_eq!(s.stats().offline_dropped_kind, [2, 0, 0]);
         let from = s.intern_user("x");
         let channel = |id| OfflineReceipt::Channel {
             id,
@@ -470,15 +378,17 @@ mod tests {
             to: u.clone(),
             time: 0,
         };
-        assert!(!s.push_offline_receipt(&u, user, channel(6)));
-        assert!(s.push_offline_receipt(&u, user, channel(7)));
+        s.push_offline_receipt(&u, user, channel(6));
+        s.push_offline_receipt(&u, user, channel(7));
+        assert_eq!(s.stats().offline_dropped_kind, [2, 1, 0]);
+        assert_eq!(s.stats().offline_dropped_cause, [3, 0, 0]);
         let g: GroupId = Arc::from("g");
         s.set_offline_group_count(&u, user, 5, &g, 1);
         s.set_offline_group_count(&u, user, 5, &g, 2);
         s.set_offline_group_count(&u, user, 5, &g, 1);
         // A device's inbox is another inbox with the same caps.
         let web = Inbox::Device("web");
-        assert!(!s.push_offline_message(&u, web, msg(8, ChatType::Single)));
+        s.push_offline_message(&u, web, msg(8, ChatType::Single));
         assert!(s.take_offline("u", Inbox::Device("phone")).is_empty());
         let batch = s.take_offline("u", user);
         assert_eq!(batch.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [3, 4, 5]);
@@ -496,7 +406,88 @@ mod tests {
         let device = s.take_offline("u", web);
         assert_eq!(device.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [8]);
         assert!(s.take_offline("u", web).is_empty());
-        assert!(s.users["u"].devices.is_empty(), "an empty device inbox leaves no entry");
+        assert_eq!(
+            s.stats().offline_bytes,
+            1024,
+            "only x's record is charged: x never logged in"
+        );
+    }
+
+    #[test]
+    fn a_message_waiting_offline_keeps_its_record_past_the_caps() {
+        let limits = StoreLimits {
+            messages: 2,
+            ..StoreLimits::default()
+        };
+        let mut s = MemoryStore::new(limits);
+        let bob = s.login_user("bob");
+        let first = s.next_id();
+        let m = meta(&mut s, "a", "bob", ChatType::Single, false);
+        s.insert_message(first, m);
+        let frame = "x".into();
+        s.push_offline_message(
+            &bob,
+            Inbox::User,
+            OfflineMessage {
+                mid: first,
+                chat_type: ChatType::Single,
+                frame,
+            },
+        );
+        for _ in 0..5 {
+            let mid = s.next_id();
+            let m = meta(&mut s, "a", "bob", ChatType::Single, false);
+            s.insert_message(mid, m);
+        }
+        assert!(s.message(first).is_some(), "held by bob's inbox");
+        assert_eq!((s.stats().message_records, s.stats().message_records_held), (2, 1));
+        assert!(matches!(
+            s.record_receipt(first, ReceiptKind::Delivery),
+            Recorded::First { .. }
+        ));
+        // Replayed: the record settles, and goes after those that settled before it.
+        s.take_offline("bob", Inbox::User);
+        let mid = s.next_id();
+        let m = meta(&mut s, "a", "bob", ChatType::Single, false);
+        s.insert_message(mid, m);
+        assert!(s.message(first).is_some());
+        let mid = s.next_id();
+        let m = meta(&mut s, "a", "bob", ChatType::Single, false);
+        s.insert_message(mid, m);
+        assert!(s.message(first).is_none() && s.forgotten(first));
+    }
+
+    #[test]
+    fn group_unread_counts_cost_nothing_per_member_and_follow_membership() {
+        let mut s = MemoryStore::default();
+        let owner = s.login_user("o");
+        let m1 = s.intern_user("m1");
+        let g = Group::new(Arc::from("g"), owner.clone(), vec![m1.clone()], vec![]);
+        assert!(s.insert_group(g));
+        assert_eq!(s.groups_owned("o"), 1);
+        let gid: Arc<str> = Arc::from("g");
+        for mid in [10, 11] {
+            s.note_group_message("g", "o", mid);
+        }
+        let conv = |s: &MemoryStore, u: &str| {
+            s.conversations(u)
+                .iter()
+                .find(|c| &*c.id == "g")
+                .map(|c| (c.unread, c.last_mid))
+        };
+        assert_eq!(conv(&s, "m1"), Some((2, 11)));
+        assert_eq!(conv(&s, "o"), Some((0, 11)), "own messages are not unread");
+        let late = s.intern_user("late");
+        assert!(s.add_member("g", &late));
+        assert_eq!(conv(&s, "late"), None, "nothing since joining");
+        s.note_group_message("g", "m1", 12);
+        assert_eq!(conv(&s, "late"), Some((1, 12)));
+        s.mark_all_read(&m1, ChatType::Group, &gid, 13);
+        assert_eq!(conv(&s, "m1"), Some((0, 12)));
+        assert!(s.remove_member("g", "late"));
+        s.note_group_message("g", "o", 14);
+        assert_eq!(conv(&s, "late"), Some((1, 12)), "frozen when it left");
+        assert_eq!(conv(&s, "m1"), Some((1, 14)));
     }
 
     #[test]

@@ -5,15 +5,25 @@
 //! and answers questions about them. It never sees connections, frames in flight or locks: the
 //! hub calls it under its own lock, so implementations are plain single-threaded code. The
 //! in-memory store is [`MemoryStore`]; a durable one implements the same trait.
+//!
+//! Bounded state: whatever clients send, what a store keeps stays within [`StoreLimits`]
+//! (offline bytes per user and in all, records of users who never logged in, message records
+//! by memory, conversations per user, client ids per sender); what it had to drop is counted
+//! in [`StoreStats`], which `/metrics` shows.
 
+mod group;
 mod memory;
+mod messages;
+mod offline;
 mod pending;
 mod sent;
+mod users;
 
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+pub use group::Group;
 pub use memory::MemoryStore;
 
 use crate::protocol::ChatType;
@@ -90,101 +100,6 @@ pub struct ReaderPage {
     pub users: Vec<UserId>,
     /// Cursor of the next page (readers older than this position), if any.
     pub next: Option<usize>,
-}
-
-/// A group and its roles.
-///
-/// Membership changes go through [`Group::add`] and [`Group::remove`], which keep a shared
-/// snapshot of the member list: fan-out takes it with one reference-count increment instead of
-/// copying the list for every message.
-#[derive(Debug, Clone)]
-pub struct Group {
-    id: GroupId,
-    owner: UserId,
-    admins: Vec<UserId>,
-    members: indexmap::IndexSet<UserId, rustc_hash::FxBuildHasher>,
-    snapshot: Arc<[UserId]>,
-}
-
-impl Group {
-    /// A group owned by `owner` whose members are the owner, `members` and `admins`
-    /// (duplicates ignored).
-    pub fn new(id: GroupId, owner: UserId, members: Vec<UserId>, admins: Vec<UserId>) -> Self {
-        let mut set = indexmap::IndexSet::default();
-        set.insert(owner.clone());
-        set.extend(members);
-        set.extend(admins.iter().cloned());
-        let mut admins = admins;
-        admins.retain(|a| *a != owner);
-        admins.dedup();
-        let mut group = Group {
-            id,
-            owner,
-            admins,
-            members: set,
-            snapshot: Arc::from(Vec::new()),
-        };
-        group.refresh();
-        group
-    }
-
-    fn refresh(&mut self) {
-        self.snapshot = self.members.iter().cloned().collect();
-    }
-
-    /// Group id.
-    pub fn id(&self) -> &GroupId {
-        &self.id
-    }
-
-    /// Creator; a member who cannot leave.
-    pub fn owner(&self) -> &UserId {
-        &self.owner
-    }
-
-    /// All members (owner and admins included), in join order.
-    pub fn members(&self) -> Arc<[UserId]> {
-        self.snapshot.clone()
-    }
-
-    /// Number of members, owner included.
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    /// Never true: the owner is always a member.
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
-    /// True when `user` is a member.
-    pub fn is_member(&self, user: &str) -> bool {
-        self.members.contains(user)
-    }
-
-    /// True when `user` is the owner or an admin.
-    pub fn is_manager(&self, user: &str) -> bool {
-        &*self.owner == user || self.admins.iter().any(|a| &**a == user)
-    }
-
-    /// Adds a member; false if already one.
-    pub fn add(&mut self, user: UserId) -> bool {
-        let added = self.members.insert(user);
-        if added {
-            self.refresh();
-        }
-        added
-    }
-
-    /// Removes a member (and their admin role); false if not one.
-    pub fn remove(&mut self, user: &str) -> bool {
-        let removed = self.members.shift_remove(user);
-        if removed {
-            self.admins.retain(|a| &**a != user);
-            self.refresh();
-        }
-        removed
-    }
 }
 
 /// A user's view of one conversation.
@@ -305,7 +220,8 @@ impl OfflineBatch {
     }
 }
 
-/// Caps on what the store keeps.
+/// Caps on what the store keeps (PROTOCOL.md's where it sets one, ours elsewhere; see
+/// docs/protocol.md, "Limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
     /// Offline 1:1 messages per inbox (a user's, and each device's).
@@ -314,14 +230,30 @@ pub struct StoreLimits {
     pub offline_group: usize,
     /// Offline receipts per inbox (an extension: PROTOCOL.md sets no cap).
     pub offline_receipts: usize,
-    /// Messages whose metadata is kept for receipts (oldest evicted first; an extension).
+    /// Bytes of everything waiting for one user, all its inboxes together; past it the
+    /// user's oldest entries are dropped.
+    pub offline_user_bytes: usize,
+    /// Bytes of everything waiting for anyone, plus a fixed charge per record of a user who
+    /// never logged in; past it the oldest entries of all are dropped (and the records of
+    /// users who never logged in, oldest first, with all that waits for them).
+    pub offline_total_bytes: usize,
+    /// Message records kept for receipts, at most (the oldest settled go first).
     pub messages: usize,
+    /// Estimated bytes of message records kept for receipts, at most (the oldest settled go
+    /// first; records a message in an offline inbox refers to are kept whatever the cap).
+    pub message_bytes: usize,
+    /// One-to-one conversations kept per user (the least recently active go first, a few at
+    /// a time); also the most `getConversations` lists.
+    pub conversations: usize,
     /// Client ids of accepted sends remembered per sender whatever their age (the newest;
     /// PROTOCOL.md asks for at least 10,000).
     pub sent_ids: usize,
     /// Hard cap of remembered client ids per sender: older ones are also kept while within
-    /// the validity window, but never more than this many (the memory bound).
+    /// the validity window, but never more than this many.
     pub sent_ids_max: usize,
+    /// Remembered client ids in all: past it, ids beyond a sender's newest `sent_ids` are
+    /// forgotten, the oldest of all first (each sender's newest `sent_ids` are always kept).
+    pub sent_ids_total: usize,
 }
 
 impl Default for StoreLimits {
@@ -330,11 +262,71 @@ impl Default for StoreLimits {
             offline_single: 500,
             offline_group: 200,
             offline_receipts: 1000,
+            offline_user_bytes: 1024 * 1024,
+            offline_total_bytes: 128 * 1024 * 1024,
             messages: 2_000_000,
+            message_bytes: 256 * 1024 * 1024,
+            conversations: 1000,
             sent_ids: 10_000,
             sent_ids_max: 100_000,
+            sent_ids_total: 1_000_000,
         }
     }
+}
+
+/// Why offline entries were dropped, counted by `ackstorm_offline_dropped_total{cap}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCause {
+    /// An inbox's count cap of its kind (500 1:1, 200 group messages, 1,000 receipts).
+    Count = 0,
+    /// The user's byte cap.
+    UserBytes = 1,
+    /// The total byte cap.
+    TotalBytes = 2,
+}
+
+/// Kinds of offline entries, counted by `ackstorm_offline_replaced_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A stored message.
+    Message = 0,
+    /// A stored receipt.
+    Receipt = 1,
+    /// A group read count waiting for a `statistic` frame.
+    GroupCount = 2,
+}
+
+/// What a store keeps and what it dropped to stay within its caps: gauges (now) and counters
+/// (since start). Read by `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// User records.
+    pub users: u64,
+    /// Records of users who never logged in.
+    pub users_unseen: u64,
+    /// Records of users who never logged in dropped for the total offline cap.
+    pub users_evicted: u64,
+    /// Bytes charged against the total offline cap now.
+    pub offline_bytes: u64,
+    /// Offline entries dropped to make room, by [`EntryKind`].
+    pub offline_dropped_kind: [u64; 3],
+    /// Offline entries dropped to make room, by [`DropCause`] (a whole evicted user's entries
+    /// count as `TotalBytes`).
+    pub offline_dropped_cause: [u64; 3],
+    /// Message records kept now.
+    pub message_records: u64,
+    /// Estimated bytes of those records.
+    pub message_bytes: u64,
+    /// Records an offline inbox still refers to (never evicted).
+    pub message_records_held: u64,
+    /// Records evicted for the caps.
+    pub message_records_evicted: u64,
+    /// Groups.
+    pub groups: u64,
+    /// One-to-one conversations dropped for the per-user cap.
+    pub conversations_dropped: u64,
+    /// Client ids of accepted sends remembered now, all senders together.
+    pub sent_ids: u64,
 }
 
 /// The storage interface the routing hub uses.
@@ -347,13 +339,18 @@ pub trait Store: Send + 'static {
     fn next_id(&mut self) -> u64;
     /// Newest id allocated so far.
     fn last_id(&self) -> u64;
-    /// The shared id for `user`, created on first use.
+    /// The shared id for `user`, created on first use. A user created here (a recipient, a
+    /// group member) who never logs in is kept only within the offline caps.
     fn intern_user(&mut self, user: &str) -> UserId;
+    /// The shared id of a user who just logged in; from now on its record is kept.
+    fn login_user(&mut self, user: &str) -> UserId;
 
     /// Stores a new message's metadata.
     fn insert_message(&mut self, mid: u64, meta: MessageMeta);
     /// The metadata of a stored message.
     fn message(&self, mid: u64) -> Option<&MessageMeta>;
+    /// True when `mid` names no stored message but may have named one that was evicted.
+    fn forgotten(&self, mid: u64) -> bool;
     /// Records the first receipt of `kind` for a 1:1 message, allocating its id.
     fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Recorded;
     /// Adds `reader` to a group message's reader set, allocating a receipt id if new.
@@ -363,37 +360,49 @@ pub trait Store: Send + 'static {
 
     /// A group by id.
     fn group(&self, id: &str) -> Option<&Group>;
-    /// A group by id, to change membership.
-    fn group_mut(&mut self, id: &str) -> Option<&mut Group>;
-    /// Adds a new group; false (and no change) if the id exists.
+    /// Adds a new group (its members' conversations start); false (and no change) if the id
+    /// exists.
     fn insert_group(&mut self, group: Group) -> bool;
+    /// Adds `user` to group `id`; false if no such group or already a member.
+    fn add_member(&mut self, id: &str, user: &UserId) -> bool;
+    /// Removes `user` from group `id` (its conversation's counts freeze); false if no such
+    /// group or not a member.
+    fn remove_member(&mut self, id: &str, user: &str) -> bool;
+    /// Groups `user` created.
+    fn groups_owned(&self, user: &str) -> usize;
 
-    /// Notes message `mid` in `user`'s conversation `conv`; `unread` adds one unread.
-    fn note_message(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, mid: u64, unread: bool);
-    /// A read receipt of `mid` by `user`: subtracts one unread if `mid` was still unread
+    /// Notes 1:1 message `mid` in `user`'s conversation with `peer`; `unread` adds one unread.
+    fn note_message(&mut self, user: &UserId, peer: &UserId, mid: u64, unread: bool);
+    /// Notes group message `mid` from `sender` in group `id`: one unread more for every other
+    /// member, in O(1) whatever the group's size.
+    fn note_group_message(&mut self, id: &str, sender: &str, mid: u64);
+    /// A 1:1 read receipt of `mid` by `user`: subtracts one unread if `mid` was still unread
     /// (not covered by a channel ack). Returns whether it counted.
-    fn mark_read(&mut self, user: &str, chat_type: ChatType, conv: &str, mid: u64) -> bool;
+    fn mark_read(&mut self, user: &str, peer: &str, mid: u64) -> bool;
     /// A channel ack: unread to 0, and every message up to `upto` counts as read.
     fn mark_all_read(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, upto: u64);
-    /// `user`'s conversations, newest first.
+    /// `user`'s conversations, newest first, at most `limits.conversations`.
     fn conversations(&self, user: &str) -> Vec<ConversationState>;
 
     /// The reply `user`'s accepted send with client id `id` got, if still remembered.
     fn sent(&self, user: &str, id: &str) -> Option<SentRecord>;
     /// Remembers `user`'s accepted send with client id `id`. Keeps the newest
     /// `limits.sent_ids` of the sender and older ones accepted at or after `cutoff` (server ms),
-    /// never more than `limits.sent_ids_max`. Returns true when an id accepted at or after
-    /// `cutoff` had to be forgotten for the cap.
-    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> bool;
+    /// never more than `limits.sent_ids_max`, and within `limits.sent_ids_total` in all.
+    /// Returns how many ids accepted at or after `cutoff` had to be forgotten for the caps.
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> usize;
 
-    /// Stores a message in one of `user`'s inboxes; true if the oldest one of its kind there
-    /// was replaced.
-    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage) -> bool;
-    /// Stores a receipt in one of `user`'s inboxes; true if the oldest one was replaced.
-    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt) -> bool;
+    /// Stores a message in one of `user`'s inboxes, dropping what the caps require (counted
+    /// in [`StoreStats`]). The message's record is kept while it waits.
+    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage);
+    /// Stores a receipt in one of `user`'s inboxes, dropping what the caps require.
+    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt);
     /// Sets the latest group read count of `mid` in one of `user`'s inboxes (a count lower than
     /// the one kept is ignored: counts only grow).
     fn set_offline_group_count(&mut self, user: &UserId, inbox: Inbox<'_>, mid: u64, group: &GroupId, count: u64);
     /// Takes everything that waited in one of `user`'s inboxes, in replay order.
     fn take_offline(&mut self, user: &str, inbox: Inbox<'_>) -> OfflineBatch;
+
+    /// What the store keeps and what it dropped.
+    fn stats(&self) -> StoreStats;
 }

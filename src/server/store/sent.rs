@@ -73,9 +73,19 @@ impl SentIds {
     }
 
     /// Ids remembered.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// Server time of the oldest remembered send.
+    pub(super) fn oldest_time(&self) -> Option<u64> {
+        self.order.front().and_then(|k| self.records.get(k)).map(|r| r.time)
+    }
+
+    /// Forgets the oldest remembered send (for a cap across senders); returns its time.
+    pub(super) fn pop_oldest(&mut self) -> Option<u64> {
+        let k = self.order.pop_front()?;
+        self.records.remove(&k).map(|r| r.time)
     }
 }
 
@@ -117,6 +127,9 @@ mod tests {
         assert!(s.insert("g", record(7, 300), r(0)));
         assert_eq!(s.len(), 4);
         assert!(s.get("c").is_none());
+        assert_eq!(s.oldest_time(), Some(200));
+        assert_eq!(s.pop_oldest(), Some(200));
+        assert!(s.get("d").is_none() && s.len() == 3);
     }
 
     #[test]
