@@ -63,6 +63,8 @@ pub fn server_config(plan: &Plan, secret: &str) -> ServerConfig {
         rate_limit: server.rate_limit,
         delay: std::time::Duration::from_millis(server.delay_ms),
         throttle: server.throttle,
+        // Every simulated device must fit (the server kicks the earliest beyond its limit).
+        max_devices: (plan.population.devices_per_user as usize).max(ServerConfig::default().max_devices),
         limits: StoreLimits {
             offline_single: server.offline_single,
             offline_group: server.offline_group,
