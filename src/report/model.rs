@@ -102,7 +102,8 @@ pub struct FaultReport {
     pub planned: u64,
     /// How many were carried out.
     pub done: u64,
-    /// Connections back in (logged in again) afterwards.
+    /// Connections back in (logged in again) afterwards; for stalled readers, users reading
+    /// again after their stall.
     pub recovered: u64,
     /// Time from the fault to logged in again: median, ms (0 when none recovered).
     pub recovery_p50_ms: f64,

@@ -48,6 +48,8 @@ pub struct Fault {
     pub over: Micros,
     /// Connections, users or restarts asked for.
     pub planned: u64,
+    /// How long a stalled reader stops reading (0 for the other kinds).
+    pub stall: Micros,
 }
 
 fn us(d: std::time::Duration) -> Micros {
@@ -57,21 +59,27 @@ fn us(d: std::time::Duration) -> Micros {
 /// Every fault of the plan, numbered.
 pub fn list(plan: &Plan) -> Vec<Fault> {
     let f = &plan.faults;
-    let window = |kind, w: &FaultWindow| Fault {
+    let window = |kind, w: &FaultWindow, stall| Fault {
         kind,
         at: us(w.at),
         over: us(w.over),
         planned: w.count,
+        stall,
     };
     f.drop_connections
         .iter()
-        .map(|w| window("drop_connections", w))
-        .chain(f.stall_readers.iter().map(|s| window("stall_readers", &s.window)))
+        .map(|w| window("drop_connections", w, 0))
+        .chain(
+            f.stall_readers
+                .iter()
+                .map(|s| window("stall_readers", &s.window, us(s.stall))),
+        )
         .chain(f.server_restarts.iter().map(|at| Fault {
             kind: "server_restart",
             at: us(*at),
             over: 0,
             planned: 1,
+            stall: 0,
         }))
         .collect()
 }

@@ -34,6 +34,10 @@ impl FaultTrack {
 
 impl FaultTrack {
     pub(super) fn report(mut self) -> FaultReport {
+        if self.fault.stall > 0 {
+            // A stalled reader resumes by itself, after the stall.
+            self.recoveries = vec![self.fault.stall; self.done as usize];
+        }
         self.recoveries.sort_unstable();
         let n = self.recoveries.len();
         let (p50, max) = if n == 0 {
