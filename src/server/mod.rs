@@ -9,6 +9,8 @@
 //! a shutdown future, so tests bind `127.0.0.1:0` and the load tester embeds it in-process.
 
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod hub;
 pub mod metrics;
