@@ -7,6 +7,7 @@ mod common;
 mod fake_server;
 mod run_cli;
 mod run_signals;
+mod serve_options;
 mod server_concurrency;
 mod server_groups;
 mod server_limits;
