@@ -184,6 +184,67 @@ impl RunArgs {
     }
 }
 
+/// Bounds of the `serve` options. A value outside them is refused with the flag named: absurd
+/// values used to panic deep in the server (a token wait or a throttle interval past
+/// `Duration`'s range, an instant past the clock's, a semaphore past its permits) or leave a
+/// server that serves nobody. The profile's `target.server` keys are checked against the same
+/// numbers (`profile::check`); a test below keeps the two in step.
+pub mod serve_bounds {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    /// Rate limit and throttle, frames per second, when not 0 (off). The slowest is one frame
+    /// per 1000 s.
+    pub const RATE: RangeInclusive<f64> = 0.001..=1e9;
+    /// `--delay-ms`: at most an hour per frame.
+    pub const DELAY_MS: RangeInclusive<u64> = 0..=3_600_000;
+    /// Timeouts: above zero, at most a day.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+    /// `--ack-validity-secs`: a second to ten years.
+    pub const ACK_VALIDITY_SECS: RangeInclusive<u64> = 1..=10 * 365 * 24 * 3600;
+    /// Group size limits: the owner and one more, up to a million.
+    pub const GROUP_MEMBERS: RangeInclusive<u64> = 2..=1_000_000;
+    /// Offline messages kept per inbox (0 keeps none).
+    pub const OFFLINE: RangeInclusive<u64> = 0..=1_000_000;
+    /// `--max-frame-bytes`: room for a login frame, up to 64 MiB.
+    pub const FRAME_BYTES: RangeInclusive<u64> = 1024..=64 * 1024 * 1024;
+    /// `--max-connections`.
+    pub const CONNECTIONS: RangeInclusive<u64> = 1..=10_000_000;
+    /// `--threads`.
+    pub const THREADS: RangeInclusive<u64> = 1..=1024;
+    /// `--max-handshake-bytes`: room for an upgrade request, up to 1 MiB.
+    pub const HANDSHAKE_BYTES: RangeInclusive<u64> = 8192..=1024 * 1024;
+    /// Per-user and total counts (devices, groups, conversations, remembered ids).
+    pub const COUNT: RangeInclusive<u64> = 1..=100_000_000;
+}
+
+/// `0` (off) or a rate within [`serve_bounds::RATE`].
+fn rate_per_second(text: &str) -> Result<f64, String> {
+    let v: f64 = text.trim().parse().map_err(|e| format!("not a number ({e})"))?;
+    if v == 0.0 || serve_bounds::RATE.contains(&v) {
+        Ok(v)
+    } else {
+        let (lo, hi) = (serve_bounds::RATE.start(), serve_bounds::RATE.end());
+        Err(format!(
+            "use 0 (off) or a rate between {lo} and {hi:e} frames per second"
+        ))
+    }
+}
+
+/// A duration above zero and at most [`serve_bounds::MAX_TIMEOUT`].
+fn timeout(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 10s ({e})"))?;
+    if d.is_zero() || d > serve_bounds::MAX_TIMEOUT {
+        return Err(format!("{text} must be longer than 0 and at most 1 day"));
+    }
+    Ok(d)
+}
+
+/// An integer flag within `range`, as `usize`.
+fn within(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(range)
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Address to listen on; port 0 picks a free port. The first line on stdout is
@@ -199,51 +260,51 @@ struct ServeArgs {
     /// Let every member, not only owner and admins, ask for group read receipts.
     #[arg(long)]
     group_ack_anyone: bool,
-    /// Groups with more members than this keep no read receipts (groupAck:false).
-    #[arg(long, default_value_t = 200)]
+    /// Groups with more members than this keep no read receipts (groupAck:false); 2 to 1000000.
+    #[arg(long, default_value_t = 200, value_parser = within(serve_bounds::GROUP_MEMBERS))]
     group_ack_max_members: usize,
-    /// Group size limit.
-    #[arg(long, default_value_t = 3000)]
+    /// Group size limit, 2 to 1000000.
+    #[arg(long, default_value_t = 3000, value_parser = within(serve_bounds::GROUP_MEMBERS))]
     group_max_members: usize,
-    /// Per-connection rate limit in frames per second; 0 turns rate limiting off.
-    #[arg(long, default_value_t = 100.0)]
+    /// Per-connection rate limit in frames per second (0.001 to 1e9); 0 turns rate limiting off.
+    #[arg(long, default_value_t = 100.0, value_parser = rate_per_second, allow_negative_numbers = true)]
     rate_limit: f64,
     /// Per-connection burst (token bucket capacity).
     #[arg(long, default_value_t = 200)]
     rate_burst: u32,
-    /// Validity window of group read receipts, in seconds.
-    #[arg(long, default_value_t = 3 * 24 * 3600)]
+    /// Validity window of group read receipts, in seconds (1 to ten years).
+    #[arg(long, default_value_t = 3 * 24 * 3600, value_parser = clap::value_parser!(u64).range(serve_bounds::ACK_VALIDITY_SECS))]
     ack_validity_secs: u64,
-    /// Offline one-to-one messages kept per user.
-    #[arg(long, default_value_t = 500)]
+    /// Offline one-to-one messages kept per user (0 keeps none; at most 1000000).
+    #[arg(long, default_value_t = 500, value_parser = within(serve_bounds::OFFLINE))]
     offline_single: usize,
-    /// Offline group messages kept per user.
-    #[arg(long, default_value_t = 200)]
+    /// Offline group messages kept per user (0 keeps none; at most 1000000).
+    #[arg(long, default_value_t = 200, value_parser = within(serve_bounds::OFFLINE))]
     offline_group: usize,
-    /// Largest WebSocket frame, bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// Largest WebSocket frame, bytes (1 KiB to 64 MiB).
+    #[arg(long, default_value_t = 64 * 1024, value_parser = within(serve_bounds::FRAME_BYTES))]
     max_frame_bytes: usize,
-    /// Largest `msg` of a send, bytes.
-    #[arg(long, default_value_t = 5 * 1024)]
+    /// Largest `msg` of a send, bytes (1 to --max-frame-bytes).
+    #[arg(long, default_value_t = 5 * 1024, value_parser = within(1..=*serve_bounds::FRAME_BYTES.end()))]
     max_msg_bytes: usize,
     /// Most connections held at once, logged in or not; when all are taken, the oldest one not
     /// logged in yet is closed to make room (logged-in ones never are).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = within(serve_bounds::CONNECTIONS))]
     max_connections: usize,
     /// Most connections held that have not logged in yet; past it the oldest of them is
     /// closed to make room (WebSocket close 1013, or dropped before the upgrade).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = within(serve_bounds::CONNECTIONS))]
     max_handshakes: usize,
     /// Largest HTTP request head (request line and headers), bytes; larger gets 431. At
     /// least 8192.
-    #[arg(long, default_value_t = 16 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024, value_parser = within(serve_bounds::HANDSHAKE_BYTES))]
     max_handshake_bytes: usize,
     /// Devices one user may have online at once; one more login kicks the device logged in
     /// longest ago (`kicked {reason:"too_many_devices"}`).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = within(serve_bounds::COUNT))]
     max_devices: usize,
     /// Groups one user may create (`forbidden` past it).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = within(serve_bounds::COUNT))]
     groups_per_user: usize,
     /// Bytes of everything waiting for one offline user (all its inboxes); past it its oldest
     /// entries are dropped.
@@ -261,80 +322,56 @@ struct ServeArgs {
     message_bytes: usize,
     /// One-to-one conversations kept per user (the least recently active go first); also the
     /// most `getConversations` lists.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = within(serve_bounds::COUNT))]
     conversations: usize,
     /// Client ids of accepted sends remembered in all (idempotent sends, about 150 bytes
     /// each); past it the oldest beyond each sender's newest 10,000 are forgotten first.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = within(serve_bounds::COUNT))]
     sent_ids_total: usize,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
+    /// Worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_parser = within(serve_bounds::THREADS))]
     threads: Option<usize>,
-    /// A deliberately slowed build: wait this long before handling each frame.
-    #[arg(long, default_value_t = 0)]
+    /// A deliberately slowed build: wait this long before handling each frame (at most an hour).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(serve_bounds::DELAY_MS))]
     delay_ms: u64,
     /// A deliberately slowed build: handle at most this many frames per second in all
-    /// (the excess queues); 0 is off.
-    #[arg(long, default_value_t = 0.0)]
+    /// (the excess queues; 0.001 to 1e9); 0 is off.
+    #[arg(long, default_value_t = 0.0, value_parser = rate_per_second, allow_negative_numbers = true)]
     throttle: f64,
     /// Close a connection that has not upgraded to WebSocket and sent `login` within this
-    /// time from accept (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// time from accept (e.g. 10s, 500ms; at most 1 day).
+    #[arg(long, default_value = "10s", value_parser = timeout)]
     login_timeout: Duration,
-    /// Ping each connection and close one that answers no ping for this long.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    /// Ping each connection and close one that answers no ping for this long (at most 1 day).
+    #[arg(long, default_value = "60s", value_parser = timeout)]
     idle_timeout: Duration,
-    /// Close as a slow consumer (1008) a connection whose write makes no progress this long.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Close as a slow consumer (1008) a connection whose write makes no progress this long
+    /// (at most 1 day).
+    #[arg(long, default_value = "10s", value_parser = timeout)]
     write_timeout: Duration,
     /// Close as a slow consumer (1008) a connection with more live pushes queued than this.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = within(1..=u64::MAX))]
     max_queue_frames: usize,
     /// Close as a slow consumer (1008) a connection with more bytes of live pushes queued.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = within(1..=u64::MAX))]
     max_queue_bytes: usize,
 }
 
 impl ServeArgs {
+    /// The server's configuration. Each flag's own range is checked as it is parsed; this
+    /// checks what depends on two of them.
     fn config(&self) -> Result<ServerConfig> {
         if self.secret.is_empty() {
             bail!("--secret must not be empty");
         }
-        if !(self.rate_limit >= 0.0 && self.rate_limit.is_finite()) {
-            bail!(
-                "--rate-limit must be a number of frames per second >= 0, got {}",
-                self.rate_limit
-            );
-        }
         if self.rate_limit > 0.0 && self.rate_burst == 0 {
             bail!("--rate-burst must be at least 1 when rate limiting is on");
         }
-        for (flag, d) in [
-            ("--login-timeout", self.login_timeout),
-            ("--idle-timeout", self.idle_timeout),
-            ("--write-timeout", self.write_timeout),
-        ] {
-            if d.is_zero() {
-                bail!("{flag} must be longer than 0");
-            }
-        }
-        if self.max_queue_frames == 0 || self.max_queue_bytes == 0 {
-            bail!("--max-queue-frames and --max-queue-bytes must be at least 1");
-        }
-        for (flag, n) in [
-            ("--max-connections", self.max_connections),
-            ("--max-handshakes", self.max_handshakes),
-            ("--max-devices", self.max_devices),
-            ("--conversations", self.conversations),
-        ] {
-            if n == 0 {
-                bail!("{flag} must be at least 1");
-            }
-        }
-        if self.max_handshake_bytes < 8192 {
+        if self.max_msg_bytes > self.max_frame_bytes {
             bail!(
-                "--max-handshake-bytes must be at least 8192 (hyper's floor), got {}",
-                self.max_handshake_bytes
+                "--max-msg-bytes ({}) must not exceed --max-frame-bytes ({}): a send must fit in a frame",
+                self.max_msg_bytes,
+                self.max_frame_bytes
             );
         }
         let defaults = StoreLimits::default();
@@ -590,7 +627,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let config = args.config()?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
-        builder.worker_threads(n.max(1));
+        builder.worker_threads(n);
     }
     let runtime = builder.enable_all().build().context("building the Tokio runtime")?;
     runtime.block_on(async {
@@ -697,19 +734,136 @@ mod tests {
         assert_eq!(c.secret, b"s");
     }
 
+    /// The error `ackstorm serve --secret s ARGS` gives, from clap or from the config check.
+    fn serve_error(args: &[&str]) -> Option<String> {
+        let argv = ["ackstorm", "serve", "--secret", "s"].iter().chain(args);
+        match Cli::try_parse_from(argv) {
+            Err(e) => Some(e.to_string()),
+            Ok(cli) => {
+                let Command::Serve(args) = cli.command else { panic!() };
+                args.config().err().map(|e| e.to_string())
+            }
+        }
+    }
+
     #[test]
     fn bad_serve_flags_are_refused_with_the_flag_named() {
-        let cli = Cli::try_parse_from(["ackstorm", "serve", "--secret", "s", "--rate-limit=-1"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
-        let err = args.config().unwrap_err().to_string();
-        assert!(err.contains("--rate-limit"), "{err}");
-        let cli = Cli::try_parse_from(["ackstorm", "serve", "--secret", "s", "--idle-timeout", "0s"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
-        let err = args.config().unwrap_err().to_string();
-        assert!(err.contains("--idle-timeout"), "{err}");
-        let cli = Cli::try_parse_from(["ackstorm", "serve", "--secret", "s", "--max-handshake-bytes", "100"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
-        let err = args.config().unwrap_err().to_string();
-        assert!(err.contains("--max-handshake-bytes"), "{err}");
+        for (flag, value) in [
+            ("--rate-limit", "-1"),
+            ("--rate-limit", "1e-300"),
+            ("--rate-limit", "NaN"),
+            ("--throttle", "1e-300"),
+            ("--throttle", "inf"),
+            ("--throttle", "2e9"),
+            ("--idle-timeout", "0s"),
+            ("--login-timeout", "500000000000y"),
+            ("--write-timeout", "2days"),
+            ("--delay-ms", "18446744073709551615"),
+            ("--ack-validity-secs", "0"),
+            ("--ack-validity-secs", "18446744073709551615"),
+            ("--group-max-members", "0"),
+            ("--group-ack-max-members", "18446744073709551615"),
+            ("--offline-single", "1000001"),
+            ("--max-frame-bytes", "0"),
+            ("--max-msg-bytes", "0"),
+            ("--max-msg-bytes", "65537"),
+            ("--max-connections", "0"),
+            ("--max-handshake-bytes", "100"),
+            ("--max-devices", "0"),
+            ("--max-connections", "18446744073709551615"),
+            ("--threads", "0"),
+            ("--threads", "100000"),
+            ("--max-queue-frames", "0"),
+        ] {
+            let err = serve_error(&[flag, value]).unwrap_or_else(|| panic!("{flag} {value} was accepted"));
+            assert!(err.contains(flag), "{flag} {value}: {err}");
+        }
+        let err = serve_error(&["--rate-limit", "1e-300"]).unwrap();
+        assert!(
+            err.contains("use 0 (off) or a rate between 0.001 and 1e9 frames per second"),
+            "{err}"
+        );
+        let err = serve_error(&["--rate-limit", "5", "--rate-burst", "0"]).unwrap();
+        assert!(err.contains("--rate-burst"), "{err}");
+        for edges in [
+            &["--rate-limit", "0.001", "--throttle", "1e9", "--delay-ms", "3600000"][..],
+            &[
+                "--rate-limit",
+                "0",
+                "--throttle",
+                "0",
+                "--idle-timeout",
+                "1d",
+                "--threads",
+                "1024",
+            ],
+            &[
+                "--max-frame-bytes",
+                "1024",
+                "--max-msg-bytes",
+                "1024",
+                "--offline-single",
+                "0",
+            ],
+            &[
+                "--max-queue-frames",
+                "18446744073709551615",
+                "--ack-validity-secs",
+                "315360000",
+            ],
+        ] {
+            assert_eq!(serve_error(edges), None, "{edges:?}");
+        }
+    }
+
+    /// A child-process embedded server gets the profile's `target.server` keys as `serve`
+    /// flags: the profile accepts exactly what the flags accept.
+    #[test]
+    fn serve_bounds_agree_with_the_profile() {
+        let profile = |key: &str, value: &str| {
+            let text = "[run]\nduration = \"10s\"\n[population]\nusers = 10\n";
+            let path = std::path::Path::new("p.toml");
+            profile::parse(path, text, &[format!("{key}={value}")]).is_ok()
+        };
+        let cases: [(&str, &str, &[&str]); 8] = [
+            (
+                "--rate-limit",
+                "target.server.rate_limit",
+                &["0", "0.0009", "0.001", "1e9", "1.1e9", "-1"],
+            ),
+            (
+                "--throttle",
+                "target.server.throttle",
+                &["0", "0.0009", "0.001", "1e9", "1.1e9", "-1"],
+            ),
+            ("--delay-ms", "target.server.delay_ms", &["0", "3600000", "3600001"]),
+            (
+                "--offline-single",
+                "target.server.offline_single",
+                &["0", "1000000", "1000001"],
+            ),
+            (
+                "--offline-group",
+                "target.server.offline_group",
+                &["0", "1000000", "1000001"],
+            ),
+            (
+                "--group-max-members",
+                "target.server.group_max_members",
+                &["1", "2", "1000000", "1000001"],
+            ),
+            (
+                "--group-ack-max-members",
+                "groups.server_ack_max_members",
+                &["1", "2", "1000000", "1000001"],
+            ),
+            ("--threads", "target.server_threads", &["0", "1", "1024", "1025"]),
+        ];
+        for (flag, key, values) in cases {
+            for value in values {
+                let by_flag = serve_error(&[flag, value]).is_none();
+                assert_eq!(by_flag, profile(key, value), "{flag} {value} vs {key} = {value}");
+            }
+        }
     }
 }

@@ -12,6 +12,24 @@ use super::secs;
 use super::slo::SloCheck;
 use crate::server::ratelimit::RateLimit;
 
+/// Bounds of the embedded server's options: the numbers `ackstorm serve` checks its flags
+/// against (`cli::serve_bounds`), since a child-process server gets these keys as flags; a
+/// test in `cli` keeps the two in step. Outside them a server used to panic or serve nobody.
+pub(super) mod server_bounds {
+    use std::ops::RangeInclusive;
+
+    /// `rate_limit` and `throttle`, frames per second, when not 0 (off).
+    pub const RATE: RangeInclusive<f64> = 0.001..=1e9;
+    /// `delay_ms`: at most an hour per frame.
+    pub const DELAY_MS: RangeInclusive<u64> = 0..=3_600_000;
+    /// `group_max_members` and `groups.server_ack_max_members`.
+    pub const GROUP_MEMBERS: RangeInclusive<u64> = 2..=1_000_000;
+    /// `offline_single` and `offline_group` (0 keeps none).
+    pub const OFFLINE: RangeInclusive<u64> = 0..=1_000_000;
+    /// `target.server_threads`.
+    pub const THREADS: RangeInclusive<u64> = 1..=1024;
+}
+
 /// Collects validation failures as `(key, message)`.
 pub(super) struct Checker {
     pub(super) errors: Vec<(String, String)>,
@@ -59,6 +77,36 @@ impl Checker {
     fn positive(&mut self, key: &str, v: f64) -> f64 {
         if !(v.is_finite() && v >= 0.0) {
             self.fail(key, format!("{v} must be a number >= 0"));
+        }
+        v
+    }
+
+    /// A server rate (`rate_limit`, `throttle`): `None` for absent or 0 (off).
+    fn server_rate(&mut self, key: &str, v: Option<f64>) -> Option<f64> {
+        let v = v.filter(|v| *v != 0.0)?;
+        if server_bounds::RATE.contains(&v) {
+            return Some(v);
+        }
+        let (lo, hi) = (server_bounds::RATE.start(), server_bounds::RATE.end());
+        self.fail(
+            key,
+            format!("{v:e} must be 0 (off) or a rate between {lo} and {hi:e} frames per second"),
+        );
+        None
+    }
+
+    /// A server count within `range`, or `default` when absent.
+    fn server_count<T>(&mut self, key: &str, v: Option<T>, default: T, range: std::ops::RangeInclusive<u64>) -> T
+    where
+        T: Copy + TryInto<u64> + std::fmt::Display,
+    {
+        let Some(v) = v else { return default };
+        if !v.try_into().is_ok_and(|n| range.contains(&n)) {
+            self.fail(
+                key,
+                format!("{v} must be between {} and {}", range.start(), range.end()),
+            );
+            return default;
         }
         v
     }
@@ -275,24 +323,45 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                     EmbeddedMode::Auto
                 }
             };
-            let rate = c.positive("target.server.rate_limit", server_raw.rate_limit.unwrap_or(0.0));
+            let rate = c.server_rate("target.server.rate_limit", server_raw.rate_limit);
             let burst = server_raw.rate_burst.unwrap_or(200);
+            if rate.is_some() && burst == 0 {
+                c.fail(
+                    "target.server.rate_burst",
+                    "must be at least 1 when target.server.rate_limit is on",
+                );
+            }
+            let (members, offline) = (server_bounds::GROUP_MEMBERS, server_bounds::OFFLINE);
             let server = ServerOptions {
-                rate_limit: (rate > 0.0).then_some(RateLimit {
-                    per_second: rate,
+                rate_limit: rate.map(|per_second| RateLimit {
+                    per_second,
                     burst: burst.max(1),
                 }),
-                offline_single: server_raw.offline_single.unwrap_or(500),
-                offline_group: server_raw.offline_group.unwrap_or(200),
-                group_max_members: server_raw.group_max_members.unwrap_or(3000),
-                delay_ms: server_raw.delay_ms.unwrap_or(0),
-                throttle: server_raw.throttle.filter(|t| *t > 0.0),
+                offline_single: c.server_count(
+                    "target.server.offline_single",
+                    server_raw.offline_single,
+                    500,
+                    offline.clone(),
+                ),
+                offline_group: c.server_count("target.server.offline_group", server_raw.offline_group, 200, offline),
+                group_max_members: c.server_count(
+                    "target.server.group_max_members",
+                    server_raw.group_max_members,
+                    3000,
+                    members,
+                ),
+                delay_ms: c.server_count(
+                    "target.server.delay_ms",
+                    server_raw.delay_ms,
+                    0,
+                    server_bounds::DELAY_MS,
+                ),
+                throttle: c.server_rate("target.server.throttle", server_raw.throttle),
             };
-            Target::Embedded {
-                mode,
-                threads: t.server_threads,
-                server,
-            }
+            let threads = t
+                .server_threads
+                .map(|n| c.server_count("target.server_threads", Some(n), 1, server_bounds::THREADS));
+            Target::Embedded { mode, threads, server }
         }
     };
 
@@ -334,7 +403,12 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         allow_group_ack_share: c.share("groups.allow_group_ack_share", g.allow_group_ack_share, 0.5),
         server_read_ack: g.server_read_ack.unwrap_or(true),
         server_ack_anyone: g.server_ack_anyone.unwrap_or(false),
-        server_ack_max_members: g.server_ack_max_members.unwrap_or(200),
+        server_ack_max_members: c.server_count(
+            "groups.server_ack_max_members",
+            g.server_ack_max_members,
+            200,
+            server_bounds::GROUP_MEMBERS,
+        ),
         read_users_share: c.share("groups.read_users_share", g.read_users_share, 0.0),
         read_users_delay: c.duration(
             "groups.read_users_delay",

@@ -709,3 +709,82 @@ fn faults_and_reconnects_are_part_of_the_workload() {
     let moved = FAULTY.replace("at = \"40s\"", "at = \"41s\"");
     assert_ne!(workload_hash(&base), workload_hash(&parse_text(&moved, &[]).unwrap()));
 }
+
+/// Absurd values of the embedded server's options are errors naming the key (they used to
+/// panic the server: a throttle or token wait past `Duration`'s range, a delay past the
+/// clock's); the edges of the ranges are fine.
+#[test]
+fn absurd_server_options_are_errors_naming_the_key() {
+    let found = problems(
+        MINIMAL,
+        &[
+            "target.server.rate_limit=1e-300",
+            "target.server.throttle=1e-300",
+            "target.server.delay_ms=3600001",
+            "target.server.offline_single=1000001",
+            "target.server.offline_group=99999999999",
+            "target.server.group_max_members=0",
+            "target.server_threads=0",
+            "groups.server_ack_max_members=1",
+        ],
+    );
+    assert_eq!(
+        keys_of(&found),
+        [
+            "target.server.rate_limit",
+            "target.server.offline_single",
+            "target.server.offline_group",
+            "target.server.group_max_members",
+            "target.server.delay_ms",
+            "target.server.throttle",
+            "target.server_threads",
+            "groups.server_ack_max_members",
+        ]
+    );
+    let throttle = message_of(&found, "target.server.throttle");
+    assert!(
+        throttle.starts_with("1e-300 must be 0 (off) or a rate between 0.001 and 1e9 frames per second"),
+        "{throttle}"
+    );
+    let delay = message_of(&found, "target.server.delay_ms");
+    assert!(delay.starts_with("3600001 must be between 0 and 3600000"), "{delay}");
+    for (over, key) in [
+        ("target.server.rate_limit=nan", "target.server.rate_limit"),
+        ("target.server.throttle=-1", "target.server.throttle"),
+        ("target.server.rate_limit=2e9", "target.server.rate_limit"),
+        ("target.server_threads=1025", "target.server_threads"),
+        ("target.server.delay_ms=18446744073709551615", "target.server.delay_ms"),
+    ] {
+        assert_eq!(keys_of(&problems(MINIMAL, &[over])), [key], "{over}");
+    }
+    let found = problems(MINIMAL, &["target.server.rate_limit=5", "target.server.rate_burst=0"]);
+    assert_eq!(keys_of(&found), ["target.server.rate_burst"]);
+    let edges = parse_text(
+        MINIMAL,
+        &[
+            "target.server.rate_limit=0.001",
+            "target.server.throttle=1e9",
+            "target.server.delay_ms=3600000",
+            "target.server.offline_single=0",
+            "target.server.offline_group=1000000",
+            "target.server.group_max_members=2",
+            "target.server_threads=1024",
+            "groups.server_ack_max_members=1000000",
+        ],
+    )
+    .unwrap();
+    let Target::Embedded { server, threads, .. } = &edges.target else {
+        panic!("embedded")
+    };
+    assert_eq!(server.rate_limit.map(|r| r.per_second), Some(0.001));
+    assert_eq!(server.throttle, Some(1e9));
+    assert_eq!(
+        (server.offline_single, server.group_max_members, *threads),
+        (0, 2, Some(1024))
+    );
+    let off = parse_text(MINIMAL, &["target.server.rate_limit=0", "target.server.throttle=0"]).unwrap();
+    let Target::Embedded { server, .. } = &off.target else {
+        panic!("embedded")
+    };
+    assert_eq!((server.rate_limit, server.throttle), (None, None));
+}

@@ -11,6 +11,8 @@
 
 mod admission;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod hub;
 pub mod metrics;

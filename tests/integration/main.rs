@@ -1,5 +1,6 @@
-//! The one integration test binary (one link step for all of them). Every test starts the
-//! real server on `127.0.0.1:0` and speaks to it over WebSocket; see `common`.
+//! The one integration test binary (one link step for all of them). Tests start the real
+//! server (or, for the audit, a misbehaving fake one) on `127.0.0.1:0` and speak to it over
+//! WebSocket; see `common` and `fake_server`.
 
 mod audit_faults;
 mod bench_cli;
@@ -7,6 +8,7 @@ mod common;
 mod fake_server;
 mod run_cli;
 mod run_signals;
+mod serve_options;
 mod server_bounds;
 mod server_concurrency;
 mod server_groups;

@@ -413,5 +413,7 @@ impl<S: Store> Hub<S> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 #[path = "tests.rs"]
 mod tests;

@@ -15,7 +15,7 @@ use crate::protocol::server::StatisticLocation;
 use crate::protocol::{ClientFrame, ErrorCode, Outgoing, Request, ServerFrame, token};
 use crate::server::online::{ConnId, Device};
 use crate::server::outbox::{Outbox, Push};
-use crate::server::store::{Inbox, OfflineBatch, Store, UserId};
+use crate::server::store::{Inbox, OfflineBatch, OfflineReceipt, Store, UserId};
 
 /// Merges two inboxes' batches into one replay order. Each batch is already in order, and
 /// ids are allocated in the order things happen, so ordering by id interleaves them exactly.
@@ -121,6 +121,16 @@ impl<S: Store> Hub<S> {
         }
         for m in batch.messages {
             outbox.push_uncounted(Push::Message(m));
+        }
+        // A group count stored from an unwritten `statistic` frame can be older than a group
+        // read receipt of the same message pushed after it and stored with it: the statistic
+        // frame goes last, so it must not carry a count below one replayed before it.
+        for r in &batch.receipts {
+            if let OfflineReceipt::GroupRead { mid, count, .. } = r
+                && let Some(c) = batch.group_counts.iter_mut().find(|c| c.mid == *mid)
+            {
+                c.count = c.count.max(*count);
+            }
         }
         for r in batch.receipts {
             outbox.push_uncounted(receipt_push(r, user, 0));

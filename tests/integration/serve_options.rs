@@ -1,0 +1,125 @@
+//! `ackstorm serve` and the profile's `target.server` keys with absurd values, through the
+//! real binary: each is refused at once with exit 2 and the flag or key named, never a panic
+//! (they used to panic: a throttle interval or token wait past `Duration`'s range, a delay or
+//! timeout past the clock's, a semaphore past its permits), and the edges of the ranges serve.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{ackstorm, output_text};
+
+/// `ackstorm serve` on a free port with `args`; fails the test if it is still running after
+/// a few seconds (an absurd value must be refused before serving).
+fn serve_refused(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", "s"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("serve {args:?} was not refused: {}", output_text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn absurd_serve_options_exit_2_naming_the_flag() {
+    for (flag, value) in [
+        ("--rate-limit", "1e-300"),
+        ("--throttle", "1e-300"),
+        ("--throttle", "-1"),
+        ("--delay-ms", "18446744073709551615"),
+        ("--login-timeout", "500000000000y"),
+        ("--idle-timeout", "0s"),
+        ("--max-connections", "18446744073709551615"),
+        ("--max-connections", "0"),
+        ("--max-frame-bytes", "0"),
+        ("--group-max-members", "0"),
+        ("--ack-validity-secs", "18446744073709551615"),
+        ("--threads", "1000000"),
+    ] {
+        let out = serve_refused(&[flag, value]);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {text}");
+        assert!(text.contains(flag) && text.contains("error"), "{flag} {value}: {text}");
+        assert!(!text.contains("panicked"), "{flag} {value}: {text}");
+        assert!(out.stdout.is_empty(), "{flag} {value}: nothing served: {text}");
+    }
+    let text = output_text(&serve_refused(&["--throttle", "1e-300"]));
+    assert!(
+        text.contains(
+            "invalid value '1e-300' for '--throttle <THROTTLE>': use 0 (off) or a rate between 0.001 and 1e9"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_edges_of_the_ranges_serve() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", "s"])
+        .args(["--rate-limit", "0.001", "--throttle", "1e9", "--delay-ms", "3600000"])
+        .args([
+            "--idle-timeout",
+            "1d",
+            "--max-connections",
+            "10000000",
+            "--threads",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.starts_with("listening on 127.0.0.1:"), "{line:?}");
+}
+
+#[test]
+fn absurd_profile_server_keys_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p.toml");
+    std::fs::write(&profile, "[run]\nduration = \"1s\"\n[population]\nusers = 2\n").unwrap();
+    let out = ackstorm(&[
+        "run",
+        profile.to_str().unwrap(),
+        "--no-progress",
+        "--results",
+        dir.path().join("results").to_str().unwrap(),
+        "--set",
+        "target.server.throttle=1e-300",
+        "--set",
+        "target.server.rate_limit=1e-300",
+        "--set",
+        "target.server.delay_ms=3600001",
+    ]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for key in [
+        "target.server.throttle",
+        "target.server.rate_limit",
+        "target.server.delay_ms",
+    ] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(!dir.path().join("results").exists(), "nothing ran: {text}");
+}
