@@ -39,7 +39,7 @@ name = "fault"
 duration = "3s"
 drain = "2s"
 seed = 11
-ramp = {{ users_per_sec = 1000 }}
+ramp = {{ users_per_sec = 100000 }}
 
 [target]
 url = "{url}"
