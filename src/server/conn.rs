@@ -71,19 +71,21 @@ struct Conn<T, S> {
 /// a health rule closes it. `login_deadline` is the login timeout counted from accept; until
 /// its first frame the connection can be evicted through `ticket` to make room for a newer
 /// one (close 1013).
-pub(super) async fn serve<T, S>(
+///
+/// Not an `async fn`: the connection is built before the future, which then holds it once
+/// (an `async fn` would keep its `ws` argument beside the `Conn` it moved into, ~330 bytes
+/// more in every connection's task).
+pub(super) fn serve<T, S>(
     ws: WebSocketStream<T>,
     hub: Arc<Hub<S>>,
     stop: CancellationToken,
     ticket: Arc<Ticket>,
     login_deadline: tokio::time::Instant,
-) where
+) -> impl Future<Output = ()>
+where
     T: AsyncRead + AsyncWrite + Unpin,
     S: Store,
 {
-    let metrics = hub.metrics().clone();
-    metrics.connections_open.fetch_add(1, Relaxed);
-    metrics.connections_total.fetch_add(1, Relaxed);
     let config = hub.config();
     let bucket = config.rate_limit.map(|l| TokenBucket::new(l, Instant::now()));
     let outbox = Outbox::new(config.queue_bound);
@@ -96,10 +98,16 @@ pub(super) async fn serve<T, S>(
         write_timeout,
         last_pong: tokio::time::Instant::now(),
     };
-    if let Err(e) = conn.run(&stop, &ticket, login_deadline).await {
-        debug!(error = %e, "connection ended with an error");
+    async move {
+        let metrics = conn.hub.metrics().clone();
+        metrics.connections_open.fetch_add(1, Relaxed);
+        metrics.connections_total.fetch_add(1, Relaxed);
+        conn.last_pong = tokio::time::Instant::now();
+        if let Err(e) = conn.run(&stop, &ticket, login_deadline).await {
+            debug!(error = %e, "connection ended with an error");
+        }
+        metrics.connections_open.fetch_sub(1, Relaxed);
     }
-    metrics.connections_open.fetch_sub(1, Relaxed);
 }
 
 fn close_frame(code: CloseCode, reason: &'static str) -> Option<CloseFrame> {

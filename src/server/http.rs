@@ -245,14 +245,20 @@ fn upgrade<S: Store>(
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return res;
     };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    // Only the body goes on to the upgrade: the head (method, URI, headers) is dropped here,
+    // for its header values are slices of hyper's read buffer (8 KiB or more), which the
+    // connection would otherwise keep for its whole life.
+    let body = req.into_body();
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         // The upgrade completes once the 101 is written and the request is done with; one
         // that does not by the login deadline (a body that never comes) is given up.
         let upgraded = tokio::select! {
-            r = tokio::time::timeout_at(login_deadline, hyper::upgrade::on(&mut req)) => r,
+            r = tokio::time::timeout_at(login_deadline, on_upgrade) => r,
             _ = ticket.evicted() => return,
         };
+        drop(body);
         match upgraded {
             Ok(Ok(upgraded)) => {
                 let ws =

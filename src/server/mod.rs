@@ -89,7 +89,9 @@ pub struct ServerConfig {
     /// Bound of the live pushes queued for one connection and not yet written; past it the
     /// connection closes as a slow consumer.
     pub queue_bound: QueueBound,
-    /// tungstenite read buffer per connection (4 KiB: ~6-7 KiB per connection in all).
+    /// tungstenite read buffer per connection, held for the connection's life (2 KiB, ~12
+    /// typical frames a read: ~7 KiB per idle logged-in connection in all, see
+    /// `scripts/server-memory.sh`).
     pub read_buffer_bytes: usize,
     /// A deliberately slowed build: fixed delay before each frame is handled.
     pub delay: Duration,
@@ -125,7 +127,7 @@ impl Default for ServerConfig {
                 frames: 10_000,
                 bytes: 16 * 1024 * 1024,
             },
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 2 * 1024,
             delay: Duration::ZERO,
             throttle: None,
         }
