@@ -355,6 +355,11 @@ struct ServeArgs {
     /// Close as a slow consumer (1008) a connection with more bytes of live pushes queued.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = within(1..=u64::MAX))]
     max_queue_bytes: usize,
+    /// Keep messages, offline queues, unread counts, receipts, groups and the id counter in
+    /// an embedded database in this directory (created if missing), rebuilt from it at start:
+    /// whatever a client was answered survives a crash. Default: in memory only.
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -412,6 +417,7 @@ impl ServeArgs {
                 frames: self.max_queue_frames,
                 bytes: self.max_queue_bytes,
             },
+            data: self.data.clone(),
             ..ServerConfig::default()
         })
     }

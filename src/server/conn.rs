@@ -402,6 +402,8 @@ where
 
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         let len = text.len();
+        // A durable store: nothing that reflects its state goes out before that is on disk.
+        self.hub.settled().await;
         self.feed(Message::Text(text)).await?;
         self.hub.metrics().frame_out(op, len);
         Ok(())

@@ -11,6 +11,7 @@
 //! by memory, conversations per user, client ids per sender); what it had to drop is counted
 //! in [`StoreStats`], which `/metrics` shows.
 
+mod durable;
 mod group;
 mod memory;
 mod messages;
@@ -21,8 +22,10 @@ mod users;
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+pub use durable::{DurableError, DurableStore, Journal};
 pub use group::Group;
 pub use memory::MemoryStore;
 
@@ -51,7 +54,7 @@ pub struct MessageMeta {
 
 /// The reply an accepted `send` got, kept per sender and client id so that a repeat of the
 /// same send is answered with it (idempotent sends).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentRecord {
     /// Server id of the message.
     pub mid: u64,
@@ -129,7 +132,7 @@ pub struct OfflineMessage {
 
 /// A receipt waiting to be replayed with `onlineState:0`: a 1:1 receipt made while its
 /// addressee was offline, or any receipt push a closing connection did not write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OfflineReceipt {
     /// A delivery receipt; addressed to the message's sender.
     Delivery {
@@ -405,4 +408,11 @@ pub trait Store: Send + 'static {
 
     /// What the store keeps and what it dropped.
     fn stats(&self) -> StoreStats;
+
+    /// The journal of a durable store: what the hub's callers wait on before a frame that
+    /// reflects the store's state leaves the server. `None` (the in-memory store): nothing to
+    /// wait for.
+    fn journal(&self) -> Option<Arc<Journal>> {
+        None
+    }
 }
