@@ -327,6 +327,11 @@ impl<S: Store> Hub<S> {
         }
     }
 
+    /// True with a durable store (replies then wait for its commits).
+    pub fn durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
     /// Completes once everything the store recorded so far is durable (at once for the
     /// in-memory store). A connection awaits it before writing any frame, outside the lock:
     /// no reply or push leaves the server before the state it reflects is on disk.
