@@ -4,7 +4,8 @@
 //! The routing hub decides *who* gets *what* and in which order; a [`Store`] only records facts
 //! and answers questions about them. It never sees connections, frames in flight or locks: the
 //! hub calls it under its own lock, so implementations are plain single-threaded code. The
-//! in-memory store is [`MemoryStore`]; a durable one implements the same trait.
+//! in-memory store is [`MemoryStore`]; [`DurableStore`] (`serve --data`) wraps it and logs
+//! every mutating call to a database, committed off the lock (see its module).
 //!
 //! Bounded state: whatever clients send, what a store keeps stays within [`StoreLimits`]
 //! (offline bytes per user and in all, records of users who never logged in, message records
@@ -334,9 +335,10 @@ pub struct StoreStats {
 
 /// The storage interface the routing hub uses.
 ///
-/// Ids are interned: pass `&str`, get back shared [`UserId`]s. All methods are infallible for
-/// the in-memory store; a durable store that can fail reports through its own channel (a
-/// later issue) rather than making every routing decision fallible.
+/// Ids are interned: pass `&str`, get back shared [`UserId`]s. Methods are infallible: a
+/// durable store keeps its working set in memory and writes behind the hub's lock, through
+/// its [`Journal`] (a failed commit stops the server), rather than making every routing
+/// decision fallible.
 pub trait Store: Send + 'static {
     /// Allocates the next server id (messages and receipts share one increasing sequence).
     fn next_id(&mut self) -> u64;
