@@ -676,6 +676,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn data_selects_the_durable_store() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ackstorm", "serve", "--secret", "s"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!()
+            };
+            args.config().unwrap()
+        };
+        let durable = parse(&["--data", "/var/lib/ackstorm"]);
+        assert_eq!(durable.data.as_deref(), Some(std::path::Path::new("/var/lib/ackstorm")));
+        assert!(durable.build_info_labels().contains("store=\"durable\""));
+        let memory = parse(&[]);
+        assert_eq!(memory.data, None);
+        assert!(memory.build_info_labels().contains("store=\"memory\""));
+    }
+
+    #[test]
     fn serve_flags_map_to_the_config() {
         let cli = Cli::try_parse_from([
             "ackstorm",
