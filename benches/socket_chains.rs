@@ -5,7 +5,8 @@
 //! when the sender gets the read push. Reports completed chains per second and the
 //! send -> read-push latency. The server runs in-process on its own runtime and threads.
 //!
-//! `cargo bench --bench socket_chains -- --pairs 100 --window 16 --secs 10`
+//! `cargo bench --bench socket_chains -- --pairs 100 --window 16 --secs 10 [--data DIR]`
+//! (`--data`: the durable store in DIR, as `serve --data`; default: the in-memory store)
 //! (a measurement driver, not a criterion bench; the load tester proper is `ackstorm run`).
 
 use std::borrow::Cow;
@@ -33,6 +34,8 @@ struct Opts {
     secs: u64,
     server_threads: usize,
     client_threads: usize,
+    /// The durable store's directory (`serve --data`); `None`: in memory.
+    data: Option<std::path::PathBuf>,
 }
 
 fn opts() -> Opts {
@@ -42,6 +45,7 @@ fn opts() -> Opts {
         secs: 5,
         server_threads: 1,
         client_threads: 1,
+        data: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -57,6 +61,7 @@ fn opts() -> Opts {
             "--secs" => o.secs = value(),
             "--server-threads" => o.server_threads = value() as usize,
             "--client-threads" => o.client_threads = value() as usize,
+            "--data" => o.data = Some(args.get(i + 1).expect("--data needs a directory").into()),
             _ => {
                 i += 1; // cargo passes --bench; ignore what is not ours
                 continue;
@@ -192,6 +197,7 @@ fn main() {
     // The server on its own runtime and threads, as a separate process would be.
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let server_threads = o.server_threads;
+    let data = o.data.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(server_threads)
@@ -202,6 +208,7 @@ fn main() {
             let config = ServerConfig {
                 secret: SECRET.to_vec(),
                 rate_limit: None,
+                data,
                 ..ServerConfig::default()
             };
             let server = ServerHandle::start("127.0.0.1:0", config).await.unwrap();
@@ -246,8 +253,13 @@ fn main() {
         }
         let rate = (d1 - d0) as f64 / (t1 - t0).as_secs_f64();
         println!(
-            "pairs={} window={} server_threads={} client_threads={} secs={}",
-            o.pairs, o.window, o.server_threads, o.client_threads, o.secs
+            "pairs={} window={} server_threads={} client_threads={} secs={} store={}",
+            o.pairs,
+            o.window,
+            o.server_threads,
+            o.client_threads,
+            o.secs,
+            o.data.as_ref().map_or("memory".to_string(), |d| format!("durable ({})", d.display()))
         );
         println!("chains/s = {rate:.0}  (each: send+received, message push, delivery+received+push, read+received+push = 9 frames)");
         println!(

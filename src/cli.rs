@@ -355,6 +355,11 @@ struct ServeArgs {
     /// Close as a slow consumer (1008) a connection with more bytes of live pushes queued.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = within(1..=u64::MAX))]
     max_queue_bytes: usize,
+    /// Keep messages, offline queues, unread counts, receipts, groups and the id counter in
+    /// an embedded database in this directory (created if missing), rebuilt from it at start:
+    /// whatever a client was answered survives a crash. Default: in memory only.
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -412,6 +417,7 @@ impl ServeArgs {
                 frames: self.max_queue_frames,
                 bytes: self.max_queue_bytes,
             },
+            data: self.data.clone(),
             ..ServerConfig::default()
         })
     }
@@ -668,6 +674,24 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_selects_the_durable_store() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ackstorm", "serve", "--secret", "s"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!()
+            };
+            args.config().unwrap()
+        };
+        let durable = parse(&["--data", "/var/lib/ackstorm"]);
+        assert_eq!(durable.data.as_deref(), Some(std::path::Path::new("/var/lib/ackstorm")));
+        assert!(durable.build_info_labels().contains("store=\"durable\""));
+        let memory = parse(&[]);
+        assert_eq!(memory.data, None);
+        assert!(memory.build_info_labels().contains("store=\"memory\""));
+    }
 
     #[test]
     fn serve_flags_map_to_the_config() {

@@ -9,6 +9,10 @@
 //! and flushes once. Every write is bounded by the write timeout, and ends early when the hub
 //! closes the queue; a push whose write did not complete goes back to the queue, so that
 //! logout stores it with the rest.
+//!
+//! With a durable store (`--data`), nothing is written before the store's changes so far are
+//! committed (`Hub::settled`); replies are then held until the next write or flush, so that
+//! the frames of one batch wait for one commit together, and still precede any later push.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -65,6 +69,9 @@ struct Conn<T, S> {
     write_timeout: Duration,
     /// When the client last answered a ping (or logged in).
     last_pong: tokio::time::Instant,
+    /// Durable store: replies handled but not written yet. They wait for the store's commit
+    /// together, before anything else is written, so pipelined frames share one commit.
+    deferred: Vec<(usize, Utf8Bytes)>,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
@@ -97,6 +104,7 @@ where
         outbox,
         write_timeout,
         last_pong: tokio::time::Instant::now(),
+        deferred: Vec::new(),
     };
     async move {
         let metrics = conn.hub.metrics().clone();
@@ -354,7 +362,11 @@ where
             slowdown.wait().await;
         }
         let reply = self.hub.handle(session, &request);
-        self.write(reply).await?;
+        if self.hub.durable() {
+            self.deferred.push((reply.frame.op_index(), reply.encode().into()));
+        } else {
+            self.write(reply).await?;
+        }
         Ok(Next::Continue)
     }
 
@@ -409,6 +421,25 @@ where
     }
 
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
+        // A durable store: nothing that reflects its state goes out before that is on disk,
+        // and deferred replies go out before anything written after them.
+        self.hub.settled().await;
+        self.write_deferred().await?;
+        self.feed_text(op, text).await
+    }
+
+    /// Writes the deferred replies, in order (the caller waited for the commit).
+    async fn write_deferred(&mut self) -> Result<(), ConnError> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        for (op, text) in std::mem::take(&mut self.deferred) {
+            self.feed_text(op, text).await?;
+        }
+        Ok(())
+    }
+
+    async fn feed_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         let len = text.len();
         self.feed(Message::Text(text)).await?;
         self.hub.metrics().frame_out(op, len);
@@ -430,6 +461,10 @@ where
 
     /// Writes out what the WebSocket buffered, within the write timeout.
     async fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.deferred.is_empty() {
+            self.hub.settled().await;
+            self.write_deferred().await?;
+        }
         tokio::select! {
             biased;
             r = tokio::time::timeout(self.write_timeout, self.ws.flush()) => match r {
@@ -443,6 +478,10 @@ where
     /// Sends a close frame (flushing what is buffered) and ends the connection. Bounded by the
     /// write timeout: a peer that reads nothing does not hold the task.
     async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), ConnError> {
+        if !self.deferred.is_empty() {
+            self.hub.settled().await;
+            let _ = self.write_deferred().await;
+        }
         match tokio::time::timeout(self.write_timeout, self.ws.close(frame)).await {
             Err(_) => Ok(()),
             Ok(Ok(()) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => Ok(()),

@@ -24,6 +24,7 @@ pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ use self::hub::Hub;
 use self::metrics::{Metrics, escape_label};
 use self::outbox::QueueBound;
 use self::ratelimit::RateLimit;
-use self::store::{MemoryStore, StoreLimits};
+use self::store::{DurableError, DurableStore, MemoryStore, StoreLimits};
 
 /// Server options; the defaults are PROTOCOL.md's.
 #[derive(Debug, Clone)]
@@ -97,6 +98,10 @@ pub struct ServerConfig {
     pub delay: Duration,
     /// A deliberately slowed build: frames the whole server handles per second (excess queues).
     pub throttle: Option<f64>,
+    /// Keep the store in this directory (`--data`): rebuilt from it at start, and every
+    /// frame waits until what it reflects is durable (docs/protocol.md, "Durability").
+    /// `None`: in memory only.
+    pub data: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +135,7 @@ impl Default for ServerConfig {
             read_buffer_bytes: 2 * 1024,
             delay: Duration::ZERO,
             throttle: None,
+            data: None,
         }
     }
 }
@@ -144,7 +150,10 @@ impl ServerConfig {
         };
         let pairs = [
             ("version", env!("CARGO_PKG_VERSION").to_string()),
-            ("store", "memory".to_string()),
+            (
+                "store",
+                if self.data.is_some() { "durable" } else { "memory" }.to_string(),
+            ),
             ("group_read_ack", self.group_read_ack.to_string()),
             ("group_ack_anyone", self.group_ack_anyone.to_string()),
             ("group_ack_max_members", self.group_ack_max_members.to_string()),
@@ -180,12 +189,20 @@ pub enum ServerError {
     /// Binding or reading the listener failed.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The durable store could not open or rebuild its data.
+    #[error("store: {0}")]
+    Store(#[from] DurableError),
 }
 
 /// Serves `listener` until `shutdown` completes, then closes every connection (WebSocket
 /// close 1001) and returns once they are gone (or after a grace period).
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new(config.build_info_labels()));
+    if let Some(dir) = config.data.clone() {
+        let store = DurableStore::open(&dir, config.limits)?;
+        let hub = Arc::new(Hub::new(Arc::new(config), metrics, store));
+        return http::serve(listener, hub, shutdown).await;
+    }
     let store = MemoryStore::new(config.limits);
     let hub = Arc::new(Hub::new(Arc::new(config), metrics, store));
     http::serve(listener, hub, shutdown).await

@@ -11,6 +11,7 @@ mod run_signals;
 mod serve_options;
 mod server_bounds;
 mod server_concurrency;
+mod server_durable;
 mod server_groups;
 mod server_limits;
 mod server_messages;

@@ -34,7 +34,7 @@ use super::ServerConfig;
 use super::metrics::{CloseReason, Metrics, UnwrittenKind};
 use super::online::{ConnId, Online};
 use super::outbox::{Outbox, Push};
-use super::store::{Inbox, OfflineMessage, OfflineReceipt, Store, UserId};
+use super::store::{Inbox, Journal, OfflineMessage, OfflineReceipt, Store, UserId};
 use crate::protocol::server::GroupReadCount;
 use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, Request, ServerFrame};
 
@@ -304,12 +304,15 @@ pub struct Hub<S> {
     metrics: Arc<Metrics>,
     next_conn: AtomicU64,
     slowdown: Option<super::slowdown::Slowdown>,
+    /// A durable store's journal: frames wait for it (see [`Hub::settled`]).
+    journal: Option<Arc<Journal>>,
 }
 
 impl<S: Store> Hub<S> {
     /// A hub over `store`.
     pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>, store: S) -> Self {
         let slowdown = super::slowdown::Slowdown::new(config.delay, config.throttle);
+        let journal = store.journal();
         Hub {
             state: Mutex::new(State {
                 store,
@@ -320,6 +323,21 @@ impl<S: Store> Hub<S> {
             metrics,
             next_conn: AtomicU64::new(1),
             slowdown,
+            journal,
+        }
+    }
+
+    /// True with a durable store (replies then wait for its commits).
+    pub fn durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Completes once everything the store recorded so far is durable (at once for the
+    /// in-memory store). A connection awaits it before writing any frame, outside the lock:
+    /// no reply or push leaves the server before the state it reflects is on disk.
+    pub async fn settled(&self) {
+        if let Some(journal) = &self.journal {
+            journal.settled().await;
         }
     }
 

@@ -84,6 +84,11 @@ impl Group {
         self.members.contains(user)
     }
 
+    /// Admins (not the owner), in the order named.
+    pub fn admins(&self) -> &[UserId] {
+        &self.admins
+    }
+
     /// True when `user` is the owner or an admin.
     pub fn is_manager(&self, user: &str) -> bool {
         &*self.owner == user || self.admins.iter().any(|a| &**a == user)

@@ -4,13 +4,15 @@
 //! The routing hub decides *who* gets *what* and in which order; a [`Store`] only records facts
 //! and answers questions about them. It never sees connections, frames in flight or locks: the
 //! hub calls it under its own lock, so implementations are plain single-threaded code. The
-//! in-memory store is [`MemoryStore`]; a durable one implements the same trait.
+//! in-memory store is [`MemoryStore`]; [`DurableStore`] (`serve --data`) wraps it and logs
+//! every mutating call to a database, committed off the lock (see its module).
 //!
 //! Bounded state: whatever clients send, what a store keeps stays within [`StoreLimits`]
 //! (offline bytes per user and in all, records of users who never logged in, message records
 //! by memory, conversations per user, client ids per sender); what it had to drop is counted
 //! in [`StoreStats`], which `/metrics` shows.
 
+mod durable;
 mod group;
 mod memory;
 mod messages;
@@ -21,8 +23,10 @@ mod users;
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+pub use durable::{DurableError, DurableStore, Journal};
 pub use group::Group;
 pub use memory::MemoryStore;
 
@@ -51,7 +55,7 @@ pub struct MessageMeta {
 
 /// The reply an accepted `send` got, kept per sender and client id so that a repeat of the
 /// same send is answered with it (idempotent sends).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentRecord {
     /// Server id of the message.
     pub mid: u64,
@@ -129,7 +133,7 @@ pub struct OfflineMessage {
 
 /// A receipt waiting to be replayed with `onlineState:0`: a 1:1 receipt made while its
 /// addressee was offline, or any receipt push a closing connection did not write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OfflineReceipt {
     /// A delivery receipt; addressed to the message's sender.
     Delivery {
@@ -331,9 +335,10 @@ pub struct StoreStats {
 
 /// The storage interface the routing hub uses.
 ///
-/// Ids are interned: pass `&str`, get back shared [`UserId`]s. All methods are infallible for
-/// the in-memory store; a durable store that can fail reports through its own channel (a
-/// later issue) rather than making every routing decision fallible.
+/// Ids are interned: pass `&str`, get back shared [`UserId`]s. Methods are infallible: a
+/// durable store keeps its working set in memory and writes behind the hub's lock, through
+/// its [`Journal`] (a failed commit stops the server), rather than making every routing
+/// decision fallible.
 pub trait Store: Send + 'static {
     /// Allocates the next server id (messages and receipts share one increasing sequence).
     fn next_id(&mut self) -> u64;
@@ -405,4 +410,11 @@ pub trait Store: Send + 'static {
 
     /// What the store keeps and what it dropped.
     fn stats(&self) -> StoreStats;
+
+    /// The journal of a durable store: what the hub's callers wait on before a frame that
+    /// reflects the store's state leaves the server. `None` (the in-memory store): nothing to
+    /// wait for.
+    fn journal(&self) -> Option<Arc<Journal>> {
+        None
+    }
 }
