@@ -1,188 +1,17 @@
-//! Command-line interface: clap definitions and the dispatch to the library.
-//!
-//! This is the only layer that uses `anyhow`; everything below returns its own error enum.
-//! Exit codes: 0 success, 1 a checked condition failed (an SLO, a regression), 2 the command
-//! could not run (bad input, I/O, bind failure); clap's own usage errors also exit with 2.
+//! `ackstorm serve`: the reference server's flags, each checked against its range as it is
+//! parsed (absurd values get a clear error, never a panic), and running it until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::profile::{self, Plan, Strategy, Target};
-use crate::protocol::token;
-use crate::report;
-use crate::runner;
 use crate::server::ratelimit::RateLimit;
 use crate::server::store::StoreLimits;
 use crate::server::{self, ServerConfig};
-
-/// Exit code when the command ran and a checked condition failed.
-pub const EXIT_CHECK_FAILED: u8 = 1;
-/// Exit code when the command could not run.
-pub const EXIT_ERROR: u8 = 2;
-
-/// ackstorm: load-test and simulate IM message receipts.
-#[derive(Debug, Parser)]
-#[command(name = "ackstorm", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run a load profile: simulated users against the embedded server or --target.
-    Run {
-        #[command(flatten)]
-        run: RunArgs,
-        /// Run N times, each kept in run-1..run-N of one folder (for `compare`'s spread).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-        repeat: u32,
-    },
-    /// Run the same seeded workload once per ack strategy and compare them.
-    Strategies {
-        #[command(flatten)]
-        run: RunArgs,
-        /// Strategies to run, in order (per_message is the baseline of the savings).
-        #[arg(long, value_delimiter = ',', default_value = "per_message,channel,hybrid,debounced")]
-        strategies: Vec<String>,
-    },
-    /// Compare two results folders (runs or --repeat sets): every metric, its delta, and
-    /// whether it is beyond the noise; exits 1 when a gated metric regressed.
-    Compare {
-        /// Baseline results folder.
-        a: std::path::PathBuf,
-        /// Candidate results folder.
-        b: std::path::PathBuf,
-        /// Fail (exit 1) when a gated metric is worse by more than this, beyond the noise, e.g. 5%.
-        #[arg(long, value_name = "PERCENT")]
-        fail_on_regression: Option<String>,
-        /// Gated metrics (default: p50 and p99 of server_ack, delivery and read_receipt,
-        /// throughput.messages_per_sec, errors.rate, audit.lost).
-        #[arg(long, value_delimiter = ',')]
-        metrics: Vec<String>,
-        /// Where the comparison folder goes.
-        #[arg(long, default_value = "results")]
-        results: std::path::PathBuf,
-    },
-    /// Find the highest load that holds an SLO: step up, then bisect near the edge.
-    Capacity {
-        #[command(flatten)]
-        run: RunArgs,
-        /// The checks each step must hold (repeatable; default: the profile's slo.checks).
-        #[arg(long = "slo", value_name = "CHECK")]
-        slo: Vec<String>,
-        /// What to vary: users, or rate (one-to-one messages per minute per user).
-        #[arg(long, default_value = "users", value_parser = ["users", "rate"])]
-        vary: String,
-        /// First load (default: the profile's).
-        #[arg(long)]
-        start: Option<f64>,
-        /// Growth factor between steps until the first failure.
-        #[arg(long, default_value_t = 2.0)]
-        factor: f64,
-        /// Most steps in all.
-        #[arg(long, default_value_t = 12)]
-        max_steps: usize,
-        /// Stop bisecting when the gap is below this many percent of the load.
-        #[arg(long, default_value_t = 10.0)]
-        tolerance: f64,
-        /// Typical schedule lag (ms, median over seconds of the per-second p99) above which
-        /// the generator counts as saturated.
-        #[arg(long, default_value_t = crate::runner::LAG_LIMIT_MS)]
-        max_lag_ms: f64,
-    },
-    /// Run the reference receipts server (PROTOCOL.md over WebSocket, plus /metrics, /healthz).
-    Serve(ServeArgs),
-    /// Print the login token of USER under a server secret.
-    Token {
-        /// Server secret (HMAC key).
-        #[arg(long, env = "ACKSTORM_SECRET", hide_env_values = true)]
-        secret: String,
-        /// User id.
-        user: String,
-    },
-}
-
-/// Profile and overrides (command line > profile file > defaults).
-#[derive(Debug, Args)]
-struct RunArgs {
-    /// The profile (TOML), e.g. profiles/smoke.toml.
-    profile: std::path::PathBuf,
-    /// Override any profile key, e.g. --set population.users=5000 --set reading.open=5s.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Users (population.users).
-    #[arg(long)]
-    users: Option<u64>,
-    /// Steady phase (run.duration), e.g. 30s.
-    #[arg(long)]
-    duration: Option<String>,
-    /// Workload seed (run.seed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Ack strategy (acks.strategy): per_message, channel, hybrid or debounced.
-    #[arg(long)]
-    strategy: Option<String>,
-    /// An external server (target.url), ws://127.0.0.1:PORT/ws; default: the embedded server.
-    #[arg(long)]
-    target: Option<String>,
-    /// The external server's secret (target.secret).
-    #[arg(
-        long,
-        env = "ACKSTORM_SECRET",
-        hide_env_values = true,
-        conflicts_with = "token_file",
-        requires = "target"
-    )]
-    secret: Option<String>,
-    /// A file of `user token` lines for the external server (target.token_file).
-    #[arg(long, requires = "target")]
-    token_file: Option<String>,
-    /// A label of the server build, recorded in the results (target.label).
-    #[arg(long)]
-    label: Option<String>,
-    /// Where result folders go (run.results_dir).
-    #[arg(long)]
-    results: Option<String>,
-    /// No live progress line.
-    #[arg(long)]
-    no_progress: bool,
-}
-
-impl RunArgs {
-    /// All overrides as `key=value`, shorthands after `--set` (so they win).
-    fn overrides(&self) -> Vec<String> {
-        let mut o = self.set.clone();
-        let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
-        let mut add = |key: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push(format!("{key}={v}"));
-            }
-        };
-        add("population.users", self.users.map(|v| v.to_string()));
-        add("run.duration", self.duration.as_deref().map(quoted));
-        add("run.seed", self.seed.map(|v| v.to_string()));
-        add("acks.strategy", self.strategy.as_deref().map(quoted));
-        add("target.url", self.target.as_deref().map(quoted));
-        add("target.secret", self.secret.as_deref().map(quoted));
-        add("target.token_file", self.token_file.as_deref().map(quoted));
-        add("target.label", self.label.as_deref().map(quoted));
-        add("run.results_dir", self.results.as_deref().map(quoted));
-        if self.no_progress {
-            o.push("tester.progress=false".to_string());
-        }
-        o
-    }
-
-    fn plan(&self) -> Result<Plan> {
-        Ok(profile::load(&self.profile, &self.overrides())?)
-    }
-}
 
 /// Bounds of the `serve` options. A value outside them is refused with the flag named: absurd
 /// values used to panic deep in the server (a token wait or a throttle interval past
@@ -246,7 +75,7 @@ fn within(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64Value
 }
 
 #[derive(Debug, Args)]
-struct ServeArgs {
+pub(super) struct ServeArgs {
     /// Address to listen on; port 0 picks a free port. The first line on stdout is
     /// `listening on ADDR`.
     #[arg(long, default_value = "127.0.0.1:9400")]
@@ -423,213 +252,7 @@ impl ServeArgs {
     }
 }
 
-/// The exit code of a command that failed: 130/143 when a signal stopped it, else
-/// [`EXIT_ERROR`].
-pub fn exit_code_of(e: &anyhow::Error) -> u8 {
-    match e.downcast_ref::<runner::RunError>() {
-        Some(runner::RunError::Interrupted { signal, .. }) => runner::interrupt::exit_code(*signal),
-        _ => EXIT_ERROR,
-    }
-}
-
-/// Runs the parsed command; returns the process exit code.
-pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
-        Command::Run { run, repeat } => run_profile(&run, repeat),
-        Command::Strategies { run, strategies } => compare_strategies(&run, &strategies),
-        Command::Compare {
-            a,
-            b,
-            fail_on_regression,
-            metrics,
-            results,
-        } => compare_results(&a, &b, fail_on_regression.as_deref(), metrics, &results),
-        Command::Capacity {
-            run,
-            slo,
-            vary,
-            start,
-            factor,
-            max_steps,
-            tolerance,
-            max_lag_ms,
-        } => {
-            let slo = slo
-                .iter()
-                .map(|s| profile::SloCheck::parse(s).map_err(|e| anyhow::anyhow!("--slo: {e}")))
-                .collect::<Result<Vec<_>>>()?;
-            if factor.is_nan() || factor <= 1.0 {
-                bail!("--factor must be above 1, got {factor}");
-            }
-            let search = runner::capacity::Search {
-                vary: if vary == "rate" {
-                    runner::capacity::Vary::Rate
-                } else {
-                    runner::capacity::Vary::Users
-                },
-                slo,
-                start,
-                factor,
-                tolerance: tolerance / 100.0,
-                max_steps: max_steps.max(1),
-                max_lag_ms,
-            };
-            find_capacity(&run, &search)
-        }
-        Command::Serve(args) => serve(args),
-        Command::Token { secret, user } => {
-            if !crate::protocol::is_valid_id(&user) {
-                bail!("{user:?} is not a valid user id ([A-Za-z0-9_.-]{{1,64}})");
-            }
-            println!("{}", token::token(secret.as_bytes(), &user));
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// Prints the effective plan in brief (the full profile goes to the results folder).
-fn print_plan(plan: &Plan, overrides: &[String]) {
-    let target = match &plan.target {
-        Target::Embedded { .. } => "embedded reference server".to_string(),
-        Target::External { url, .. } => url.clone(),
-    };
-    let (single, group) = plan.offered_rates();
-    eprintln!("ackstorm run {}: {target}", plan.name);
-    eprintln!(
-        "  users {} x {} devices, {} groups, strategy {}, seed {}",
-        plan.peak_users(),
-        plan.population.devices_per_user,
-        plan.groups.count,
-        plan.acks.strategy.as_str(),
-        plan.seed
-    );
-    eprintln!(
-        "  offered {single:.0} one-to-one + {group:.0} group messages/s; steady {}, drain {}",
-        humantime::format_duration(plan.duration),
-        humantime::format_duration(plan.drain)
-    );
-    if !overrides.is_empty() {
-        eprintln!("  overrides: {}", overrides.join(" "));
-    }
-    for n in &plan.notes {
-        eprintln!("  note: {n}");
-    }
-}
-
-fn slo_exit(report: &report::Report) -> ExitCode {
-    if report.connections.achieved == 0 {
-        eprintln!("error: no user could log in: nothing was measured (see the warnings above)");
-        ExitCode::from(EXIT_ERROR)
-    } else if report.slo.iter().all(|s| s.passed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_CHECK_FAILED)
-    }
-}
-
-fn run_profile(args: &RunArgs, repeat: u32) -> Result<ExitCode> {
-    let plan = args.plan()?;
-    print_plan(&plan, &args.overrides());
-    let effective = profile::effective_toml(&plan);
-    if repeat == 1 {
-        let out = runner::run(&plan, &effective)?;
-        println!("{}", report::render_text(&out.report));
-        println!("results: {}", out.dir.display());
-        println!("report:  {}", out.dir.join("report.html").display());
-        if let Some(sig) = out.interrupted {
-            return Ok(ExitCode::from(runner::interrupt::exit_code(sig)));
-        }
-        return Ok(slo_exit(&out.report));
-    }
-    let (set, outs) = runner::run_repeated(&plan, &effective, repeat)?;
-    for (i, o) in outs.iter().enumerate() {
-        let l = |m: &str| o.report.latencies.get(m).map_or(0.0, |l| l.p99);
-        let slo = if o.report.slo.iter().all(|s| s.passed) {
-            "SLOs held"
-        } else {
-            "SLO FAILED"
-        };
-        println!(
-            "run {}: {:.0} msg/s, server_ack p99 {:.2} ms, read_receipt p99 {:.2} ms, lost {}, {slo}",
-            i + 1,
-            o.report.throughput.messages_per_sec,
-            l("server_ack"),
-            l("read_receipt"),
-            o.report.audit.total.lost
-        );
-    }
-    println!("results: {} ({repeat} runs)", set.display());
-    if let Some(sig) = outs.iter().find_map(|o| o.interrupted) {
-        return Ok(ExitCode::from(runner::interrupt::exit_code(sig)));
-    }
-    let all = outs.iter().all(|o| o.report.slo.iter().all(|s| s.passed));
-    Ok(if all {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_CHECK_FAILED)
-    })
-}
-
-fn compare_strategies(args: &RunArgs, names: &[String]) -> Result<ExitCode> {
-    let plan = args.plan()?;
-    let list: Vec<Strategy> = names
-        .iter()
-        .map(|n| {
-            Strategy::parse(n.trim())
-                .with_context(|| format!("--strategies: {n:?} is not one of per_message, channel, hybrid, debounced"))
-        })
-        .collect::<Result<_>>()?;
-    print_plan(&plan, &args.overrides());
-    let (comparison, runs) = runner::strategies(&plan, &list, profile::effective_toml)?;
-    let dir = runner::write_comparison(&plan, &comparison, &runs)?;
-    println!("{}", report::render_comparison_text(&comparison));
-    println!("comparison: {}", dir.join("comparison.html").display());
-    let all_pass = runs.iter().all(|r| r.report.slo.iter().all(|s| s.passed));
-    Ok(if all_pass {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_CHECK_FAILED)
-    })
-}
-
-fn compare_results(
-    a: &std::path::Path,
-    b: &std::path::Path,
-    threshold: Option<&str>,
-    gate: Vec<String>,
-    results: &std::path::Path,
-) -> Result<ExitCode> {
-    let threshold_pct = threshold
-        .map(|t| {
-            t.trim()
-                .trim_end_matches('%')
-                .parse::<f64>()
-                .ok()
-                .filter(|v| *v >= 0.0)
-                .with_context(|| format!("--fail-on-regression: {t:?} is not a percentage such as 5%"))
-        })
-        .transpose()?;
-    let report = crate::compare::compare(a, b, &crate::compare::Options { threshold_pct, gate })?;
-    let dir = runner::write_compare(results, &report)?;
-    println!("{}", report::render_compare_text(&report));
-    println!("comparison: {}", dir.join("compare.html").display());
-    Ok(if report.failed {
-        ExitCode::from(EXIT_CHECK_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn find_capacity(args: &RunArgs, search: &runner::capacity::Search) -> Result<ExitCode> {
-    let plan = args.plan()?;
-    print_plan(&plan, &args.overrides());
-    let (report, dir) = runner::capacity::capacity(&plan, search, profile::effective_toml)?;
-    println!("{}", report::render_capacity_text(&report));
-    println!("capacity: {}", dir.join("capacity.html").display());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn serve(args: ServeArgs) -> Result<ExitCode> {
+pub(super) fn serve(args: ServeArgs) -> Result<ExitCode> {
     let config = args.config()?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
@@ -674,6 +297,9 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::profile;
+    use clap::Parser;
 
     #[test]
     fn data_selects_the_durable_store() {
