@@ -14,6 +14,7 @@
 
 mod durable;
 mod group;
+mod logged;
 mod memory;
 mod messages;
 mod offline;
