@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::check_faults;
 use super::plan::*;
 use super::raw::*;
 use super::secs;
@@ -40,17 +41,17 @@ pub(super) struct Checker {
 }
 
 impl Checker {
-    fn note(&mut self, message: &str) {
+    pub(super) fn note(&mut self, message: &str) {
         self.notes.push(message.to_string());
     }
 
-    fn fail(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, key: &str, message: impl Into<String>) {
         if !self.left_out.iter().any(|l| super::within(key, l)) {
             self.errors.push((key.to_string(), message.into()));
         }
     }
 
-    fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
         match v {
             None => default,
             Some(text) => match humantime::parse_duration(text) {
@@ -66,7 +67,7 @@ impl Checker {
         }
     }
 
-    fn share(&mut self, key: &str, v: Option<f64>, default: f64) -> f64 {
+    pub(super) fn share(&mut self, key: &str, v: Option<f64>, default: f64) -> f64 {
         let v = v.unwrap_or(default);
         if !(0.0..=1.0).contains(&v) {
             self.fail(key, format!("{v} is not a share between 0 and 1"));
@@ -74,7 +75,7 @@ impl Checker {
         v
     }
 
-    fn positive(&mut self, key: &str, v: f64) -> f64 {
+    pub(super) fn positive(&mut self, key: &str, v: f64) -> f64 {
         if !(v.is_finite() && v >= 0.0) {
             self.fail(key, format!("{v} must be a number >= 0"));
         }
@@ -82,7 +83,7 @@ impl Checker {
     }
 
     /// A server rate (`rate_limit`, `throttle`): `None` for absent or 0 (off).
-    fn server_rate(&mut self, key: &str, v: Option<f64>) -> Option<f64> {
+    pub(super) fn server_rate(&mut self, key: &str, v: Option<f64>) -> Option<f64> {
         let v = v.filter(|v| *v != 0.0)?;
         if server_bounds::RATE.contains(&v) {
             return Some(v);
@@ -96,7 +97,13 @@ impl Checker {
     }
 
     /// A server count within `range`, or `default` when absent.
-    fn server_count<T>(&mut self, key: &str, v: Option<T>, default: T, range: std::ops::RangeInclusive<u64>) -> T
+    pub(super) fn server_count<T>(
+        &mut self,
+        key: &str,
+        v: Option<T>,
+        default: T,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> T
     where
         T: Copy + TryInto<u64> + std::fmt::Display,
     {
@@ -111,14 +118,14 @@ impl Checker {
         v
     }
 
-    fn at_least(&mut self, key: &str, v: u64, min: u64) -> u64 {
+    pub(super) fn at_least(&mut self, key: &str, v: u64, min: u64) -> u64 {
         if v < min {
             self.fail(key, format!("{v} must be at least {min}"));
         }
         v
     }
 
-    fn delay(&mut self, key: &str, raw: Option<&RawDelay>, default: Delay) -> Delay {
+    pub(super) fn delay(&mut self, key: &str, raw: Option<&RawDelay>, default: Delay) -> Delay {
         let Some(raw) = raw else { return default };
         let keys = |d: &RawDelay| {
             [
@@ -614,142 +621,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     };
     // Fault times are checked against the end of traffic, which needs a valid ramp.
     let ramp_ok = users_per_sec.is_finite() && users_per_sec > 0.0 && duration > Duration::ZERO;
-    plan.faults = faults(&raw.faults, &mut plan, ramp_ok, c);
+    plan.faults = check_faults::faults(&raw.faults, &mut plan, ramp_ok, c);
     plan.notes = std::mem::take(&mut c.notes);
     plan
-}
-
-/// The faults, checked against the run they strike; restarts make the embedded server a
-/// child process (`plan.target`).
-fn faults(raw: &RawFaults, plan: &mut Plan, ramp_ok: bool, c: &mut Checker) -> Faults {
-    let end = ramp_ok.then(|| plan.traffic_end());
-    let (users, devices) = (plan.peak_users(), plan.population.devices_per_user);
-    let connections = (
-        users.saturating_mul(devices),
-        format!("the connections at peak ({users} users x {devices} devices)"),
-    );
-    let peak_users = (users, format!("the users at peak ({users})"));
-    let drop_connections = raw
-        .drop_connections
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, w)| {
-            let key = format!("faults.drop_connections[{i}]");
-            window(c, &key, (w.at.as_ref(), w.over.as_ref(), w.count), end, &connections)
-        })
-        .collect();
-    let stall_readers = raw
-        .stall_readers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, s)| {
-            let key = format!("faults.stall_readers[{i}]");
-            let window = window(c, &key, (s.at.as_ref(), s.over.as_ref(), s.count), end, &peak_users);
-            let key = format!("{key}.stall");
-            if s.stall.is_none() {
-                c.fail(&key, "missing: how long each user stops reading, e.g. \"5s\"");
-            }
-            let stall = c.duration(&key, s.stall.as_ref(), Duration::ZERO);
-            if s.stall.is_some() && stall.is_zero() {
-                c.fail(&key, "must be longer than 0s");
-            }
-            Stall { window, stall }
-        })
-        .collect();
-    let server_restarts: Vec<Duration> = raw
-        .server_restarts
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, r)| at(c, &format!("faults.server_restarts[{i}].at"), r.at.as_ref(), end))
-        .collect();
-    if !server_restarts.is_empty() {
-        match &mut plan.target {
-            Target::External { .. } => c.fail(
-                "faults.server_restarts",
-                "needs the embedded server: the tester cannot restart an external one (target.url)",
-            ),
-            Target::Embedded {
-                mode: EmbeddedMode::InProcess,
-                ..
-            } => c.fail(
-                "faults.server_restarts",
-                "needs the embedded server in a child process (target.embedded = \"in-process\" cannot be killed)",
-            ),
-            Target::Embedded { mode, .. } => {
-                *mode = EmbeddedMode::ChildProcess;
-                c.note("faults.server_restarts: the embedded server runs as a child process, so that it can be killed and restarted on its port");
-            }
-        }
-    }
-    Faults {
-        drop_connections,
-        stall_readers,
-        server_restarts,
-    }
-}
-
-/// A required fault start at `key`, before traffic ends (`end`, when known).
-fn at(c: &mut Checker, key: &str, raw: Option<&String>, end: Option<Duration>) -> Duration {
-    if raw.is_none() {
-        c.fail(key, "missing: when the fault strikes, from run start, e.g. \"10s\"");
-        return Duration::ZERO;
-    }
-    let at = c.duration(key, raw, Duration::ZERO);
-    if let Some(end) = end
-        && at >= end
-    {
-        c.fail(
-            key,
-            format!(
-                "{} is not before traffic ends ({}): faults strike while traffic runs",
-                secs(at),
-                secs(end)
-            ),
-        );
-    }
-    at
-}
-
-/// A fault window at `key` from its raw `(at, over, count)`: within traffic (`end`), hitting
-/// between 1 and `max.0` (described by `max.1`).
-fn window(
-    c: &mut Checker,
-    key: &str,
-    (at_raw, over_raw, count): (Option<&String>, Option<&String>, Option<u64>),
-    end: Option<Duration>,
-    max: &(u64, String),
-) -> FaultWindow {
-    let at = at(c, &format!("{key}.at"), at_raw, end);
-    let over = c.duration(&format!("{key}.over"), over_raw, Duration::ZERO);
-    if let Some(end) = end
-        && at < end
-        && at.saturating_add(over) > end
-    {
-        c.fail(
-            &format!("{key}.over"),
-            format!(
-                "the window ends at {}, after traffic ends ({})",
-                secs(at.saturating_add(over)),
-                secs(end)
-            ),
-        );
-    }
-    let count = match count {
-        None => {
-            c.fail(
-                &format!("{key}.count"),
-                format!("missing: how many it hits, at most {}", max.1),
-            );
-            0
-        }
-        Some(n) if n == 0 || n > max.0 => {
-            c.fail(&format!("{key}.count"), format!("{n} must be between 1 and {}", max.1));
-            n
-        }
-        Some(n) => n,
-    };
-    FaultWindow { at, over, count }
 }

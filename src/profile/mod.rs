@@ -8,6 +8,7 @@
 //! written back as TOML ([`effective_toml`]) so a run records exactly what it executed.
 
 mod check;
+mod check_faults;
 mod lenient;
 pub mod plan;
 pub mod raw;
