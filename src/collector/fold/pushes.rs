@@ -344,13 +344,13 @@ impl State {
             None => self.tally.kind(Kind::Channel).unexpected += 1,
         }
         // Acks that every online device of the peer has seen are done.
-        let online: Vec<u8> = (0..self.presence.per_user())
+        let online = (0..self.presence.per_user())
             .filter(|d| self.presence.over(user, *d, at) == Over::On)
-            .collect();
+            .fold(0u32, |mask, d| mask | bit(d));
         if let Some(q) = self.channels.get_mut(&(from, user)) {
             while q
                 .front()
-                .is_some_and(|a| a.devices != 0 && online.iter().all(|d| a.devices & bit(*d) != 0))
+                .is_some_and(|a| a.devices != 0 && a.devices & online == online)
             {
                 q.pop_front();
                 self.tally.ok(Kind::Channel);

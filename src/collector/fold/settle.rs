@@ -82,11 +82,14 @@ impl State {
                 presence: &self.presence,
                 grace: self.grace,
             };
-            let before = self.tally.losses();
-            m.settle(key.sender, &judge, &mut self.tally);
-            let (lost, gone) = self.tally.losses();
-            let (lost, gone) = (lost - before.0, gone - before.1);
-            if lost + gone > 0 {
+            if self.faults.is_empty() {
+                m.settle(key.sender, &judge, &mut self.tally);
+            } else {
+                // Losses of what was sent in a fault's window are that fault's too.
+                let before = self.tally.losses();
+                m.settle(key.sender, &judge, &mut self.tally);
+                let (lost, gone) = self.tally.losses();
+                let (lost, gone) = (lost - before.0, gone - before.1);
                 for f in self.faults.iter_mut().filter(|f| f.covers(sent)) {
                     f.lost += lost;
                     f.lost_in_disconnect += gone;
