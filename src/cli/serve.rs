@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 
+use crate::server::outbox::QueueBound;
 use crate::server::ratelimit::RateLimit;
 use crate::server::store::StoreLimits;
 use crate::server::{self, ServerConfig};
@@ -179,10 +180,10 @@ pub(super) struct ServeArgs {
     #[arg(long, default_value = "10s", value_parser = timeout)]
     write_timeout: Duration,
     /// Close as a slow consumer (1008) a connection with more live pushes queued than this.
-    #[arg(long, default_value_t = 10_000, value_parser = within(1..=u64::MAX))]
+    #[arg(long, default_value_t = QueueBound::DEFAULT.frames, value_parser = within(1..=u64::MAX))]
     max_queue_frames: usize,
     /// Close as a slow consumer (1008) a connection with more bytes of live pushes queued.
-    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = within(1..=u64::MAX))]
+    #[arg(long, default_value_t = QueueBound::DEFAULT.bytes, value_parser = within(1..=u64::MAX))]
     max_queue_bytes: usize,
     /// Keep messages, offline queues, unread counts, receipts, groups and the id counter in
     /// an embedded database in this directory (created if missing), rebuilt from it at start:
@@ -242,7 +243,7 @@ impl ServeArgs {
             login_timeout: self.login_timeout,
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
-            queue_bound: crate::server::outbox::QueueBound {
+            queue_bound: QueueBound {
                 frames: self.max_queue_frames,
                 bytes: self.max_queue_bytes,
             },

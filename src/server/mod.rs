@@ -128,10 +128,7 @@ impl Default for ServerConfig {
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
-            queue_bound: QueueBound {
-                frames: 10_000,
-                bytes: 16 * 1024 * 1024,
-            },
+            queue_bound: QueueBound::DEFAULT,
             read_buffer_bytes: 2 * 1024,
             delay: Duration::ZERO,
             throttle: None,

@@ -90,6 +90,15 @@ pub struct QueueBound {
 }
 
 impl QueueBound {
+    /// The default (`serve --max-queue-frames`, `--max-queue-bytes`): 4 MiB is about 800
+    /// pushes of the largest message, seconds of traffic for any reading client, and keeps
+    /// what one client that stops reading costs the server under 8 MiB (measured by
+    /// `server_bounds::a_client_that_stops_reading_costs_little_and_is_closed`).
+    pub const DEFAULT: QueueBound = QueueBound {
+        frames: 10_000,
+        bytes: 4 * 1024 * 1024,
+    };
+
     /// No bound (tests and benches that never write).
     pub const NONE: QueueBound = QueueBound {
         frames: usize::MAX,

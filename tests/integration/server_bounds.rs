@@ -48,10 +48,20 @@ impl Serve {
 
     /// Resident set size, KiB.
     fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Peak resident set size so far, KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// A size from the child's `/proc/PID/status`, KiB.
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
     }
@@ -67,6 +77,11 @@ impl Drop for Serve {
 impl Serve {
     /// A sample of the child's `/metrics`.
     async fn metric(&self, name: &str) -> f64 {
+        self.metric_with(name, "").await
+    }
+
+    /// A sample of the child's `/metrics`, of the series with these labels.
+    async fn metric_with(&self, name: &str, labels: &str) -> f64 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.url.trim_start_matches("ws://").trim_end_matches("/ws");
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -75,7 +90,7 @@ impl Serve {
             .unwrap();
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.unwrap();
-        metric(&String::from_utf8_lossy(&buf), name, "")
+        metric(&String::from_utf8_lossy(&buf), name, labels)
     }
 }
 
@@ -362,4 +377,46 @@ async fn rss_of_sends_to_made_up_users() {
         );
         let _ = json!(null);
     }
+}
+
+/// The slow-consumer attack with the default options: a logged-in client that stops reading
+/// while 10,000 messages of 5 KiB are sent to it. The server grows by less than 8 MiB, closes
+/// the connection as a slow consumer (1008) and stores what it had not written. The test
+/// prints the figure:
+/// `cargo test --test integration server_bounds::a_client_that_stops -- --nocapture`
+#[tokio::test]
+async fn a_client_that_stops_reading_costs_little_and_is_closed() {
+    let serve = Serve::start(&[]);
+    let mut alice = Client::login_url(&serve.url, "alice", None, false).await;
+    let mut bob = Client::login_url(&serve.url, "bob", None, false).await;
+    let before = serve.rss_kib();
+    let body = "x".repeat(5 * KIB);
+    let frames = (0..10_000).map(|_| single_frame("bob", &body)).collect();
+    for r in alice.request_all(frames).await {
+        assert_eq!(r["op"], "received", "{r}");
+    }
+    let mut closes = 0.0;
+    for _ in 0..100 {
+        closes = serve
+            .metric_with("ackstorm_health_closes_total", "reason=\"queue_bound\"")
+            .await;
+        if closes > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = serve.rss_kib();
+    let peak = serve.peak_rss_kib();
+    println!(
+        "RSS {before} KiB -> {after} KiB (+{} KiB; peak +{} KiB) for 10,000 pushes of 5 KiB to a client that does not read",
+        after.saturating_sub(before),
+        peak.saturating_sub(before)
+    );
+    assert_eq!(closes, 1.0, "closed as a slow consumer for its queue bound");
+    assert!(after - before < 8 * 1024, "grew {} KiB", after - before);
+    assert!(peak - before < 8 * 1024, "grew {} KiB at the peak", peak - before);
+    assert_eq!(bob.close_code().await, Some(1008));
+    // What it had not written waits for bob's next login, within the per-user offline cap.
+    let stored = serve.metric("ackstorm_offline_bytes").await;
+    assert!(stored > 0.0 && stored <= MIB as f64, "{stored}");
 }

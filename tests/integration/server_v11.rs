@@ -165,7 +165,7 @@ const BIG: usize = 5 * 1024;
 const FLOOD: usize = 4000;
 
 /// Device inboxes large enough to hold the whole flood (the default caps are 500 per inbox
-/// and 1 MiB per user), and no queue bound (the flood is more than the default 16 MiB).
+/// and 1 MiB per user), and no queue bound (the flood is more than the default 4 MiB).
 fn roomy() -> ServerConfig {
     ServerConfig {
         limits: StoreLimits {
