@@ -18,8 +18,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
-use crate::protocol::{ChatType, ErrorCode};
 use crate::sim::behaviour::{Micros, MsgKey};
+use crate::transport::{Chat, MsgId, Refusal};
 
 pub use fold::Folded;
 pub use metric::Metric;
@@ -66,12 +66,12 @@ pub enum ReqKind {
 }
 
 /// How a request was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// `received` for a send.
     Accepted {
         /// Server message id.
-        mid: u64,
+        mid: MsgId,
         /// `groupAck`, when receipts were asked for.
         group_ack: Option<bool>,
         /// The server had accepted this client id before (a resend).
@@ -80,7 +80,7 @@ pub enum Answer {
     /// Any other success.
     Ok,
     /// An `error` reply: refused, never lost.
-    Refused(ErrorCode),
+    Refused(Refusal),
 }
 
 /// Which conversations and devices the run has: what the collector needs to know who should
@@ -135,7 +135,7 @@ pub enum Event {
         /// The message.
         key: MsgKey,
         /// One-to-one or group.
-        chat: ChatType,
+        chat: Chat,
         /// The peer or group, by index.
         conv: u32,
         /// When it was planned.
@@ -171,7 +171,8 @@ pub enum Event {
         reader: u32,
         /// What kind.
         kind: AckKind,
-        /// The message, for per-message acks.
+        /// The message, for per-message acks; for a 1:1 channel ack, the newest message of
+        /// the peer it covers (with every earlier one of the peer's in the conversation).
         key: Option<MsgKey>,
         /// The peer (1:1 channel acks) or group, by index.
         conv: u32,
@@ -206,7 +207,7 @@ pub enum Event {
         /// Answered already.
         duplicated: bool,
         /// It was an `error` with this code.
-        refused: Option<ErrorCode>,
+        refused: Option<Refusal>,
     },
     /// A request never answered (reported when the actor stops, or when its connection
     /// died with no reconnect to resend it on).
@@ -227,7 +228,7 @@ pub enum Event {
         /// The message, when it is one of this run's (`None`: not ours).
         key: Option<MsgKey>,
         /// Server id.
-        mid: u64,
+        mid: MsgId,
         /// When.
         at: Micros,
     },
@@ -240,7 +241,7 @@ pub enum Event {
         /// What kind.
         kind: ReceiptKind,
         /// The message.
-        mid: u64,
+        mid: MsgId,
         /// The reader (`u32::MAX`: not a user of this run).
         from: u32,
         /// Group: distinct readers so far.
@@ -259,8 +260,6 @@ pub enum Event {
         from: u32,
         /// The acked conversation's peer.
         to: u32,
-        /// The ack's server id: it covers the peer's messages with smaller ids.
-        id: u64,
         /// When.
         at: Micros,
     },
@@ -269,7 +268,7 @@ pub enum Event {
         /// The sender.
         user: u32,
         /// Latest counts.
-        counts: Vec<(u64, u64)>,
+        counts: Vec<(MsgId, u64)>,
         /// When.
         at: Micros,
     },

@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 use super::audit::{Kind, Tally};
 use super::presence::{Over, Presence};
 use crate::sim::behaviour::Micros;
+use crate::transport::MsgId;
 
 /// What settling needs to judge a missing push: who was online when, and how long after a
 /// push was due a dropped connection still excuses it.
@@ -76,7 +77,8 @@ pub(super) struct MsgRec {
     pub(super) sent: Micros,
     /// When its sender got `received` (`None`: never; its pushes are then not judged).
     pub(super) accepted: Option<Micros>,
-    pub(super) mid: u64,
+    /// Server id, once `received` or a push told it.
+    pub(super) mid: Option<MsgId>,
     pub(super) group: bool,
     /// Peer or group index.
     pub(super) conv: u32,

@@ -27,7 +27,7 @@ use crate::sim::behaviour::{Micros, SimConfig};
 use crate::sim::user::{Quiet, Shared, Stop, UserActor};
 use crate::sim::world::World;
 use crate::transport::native::NativeDriver;
-use crate::transport::{Command, Driver, FrameStats, Inbound, LoginSpec, Op, Reply, TransportError};
+use crate::transport::{Command, Driver, Inbound, LoginSpec, Op, Reply, TransportError};
 
 pub use results::{Machine, Manifest, write_compare, write_comparison};
 pub use summary::LAG_LIMIT_MS;
@@ -127,7 +127,6 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     let world = Arc::new(World::build_tagged(plan, &tag));
     let dir = results::prepare(plan, dir)?;
     let mut target = target::start(plan)?;
-    let stats = Arc::new(FrameStats::default());
     let connections = plan.peak_users() * plan.population.devices_per_user;
     let mut source_ips = plan.tester.source_ips.clone();
     if source_ips.is_empty() && connections > 25_000 {
@@ -140,9 +139,9 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
         &target.url,
         target.auth.clone(),
         source_ips,
-        stats.clone(),
         plan.tester.connect_timeout,
     )?);
+    let stats = driver.stats().clone();
     let started_at = SystemTime::now();
     let system = actix_rt::System::new();
     let measured = system.block_on(drive(plan, &world, &target, driver, &tag, &dir))?;
@@ -350,10 +349,13 @@ async fn create_groups(world: &World, driver: &dyn Driver, close_timeout: Durati
             while let Some(t) = conn.events.next().await {
                 match t.event {
                     Inbound::Reply {
-                        reply: Reply::Error { code, message },
+                        reply: Reply::Error { refusal, message },
                         ..
                     } => {
-                        return Err(RunError::Setup(format!("createGroup {group}: {code}: {message}")));
+                        return Err(RunError::Setup(format!(
+                            "createGroup {group}: {}: {message}",
+                            refusal.code
+                        )));
                     }
                     Inbound::Reply { req: Some(1), .. } => break,
                     Inbound::Closed => return Err(RunError::Setup(format!("createGroup {group}: connection closed"))),

@@ -19,6 +19,7 @@ use super::config::{exp_sample, next_arrival};
 use super::faults::Planned;
 use super::world::{Role, Stream, World, stream};
 use crate::profile::Strategy;
+use crate::transport::MsgId;
 
 /// Simulation time: microseconds since the run started.
 pub type Micros = u64;
@@ -62,7 +63,7 @@ pub enum Action {
         /// When the user read it (the ack's latencies start here).
         scheduled: Micros,
         /// Server id of the message.
-        mid: u64,
+        mid: MsgId,
         /// The message.
         key: MsgKey,
     },
@@ -72,6 +73,9 @@ pub enum Action {
         conv: Conv,
         /// When the behaviour decided it (the ack's latencies start here).
         scheduled: Micros,
+        /// The newest message that had arrived in the conversation: the ack covers it and
+        /// every message its sender sent there before it.
+        newest: Option<(MsgId, MsgKey)>,
     },
     /// The user read a message an ack could cover: any 1:1 message, or a group message
     /// that keeps receipts (counted for ack economics).
@@ -92,7 +96,7 @@ pub enum Action {
         /// The message.
         key: MsgKey,
         /// Its server id.
-        mid: u64,
+        mid: MsgId,
         /// Its group.
         group: u32,
         /// Page size.
@@ -106,9 +110,9 @@ enum Focus {
     Open { conv: Conv, until: Micros },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Unseen {
-    mid: u64,
+    mid: MsgId,
     key: MsgKey,
     receipts: bool,
 }
@@ -123,13 +127,15 @@ struct ConvState {
     oldest_unacked: Micros,
     /// Bumped by every channel ack: reads scheduled before it are covered.
     epoch: u32,
+    /// The newest message that arrived.
+    newest: Option<(MsgId, MsgKey)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct PendingRead {
     due: Micros,
     conv: Conv,
-    mid: u64,
+    mid: MsgId,
     key: MsgKey,
     receipts: bool,
     epoch: u32,
@@ -169,7 +175,7 @@ pub struct UserSim {
     /// Faults still to inject, in time order.
     faults: VecDeque<Planned>,
     /// Reader queries to make: (due, message, server id, group).
-    queries: BinaryHeap<Reverse<(Micros, MsgKey, u64, u32)>>,
+    queries: BinaryHeap<Reverse<(Micros, MsgKey, MsgId, u32)>>,
 }
 
 impl UserSim {
@@ -379,7 +385,7 @@ impl UserSim {
 
     /// The first read receipt (or count) of this user's group message `key` arrived: maybe
     /// ask, a while later, who read it.
-    pub fn on_first_group_receipt(&mut self, now: Micros, key: MsgKey, mid: u64, group: u32) {
+    pub fn on_first_group_receipt(&mut self, now: Micros, key: MsgKey, mid: MsgId, group: u32) {
         if self.cfg.queries_readers(key) {
             self.queries.push(Reverse((
                 now.saturating_add(self.cfg.read_users_delay),
@@ -394,7 +400,7 @@ impl UserSim {
     pub fn on_message(
         &mut self,
         now: Micros,
-        mid: u64,
+        mid: MsgId,
         key: MsgKey,
         conv: Conv,
         receipts: bool,
@@ -407,6 +413,7 @@ impl UserSim {
             state.oldest_unacked = now;
         }
         state.unacked += 1;
+        state.newest = Some((mid.clone(), key));
         if visible {
             self.see(now, conv, mid, key, receipts);
         } else {
@@ -417,7 +424,7 @@ impl UserSim {
     }
 
     /// The user sees a message: decide whether and when it is read.
-    fn see(&mut self, now: Micros, conv: Conv, mid: u64, key: MsgKey, receipts: bool) {
+    fn see(&mut self, now: Micros, conv: Conv, mid: MsgId, key: MsgKey, receipts: bool) {
         if let Some(delay) = self.cfg.read_decision(key, self.ix) {
             let epoch = self.convs.get(&conv).map_or(0, |c| c.epoch);
             self.reads.push(Reverse(PendingRead {
@@ -479,7 +486,11 @@ impl UserSim {
         }
         state.unacked = 0;
         state.epoch += 1;
-        out.push(Action::ChannelAck { conv, scheduled: t });
+        out.push(Action::ChannelAck {
+            conv,
+            scheduled: t,
+            newest: state.newest.clone(),
+        });
     }
 
     fn change_focus(&mut self, t: Micros, out: &mut Vec<Action>) {

@@ -66,11 +66,11 @@ fn scenario(strategy: &str) -> (Vec<Action>, Vec<Action>) {
     let mut before = Vec::new();
     let peer = Conv::Peer(1);
     for seq in 1..=3 {
-        u.on_message(0, seq, key(seq), peer, false, &mut before);
+        u.on_message(0, MsgId::from(seq), key(seq), peer, false, &mut before);
     }
     u.advance(SEC, &mut before);
     let mut after = Vec::new();
-    u.on_message(2 * SEC, 4, key(4), peer, false, &mut after);
+    u.on_message(2 * SEC, MsgId::from(4), key(4), peer, false, &mut after);
     u.advance(5 * SEC, &mut after);
     (before, after)
 }
@@ -90,6 +90,19 @@ fn channel_acks_once_on_open_and_nothing_while_open() {
 }
 
 #[test]
+fn a_channel_ack_names_the_newest_message_that_had_arrived() {
+    let (before, _) = scenario("channel");
+    let newest: Vec<_> = before
+        .iter()
+        .filter_map(|a| match a {
+            Action::ChannelAck { newest, .. } => Some(newest.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(newest, [Some((MsgId::from(3), key(3)))]);
+}
+
+#[test]
 fn hybrid_channel_acks_on_open_and_read_acks_while_open() {
     let (before, after) = scenario("hybrid");
     assert_eq!((reads(&before), read_acks(&before), channel_acks(&before)), (3, 0, 1));
@@ -102,12 +115,12 @@ fn debounced_coalesces_reads_while_open_into_one_channel_ack() {
     let mut u = UserSim::new(0, cfg, world);
     let peer = Conv::Peer(1);
     let mut out = Vec::new();
-    u.on_message(0, 1, key(1), peer, false, &mut out);
+    u.on_message(0, MsgId::from(1), key(1), peer, false, &mut out);
     u.advance(SEC, &mut out);
     assert_eq!(channel_acks(&out), 1, "channel ack on opening with an unread message");
     out.clear();
     for (i, t) in [2 * SEC, 2 * SEC + 300_000, 2 * SEC + 600_000].into_iter().enumerate() {
-        u.on_message(t, 10 + i as u64, key(10 + i as u64), peer, false, &mut out);
+        u.on_message(t, MsgId::from(10 + i as u64), key(10 + i as u64), peer, false, &mut out);
     }
     u.advance(3 * SEC, &mut out);
     assert_eq!(
@@ -125,8 +138,8 @@ fn group_reads_ack_per_message_only_when_receipts_are_kept() {
         let (cfg, world) = setup(strategy, "always_open = true");
         let mut u = UserSim::new(0, cfg, world);
         let mut out = Vec::new();
-        u.on_message(0, 1, key(1), Conv::Group(0), true, &mut out);
-        u.on_message(0, 2, key(2), Conv::Group(0), false, &mut out);
+        u.on_message(0, MsgId::from(1), key(1), Conv::Group(0), true, &mut out);
+        u.on_message(0, MsgId::from(2), key(2), Conv::Group(0), false, &mut out);
         u.advance(SEC, &mut out);
         assert_eq!(reads(&out), 1, "{strategy}: only reads an ack can cover count");
         assert_eq!(read_acks(&out), 1, "{strategy}: only the message with receipts");
@@ -135,7 +148,10 @@ fn group_reads_ack_per_message_only_when_receipts_are_kept() {
             0,
             "{strategy}: group chats have per-message acks only"
         );
-        assert!(out.iter().all(|a| !matches!(a, Action::ReadAck { mid: 2, .. })));
+        assert!(
+            out.iter()
+                .all(|a| !matches!(a, Action::ReadAck { mid, .. } if *mid == MsgId::from(2)))
+        );
     }
 }
 
@@ -246,7 +262,7 @@ read_users_page = 7
         .unwrap();
     let mut u = UserSim::new(0, cfg, world);
     let mut out = Vec::new();
-    u.on_first_group_receipt(SEC, key, 77, 0);
+    u.on_first_group_receipt(SEC, key, MsgId::from(77), 0);
     u.advance(3 * SEC - 1, &mut out);
     assert!(
         !out.iter().any(|a| matches!(a, Action::ReadUsers { .. })),
@@ -255,7 +271,7 @@ read_users_page = 7
     u.advance(3 * SEC, &mut out);
     assert!(out.contains(&Action::ReadUsers {
         key,
-        mid: 77,
+        mid: MsgId::from(77),
         group: 0,
         page: 7
     }));

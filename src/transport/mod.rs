@@ -2,12 +2,18 @@
 //! semantic operations ([`Op`], each with a request number) and yield semantic events
 //! ([`Inbound`]).
 //!
-//! User actors speak only these types, so behaviour and wire protocol stay apart: the
-//! [`native`] driver speaks the receipts protocol over WebSocket; an XMPP driver can map the
-//! same operations onto stanzas. Every operation that the server answers carries a request
-//! number chosen by the user actor and comes back on its [`Reply`], so the actor can audit
-//! that each got exactly one answer and resend what a dropped connection never answered.
-//! Drivers count frames, bytes and malformed server frames in a shared [`FrameStats`].
+//! This is the neutral vocabulary between the simulation and any wire protocol: message ids
+//! are opaque text ([`MsgId`]), conversations are one-to-one or group ([`Chat`]), refusals
+//! carry the protocol's own code name ([`Refusal`]), and a driver says what its protocol can
+//! report at all ([`Capabilities`]), so that a figure a protocol cannot give is shown as not
+//! available rather than as zero. User actors, the collector and the runner speak only these
+//! types; each protocol's op tables and id formats stay inside its driver ([`native`]: the
+//! receipts protocol over WebSocket; docs/drivers.md shows how to write another).
+//!
+//! Every operation that the server answers carries a request number chosen by the user actor
+//! and comes back on its [`Reply`], so the actor can audit that each got exactly one answer and
+//! resend what a dropped connection never answered. Drivers count frames, bytes and malformed
+//! server frames in their [`FrameStats`].
 //!
 //! Connections live on the actor's own arbiter (single-threaded runtime), so futures and
 //! streams here are `!Send`.
@@ -15,6 +21,7 @@
 pub mod native;
 
 use std::cell::Cell;
+use std::fmt;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,15 +29,113 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use futures_util::Stream;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::protocol::client::CLIENT_OPS;
-use crate::protocol::server::SERVER_OPS;
-use crate::protocol::{ChatType, ErrorCode};
+/// A message's id as its server names it: opaque text, compared only for equality (the
+/// native driver's decimal server ids, an XMPP server's stanza ids). Ids up to 24 bytes are
+/// kept inline, so the common ones cost no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MsgId(CompactString);
+
+impl MsgId {
+    /// An id from its text.
+    pub fn new(text: &str) -> MsgId {
+        MsgId(CompactString::new(text))
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<u64> for MsgId {
+    fn from(n: u64) -> MsgId {
+        let mut buf = itoa::Buffer::new();
+        MsgId(CompactString::new(buf.format(n)))
+    }
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One-to-one or group conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Chat {
+    /// Between two users.
+    Single,
+    /// In a group (a room).
+    Group,
+}
+
+/// Why a server refused a request: the protocol's own name for it, and whether it was a
+/// rate limit (the tester then counts the server's pushback apart from failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The protocol's code (native: `not_found`, ...; XMPP: the stanza error condition).
+    pub code: &'static str,
+    /// The server refused for its rate limit.
+    pub rate_limited: bool,
+}
+
+/// What a protocol can report at all. A metric or audit kind that needs a capability the
+/// driver lacks is shown as "not available", never as zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// The server answers each send (`received`; XMPP: XEP-0198 `<a/>` when enabled).
+    pub server_acks: bool,
+    /// Delivery receipts reach senders.
+    pub delivery_receipts: bool,
+    /// The server counts the distinct readers of a group message and pushes the count.
+    pub group_read_counts: bool,
+    /// Read counts that arrived while a sender was offline are replayed at its login.
+    pub offline_statistic: bool,
+    /// The readers of a group message can be listed.
+    pub read_users: bool,
+    /// Conversation-level read acks are pushed to the peer and synced to the reader's
+    /// other devices.
+    pub channel_acks: bool,
+    /// Groups are created through the protocol.
+    pub create_groups: bool,
+}
+
+impl Capabilities {
+    /// Everything (the native protocol).
+    pub const ALL: Capabilities = Capabilities {
+        server_acks: true,
+        delivery_receipts: true,
+        group_read_counts: true,
+        offline_statistic: true,
+        read_users: true,
+        channel_acks: true,
+        create_groups: true,
+    };
+
+    /// The names of the capabilities this protocol lacks.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            ("server_acks", self.server_acks),
+            ("delivery_receipts", self.delivery_receipts),
+            ("group_read_counts", self.group_read_counts),
+            ("offline_statistic", self.offline_statistic),
+            ("read_users", self.read_users),
+            ("channel_acks", self.channel_acks),
+            ("create_groups", self.create_groups),
+        ]
+        .into_iter()
+        .filter(|(_, has)| !has)
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
 
 /// Who logs in on a connection.
 #[derive(Debug, Clone)]
@@ -52,7 +157,7 @@ pub enum Op {
         /// resend, so the server can drop the repeat.
         id: String,
         /// One-to-one or group.
-        chat: ChatType,
+        chat: Chat,
         /// Peer or group id.
         to: Arc<str>,
         /// Message text.
@@ -63,25 +168,28 @@ pub enum Op {
     /// A delivery receipt for message `mid` from `to`.
     Delivery {
         /// The message.
-        mid: u64,
+        mid: MsgId,
         /// Its sender.
         to: Arc<str>,
     },
     /// A read receipt: 1:1 (`to` = sender) or group (`to` = group).
     Read {
         /// One-to-one or group.
-        chat: ChatType,
+        chat: Chat,
         /// The message.
-        mid: u64,
+        mid: MsgId,
         /// Sender or group.
         to: Arc<str>,
     },
-    /// A conversation-level read ack.
+    /// A conversation-level read ack: everything in the conversation up to now is read.
     Channel {
         /// One-to-one or group.
-        chat: ChatType,
+        chat: Chat,
         /// Peer or group.
         to: Arc<str>,
+        /// The newest message the reader had received in it (a protocol without
+        /// conversation acks marks this one read, which covers all before it).
+        newest: Option<MsgId>,
     },
     /// Create a group owned by this user.
     CreateGroup {
@@ -97,7 +205,7 @@ pub enum Op {
         /// The group.
         group: Arc<str>,
         /// The message.
-        mid: u64,
+        mid: MsgId,
         /// Page size.
         limit: u32,
         /// The previous page's `next_key`.
@@ -129,17 +237,14 @@ pub enum Reply {
     /// A message was accepted (`received` for a send).
     Accepted {
         /// Server message id.
-        mid: u64,
+        mid: MsgId,
         /// Group receipts kept (`groupAck`), for messages that asked.
         group_ack: Option<bool>,
         /// The server had already accepted this client id (a resend).
         duplicate: bool,
     },
-    /// A receipt or ack was taken; `id` is its server id.
-    Acked {
-        /// Receipt id.
-        id: u64,
-    },
+    /// A receipt or ack was taken.
+    Acked,
     /// A page of readers of a group message.
     ReadUsers {
         /// Reader ids on this page.
@@ -155,8 +260,8 @@ pub enum Reply {
     Pong,
     /// Refused.
     Error {
-        /// The error code.
-        code: ErrorCode,
+        /// Why.
+        refusal: Refusal,
         /// The server's text.
         message: String,
     },
@@ -176,13 +281,13 @@ pub enum Inbound {
     /// A message pushed to this device.
     Message {
         /// Server message id.
-        mid: u64,
+        mid: MsgId,
         /// Sender id.
         from: String,
         /// Recipient user or group id.
         to: String,
         /// One-to-one or group.
-        chat: ChatType,
+        chat: Chat,
         /// Message text.
         body: String,
         /// Group receipts are kept for it.
@@ -191,7 +296,7 @@ pub enum Inbound {
     /// A delivery receipt for a message this user sent.
     Delivery {
         /// The message.
-        mid: u64,
+        mid: MsgId,
         /// The recipient.
         from: String,
         /// Pushed live (false: replayed at login).
@@ -200,11 +305,11 @@ pub enum Inbound {
     /// A read receipt for a message this user sent.
     Read {
         /// The message.
-        mid: u64,
+        mid: MsgId,
         /// The reader.
         from: String,
         /// One-to-one or group.
-        chat: ChatType,
+        chat: Chat,
         /// Group: distinct readers so far.
         count: Option<u64>,
         /// Pushed live.
@@ -212,8 +317,6 @@ pub enum Inbound {
     },
     /// A 1:1 channel ack from a peer (or from this user's other device).
     Channel {
-        /// The ack's server id.
-        id: u64,
         /// Who acked.
         from: String,
         /// The acked conversation's peer.
@@ -221,11 +324,10 @@ pub enum Inbound {
         /// Pushed live.
         live: bool,
     },
-    /// Group read counts that arrived while offline: (mid, group, count).
-    Statistic(Vec<(u64, String, u64)>),
-    /// Same user and device logged in elsewhere.
-    Kicked,
-    /// The connection ended.
+    /// Group read counts that changed while the sender was offline, replayed at login:
+    /// (message, group, distinct readers).
+    ReadCounts(Vec<(MsgId, String, u64)>),
+    /// The connection ended (closed by either side, reset, or replaced by a login elsewhere).
     Closed,
 }
 
@@ -330,8 +432,8 @@ pub enum TransportError {
     /// The server refused the login.
     #[error("login refused: {code}: {message}")]
     LoginRefused {
-        /// Error code.
-        code: ErrorCode,
+        /// The protocol's error code.
+        code: &'static str,
         /// Server text.
         message: String,
     },
@@ -353,6 +455,12 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Protocol name for reports (`native`, ...).
     fn name(&self) -> &'static str;
+
+    /// What the protocol can report.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Frames and bytes through every connection of this driver.
+    fn stats(&self) -> &Arc<FrameStats>;
 }
 
 /// Why a server frame could not be used; counted per cause, never dropped silently.
@@ -388,11 +496,14 @@ impl ProtocolFault {
     }
 }
 
-/// Frames and bytes through every connection of a driver.
+/// Frames and bytes through every connection of a driver, sent and received frames counted
+/// by the protocol's own op names (the driver gives them).
 #[derive(Debug)]
 pub struct FrameStats {
-    sent: [AtomicU64; CLIENT_OPS.len()],
-    received: [AtomicU64; SERVER_OPS.len()],
+    sent_ops: &'static [&'static str],
+    received_ops: &'static [&'static str],
+    sent: Box<[AtomicU64]>,
+    received: Box<[AtomicU64]>,
     faults: [AtomicU64; ProtocolFault::ALL.len()],
     /// Payload bytes sent.
     pub bytes_sent: AtomicU64,
@@ -400,26 +511,27 @@ pub struct FrameStats {
     pub bytes_received: AtomicU64,
 }
 
-impl Default for FrameStats {
-    fn default() -> Self {
+impl FrameStats {
+    /// Counters for a protocol with these client and server op names.
+    pub fn new(sent_ops: &'static [&'static str], received_ops: &'static [&'static str]) -> FrameStats {
         FrameStats {
-            sent: std::array::from_fn(|_| AtomicU64::new(0)),
-            received: std::array::from_fn(|_| AtomicU64::new(0)),
+            sent_ops,
+            received_ops,
+            sent: sent_ops.iter().map(|_| AtomicU64::new(0)).collect(),
+            received: received_ops.iter().map(|_| AtomicU64::new(0)).collect(),
             faults: std::array::from_fn(|_| AtomicU64::new(0)),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
         }
     }
-}
 
-impl FrameStats {
-    /// Counts a sent frame of client op `op` (index into `CLIENT_OPS`).
+    /// Counts a sent frame of client op `op` (index into the sent op names).
     pub fn sent(&self, op: usize, bytes: usize) {
         self.sent[op].fetch_add(1, Relaxed);
         self.bytes_sent.fetch_add(bytes as u64, Relaxed);
     }
 
-    /// Counts a received frame of server op `op` (index into `SERVER_OPS`).
+    /// Counts a received frame of server op `op` (index into the received op names).
     pub fn received(&self, op: usize, bytes: usize) {
         self.received[op].fetch_add(1, Relaxed);
         self.bytes_received.fetch_add(bytes as u64, Relaxed);
@@ -447,18 +559,18 @@ impl FrameStats {
 
     /// Sent frames by op name.
     pub fn sent_by_op(&self) -> Vec<(&'static str, u64)> {
-        CLIENT_OPS
+        self.sent_ops
             .iter()
-            .zip(&self.sent)
+            .zip(self.sent.iter())
             .map(|(n, c)| (*n, c.load(Relaxed)))
             .collect()
     }
 
     /// Received frames by op name.
     pub fn received_by_op(&self) -> Vec<(&'static str, u64)> {
-        SERVER_OPS
+        self.received_ops
             .iter()
-            .zip(&self.received)
+            .zip(self.received.iter())
             .map(|(n, c)| (*n, c.load(Relaxed)))
             .collect()
     }

@@ -24,12 +24,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{
-    Command, Connection, Driver, FrameStats, Inbound, LoginSpec, Op, ProtocolFault, Reply, Stall, Timed, TransportError,
+    Capabilities, Chat, Command, Connection, Driver, FrameStats, Inbound, LoginSpec, MsgId, Op, ProtocolFault, Refusal,
+    Reply, Stall, Timed, TransportError,
 };
 use crate::profile::Auth;
-use crate::protocol::client::{MsgConfig, MsgType};
-use crate::protocol::server::ResultData;
-use crate::protocol::{ClientFrame, Outgoing, ProtocolError, Request, ServerFrame, token};
+use crate::protocol::client::{CLIENT_OPS, MsgConfig, MsgType};
+use crate::protocol::server::{ResultData, SERVER_OPS};
+use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, ProtocolError, Request, ServerFrame, token};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -50,7 +51,6 @@ impl NativeDriver {
         url: &str,
         auth: Auth,
         source_ips: Vec<Ipv4Addr>,
-        stats: Arc<FrameStats>,
         timeout: Duration,
     ) -> Result<NativeDriver, TransportError> {
         let bad = |reason: &str| TransportError::BadUrl {
@@ -76,7 +76,7 @@ impl NativeDriver {
             auth,
             source_ips,
             next_ip: AtomicUsize::new(0),
-            stats,
+            stats: Arc::new(FrameStats::new(&CLIENT_OPS, &SERVER_OPS)),
             timeout,
         })
     }
@@ -130,6 +130,45 @@ impl Driver for NativeDriver {
     fn name(&self) -> &'static str {
         "native"
     }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn stats(&self) -> &Arc<FrameStats> {
+        &self.stats
+    }
+}
+
+/// The neutral name of a chat type.
+fn chat_of(chat: ChatType) -> Chat {
+    match chat {
+        ChatType::Single => Chat::Single,
+        ChatType::Group => Chat::Group,
+    }
+}
+
+/// The wire chat type of a neutral one.
+fn chat_type(chat: Chat) -> ChatType {
+    match chat {
+        Chat::Single => ChatType::Single,
+        Chat::Group => ChatType::Group,
+    }
+}
+
+/// The neutral form of an error code.
+fn refusal(code: ErrorCode) -> Refusal {
+    Refusal {
+        code: code.as_str(),
+        rate_limited: code == ErrorCode::RateLimited,
+    }
+}
+
+/// The server id inside a [`MsgId`] this driver made. An id that is not one (none is ever
+/// handed to this driver by the simulation) goes out as 0, which names no message: the
+/// server answers `not_found`, which the audit counts as refused.
+fn wire_id(mid: &MsgId) -> u64 {
+    mid.as_str().parse().unwrap_or(0)
 }
 
 async fn open(
@@ -182,7 +221,7 @@ async fn open(
             ServerFrame::LoginOk { .. } => break at,
             ServerFrame::Error { code, message } => {
                 return Err(TransportError::LoginRefused {
-                    code,
+                    code: code.as_str(),
                     message: message.into_owned(),
                 });
             }
@@ -266,11 +305,11 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             duplicate,
             ..
         } => reply(Reply::Accepted {
-            mid,
+            mid: mid.into(),
             group_ack,
             duplicate: duplicate.unwrap_or(false),
         }),
-        ServerFrame::Received { mid, .. } => reply(Reply::Acked { id: mid }),
+        ServerFrame::Received { .. } => reply(Reply::Acked),
         ServerFrame::Message {
             mid,
             from,
@@ -280,10 +319,10 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             msg_config,
             ..
         } => Some(Inbound::Message {
-            mid,
+            mid: mid.into(),
             from: from.into_owned(),
             to: to.into_owned(),
-            chat: chat_type,
+            chat: chat_of(chat_type),
             body: msg.into_owned(),
             receipts: msg_config.is_some_and(|c| c.allow_group_ack),
         }),
@@ -293,7 +332,7 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             online_state,
             ..
         } => Some(Inbound::Delivery {
-            mid,
+            mid: mid.into(),
             from: from.into_owned(),
             live: online_state == 1,
         }),
@@ -305,31 +344,26 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
             online_state,
             ..
         } => Some(Inbound::Read {
-            mid,
+            mid: mid.into(),
             from: from.into_owned(),
-            chat: chat_type,
+            chat: chat_of(chat_type),
             count: group_read_count.map(|c| c.count),
             live: online_state == 1,
         }),
         ServerFrame::Channel {
-            id,
-            from,
-            to,
-            online_state,
-            ..
+            from, to, online_state, ..
         } => Some(Inbound::Channel {
-            id,
             from: from.into_owned(),
             to: to.into_owned(),
             live: online_state == 1,
         }),
         ServerFrame::Statistic { location, .. } => {
             match crate::protocol::server::StatisticLocation::from_json(&location) {
-                Ok(parsed) => Some(Inbound::Statistic(
+                Ok(parsed) => Some(Inbound::ReadCounts(
                     parsed
                         .group_ack
                         .into_iter()
-                        .map(|g| (g.mid, g.group_id, g.count))
+                        .map(|g| (g.mid.into(), g.group_id, g.count))
                         .collect(),
                 )),
                 Err(_) => {
@@ -348,10 +382,11 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
         ServerFrame::Result { .. } => reply(Reply::Result),
         ServerFrame::Pong { .. } => reply(Reply::Pong),
         ServerFrame::Error { code, message } => reply(Reply::Error {
-            code,
+            refusal: refusal(code),
             message: message.into_owned(),
         }),
-        ServerFrame::Kicked { .. } => Some(Inbound::Kicked),
+        // The server closes the connection next; its end is what the simulation sees.
+        ServerFrame::Kicked { .. } => None,
         // A second loginOk answers nothing this connection asked for after login.
         ServerFrame::LoginOk { .. } => reply(Reply::Result),
     }
@@ -370,7 +405,7 @@ fn encode(req: u64, op: &Op) -> (usize, String) {
             's',
             ClientFrame::Send {
                 id: id.as_str().into(),
-                chat_type: *chat,
+                chat_type: chat_type(*chat),
                 kind: MsgType::Txt,
                 to: to.as_ref().into(),
                 msg: body.as_str().into(),
@@ -380,23 +415,24 @@ fn encode(req: u64, op: &Op) -> (usize, String) {
         Op::Delivery { mid, to } => (
             'd',
             ClientFrame::Delivery {
-                ack_id: *mid,
+                ack_id: wire_id(mid),
                 to: to.as_ref().into(),
             },
         ),
         Op::Read { chat, mid, to } => (
             'r',
             ClientFrame::Read {
-                chat_type: *chat,
-                id: *mid,
+                chat_type: chat_type(*chat),
+                id: wire_id(mid),
                 to: to.as_ref().into(),
                 ack_content: None,
             },
         ),
-        Op::Channel { chat, to } => (
+        // The server covers everything up to the ack itself: `newest` is not sent.
+        Op::Channel { chat, to, .. } => (
             'c',
             ClientFrame::Channel {
-                chat_type: *chat,
+                chat_type: chat_type(*chat),
                 to: to.as_ref().into(),
             },
         ),
@@ -412,7 +448,7 @@ fn encode(req: u64, op: &Op) -> (usize, String) {
             'u',
             ClientFrame::GetGroupMsgReadUser {
                 group_id: group.as_ref().into(),
-                msg_id: *mid,
+                msg_id: wire_id(mid),
                 limit: Some(*limit),
                 key: key.as_deref().map(Into::into),
             },
@@ -474,20 +510,10 @@ async fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ChatType;
 
     #[test]
     fn urls_must_be_loopback_ws() {
-        let stats = Arc::new(FrameStats::default());
-        let ok = |u: &str| {
-            NativeDriver::new(
-                u,
-                Auth::Secret("s".into()),
-                vec![],
-                stats.clone(),
-                Duration::from_secs(1),
-            )
-        };
+        let ok = |u: &str| NativeDriver::new(u, Auth::Secret("s".into()), vec![], Duration::from_secs(1));
         assert!(ok("ws://127.0.0.1:9400/ws").is_ok());
         assert!(ok("ws://localhost:9400/ws").is_ok());
         assert!(ok("ws://127.0.0.9:1/ws").is_ok());
@@ -503,12 +529,12 @@ mod tests {
 
     #[test]
     fn requests_carry_their_number_and_replies_come_back_with_it() {
-        let stats = FrameStats::default();
+        let stats = FrameStats::new(&CLIENT_OPS, &SERVER_OPS);
         let (_, text) = encode(
             7,
             &Op::Read {
-                chat: ChatType::Single,
-                mid: 5,
+                chat: Chat::Single,
+                mid: MsgId::from(5),
                 to: Arc::from("u1"),
             },
         );
@@ -519,7 +545,10 @@ mod tests {
             Some(Inbound::Reply {
                 req: Some(7),
                 reply: Reply::Error {
-                    code: crate::protocol::ErrorCode::NotFound,
+                    refusal: Refusal {
+                        code: "not_found",
+                        rate_limited: false
+                    },
                     message: "x".into()
                 }
             })
@@ -530,7 +559,7 @@ mod tests {
             Some(Inbound::Reply {
                 req: Some(3),
                 reply: Reply::Accepted {
-                    mid: 9,
+                    mid: MsgId::from(9),
                     group_ack: None,
                     duplicate: false
                 }
@@ -549,7 +578,7 @@ mod tests {
 
     #[test]
     fn unusable_server_frames_are_counted_by_cause() {
-        let stats = FrameStats::default();
+        let stats = FrameStats::new(&CLIENT_OPS, &SERVER_OPS);
         for text in [
             "not json",
             "[1,2]",

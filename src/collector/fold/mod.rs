@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 mod pushes;
 mod settle;
 
-use settle::FaultTrack;
+use settle::{FaultTrack, SettledIds};
 
 use super::audit::{Kind, Tally};
 use super::intervals::{Count, Intervals, LogSink};
@@ -22,6 +22,7 @@ use super::records::MsgRec;
 use super::{Audience, Event, Settings, Snapshot};
 use crate::report::{AckSplit, Audit, Connections, FaultReport, Latency, TimelinePoint};
 use crate::sim::behaviour::{Micros, MsgKey};
+use crate::transport::MsgId;
 
 /// Microseconds, 1 µs to 1 hour, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
@@ -63,6 +64,9 @@ struct ChanAck {
     accepted: Option<Micros>,
     /// Devices it reached.
     devices: u32,
+    /// The number (`MsgKey::seq`) of the newest message of the peer it covers, with every
+    /// earlier one in the conversation (the reader's behaviour says which it had received).
+    upto: Option<u64>,
 }
 
 /// The folded result of a run, ready for the report.
@@ -107,11 +111,11 @@ pub(super) struct State {
     msgs: FxHashMap<MsgKey, MsgRec>,
     /// Messages in send order, for settling the oldest.
     order: VecDeque<(Micros, MsgKey)>,
-    by_mid: FxHashMap<u64, MsgKey>,
+    by_mid: FxHashMap<MsgId, MsgKey>,
     /// Highest message number each user sent (a push of a higher one was never sent).
     max_seq: Vec<u64>,
-    /// Highest server id among settled records (a receipt for one at or below is late).
-    settled_mid: Option<u64>,
+    /// Ids of recently settled records (a receipt for one is late).
+    settled: SettledIds,
     horizon: Micros,
     /// See [`Judge::grace`].
     grace: Micros,
@@ -196,7 +200,7 @@ impl State {
             order: VecDeque::with_capacity(n),
             by_mid: FxHashMap::with_capacity_and_hasher(n, Default::default()),
             max_seq: vec![0; a.users as usize],
-            settled_mid: None,
+            settled: SettledIds::default(),
             horizon: settings.horizon.max(1),
             grace: settings.disconnect_grace,
             unlearned: FxHashMap::default(),
@@ -356,8 +360,8 @@ impl State {
                 } else {
                     k.unexpected += 1
                 }
-                if let Some(code) = refused {
-                    Self::count(&mut self.errors, code.as_str());
+                if let Some(refusal) = refused {
+                    Self::count(&mut self.errors, refusal.code);
                 }
             }
             Event::Unanswered { in_disconnect, .. } => {
@@ -386,13 +390,8 @@ impl State {
                 at,
             } => self.receipt(user, dev, kind, mid, from, count, at),
             Event::ChannelPush {
-                user,
-                dev,
-                from,
-                id,
-                at,
-                ..
-            } => self.channel_push(user, dev, from, id, at),
+                user, dev, from, at, ..
+            } => self.channel_push(user, dev, from, at),
             Event::Statistic { user, counts, at } => {
                 Self::count(&mut self.receipts, "statistic");
                 for (mid, count) in counts {
@@ -403,7 +402,7 @@ impl State {
                             }
                             self.group_count(key, count, at);
                         }
-                        _ => self.stray(Kind::Statistic, mid),
+                        _ => self.stray(Kind::Statistic, &mid),
                     }
                 }
             }
@@ -432,6 +431,7 @@ impl State {
         let connected = self.presence.connected();
         self.intervals.resources(now / 1_000_000, connected, rss, cpu);
         let cutoff = now.saturating_sub(self.horizon);
+        self.settled.rotate(now, self.horizon);
         self.settle_before(cutoff);
         self.settle_acks_before(cutoff);
     }

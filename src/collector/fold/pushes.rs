@@ -10,12 +10,12 @@ use crate::collector::metric::Metric;
 use crate::collector::presence::Over;
 use crate::collector::records::{GroupRead, MsgRec};
 use crate::collector::{AckKind, Answer, ReceiptKind, ReqKind};
-use crate::protocol::{ChatType, ErrorCode};
 use crate::sim::behaviour::{Micros, MsgKey};
+use crate::transport::{Chat, MsgId};
 
 impl State {
-    pub(super) fn sent(&mut self, key: MsgKey, chat: ChatType, conv: u32, scheduled: Micros, at: Micros, waited: bool) {
-        let group = chat == ChatType::Group;
+    pub(super) fn sent(&mut self, key: MsgKey, chat: Chat, conv: u32, scheduled: Micros, at: Micros, waited: bool) {
+        let group = chat == Chat::Group;
         self.msgs.insert(
             key,
             MsgRec {
@@ -88,6 +88,7 @@ impl State {
                     at,
                     accepted: None,
                     devices: 0,
+                    upto: key.map(|k| k.seq),
                 };
                 self.channels.entry((reader, conv)).or_default().push_back(ack);
                 // The reader's other devices get the ack too (multi-device sync); acks leave
@@ -114,10 +115,10 @@ impl State {
     ) {
         self.tally.ok(Kind::Reply);
         let accepted = match answer {
-            Answer::Refused(code) => {
-                self.tally.refused(code.as_str());
-                Self::count(&mut self.errors, code.as_str());
-                if code == ErrorCode::RateLimited {
+            Answer::Refused(refusal) => {
+                self.tally.refused(refusal.code);
+                Self::count(&mut self.errors, refusal.code);
+                if refusal.rate_limited {
                     self.rate_limited += 1;
                 }
                 self.bump(at, Count::Errors);
@@ -173,13 +174,15 @@ impl State {
         }
     }
 
-    pub(super) fn accepted(&mut self, key: MsgKey, mid: u64, group_ack: Option<bool>, at: Micros) {
+    pub(super) fn accepted(&mut self, key: MsgKey, mid: MsgId, group_ack: Option<bool>, at: Micros) {
         let Some(m) = self.msgs.get_mut(&key) else { return };
         if m.accepted.is_some() {
             return;
         }
         m.accepted = Some(at);
-        m.mid = mid;
+        if let Some(old) = m.mid.replace(mid.clone()) {
+            self.by_mid.remove(&old);
+        }
         m.receipts = group_ack == Some(true);
         let (scheduled, sent) = (m.scheduled, m.sent);
         if m.group {
@@ -194,16 +197,17 @@ impl State {
 
     /// A push naming a message or id the run does not hold: late when its record was settled
     /// already, else unexpected.
-    pub(super) fn stray(&mut self, kind: Kind, mid: u64) {
+    pub(super) fn stray(&mut self, kind: Kind, mid: &MsgId) {
+        let late = self.settled.contains(mid);
         let k = self.tally.kind(kind);
-        if self.settled_mid.is_some_and(|s| mid <= s) {
+        if late {
             k.late += 1;
         } else {
             k.unexpected += 1;
         }
     }
 
-    pub(super) fn message_push(&mut self, user: u32, dev: u8, key: Option<MsgKey>, mid: u64, at: Micros) {
+    pub(super) fn message_push(&mut self, user: u32, dev: u8, key: Option<MsgKey>, mid: MsgId, at: Micros) {
         let Some(key) = key else {
             self.tally.kind(Kind::Message).unexpected += 1;
             return;
@@ -218,9 +222,9 @@ impl State {
             }
             return;
         };
-        if m.mid == 0 {
+        if m.mid.is_none() {
             // Its `received` has not come (or never will): the push tells the id.
-            m.mid = mid;
+            m.mid = Some(mid.clone());
             self.by_mid.insert(mid, key);
         }
         if !m.arrive(user, dev) {
@@ -242,7 +246,7 @@ impl State {
         user: u32,
         dev: u8,
         kind: ReceiptKind,
-        mid: u64,
+        mid: MsgId,
         from: u32,
         count: Option<u64>,
         at: Micros,
@@ -256,10 +260,10 @@ impl State {
         Self::count(&mut self.receipts, name);
         let key = match self.by_mid.get(&mid) {
             Some(k) if k.sender == user => *k,
-            _ => return self.stray(audit, mid),
+            _ => return self.stray(audit, &mid),
         };
         let Some(m) = self.msgs.get_mut(&key) else {
-            return self.stray(audit, mid);
+            return self.stray(audit, &mid);
         };
         let (scheduled, sent) = (m.scheduled, m.sent);
         match kind {
@@ -318,7 +322,7 @@ impl State {
         }
     }
 
-    pub(super) fn channel_push(&mut self, user: u32, dev: u8, from: u32, id: u64, at: Micros) {
+    pub(super) fn channel_push(&mut self, user: u32, dev: u8, from: u32, at: Micros) {
         Self::count(&mut self.receipts, "channel");
         self.bump(at, Count::Receipts);
         if from == user {
@@ -338,6 +342,7 @@ impl State {
             a.devices |= bit(dev);
             Some((first, *a))
         });
+        let upto = hit.and_then(|(_, a)| a.upto);
         match hit {
             Some((true, a)) => self.record(Metric::Channel, at, a.scheduled, Some(a.at)),
             Some((false, _)) => {}
@@ -356,14 +361,17 @@ impl State {
                 self.tally.ok(Kind::Channel);
             }
         }
-        // The ack covers every message `user` sent to `from` before it.
+        // The ack covers the newest message of `user`'s that the reader had received, and
+        // every one `user` sent to it before.
+        let Some(upto) = upto else { return };
         let mut covered = Vec::new();
         if let Some(q) = self.unlearned.get_mut(&(user, from)) {
             while let Some(&k) = q.front() {
-                match self.msgs.get(&k) {
-                    Some(m) if m.mid == 0 || m.mid >= id => break,
-                    Some(_) => covered.push(k),
-                    None => {}
+                if k.seq > upto {
+                    break;
+                }
+                if self.msgs.contains_key(&k) {
+                    covered.push(k);
                 }
                 q.pop_front();
             }

@@ -1,6 +1,10 @@
 //! Settling: records old enough that nothing more is due are judged into the audit and
 //! dropped (memory stays flat), conversation acks likewise, and faults are summed up.
 
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashSet};
+
 use super::{ChanAck, State, ms};
 use crate::collector::audit::{Kind, Tally};
 use crate::collector::metric::Metric;
@@ -8,6 +12,7 @@ use crate::collector::records::Judge;
 use crate::report::FaultReport;
 use crate::sim::behaviour::Micros;
 use crate::sim::faults::Fault;
+use crate::transport::MsgId;
 
 /// A reconnect whose drop falls this long after a fault's window is still that fault's.
 pub(super) const FAULT_ATTRIBUTION: Micros = 2_000_000;
@@ -60,6 +65,42 @@ impl FaultTrack {
     }
 }
 
+/// Ids of the messages settled in the last one to two horizons, so that a receipt naming one
+/// counts as late rather than unexpected. Ids are opaque (no order to compare), so they are
+/// kept, as 64-bit hashes, in two generations: the older is dropped each horizon, which
+/// keeps this at a few bytes per message of the horizon, like the records themselves.
+#[derive(Debug, Default)]
+pub(super) struct SettledIds {
+    current: FxHashSet<u64>,
+    previous: FxHashSet<u64>,
+    since: Micros,
+}
+
+impl SettledIds {
+    fn hash(id: &MsgId) -> u64 {
+        FxBuildHasher.hash_one(id)
+    }
+
+    /// Notes a settled message's id.
+    pub(super) fn insert(&mut self, id: &MsgId) {
+        self.current.insert(Self::hash(id));
+    }
+
+    /// Whether `id` was settled within the last one to two horizons.
+    pub(super) fn contains(&self, id: &MsgId) -> bool {
+        let h = Self::hash(id);
+        self.current.contains(&h) || self.previous.contains(&h)
+    }
+
+    /// Starts a new generation once a horizon has passed since the last.
+    pub(super) fn rotate(&mut self, now: Micros, horizon: Micros) {
+        if now.saturating_sub(self.since) >= horizon {
+            self.previous = std::mem::take(&mut self.current);
+            self.since = now;
+        }
+    }
+}
+
 impl State {
     /// Settles every record sent before `cutoff` into the audit and drops it.
     pub(super) fn settle_before(&mut self, cutoff: Micros) {
@@ -69,9 +110,9 @@ impl State {
             }
             self.order.pop_front();
             let Some(m) = self.msgs.remove(&key) else { continue };
-            if m.mid != 0 {
-                self.by_mid.remove(&m.mid);
-                self.settled_mid = Some(self.settled_mid.map_or(m.mid, |s| s.max(m.mid)));
+            if let Some(mid) = &m.mid {
+                self.by_mid.remove(mid);
+                self.settled.insert(mid);
             }
             let accepted_reads = m.group_reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
             if m.receipts && accepted_reads > 0 && m.group_max >= accepted_reads {

@@ -225,7 +225,7 @@ impl UserActor {
 
     pub(super) fn on_reply(&mut self, req: Option<u64>, reply: Reply, at: Micros) {
         let refused = match &reply {
-            Reply::Error { code, .. } => Some(*code),
+            Reply::Error { refusal, .. } => Some(*refusal),
             _ => None,
         };
         let Some(f) = req.and_then(|r| self.in_flight.remove(&r)) else {
@@ -246,13 +246,13 @@ impl UserActor {
             Some(key),
         ) = (f.kind, &reply, f.key)
         {
-            self.remember_receipted(*mid, key, f.conv);
+            self.remember_receipted(mid.clone(), key, f.conv);
         }
         if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
             self.next_page(q, &reply, at);
         }
         let answer = match reply {
-            Reply::Error { code, .. } => Answer::Refused(code),
+            Reply::Error { refusal, .. } => Answer::Refused(refusal),
             Reply::Accepted {
                 mid,
                 group_ack,
@@ -262,7 +262,7 @@ impl UserActor {
                 group_ack,
                 duplicate,
             },
-            Reply::Acked { .. } | Reply::ReadUsers { .. } | Reply::Result | Reply::Pong => Answer::Ok,
+            Reply::Acked | Reply::ReadUsers { .. } | Reply::Result | Reply::Pong => Answer::Ok,
         };
         self.emit(Event::Replied {
             user: self.ix,

@@ -33,8 +33,7 @@ use rustc_hash::FxHashMap;
 use super::behaviour::{Action, Conv, Micros, MsgKey, SimConfig, UserSim};
 use super::world::{self, World};
 use crate::collector::{AckKind, Event, ReceiptKind, ReqKind, Sink};
-use crate::protocol::ChatType;
-use crate::transport::{Driver, Inbound, Op, Outbox, Stall, Timed};
+use crate::transport::{Chat, Driver, Inbound, MsgId, Op, Outbox, Stall, Timed};
 
 /// What every user actor shares.
 pub struct Shared {
@@ -114,8 +113,8 @@ pub struct UserActor {
     /// Sends are dropped (after [`Quiet`]).
     quiet: bool,
     /// Own group messages with receipts, by server id: (message, group).
-    receipted: FxHashMap<u64, (MsgKey, u32)>,
-    receipted_order: VecDeque<u64>,
+    receipted: FxHashMap<MsgId, (MsgKey, u32)>,
+    receipted_order: VecDeque<MsgId>,
     /// Reader lists being fetched, by the request number of their current page.
     queries: FxHashMap<u64, Query>,
 }
@@ -187,18 +186,18 @@ impl UserActor {
         !self.closing && self.sim.online()
     }
 
-    fn conv_target(&self, conv: Conv) -> (ChatType, Arc<str>) {
+    fn conv_target(&self, conv: Conv) -> (Chat, Arc<str>) {
         let w = &self.shared.world;
         match conv {
-            Conv::Peer(p) => (ChatType::Single, w.users[p as usize].clone()),
-            Conv::Group(g) => (ChatType::Group, w.groups[g as usize].id.clone()),
+            Conv::Peer(p) => (Chat::Single, w.users[p as usize].clone()),
+            Conv::Group(g) => (Chat::Group, w.groups[g as usize].id.clone()),
         }
     }
 
     fn perform(&mut self, ctx: &mut Context<Self>) {
-        let actions = std::mem::take(&mut self.actions);
-        for a in &actions {
-            match *a {
+        let mut actions = std::mem::take(&mut self.actions);
+        for a in actions.drain(..) {
+            match a {
                 Action::Send { .. } if self.quiet => {}
                 Action::Send {
                     seq,
@@ -258,7 +257,11 @@ impl UserActor {
                         Some(event),
                     );
                 }
-                Action::ChannelAck { conv, scheduled } => {
+                Action::ChannelAck {
+                    conv,
+                    scheduled,
+                    newest,
+                } => {
                     let (chat, to) = self.conv_target(conv);
                     let (kind, index) = match conv {
                         Conv::Peer(p) => (AckKind::Channel, p),
@@ -267,7 +270,7 @@ impl UserActor {
                     let event = Event::AckSent {
                         reader: self.ix,
                         kind,
-                        key: None,
+                        key: newest.as_ref().map(|(_, k)| *k),
                         conv: index,
                         scheduled,
                         at: scheduled,
@@ -275,7 +278,11 @@ impl UserActor {
                     };
                     self.request(
                         0,
-                        Op::Channel { chat, to },
+                        Op::Channel {
+                            chat,
+                            to,
+                            newest: newest.as_ref().map(|(m, _)| m.clone()),
+                        },
                         ReqKind::Ack(kind),
                         None,
                         index,
@@ -293,7 +300,6 @@ impl UserActor {
             }
         }
         self.actions = actions;
-        self.actions.clear();
     }
 
     /// Runs the behaviour up to now and sets the timer to its next due time.
@@ -345,10 +351,10 @@ impl UserActor {
                     user: self.ix,
                     dev: dev as u8,
                     key,
-                    mid,
+                    mid: mid.clone(),
                     at,
                 });
-                if chat == ChatType::Single && world.delivery[self.ix as usize] && self.sim.acks_allowed(at) {
+                if chat == Chat::Single && world.delivery[self.ix as usize] && self.sim.acks_allowed(at) {
                     let to_user: Arc<str> = world
                         .user_index(&from)
                         .map_or_else(|| Arc::from(from.as_str()), |i| world.users[i as usize].clone());
@@ -361,15 +367,18 @@ impl UserActor {
                         at,
                         waited: false,
                     };
-                    let op = Op::Delivery { mid, to: to_user };
+                    let op = Op::Delivery {
+                        mid: mid.clone(),
+                        to: to_user,
+                    };
                     self.request(dev, op, ReqKind::Ack(AckKind::Delivery), key, 0, Some(event));
                 }
                 if !primary {
                     return;
                 }
                 let conv = match chat {
-                    ChatType::Single => world.user_index(&from).map(Conv::Peer),
-                    ChatType::Group => world.group_index(&to).map(Conv::Group),
+                    Chat::Single => world.user_index(&from).map(Conv::Peer),
+                    Chat::Group => world.group_index(&to).map(Conv::Group),
                 };
                 if let (Some(conv), Some(key)) = (conv, key) {
                     self.sim.on_message(at, mid, key, conv, receipts, &mut self.actions);
@@ -377,9 +386,9 @@ impl UserActor {
                     self.arm(ctx);
                 }
             }
-            Inbound::Delivery { mid, ref from, .. } | Inbound::Read { mid, ref from, .. } => {
+            Inbound::Delivery { ref mid, ref from, .. } | Inbound::Read { ref mid, ref from, .. } => {
                 if let Inbound::Read { count: Some(_), .. } = t.event {
-                    self.group_receipt(mid, at, ctx);
+                    self.group_receipt(mid.clone(), at, ctx);
                 }
                 let (kind, count) = match t.event {
                     Inbound::Delivery { .. } => (ReceiptKind::Delivery, None),
@@ -391,23 +400,22 @@ impl UserActor {
                     user: self.ix,
                     dev: dev as u8,
                     kind,
-                    mid,
+                    mid: mid.clone(),
                     from: user_of(from),
                     count,
                     at,
                 });
             }
-            Inbound::Channel { id, from, to, .. } => self.emit(Event::ChannelPush {
+            Inbound::Channel { from, to, .. } => self.emit(Event::ChannelPush {
                 user: self.ix,
                 dev: dev as u8,
                 from: user_of(&from),
                 to: user_of(&to),
-                id,
                 at,
             }),
-            Inbound::Statistic(entries) => {
+            Inbound::ReadCounts(entries) => {
                 for (mid, ..) in &entries {
-                    self.group_receipt(*mid, at, ctx);
+                    self.group_receipt(mid.clone(), at, ctx);
                 }
                 let counts = entries.into_iter().map(|(mid, _, count)| (mid, count)).collect();
                 self.emit(Event::Statistic {
@@ -416,7 +424,7 @@ impl UserActor {
                     at,
                 });
             }
-            Inbound::Kicked | Inbound::Closed => {}
+            Inbound::Closed => {}
         }
     }
 }

@@ -7,12 +7,12 @@ use actix::prelude::*;
 use super::UserActor;
 use crate::collector::{Event, ReqKind};
 use crate::sim::behaviour::{Micros, MsgKey};
-use crate::transport::{Op, Reply};
+use crate::transport::{MsgId, Op, Reply};
 
 /// A reader list being fetched page by page.
 pub(super) struct Query {
     key: MsgKey,
-    mid: u64,
+    mid: MsgId,
     group: u32,
     page: u32,
     /// When the first page was asked for.
@@ -32,7 +32,7 @@ pub(super) const RECEIPTED: usize = 4096;
 
 impl UserActor {
     /// Starts fetching the readers of `key` (server id `mid`, in `group`).
-    pub(super) fn start_query(&mut self, key: MsgKey, mid: u64, group: u32, page: u32) {
+    pub(super) fn start_query(&mut self, key: MsgKey, mid: MsgId, group: u32, page: u32) {
         let now = self.now();
         let q = Query {
             key,
@@ -48,18 +48,18 @@ impl UserActor {
         self.ask_page(q, None);
     }
 
-    pub(super) fn remember_receipted(&mut self, mid: u64, key: MsgKey, group: u32) {
+    pub(super) fn remember_receipted(&mut self, mid: MsgId, key: MsgKey, group: u32) {
         if self.receipted_order.len() >= RECEIPTED
             && let Some(old) = self.receipted_order.pop_front()
         {
             self.receipted.remove(&old);
         }
-        self.receipted.insert(mid, (key, group));
+        self.receipted.insert(mid.clone(), (key, group));
         self.receipted_order.push_back(mid);
     }
 
     /// A count of one of this user's group messages arrived (live or replayed).
-    pub(super) fn group_receipt(&mut self, mid: u64, at: Micros, ctx: &mut Context<Self>) {
+    pub(super) fn group_receipt(&mut self, mid: MsgId, at: Micros, ctx: &mut Context<Self>) {
         if let Some((key, group)) = self.receipted.remove(&mid) {
             self.sim.on_first_group_receipt(at, key, mid, group);
             self.arm(ctx);
@@ -71,7 +71,7 @@ impl UserActor {
         let group = self.shared.world.groups[q.group as usize].id.clone();
         let op = Op::ReadUsers {
             group,
-            mid: q.mid,
+            mid: q.mid.clone(),
             limit: q.page,
             key: next,
         };
