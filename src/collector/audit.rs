@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::report::{Audit, AuditKind};
+use crate::transport::{Capabilities, Capability};
 
 /// What the audit checks, one row each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,19 @@ impl Kind {
         Kind::ReadUsers,
     ];
 
+    /// The capability a protocol needs for this kind to be audited at all.
+    fn needs(self) -> Option<Capability> {
+        match self {
+            Kind::Reply => Some(Capability::ServerAcks),
+            Kind::Delivery => Some(Capability::DeliveryReceipts),
+            Kind::Channel | Kind::ChannelSync => Some(Capability::ChannelAcks),
+            Kind::GroupRead => Some(Capability::GroupReadCounts),
+            Kind::Statistic => Some(Capability::OfflineStatistic),
+            Kind::ReadUsers => Some(Capability::ReadUsers),
+            Kind::Message | Kind::Read => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::Reply => "reply",
@@ -55,6 +69,14 @@ impl Kind {
             Kind::ReadUsers => "read_users",
         }
     }
+}
+
+/// The audit kinds a protocol with `caps` cannot give.
+pub(super) fn unavailable(caps: Capabilities) -> impl Iterator<Item = &'static str> {
+    Kind::ALL
+        .into_iter()
+        .filter(move |k| k.needs().is_some_and(|c| !caps.has(c)))
+        .map(Kind::name)
 }
 
 /// The running audit.
@@ -97,10 +119,14 @@ impl Tally {
     }
 
     /// The report's audit (protocol errors are the driver's to fill in).
-    pub(super) fn into_audit(self) -> Audit {
+    /// Kinds a protocol with `caps` cannot give are left out.
+    pub(super) fn into_audit(self, caps: Capabilities) -> Audit {
         let mut total = AuditKind::default();
         let mut by_kind = BTreeMap::new();
         for (k, a) in Kind::ALL.iter().zip(self.kinds) {
+            if k.needs().is_some_and(|c| !caps.has(c)) {
+                continue;
+            }
             total.add(&a);
             by_kind.insert(k.name().to_string(), a);
         }

@@ -1,6 +1,8 @@
 //! The latency metrics, named by an enum rather than by positions in a string array: the
 //! collector indexes its histograms with [`Metric`], reports and SLOs use [`Metric::name`].
 
+use crate::transport::Capability;
+
 /// One latency metric. Every one is recorded in microseconds from the moment a user would
 /// see the cause (the scheduled send, the behaviour's decision to ack), so a lagging tester
 /// inflates latencies instead of hiding them.
@@ -76,6 +78,24 @@ impl Metric {
             Metric::Reconnect => "reconnect",
             Metric::ScheduleLag => "schedule_lag",
             Metric::AckLag => "ack_lag",
+        }
+    }
+
+    /// The capability a protocol needs for this metric to be measured at all.
+    pub fn needs(self) -> Option<Capability> {
+        match self {
+            Metric::ServerAck => Some(Capability::ServerAcks),
+            Metric::Delivery => Some(Capability::DeliveryReceipts),
+            Metric::Channel | Metric::ChannelSync => Some(Capability::ChannelAcks),
+            Metric::GroupReadFirst | Metric::GroupReadAll => Some(Capability::GroupReadCounts),
+            Metric::ReadUsersPage | Metric::ReadUsers => Some(Capability::ReadUsers),
+            Metric::Message
+            | Metric::MessageOffline
+            | Metric::ReadReceipt
+            | Metric::Read
+            | Metric::Reconnect
+            | Metric::ScheduleLag
+            | Metric::AckLag => None,
         }
     }
 

@@ -19,10 +19,27 @@ use std::thread;
 use std::time::Instant;
 
 use crate::sim::behaviour::{Micros, MsgKey};
-use crate::transport::{Chat, MsgId, Refusal};
+use crate::transport::{Capabilities, Chat, MsgId, Refusal};
 
 pub use fold::Folded;
 pub use metric::Metric;
+
+/// The latency metrics and audit kinds a protocol with `caps` cannot give (shown as not
+/// available in reports, never as zero), each name once (a metric and a kind of the same
+/// name need the same capability).
+pub fn unavailable(caps: Capabilities) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    let metrics = Metric::ALL
+        .into_iter()
+        .filter(|m| m.needs().is_some_and(|c| !caps.has(c)))
+        .map(Metric::name);
+    for name in metrics.chain(audit::unavailable(caps)) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
 
 /// Kinds of acks a reader sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +358,9 @@ pub struct Settings {
     /// A push missing on a device whose connection dropped within this long after it was
     /// due counts as lost in the disconnect (see the audit's `lost_in_disconnect`).
     pub disconnect_grace: Micros,
+    /// What the driver's protocol can report: the metrics and audit kinds it cannot are
+    /// left out of the result (reported as not available, not as zero).
+    pub capabilities: Capabilities,
 }
 
 /// Cloneable sender of events; one per actor.

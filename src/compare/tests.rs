@@ -64,6 +64,8 @@ fn summary(read_receipt_p99: f64, server_ack_p99: f64, msgs_per_sec: f64, lost: 
             url: "ws://127.0.0.1:1/ws".into(),
             build_info: None,
             label: None,
+            protocol: "native".into(),
+            not_available: Vec::new(),
         },
         connections: Connections {
             asked: 10,

@@ -153,6 +153,18 @@ pub struct TargetInfo {
     pub build_info: Option<String>,
     /// A user-supplied label of the server build.
     pub label: Option<String>,
+    /// The driver's protocol (`native`, `xmpp`).
+    #[serde(default = "native")]
+    pub protocol: String,
+    /// Latency metrics and audit kinds the protocol cannot give: absent from
+    /// [`Report::latencies`] and the audit, shown as not available (never as zero).
+    #[serde(default)]
+    pub not_available: Vec<String>,
+}
+
+/// The protocol of reports written before drivers were named.
+fn native() -> String {
+    "native".to_string()
 }
 
 /// Connection counts.

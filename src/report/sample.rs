@@ -160,6 +160,8 @@ pub(crate) fn sample_report() -> Report {
             url: "ws://127.0.0.1:9100/ws".to_string(),
             build_info: Some("version=0.1.0,commit=666cbd0".to_string()),
             label: Some("reference server, in-memory store".to_string()),
+            protocol: "native".to_string(),
+            not_available: Vec::new(),
         },
         connections: Connections {
             asked: 4_000,

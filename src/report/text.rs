@@ -40,11 +40,19 @@ pub fn render_text(report: &Report) -> String {
     let label = target.label.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
     let _ = writeln!(
         out,
-        "target: {} {}{label}, started {}",
+        "target: {} {} ({} protocol){label}, started {}",
         target.kind,
         target.url,
+        target.protocol,
         fmt::when(&report.started_at)
     );
+    if !target.not_available.is_empty() {
+        let _ = writeln!(
+            out,
+            "not available with this protocol: {}",
+            target.not_available.join(", ")
+        );
+    }
 
     out.push_str("\nLatency (ms, from the scheduled send)\n");
     let mut lat = table(&["metric", "count", "p50", "p90", "p99", "p99.9", "max", "p99 uncorr."]);

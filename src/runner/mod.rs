@@ -141,14 +141,13 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
         source_ips,
         plan.tester.connect_timeout,
     )?);
-    let stats = driver.stats().clone();
     let started_at = SystemTime::now();
     let system = actix_rt::System::new();
-    let measured = system.block_on(drive(plan, &world, &target, driver, &tag, &dir))?;
+    let measured = system.block_on(drive(plan, &world, &target, driver.clone(), &tag, &dir))?;
     target.stop();
     let ended_at = SystemTime::now();
     let interrupted = measured.interrupted;
-    let (report, hlog) = summary::build(plan, &target, &stats, measured, started_at, ended_at);
+    let (report, hlog) = summary::build(plan, &target, driver.as_ref(), measured, started_at, ended_at);
     results::write(&dir, &report, &hlog, effective)?;
     Ok(RunOutput {
         report,
@@ -231,6 +230,7 @@ async fn drive(
                         .max()
                         .unwrap_or_default(),
             ),
+            capabilities: driver.capabilities(),
         },
     );
     let end = traffic_end(plan);

@@ -10,7 +10,7 @@ use crate::profile::{self, Plan};
 use crate::report::{
     AckEconomics, AckSplit, Counters, PlanSummary, Report, SCHEMA_VERSION, ServerFrames, TargetInfo, Throughput,
 };
-use crate::transport::FrameStats;
+use crate::transport::{Driver, FrameStats};
 
 /// Schedule lag p99 above which the generator, not the server, is the bottleneck. The 1 ms
 /// timer and a busy box put a healthy generator's p99 at 2-6 ms; 10 ms means it is behind.
@@ -38,12 +38,16 @@ fn total(a: &AckSplit, b: &AckSplit) -> AckSplit {
 pub(super) fn build(
     plan: &Plan,
     target: &Running,
-    stats: &FrameStats,
+    driver: &dyn Driver,
     m: Measured,
     started_at: SystemTime,
     ended_at: SystemTime,
 ) -> (Report, Vec<u8>) {
     let f = m.folded;
+    let stats: &FrameStats = driver.stats();
+    let protocol = driver.name();
+    // Left out of the latencies and the audit by the collector, named here.
+    let not_available = crate::collector::unavailable(driver.capabilities());
     let (offered_single, offered_group) = plan.offered_rates();
     let (steady_from, steady_to) = (ramp_end(plan).as_secs_f64(), traffic_end(plan).as_secs_f64());
     let steady: Vec<_> = f
@@ -114,6 +118,8 @@ pub(super) fn build(
                 .or(m.before.as_ref())
                 .and_then(|x| x.build_info.clone()),
             label: plan.label.clone(),
+            protocol: protocol.to_string(),
+            not_available: not_available.iter().map(|n| n.to_string()).collect(),
         },
         connections,
         throughput: Throughput {

@@ -86,54 +86,80 @@ pub struct Refusal {
     pub rate_limited: bool,
 }
 
-/// What a protocol can report at all. A metric or audit kind that needs a capability the
-/// driver lacks is shown as "not available", never as zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Capabilities {
+/// Something a protocol may or may not report. A metric or audit kind that needs a
+/// capability the driver lacks is shown as "not available", never as zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
     /// The server answers each send (`received`; XMPP: XEP-0198 `<a/>` when enabled).
-    pub server_acks: bool,
+    ServerAcks,
     /// Delivery receipts reach senders.
-    pub delivery_receipts: bool,
+    DeliveryReceipts,
     /// The server counts the distinct readers of a group message and pushes the count.
-    pub group_read_counts: bool,
-    /// Read counts that arrived while a sender was offline are replayed at its login.
-    pub offline_statistic: bool,
+    GroupReadCounts,
+    /// Read counts that changed while a sender was offline are replayed at its login.
+    OfflineStatistic,
     /// The readers of a group message can be listed.
-    pub read_users: bool,
+    ReadUsers,
     /// Conversation-level read acks are pushed to the peer and synced to the reader's
     /// other devices.
-    pub channel_acks: bool,
-    /// Groups are created through the protocol.
-    pub create_groups: bool,
+    ChannelAcks,
+    /// Groups are created through the protocol (rather than joined into being).
+    CreateGroups,
+}
+
+impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 7] = [
+        Capability::ServerAcks,
+        Capability::DeliveryReceipts,
+        Capability::GroupReadCounts,
+        Capability::OfflineStatistic,
+        Capability::ReadUsers,
+        Capability::ChannelAcks,
+        Capability::CreateGroups,
+    ];
+
+    /// Name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::ServerAcks => "server_acks",
+            Capability::DeliveryReceipts => "delivery_receipts",
+            Capability::GroupReadCounts => "group_read_counts",
+            Capability::OfflineStatistic => "offline_statistic",
+            Capability::ReadUsers => "read_users",
+            Capability::ChannelAcks => "channel_acks",
+            Capability::CreateGroups => "create_groups",
+        }
+    }
+}
+
+/// The capabilities a driver's protocol has (by default, all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities(u32);
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities::ALL
+    }
 }
 
 impl Capabilities {
-    /// Everything (the native protocol).
-    pub const ALL: Capabilities = Capabilities {
-        server_acks: true,
-        delivery_receipts: true,
-        group_read_counts: true,
-        offline_statistic: true,
-        read_users: true,
-        channel_acks: true,
-        create_groups: true,
-    };
+    /// Every capability (the native protocol).
+    pub const ALL: Capabilities = Capabilities(u32::MAX >> (32 - Capability::ALL.len()));
 
-    /// The names of the capabilities this protocol lacks.
-    pub fn missing(&self) -> Vec<&'static str> {
-        [
-            ("server_acks", self.server_acks),
-            ("delivery_receipts", self.delivery_receipts),
-            ("group_read_counts", self.group_read_counts),
-            ("offline_statistic", self.offline_statistic),
-            ("read_users", self.read_users),
-            ("channel_acks", self.channel_acks),
-            ("create_groups", self.create_groups),
-        ]
-        .into_iter()
-        .filter(|(_, has)| !has)
-        .map(|(name, _)| name)
-        .collect()
+    /// All but these.
+    pub fn without(missing: &[Capability]) -> Capabilities {
+        Capabilities(missing.iter().fold(Self::ALL.0, |set, c| set & !(1 << *c as u32)))
+    }
+
+    /// Whether the protocol has `c`.
+    pub fn has(self, c: Capability) -> bool {
+        self.0 & (1 << c as u32) != 0
+    }
+
+    /// The capabilities it lacks.
+    pub fn missing(self) -> Vec<Capability> {
+        Capability::ALL.into_iter().filter(|c| !self.has(*c)).collect()
     }
 }
 
@@ -583,5 +609,26 @@ impl FrameStats {
     /// All frames received.
     pub fn total_received(&self) -> u64 {
         self.received.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_a_set() {
+        assert!(Capability::ALL.iter().all(|c| Capabilities::ALL.has(*c)));
+        assert!(Capabilities::ALL.missing().is_empty());
+        let some = Capabilities::without(&[Capability::ReadUsers, Capability::OfflineStatistic]);
+        assert!(!some.has(Capability::ReadUsers) && some.has(Capability::ServerAcks));
+        assert_eq!(some.missing(), [Capability::OfflineStatistic, Capability::ReadUsers]);
+    }
+
+    #[test]
+    fn message_ids_are_opaque_text() {
+        assert_eq!(MsgId::from(42).as_str(), "42");
+        assert_eq!(MsgId::new("a1b2-room@muc"), MsgId::new("a1b2-room@muc"));
+        assert_ne!(MsgId::from(42), MsgId::new("042"));
     }
 }

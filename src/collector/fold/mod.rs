@@ -22,7 +22,7 @@ use super::records::MsgRec;
 use super::{Audience, Event, Settings, Snapshot};
 use crate::report::{AckSplit, Audit, Connections, FaultReport, Latency, TimelinePoint};
 use crate::sim::behaviour::{Micros, MsgKey};
-use crate::transport::MsgId;
+use crate::transport::{Capabilities, MsgId};
 
 /// Microseconds, 1 µs to 1 hour, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
@@ -119,6 +119,8 @@ pub(super) struct State {
     horizon: Micros,
     /// See [`Judge::grace`].
     grace: Micros,
+    /// What the protocol can report.
+    capabilities: Capabilities,
     /// 1:1 messages per (sender, peer) whose reading the sender has not learned yet.
     unlearned: FxHashMap<(u32, u32), VecDeque<MsgKey>>,
     /// 1:1 channel acks per (reader, peer), waiting for the peer's pushes.
@@ -203,6 +205,7 @@ impl State {
             settled: SettledIds::default(),
             horizon: settings.horizon.max(1),
             grace: settings.disconnect_grace,
+            capabilities: settings.capabilities,
             unlearned: FxHashMap::default(),
             channels: FxHashMap::default(),
             syncs: FxHashMap::default(),
@@ -461,6 +464,9 @@ impl State {
         self.settle_acks_before(Micros::MAX);
         let mut latencies = BTreeMap::new();
         for m in Metric::ALL {
+            if m.needs().is_some_and(|c| !self.capabilities.has(c)) {
+                continue;
+            }
             let i = m.index();
             let mut l = summarize(&self.corrected[i]);
             if !self.raw[i].is_empty() {
@@ -480,7 +486,7 @@ impl State {
             rate_limited: self.rate_limited,
             receipts: self.receipts,
             economics: (self.econ.0.split(), self.econ.1.split()),
-            audit: self.tally.into_audit(),
+            audit: self.tally.into_audit(self.capabilities),
             timeline,
             hlog,
             hlog_error,

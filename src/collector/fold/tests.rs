@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::collector::{AckKind, Answer, ReceiptKind, ReqKind};
-use crate::transport::{Chat, MsgId, Refusal};
+use crate::transport::{Capabilities, Chat, MsgId, Refusal};
 
 const ALICE: u32 = 0;
 const BOB: u32 = 1;
@@ -32,6 +32,7 @@ fn state(devices: u8) -> State {
             hlog_path: None,
             faults: Vec::new(),
             disconnect_grace: ms(1000),
+            capabilities: Capabilities::ALL,
         },
     )
 }
@@ -471,4 +472,27 @@ fn a_channel_ack_covers_up_to_the_newest_message_the_reader_had() {
         (read.max - 36.0).abs() < 0.1,
         "m2: sent at 20 ms, learned at 56 ms: {read:?}"
     );
+}
+
+/// What a protocol cannot give is left out (reported as not available), never reported as
+/// zero; the totals hold only what is audited.
+#[test]
+fn metrics_and_kinds_a_protocol_cannot_give_are_left_out() {
+    use crate::transport::Capability;
+    let caps = Capabilities::without(&[Capability::ServerAcks, Capability::ReadUsers]);
+    assert_eq!(
+        crate::collector::unavailable(caps),
+        ["server_ack", "read_users_page", "read_users", "reply"]
+    );
+    let mut s = state(1);
+    s.capabilities = caps;
+    login(&mut s, ALICE, 0, 0);
+    send(&mut s, key(ALICE, 1), Chat::Single, BOB, ms(10));
+    let f = s.finish();
+    for name in ["server_ack", "read_users", "read_users_page"] {
+        assert!(!f.latencies.contains_key(name), "{name}");
+    }
+    assert!(f.latencies.contains_key("read_receipt"));
+    assert!(!f.audit.by_kind.contains_key("reply") && !f.audit.by_kind.contains_key("read_users"));
+    assert!(f.audit.by_kind.contains_key("message"));
 }

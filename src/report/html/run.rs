@@ -16,7 +16,7 @@ use crate::report::{ReportError, SCHEMA_VERSION};
 pub fn render_html(report: &Report) -> Result<String, ReportError> {
     let plan = &report.plan;
     let target = &report.target;
-    let mut target_text = format!("{} · {}", target.kind, target.url);
+    let mut target_text = format!("{} · {} · {} protocol", target.kind, target.url, target.protocol);
     if let Some(label) = &target.label {
         target_text.push_str(&format!(" · {label}"));
     }
@@ -37,7 +37,7 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
         fmt::rate(plan.offered_one_to_one_per_sec),
         fmt::rate(plan.offered_group_per_sec)
     );
-    let facts = vec![
+    let mut facts = vec![
         fact("target", target_text),
         fact(
             "workload",
@@ -48,6 +48,9 @@ pub fn render_html(report: &Report) -> Result<String, ReportError> {
         fact("duration", duration),
         fact("offered", offered),
     ];
+    if !target.not_available.is_empty() {
+        facts.push(fact("not available", target.not_available.join(", ")));
+    }
     let interrupted = report.interrupted.then(|| {
         format!(
             "It was stopped before its end (Ctrl-C or SIGTERM) after {} of wall time; the audit settled what \
