@@ -12,6 +12,7 @@ use super::raw::*;
 use super::secs;
 use super::slo::SloCheck;
 use crate::server::ratelimit::RateLimit;
+use crate::transport::connect::TargetUrl;
 
 /// Bounds of the embedded server's options: the numbers `ackstorm serve` checks its flags
 /// against (`cli::serve_bounds`), since a child-process server gets these keys as flags; a
@@ -192,6 +193,29 @@ fn read_token_file(path: &str) -> Result<HashMap<String, String>, String> {
     Ok(tokens)
 }
 
+/// The TLS keys of `[target]`: `ca_file` (a readable PEM file of certificates) and `insecure`,
+/// which only a `wss://` URL uses (`tls`) and which contradict each other.
+fn check_tls(c: &mut Checker, t: &RawTarget, tls: bool) -> (Option<PathBuf>, bool) {
+    let insecure = t.insecure.unwrap_or(false);
+    for (key, given) in [("target.ca_file", t.ca_file.is_some()), ("target.insecure", insecure)] {
+        if given && !tls {
+            c.fail(key, "applies to a wss:// target.url only");
+        }
+    }
+    let ca_file = t.ca_file.as_ref().map(PathBuf::from);
+    if let Some(path) = &ca_file {
+        if insecure {
+            c.fail(
+                "target.insecure",
+                "give either target.ca_file (verify with a private CA) or target.insecure (do not verify), not both",
+            );
+        } else if tls && let Err(e) = crate::transport::tls::read_certs(path) {
+            c.fail("target.ca_file", e);
+        }
+    }
+    (ca_file, insecure)
+}
+
 /// Checks a raw profile; `errors` collects every problem (not just the first).
 pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     let r = &raw.run;
@@ -276,12 +300,14 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     let server_raw = t.server.clone().unwrap_or_default();
     let target = match &t.url {
         Some(url) => {
-            if !url.starts_with("ws://") {
-                c.fail(
-                    "target.url",
-                    format!("{url:?} must be a ws:// URL (loopback only: ws://127.0.0.1:PORT/ws)"),
-                );
-            }
+            let tls = match TargetUrl::parse(url) {
+                Ok(parsed) => parsed.tls,
+                Err(reason) => {
+                    c.fail("target.url", format!("{url:?}: {reason}"));
+                    true
+                }
+            };
+            let (ca_file, insecure) = check_tls(c, t, tls);
             if t.server.is_some() || t.embedded.is_some() || t.server_threads.is_some() {
                 c.note("target.server and target.embedded are ignored: they configure the embedded server, and target.url names an external one");
             }
@@ -309,7 +335,12 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                     Auth::Secret(String::new())
                 }
             };
-            Target::External { url: url.clone(), auth }
+            Target::External {
+                url: url.clone(),
+                auth,
+                ca_file,
+                insecure,
+            }
         }
         None => {
             if t.secret.is_some() || t.token_file.is_some() {
@@ -318,6 +349,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
                     "the embedded server makes its own secret; secret and token_file need target.url",
                 );
             }
+            check_tls(c, t, false);
             let mode = match t.embedded.as_deref().unwrap_or("auto") {
                 "auto" => EmbeddedMode::Auto,
                 "in-process" => EmbeddedMode::InProcess,
