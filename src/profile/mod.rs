@@ -9,6 +9,7 @@
 
 mod check;
 mod check_faults;
+mod check_target;
 mod lenient;
 pub mod plan;
 pub mod raw;
