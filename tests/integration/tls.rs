@@ -150,7 +150,13 @@ fn a_wss_target_is_driven_when_its_ca_is_given() {
     assert_eq!(s["connections"]["achieved"], 60, "{}", s["connections"]);
     assert!(s["audit"]["total"]["expected"].as_u64().unwrap() > 10, "{}", s["audit"]);
     assert_eq!(s["audit"]["total"]["lost"], 0, "{}", s["audit"]);
-    assert_eq!(s["warnings"], serde_json::json!([]));
+    // Verified: no insecure warning (others, such as a busy machine's schedule lag, may be).
+    let warnings = s["warnings"].as_array().unwrap();
+    assert!(
+        !warnings.iter().any(|w| w.as_str().unwrap().contains("NOT verified")),
+        "{warnings:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("WARNING"));
 }
 
 #[test]
