@@ -127,8 +127,9 @@ struct RunArgs {
     /// Ack strategy (acks.strategy): per_message, channel, hybrid or debounced.
     #[arg(long)]
     strategy: Option<String>,
-    /// An external server (target.url), ws://127.0.0.1:PORT/ws; default: the embedded server.
-    #[arg(long)]
+    /// An external server (target.url) on any host: ws://HOST[:PORT]/PATH, or wss:// for TLS;
+    /// default: the embedded server.
+    #[arg(long, value_name = "URL")]
     target: Option<String>,
     /// The external server's secret (target.secret).
     #[arg(
@@ -142,6 +143,14 @@ struct RunArgs {
     /// A file of `user token` lines for the external server (target.token_file).
     #[arg(long, requires = "target")]
     token_file: Option<String>,
+    /// wss://: trust the CA certificates in this PEM file (a private CA) instead of the
+    /// system's (target.ca_file).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<String>,
+    /// wss://: do not verify the server's certificate at all (target.insecure); warned about
+    /// and recorded in the results.
+    #[arg(long, conflicts_with = "ca_file")]
+    insecure: bool,
     /// A label of the server build, recorded in the results (target.label).
     #[arg(long)]
     label: Option<String>,
@@ -170,6 +179,8 @@ impl RunArgs {
         add("target.url", self.target.as_deref().map(quoted));
         add("target.secret", self.secret.as_deref().map(quoted));
         add("target.token_file", self.token_file.as_deref().map(quoted));
+        add("target.ca_file", self.ca_file.as_deref().map(quoted));
+        add("target.insecure", self.insecure.then(|| "true".to_string()));
         add("target.label", self.label.as_deref().map(quoted));
         add("run.results_dir", self.results.as_deref().map(quoted));
         if self.no_progress {

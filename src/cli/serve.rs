@@ -190,6 +190,13 @@ pub(super) struct ServeArgs {
     /// whatever a client was answered survives a crash. Default: in memory only.
     #[arg(long, value_name = "DIR")]
     data: Option<std::path::PathBuf>,
+    /// Serve TLS (wss://, https://) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. The TLS handshake counts against --login-timeout.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -209,6 +216,10 @@ impl ServeArgs {
                 self.max_frame_bytes
             );
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let defaults = StoreLimits::default();
         Ok(ServerConfig {
             secret: self.secret.as_bytes().to_vec(),
@@ -248,6 +259,7 @@ impl ServeArgs {
                 bytes: self.max_queue_bytes,
             },
             data: self.data.clone(),
+            tls,
             ..ServerConfig::default()
         })
     }
@@ -266,7 +278,12 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode> {
             .with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
         println!("listening on {addr}");
-        eprintln!("ackstorm server: ws://{addr}/ws, http://{addr}/metrics, http://{addr}/healthz (Ctrl-C stops)");
+        let (ws, http) = if config.tls.is_some() {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
+        eprintln!("ackstorm server: {ws}://{addr}/ws, {http}://{addr}/metrics, {http}://{addr}/healthz (Ctrl-C stops)");
         server::run(listener, config, shutdown_signal()).await?;
         eprintln!("ackstorm server: stopped");
         Ok(ExitCode::SUCCESS)

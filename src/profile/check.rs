@@ -1,17 +1,16 @@
 //! Validation: a raw profile checked key by key into a [`Plan`], collecting every problem
 //! with the key it belongs to.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::check_faults;
+use super::check_target;
 use super::plan::*;
 use super::raw::*;
 use super::secs;
 use super::slo::SloCheck;
-use crate::server::ratelimit::RateLimit;
 
 /// Bounds of the embedded server's options: the numbers `ackstorm serve` checks its flags
 /// against (`cli::serve_bounds`), since a child-process server gets these keys as flags; a
@@ -173,25 +172,6 @@ impl Checker {
     }
 }
 
-fn read_token_file(path: &str) -> Result<HashMap<String, String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
-    let mut tokens = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(user), Some(token), None) => {
-                tokens.insert(user.to_string(), token.to_string());
-            }
-            _ => return Err(format!("{path}:{}: expected `user token`", i + 1)),
-        }
-    }
-    Ok(tokens)
-}
-
 /// Checks a raw profile; `errors` collects every problem (not just the first).
 pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     let r = &raw.run;
@@ -272,105 +252,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     }
     let drain = c.duration("run.drain", r.drain.as_ref(), Duration::from_secs(3));
 
-    let t = &raw.target;
-    let server_raw = t.server.clone().unwrap_or_default();
-    let target = match &t.url {
-        Some(url) => {
-            if !url.starts_with("ws://") {
-                c.fail(
-                    "target.url",
-                    format!("{url:?} must be a ws:// URL (loopback only: ws://127.0.0.1:PORT/ws)"),
-                );
-            }
-            if t.server.is_some() || t.embedded.is_some() || t.server_threads.is_some() {
-                c.note("target.server and target.embedded are ignored: they configure the embedded server, and target.url names an external one");
-            }
-            let auth = match (&t.secret, &t.token_file) {
-                (Some(s), None) => Auth::Secret(s.clone()),
-                (None, Some(f)) => match read_token_file(f) {
-                    Ok(tokens) => Auth::Tokens(tokens),
-                    Err(e) => {
-                        c.fail("target.token_file", e);
-                        Auth::Tokens(HashMap::new())
-                    }
-                },
-                (Some(_), Some(_)) => {
-                    c.fail(
-                        "target.secret",
-                        "give either target.secret or target.token_file, not both",
-                    );
-                    Auth::Secret(String::new())
-                }
-                (None, None) => {
-                    c.fail(
-                        "target.secret",
-                        "an external target needs target.secret or target.token_file",
-                    );
-                    Auth::Secret(String::new())
-                }
-            };
-            Target::External { url: url.clone(), auth }
-        }
-        None => {
-            if t.secret.is_some() || t.token_file.is_some() {
-                c.fail(
-                    "target.secret",
-                    "the embedded server makes its own secret; secret and token_file need target.url",
-                );
-            }
-            let mode = match t.embedded.as_deref().unwrap_or("auto") {
-                "auto" => EmbeddedMode::Auto,
-                "in-process" => EmbeddedMode::InProcess,
-                "child-process" => EmbeddedMode::ChildProcess,
-                other => {
-                    c.fail(
-                        "target.embedded",
-                        format!("{other:?} is not one of \"auto\", \"in-process\", \"child-process\""),
-                    );
-                    EmbeddedMode::Auto
-                }
-            };
-            let rate = c.server_rate("target.server.rate_limit", server_raw.rate_limit);
-            let burst = server_raw.rate_burst.unwrap_or(200);
-            if rate.is_some() && burst == 0 {
-                c.fail(
-                    "target.server.rate_burst",
-                    "must be at least 1 when target.server.rate_limit is on",
-                );
-            }
-            let (members, offline) = (server_bounds::GROUP_MEMBERS, server_bounds::OFFLINE);
-            let server = ServerOptions {
-                rate_limit: rate.map(|per_second| RateLimit {
-                    per_second,
-                    burst: burst.max(1),
-                }),
-                offline_single: c.server_count(
-                    "target.server.offline_single",
-                    server_raw.offline_single,
-                    500,
-                    offline.clone(),
-                ),
-                offline_group: c.server_count("target.server.offline_group", server_raw.offline_group, 200, offline),
-                group_max_members: c.server_count(
-                    "target.server.group_max_members",
-                    server_raw.group_max_members,
-                    3000,
-                    members,
-                ),
-                delay_ms: c.server_count(
-                    "target.server.delay_ms",
-                    server_raw.delay_ms,
-                    0,
-                    server_bounds::DELAY_MS,
-                ),
-                throttle: c.server_rate("target.server.throttle", server_raw.throttle),
-            };
-            let threads = t
-                .server_threads
-                .map(|n| c.server_count("target.server_threads", Some(n), 1, server_bounds::THREADS));
-            Target::Embedded { mode, threads, server }
-        }
-    };
+    let target = check_target::target(&raw.target, c);
 
     let p = &raw.population;
     let population = Population {
@@ -607,7 +489,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         drain,
         results_dir: PathBuf::from(r.results_dir.clone().unwrap_or_else(|| "results".to_string())),
         target,
-        label: t.label.clone(),
+        label: raw.target.label.clone(),
         population,
         groups,
         traffic,

@@ -9,6 +9,7 @@
 
 mod check;
 mod check_faults;
+mod check_target;
 mod lenient;
 pub mod plan;
 pub mod raw;
@@ -247,8 +248,12 @@ pub fn effective_toml(p: &Plan) -> String {
             }),
             ..Default::default()
         },
-        Target::External { url, .. } => RawTarget {
+        Target::External {
+            url, ca_file, insecure, ..
+        } => RawTarget {
             url: Some(url.clone()),
+            ca_file: ca_file.as_ref().map(|p| p.display().to_string()),
+            insecure: insecure.then_some(true),
             label: p.label.clone(),
             ..Default::default()
         },
@@ -370,3 +375,7 @@ pub fn workload_hash(plan: &Plan) -> String {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests_target.rs"]
+mod tests_target;

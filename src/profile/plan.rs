@@ -72,12 +72,16 @@ pub enum Target {
         /// Server options.
         server: ServerOptions,
     },
-    /// Any server speaking PROTOCOL.md.
+    /// Any server speaking PROTOCOL.md, on any host.
     External {
-        /// `ws://HOST:PORT/ws`.
+        /// `ws://` or `wss://HOST[:PORT]/PATH`.
         url: String,
         /// Login credentials.
         auth: Auth,
+        /// `wss://`: trust only the CA certificates in this PEM file instead of the system's.
+        ca_file: Option<PathBuf>,
+        /// `wss://`: do not verify the server's certificate (warned about, and recorded).
+        insecure: bool,
     },
 }
 

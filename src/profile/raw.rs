@@ -80,6 +80,8 @@ pub struct RawTarget {
     pub url: Option<String>,
     pub secret: Option<String>,
     pub token_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub insecure: Option<bool>,
     pub label: Option<String>,
     pub embedded: Option<String>,
     pub server_threads: Option<usize>,

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use super::*;
 
-fn parse_text(text: &str, overrides: &[&str]) -> Result<Plan, ProfileError> {
+pub(super) fn parse_text(text: &str, overrides: &[&str]) -> Result<Plan, ProfileError> {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     parse(Path::new("profiles/test.toml"), text, &o)
 }
 
-const MINIMAL: &str = "[run]\nduration = \"10s\"\n[population]\nusers = 100\n";
+pub(super) const MINIMAL: &str = "[run]\nduration = \"10s\"\n[population]\nusers = 100\n";
 
 #[test]
 fn a_minimal_profile_gets_every_default() {
@@ -50,7 +50,7 @@ fn the_shipped_profiles_are_valid() {
     assert!(smoke.groups.count > 0 && smoke.groups.allow_group_ack_share > 0.0);
 }
 
-fn problems(text: &str, overrides: &[&str]) -> Vec<(String, String)> {
+pub(super) fn problems(text: &str, overrides: &[&str]) -> Vec<(String, String)> {
     match parse_text(text, overrides) {
         Err(ProfileError::Invalid { problems, .. }) => problems,
         other => panic!("expected ProfileError::Invalid, got {other:?}"),
@@ -235,30 +235,6 @@ checks = ["read_receipt.p99 < 50", "latency < 3ms"]
     }
     let msg = ProfileError::Invalid { file, problems }.to_string();
     assert!(msg.contains("\"sometimes\" is not one of"), "{msg}");
-}
-
-#[test]
-fn external_targets_need_credentials_and_loopback_ws() {
-    let e = parse_text(&format!("{MINIMAL}[target]\nurl = \"ws://127.0.0.1:1/ws\"\n"), &[])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("target.secret"), "{e}");
-    let e = parse_text(&format!("{MINIMAL}[target]\nurl = \"http://x\"\nsecret = \"s\"\n"), &[])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("target.url"), "{e}");
-    let p = parse_text(
-        &format!("{MINIMAL}[target]\nurl = \"ws://127.0.0.1:1/ws\"\nsecret = \"s\"\n"),
-        &[],
-    )
-    .unwrap();
-    assert_eq!(
-        p.target,
-        Target::External {
-            url: "ws://127.0.0.1:1/ws".into(),
-            auth: Auth::Secret("s".into())
-        }
-    );
 }
 
 #[test]

@@ -127,20 +127,13 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     let world = Arc::new(World::build_tagged(plan, &tag));
     let dir = results::prepare(plan, dir)?;
     let mut target = target::start(plan)?;
-    let connections = plan.peak_users() * plan.population.devices_per_user;
-    let mut source_ips = plan.tester.source_ips.clone();
-    if source_ips.is_empty() && connections > 25_000 {
-        // ~28k ephemeral ports per source address: spread over 127.0.0.1, .2, ...
-        source_ips = (1..=connections.div_ceil(25_000) as u8)
-            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
-            .collect();
-    }
+    let source_ips = source_ips(plan, &mut target);
     let driver: Arc<dyn Driver> = Arc::new(NativeDriver::new(
-        &target.url,
+        target.endpoint.clone(),
         target.auth.clone(),
         source_ips,
         plan.tester.connect_timeout,
-    )?);
+    ));
     let started_at = SystemTime::now();
     let system = actix_rt::System::new();
     let measured = system.block_on(drive(plan, &world, &target, driver.clone(), &tag, &dir))?;
@@ -154,6 +147,32 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
         dir,
         interrupted,
     })
+}
+
+/// Source addresses of the run's connections: 127.0.0.x to a loopback target (the profile's,
+/// or enough for ~28k ephemeral ports each beyond 25,000 connections); none elsewhere (the OS
+/// chooses; a profile's list is then ignored, with a warning).
+fn source_ips(plan: &Plan, target: &mut target::Running) -> Vec<std::net::Ipv4Addr> {
+    let connections = plan.peak_users() * plan.population.devices_per_user;
+    let mut source_ips = plan.tester.source_ips.clone();
+    if !target.endpoint.is_loopback() {
+        if !source_ips.is_empty() {
+            let w = format!(
+                "tester.source_ips ignored: they are loopback addresses, and {} is not on loopback",
+                target.url
+            );
+            eprintln!("warning: {w}");
+            target.warnings.push(w);
+        }
+        return Vec::new();
+    }
+    if source_ips.is_empty() && connections > 25_000 {
+        // ~28k ephemeral ports per source address: spread over 127.0.0.1, .2, ...
+        source_ips = (1..=connections.div_ceil(25_000) as u8)
+            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
+            .collect();
+    }
+    source_ips
 }
 
 /// What the actix part of a run hands back.
@@ -190,6 +209,11 @@ async fn drive(
     tag: &str,
     dir: &std::path::Path,
 ) -> Result<Measured, RunError> {
+    // A certificate the tester does not trust fails the run here, once, with its reason.
+    match actix_rt::time::timeout(plan.tester.connect_timeout, target.endpoint.check_tls()).await {
+        Ok(r) => r?,
+        Err(_) => return Err(TransportError::Timeout(plan.tester.connect_timeout).into()),
+    }
     let before = target.metrics().await;
     tokio::select! {
         r = actix_rt::time::timeout(plan.tester.setup_timeout, create_groups(world, driver.as_ref(), plan.tester.close_timeout)) => match r {

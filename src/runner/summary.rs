@@ -162,7 +162,8 @@ pub(super) fn build(
         interrupted: m.interrupted.is_some(),
         faults: f.faults,
     };
-    report.warnings = warnings(&report, &f.connect_errors);
+    report.warnings = target.warnings.clone();
+    report.warnings.extend(warnings(&report, &f.connect_errors));
     if let Some(e) = &f.hlog_error {
         report
             .warnings

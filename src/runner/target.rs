@@ -1,23 +1,26 @@
 //! The server a run measures: the embedded reference server (in this process, or a child
 //! `ackstorm serve` when the sockets would not fit one process's file limit) or an external
-//! `ws://` target; and its `/metrics`, read before and after the run.
+//! `ws://` or `wss://` target on any host, resolved here once per run into the [`Endpoint`]
+//! every connection uses; and its `/metrics`, read before and after the run (over TLS too).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rand::RngExt;
-use tokio::net::TcpStream;
 
 use super::RunError;
 use crate::profile::{Auth, EmbeddedMode, Plan, Target};
 use crate::server::store::StoreLimits;
 use crate::server::{ServerConfig, ServerHandle};
+use crate::transport::connect::Endpoint;
+use crate::transport::tls::TlsOptions;
 
 /// Connections one process may hold with its own server's sockets beside them: the file
 /// limit here is 20,000, and an in-process server doubles every connection.
@@ -31,6 +34,11 @@ pub struct Running {
     pub auth: Auth,
     /// `embedded` or `external`.
     pub kind: &'static str,
+    /// The URL resolved (once per run): where every connection goes.
+    pub endpoint: Arc<Endpoint>,
+    /// What the summary must say about the target before its numbers are trusted
+    /// (an unverified certificate).
+    pub warnings: Vec<String>,
     server: Server,
 }
 
@@ -74,14 +82,30 @@ pub fn server_config(plan: &Plan, secret: &str) -> ServerConfig {
     }
 }
 
-/// Starts (or names) the target of `plan`.
+/// Starts (or names) the target of `plan`, and resolves its URL.
 pub fn start(plan: &Plan) -> Result<Running, RunError> {
     let (mode, threads) = match &plan.target {
-        Target::External { url, auth } => {
+        Target::External {
+            url,
+            auth,
+            ca_file,
+            insecure,
+        } => {
+            let tls = TlsOptions {
+                ca_file: ca_file.clone(),
+                insecure: *insecure,
+            };
+            let endpoint = Arc::new(Endpoint::resolve(url, &tls)?);
+            let warnings = match *insecure && endpoint.is_tls() {
+                true => vec![insecure_warning(url)],
+                false => Vec::new(),
+            };
             return Ok(Running {
                 url: url.clone(),
                 auth: auth.clone(),
                 kind: "external",
+                endpoint,
+                warnings,
                 server: Server::External,
             });
         }
@@ -110,11 +134,27 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
         start_in_process(config, threads)?
     };
     Ok(Running {
+        endpoint: Arc::new(Endpoint::resolve(&url, &TlsOptions::default())?),
         url,
         auth: Auth::Secret(secret),
         kind: "embedded",
+        warnings: Vec::new(),
         server,
     })
+}
+
+/// The warning of an unverified target, printed the first time in this process (once for a
+/// series of runs) and recorded in every run's summary.
+fn insecure_warning(url: &str) -> String {
+    static PRINTED: AtomicBool = AtomicBool::new(false);
+    let text = format!(
+        "insecure: the TLS certificate of {url} is NOT verified (--insecure / target.insecure): \
+         anyone on the path could stand in for the server; give its CA with --ca-file instead"
+    );
+    if !PRINTED.swap(true, Ordering::Relaxed) {
+        eprintln!("WARNING: {text}");
+    }
+    text
 }
 
 fn start_in_process(config: ServerConfig, threads: Option<usize>) -> Result<(String, Server), RunError> {
@@ -255,17 +295,10 @@ impl Running {
         Ok(t.elapsed())
     }
 
-    /// The HTTP address serving `/metrics` (the WebSocket's host and port).
-    fn http_addr(&self) -> Option<SocketAddr> {
-        let rest = self.url.strip_prefix("ws://")?;
-        let host_port = rest.split('/').next()?;
-        host_port.replace("localhost", "127.0.0.1").parse().ok()
-    }
-
-    /// Reads the target's `/metrics` (None when it has none or does not answer in time).
+    /// Reads the target's `/metrics` on the WebSocket's host and port, over TLS for a
+    /// `wss://` target (None when it has none or does not answer in time).
     pub async fn metrics(&self) -> Option<Metrics> {
-        let addr = self.http_addr()?;
-        let text = tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
+        let text = tokio::time::timeout(Duration::from_secs(5), get(&self.endpoint, "/metrics"))
             .await
             .ok()??;
         Some(Metrics::parse(&text))
@@ -278,12 +311,12 @@ impl Drop for Running {
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let stream = TcpStream::connect(addr).await.ok()?;
+async fn get(endpoint: &Endpoint, path: &str) -> Option<String> {
+    let (stream, _) = endpoint.stream(None).await.ok()?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(conn);
     let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::HOST, endpoint.authority())
         .body(Empty::<Bytes>::new())
         .ok()?;
     let res = sender.send_request(req).await.ok()?;

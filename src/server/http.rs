@@ -1,9 +1,9 @@
 //! The TCP and HTTP front: accept loop with connection admission ([`super::admission`]),
-//! `GET /ws` upgraded to a WebSocket, `GET /metrics` and `GET /healthz`, and graceful shutdown
-//! of all of it.
+//! TLS when configured ([`super::tls`]), `GET /ws` upgraded to a WebSocket, `GET /metrics`
+//! and `GET /healthz`, and graceful shutdown of all of it.
 //!
-//! Until it logs in, a connection lives by the login timeout counted from accept: request
-//! heads must arrive within it (hyper's header timeout, with a timer), the upgrade must
+//! Until it logs in, a connection lives by the login timeout counted from accept: the TLS
+//! handshake must finish within it, request heads must arrive within it (hyper's header timeout, with a timer), the upgrade must
 //! complete within it (a request whose body never comes is not upgraded), and an HTTP
 //! connection that has not upgraded by then is shut down (one whose response is under way gets
 //! [`HTTP_GRACE`] to finish). A request head is read into at most `max_handshake_bytes`.
@@ -25,6 +25,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -55,6 +56,8 @@ struct Shared<S> {
     stop: CancellationToken,
     tasks: TaskTracker,
     ws_config: WebSocketConfig,
+    /// Set when the server serves TLS.
+    tls: Option<TlsAcceptor>,
 }
 
 /// Accepts until `shutdown`, then stops every connection and waits for them.
@@ -70,11 +73,13 @@ pub(super) async fn serve<S: Store>(
         .max_message_size(Some(cfg.max_frame_bytes))
         .max_frame_size(Some(cfg.max_frame_bytes));
     let admission = Admission::new(cfg.max_connections, cfg.max_handshakes, hub.metrics().clone());
+    let tls = cfg.tls.clone().map(TlsAcceptor::from);
     let shared = Arc::new(Shared {
         hub,
         stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
         ws_config,
+        tls,
     });
     tokio::pin!(shutdown);
     loop {
@@ -130,6 +135,12 @@ async fn serve_http<S: Store>(
 ) {
     let stop = shared.stop.clone();
     let metrics = shared.hub.metrics().clone();
+    // Before anything else, TLS (when served), under the same deadline and eviction.
+    let Some(stream) =
+        super::tls::handshake(shared.tls.as_ref(), stream, &ticket, &stop, login_deadline, &metrics).await
+    else {
+        return;
+    };
     let config = shared.hub.config();
     let (login_timeout, head_bytes) = (config.login_timeout, config.max_handshake_bytes.max(MIN_HEAD_BYTES));
     let served = Arc::new(AtomicBool::new(false));

@@ -1,8 +1,8 @@
 //! The reference receipts server: implements all of PROTOCOL.md over WebSocket (`/ws`), with
 //! `/metrics` and `/healthz` on the same port.
 //!
-//! Data flow: [`http`] accepts TCP connections (with [`admission`] deciding which it holds)
-//! and upgrades `/ws` requests; [`conn`] runs one
+//! Data flow: [`http`] accepts TCP connections (with [`admission`] deciding which it holds),
+//! completes [`tls`] when the server has a certificate, and upgrades `/ws` requests; [`conn`] runs one
 //! task per WebSocket (parse, rate limit, write replies and pushes); [`hub`] applies the
 //! protocol's rules under one short lock and fans pushes out through per-connection
 //! [`outbox`]es, taking back what a closing connection did not write;
@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod ratelimit;
 pub mod slowdown;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -102,6 +103,9 @@ pub struct ServerConfig {
     /// frame waits until what it reflects is durable (docs/protocol.md, "Durability").
     /// `None`: in memory only.
     pub data: Option<PathBuf>,
+    /// Serve TLS (`wss://`, `https://`) with this configuration (`--tls-cert`, `--tls-key`):
+    /// the handshake counts against the login timeout. `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +137,7 @@ impl Default for ServerConfig {
             delay: Duration::ZERO,
             throttle: None,
             data: None,
+            tls: None,
         }
     }
 }
@@ -160,6 +165,7 @@ impl ServerConfig {
             ("throttle", self.throttle.map_or("off".to_string(), |t| t.to_string())),
             ("idle_timeout_ms", self.idle_timeout.as_millis().to_string()),
             ("write_timeout_ms", self.write_timeout.as_millis().to_string()),
+            ("tls", self.tls.is_some().to_string()),
             ("queue_frames", self.queue_bound.frames.to_string()),
             ("queue_bytes", self.queue_bound.bytes.to_string()),
             ("groups_per_user", self.groups_per_user.to_string()),
@@ -189,6 +195,14 @@ pub enum ServerError {
     /// The durable store could not open or rebuild its data.
     #[error("store: {0}")]
     Store(#[from] DurableError),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {}: {message}", path.display())]
+    Tls {
+        /// The PEM file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Serves `listener` until `shutdown` completes, then closes every connection (WebSocket
@@ -210,6 +224,8 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Fut
 pub struct ServerHandle {
     /// The bound address.
     pub addr: SocketAddr,
+    /// Serving TLS.
+    tls: bool,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -221,13 +237,15 @@ impl ServerHandle {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let signal = stop.clone();
+        let tls = config.tls.is_some();
         let task = tokio::spawn(async move { run(listener, config, signal.cancelled_owned()).await });
-        Ok(ServerHandle { addr, stop, task })
+        Ok(ServerHandle { addr, tls, stop, task })
     }
 
-    /// The WebSocket URL of this server.
+    /// The WebSocket URL of this server (`wss://` when it serves TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.addr)
     }
 
     /// Stops the server and waits for it to finish.

@@ -18,7 +18,9 @@
 //! Connections live on the actor's own arbiter (single-threaded runtime), so futures and
 //! streams here are `!Send`.
 
+pub mod connect;
 pub mod native;
+pub mod tls;
 
 use std::cell::Cell;
 use std::fmt;
@@ -451,6 +453,25 @@ pub enum TransportError {
         addr: String,
         /// The I/O error (in the text, so deliberately not a `source`).
         error: std::io::Error,
+    },
+    /// The target's host name did not resolve.
+    #[error("resolving {host:?} failed: {error}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's answer.
+        error: String,
+    },
+    /// The TLS configuration could not be built (CA file, system roots).
+    #[error("TLS setup: {0}")]
+    TlsSetup(String),
+    /// The TLS handshake failed (certificate not trusted, wrong name, not a TLS server).
+    #[error("TLS handshake with {host} failed: {error}")]
+    Tls {
+        /// The host name verified.
+        host: String,
+        /// What failed, and what to do about it.
+        error: String,
     },
     /// The WebSocket handshake failed.
     #[error("websocket handshake failed: {0}")]

@@ -1,14 +1,15 @@
 //! The native driver: PROTOCOL.md over WebSocket (tokio-tungstenite).
 //!
-//! Each connection is a TCP socket with no-delay, a 4 KiB tungstenite read buffer (the
-//! default 128 KiB costs ~135 KiB per connection), a writer task that batches frames (feed
-//! everything queued, then flush once), and a read stream that timestamps and decodes frames.
+//! Each connection is a TCP socket with no-delay (TLS over it for `wss://`; both set up by
+//! [`super::connect`]), a 4 KiB tungstenite read buffer (the default 128 KiB costs ~135 KiB
+//! per connection), a writer task that batches frames (feed everything queued, then flush
+//! once), and a read stream that timestamps and decodes frames.
 //! The actor's request number rides in `req` after a letter naming the op (`s12`, `r13`), so
 //! every reply finds its request. Server frames that do not parse are counted by cause in
 //! [`FrameStats`] and dropped, never fatal.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::net::Ipv4Addr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,13 +17,12 @@ use std::time::{Duration, Instant};
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::connect::{Endpoint, Stream};
 use super::{
     Capabilities, Chat, Command, Connection, Driver, FrameStats, Inbound, LoginSpec, MsgId, Op, ProtocolFault, Refusal,
     Reply, Stall, Timed, TransportError,
@@ -32,12 +32,11 @@ use crate::protocol::client::{CLIENT_OPS, MsgConfig, MsgType};
 use crate::protocol::server::{ResultData, SERVER_OPS};
 use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, ProtocolError, Request, ServerFrame, token};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
 
-/// Connects to one `ws://` target.
+/// Connects to one target (`ws://` or `wss://`, resolved once per run: [`Endpoint`]).
 pub struct NativeDriver {
-    url: String,
-    addr: SocketAddr,
+    endpoint: Arc<Endpoint>,
     auth: Auth,
     source_ips: Vec<Ipv4Addr>,
     next_ip: AtomicUsize,
@@ -46,39 +45,17 @@ pub struct NativeDriver {
 }
 
 impl NativeDriver {
-    /// A driver for `url` (`ws://IP:PORT/PATH`; loopback only), logging in with `auth`.
-    pub fn new(
-        url: &str,
-        auth: Auth,
-        source_ips: Vec<Ipv4Addr>,
-        timeout: Duration,
-    ) -> Result<NativeDriver, TransportError> {
-        let bad = |reason: &str| TransportError::BadUrl {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
-        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        if uri.scheme_str() != Some("ws") {
-            return Err(bad("the scheme must be ws://"));
-        }
-        let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let host = if host == "localhost" { "127.0.0.1" } else { host };
-        let ip: IpAddr = host
-            .parse()
-            .map_err(|_| bad("the host must be a loopback IP address such as 127.0.0.1"))?;
-        if !ip.is_loopback() {
-            return Err(bad("ackstorm only drives loopback targets (127.0.0.0/8)"));
-        }
-        let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
-        Ok(NativeDriver {
-            url: url.to_string(),
-            addr: SocketAddr::new(ip, port),
+    /// A driver for `endpoint`, logging in with `auth`; connections to IPv4 loopback come from
+    /// `source_ips` in turn (none: the OS chooses).
+    pub fn new(endpoint: Arc<Endpoint>, auth: Auth, source_ips: Vec<Ipv4Addr>, timeout: Duration) -> NativeDriver {
+        NativeDriver {
+            endpoint,
             auth,
             source_ips,
             next_ip: AtomicUsize::new(0),
             stats: Arc::new(FrameStats::new(&CLIENT_OPS, &SERVER_OPS)),
             timeout,
-        })
+        }
     }
 
     fn token(&self, user: &str) -> Result<String, TransportError> {
@@ -110,16 +87,15 @@ pub fn ws_config() -> WebSocketConfig {
 impl Driver for NativeDriver {
     fn connect(&self, login: LoginSpec) -> LocalBoxFuture<'static, Result<Connection, TransportError>> {
         let token = self.token(&login.user);
-        let (addr, url, source, stats, timeout) = (
-            self.addr,
-            self.url.clone(),
+        let (endpoint, source, stats, timeout) = (
+            self.endpoint.clone(),
             self.source_ip(),
             self.stats.clone(),
             self.timeout,
         );
         async move {
             let token = token?;
-            match tokio::time::timeout(timeout, open(addr, &url, source, login, token, stats)).await {
+            match tokio::time::timeout(timeout, open(&endpoint, source, login, token, stats)).await {
                 Ok(r) => r,
                 Err(_) => Err(TransportError::Timeout(timeout)),
             }
@@ -172,27 +148,13 @@ fn wire_id(mid: &MsgId) -> u64 {
 }
 
 async fn open(
-    addr: SocketAddr,
-    url: &str,
+    endpoint: &Endpoint,
     source: Option<Ipv4Addr>,
     login: LoginSpec,
     token: String,
     stats: Arc<FrameStats>,
 ) -> Result<Connection, TransportError> {
-    let connect_err = |error| TransportError::Connect {
-        addr: addr.to_string(),
-        error,
-    };
-    let socket = TcpSocket::new_v4().map_err(connect_err)?;
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(IpAddr::V4(ip), 0)).map_err(connect_err)?;
-    }
-    let stream = socket.connect(addr).await.map_err(connect_err)?;
-    let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
-        .await
-        .map_err(|e| TransportError::Handshake(e.to_string()))?;
+    let (mut ws, fd) = endpoint.websocket(source, ws_config()).await?;
     let frame = Request {
         req: "l0".into(),
         frame: ClientFrame::Login {
@@ -510,22 +472,6 @@ async fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_must_be_loopback_ws() {
-        let ok = |u: &str| NativeDriver::new(u, Auth::Secret("s".into()), vec![], Duration::from_secs(1));
-        assert!(ok("ws://127.0.0.1:9400/ws").is_ok());
-        assert!(ok("ws://localhost:9400/ws").is_ok());
-        assert!(ok("ws://127.0.0.9:1/ws").is_ok());
-        for bad in [
-            "http://127.0.0.1:1/ws",
-            "ws://10.0.0.1:9400/ws",
-            "ws://example.com:80/ws",
-            "ws://127.0.0.1/ws",
-        ] {
-            assert!(ok(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn requests_carry_their_number_and_replies_come_back_with_it() {

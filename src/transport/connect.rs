@@ -1,0 +1,389 @@
+//! Where connections go and how they get there: a `ws://` or `wss://` target URL checked
+//! once ([`TargetUrl`]), its host resolved once per run ([`Endpoint::resolve`]), and each
+//! connection's TCP connect, TLS handshake and WebSocket upgrade ([`Endpoint::websocket`]).
+//!
+//! Connections go to the resolved addresses (the last one that answered first, the others
+//! when it does not), while the host *name* is what TLS verifies and sends as SNI, and what
+//! the upgrade's `Host` header carries. A source address (127.0.0.x, to get past the ~28k
+//! ephemeral ports of one address) is bound only when the destination is IPv4 loopback;
+//! elsewhere the OS chooses. This module must not resolve names per connection, and knows
+//! nothing of the protocol spoken over the socket.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::either::Either;
+
+use super::TransportError;
+use super::tls::{self, TlsOptions};
+
+/// A connection's byte stream: plain TCP, or TLS over it (boxed: a rustls connection is
+/// large, and plain connections should not pay for its size).
+pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+/// A checked target URL: `ws://` or `wss://`, a host name or IP address, a port (80 and 443
+/// by default) and a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetUrl {
+    /// The URL as given (what the upgrade request is built from).
+    pub url: String,
+    /// `wss://`.
+    pub tls: bool,
+    /// Host name or IP address (an IPv6 address without its brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl TargetUrl {
+    /// Checks `url`; the error says what is wrong with it (callers name the field).
+    pub fn parse(url: &str) -> Result<TargetUrl, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or("not a URL: expected ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH")?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => false,
+            "wss" => true,
+            other => return Err(format!("the scheme must be ws:// or wss://, not {other}://")),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err(
+                "user names and passwords do not go in the URL (log-in is target.secret or target.token_file)".into(),
+            );
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or("an IPv6 address needs its closing ]")?;
+                if host.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!("[{host}] is not an IPv6 address"));
+                }
+                match after {
+                    "" => (host, None),
+                    _ => (host, Some(after.strip_prefix(':').ok_or("expected :PORT after ]")?)),
+                }
+            }
+            None => match authority.split_once(':') {
+                Some((_, p)) if p.contains(':') => return Err("an IPv6 address goes in brackets: [::1]".into()),
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() {
+            return Err("no host: expected ws://HOST[:PORT]/PATH".into());
+        }
+        if ServerName::try_from(host).is_err() {
+            return Err(format!("{host:?} is not a host name or IP address"));
+        }
+        let port = match port {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("port {p:?} is not a number from 1 to 65535")),
+            },
+        };
+        url.parse::<Uri>().map_err(|e| format!("not a valid URL ({e})"))?;
+        Ok(TargetUrl {
+            url: url.to_string(),
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// `host:port` as a `Host` header has it (an IPv6 address in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// TLS of a `wss://` target: the run's one connector, and the name to verify.
+struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+/// A target resolved once: shared by every connection of a run.
+pub struct Endpoint {
+    target: TargetUrl,
+    addrs: Vec<SocketAddr>,
+    /// Index into `addrs` of the address that answered last: connections start there.
+    preferred: AtomicUsize,
+    tls: Option<Tls>,
+}
+
+impl Endpoint {
+    /// Checks `url` and resolves its host (blocking: once, before any user starts); builds the
+    /// TLS configuration of a `wss://` URL from `tls` (ignored for `ws://`).
+    pub fn resolve(url: &str, tls: &TlsOptions) -> Result<Endpoint, TransportError> {
+        let target = TargetUrl::parse(url).map_err(|reason| TransportError::BadUrl {
+            url: url.to_string(),
+            reason,
+        })?;
+        let resolve_err = |error: String| TransportError::Resolve {
+            host: target.host.clone(),
+            error,
+        };
+        let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
+            .to_socket_addrs()
+            .map_err(|e| resolve_err(e.to_string()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(resolve_err("no addresses".into()));
+        }
+        let tls = match target.tls {
+            false => None,
+            true => Some(Tls {
+                connector: TlsConnector::from(tls::client_config(tls)?),
+                name: ServerName::try_from(target.host.clone()).map_err(|e| TransportError::BadUrl {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?,
+            }),
+        };
+        Ok(Endpoint {
+            target,
+            addrs,
+            preferred: AtomicUsize::new(0),
+            tls,
+        })
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.target.url
+    }
+
+    /// `host:port` (for a `Host` header).
+    pub fn authority(&self) -> String {
+        self.target.authority()
+    }
+
+    /// The addresses the host resolved to.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Every address is loopback (source addresses can be spread over 127.0.0.x).
+    pub fn is_loopback(&self) -> bool {
+        self.addrs.iter().all(|a| a.ip().is_loopback())
+    }
+
+    /// A `wss://` target.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Connects and completes TLS (for `wss://`); returns the stream and its socket's
+    /// descriptor (for an abortive close). `source` is bound only towards IPv4 loopback.
+    pub async fn stream(&self, source: Option<Ipv4Addr>) -> Result<(Stream, RawFd), TransportError> {
+        let tcp = self.tcp(source).await?;
+        let fd = tcp.as_raw_fd();
+        let stream = match &self.tls {
+            None => Either::Left(tcp),
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), tcp)
+                    .await
+                    .map_err(|e| tls_error(&self.target.host, &e))?;
+                Either::Right(Box::new(stream))
+            }
+        };
+        Ok((stream, fd))
+    }
+
+    /// [`Endpoint::stream`], then the WebSocket upgrade of the URL (its `Host` header names the
+    /// host, not the address).
+    pub async fn websocket(
+        &self,
+        source: Option<Ipv4Addr>,
+        config: WebSocketConfig,
+    ) -> Result<(WebSocketStream<Stream>, RawFd), TransportError> {
+        let (stream, fd) = self.stream(source).await?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(self.target.url.as_str(), stream, Some(config))
+            .await
+            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+        Ok((ws, fd))
+    }
+
+    /// One TLS handshake and a polite close: that the server is there and its certificate is
+    /// trusted, checked once before the users start (not found out as thousands of failed
+    /// connections). Nothing to check for `ws://`.
+    pub async fn check_tls(&self) -> Result<(), TransportError> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        let (mut stream, _) = self.stream(None).await?;
+        let _ = stream.shutdown().await;
+        Ok(())
+    }
+
+    /// TCP to the preferred address, then to the others in turn.
+    async fn tcp(&self, source: Option<Ipv4Addr>) -> Result<TcpStream, TransportError> {
+        let first = self.preferred.load(Relaxed);
+        let mut last = None;
+        for k in 0..self.addrs.len() {
+            let i = (first + k) % self.addrs.len();
+            let addr = self.addrs[i];
+            match connect_tcp(addr, source).await {
+                Ok(stream) => {
+                    if i != first {
+                        self.preferred.store(i, Relaxed);
+                    }
+                    return Ok(stream);
+                }
+                Err(error) => {
+                    last = Some(TransportError::Connect {
+                        addr: addr.to_string(),
+                        error,
+                    })
+                }
+            }
+        }
+        Err(last.expect("an endpoint has at least one address"))
+    }
+}
+
+/// A TCP connection with no-delay; from `source` when the destination is IPv4 loopback.
+async fn connect_tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let (Some(ip), IpAddr::V4(dest)) = (source, addr.ip())
+        && dest.is_loopback()
+    {
+        socket.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A failed handshake, with what to do about the usual causes.
+fn tls_error(host: &str, e: &io::Error) -> TransportError {
+    let hint = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => {
+            "; the server's certificate is not trusted: give its CA with --ca-file (target.ca_file), \
+             or skip verification with --insecure (target.insecure)"
+        }
+        Some(rustls::Error::InvalidMessage(_)) => "; is the server speaking TLS? (ws:// is the plain scheme)",
+        _ => "",
+    };
+    TransportError::Tls {
+        host: host.to_string(),
+        error: format!("{e}{hint}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(url: &str) -> (bool, String, u16) {
+        let t = TargetUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        (t.tls, t.host, t.port)
+    }
+
+    #[test]
+    fn any_host_port_and_path_of_ws_and_wss_is_accepted() {
+        assert_eq!(parsed("ws://127.0.0.1:9400/ws"), (false, "127.0.0.1".into(), 9400));
+        assert_eq!(parsed("wss://localhost:8443/ws"), (true, "localhost".into(), 8443));
+        assert_eq!(
+            parsed("wss://chat.example.com/im/socket?v=2"),
+            (true, "chat.example.com".into(), 443)
+        );
+        assert_eq!(parsed("ws://chat.example.com"), (false, "chat.example.com".into(), 80));
+        assert_eq!(parsed("WSS://[::1]:9400/ws"), (true, "::1".into(), 9400));
+        assert_eq!(
+            TargetUrl::parse("wss://[::1]:9400/ws").unwrap().authority(),
+            "[::1]:9400"
+        );
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        for (url, says) in [
+            ("http://127.0.0.1:9400/ws", "ws:// or wss://"),
+            ("127.0.0.1:9400", "not a URL"),
+            ("ws:///ws", "no host"),
+            ("ws://:9400/ws", "no host"),
+            ("ws://127.0.0.1:0/ws", "port \"0\""),
+            ("ws://127.0.0.1:65536/ws", "port \"65536\""),
+            ("wss://host:abc/ws", "port \"abc\""),
+            ("ws://127.0.0.1:/ws", "port \"\""),
+            ("ws://::1:9400/ws", "brackets"),
+            ("ws://[::1/ws", "closing ]"),
+            ("ws://u:p@host/ws", "target.secret"),
+            ("ws://bad_host!/ws", "not a host name"),
+        ] {
+            let e = TargetUrl::parse(url).expect_err(url);
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_resolve_once_and_only_loopback_counts_as_loopback() {
+        let local = Endpoint::resolve("ws://localhost:9/ws", &TlsOptions::default()).unwrap();
+        assert!(local.is_loopback() && !local.is_tls());
+        assert!(local.addrs().iter().all(|a| a.port() == 9));
+        // An IP literal resolves without a lookup; nothing connects here.
+        let remote = Endpoint::resolve(
+            "wss://192.0.2.7/ws",
+            &TlsOptions {
+                ca_file: None,
+                insecure: true,
+            },
+        )
+        .unwrap();
+        assert!(!remote.is_loopback() && remote.is_tls());
+        assert_eq!(remote.addrs(), ["192.0.2.7:443".parse().unwrap()]);
+        let e = Endpoint::resolve("http://localhost/ws", &TlsOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("bad target URL"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_falls_back_to_the_next_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        // A port just freed: nothing listens there.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut endpoint = Endpoint::resolve(&format!("ws://{open}/ws"), &TlsOptions::default()).unwrap();
+        endpoint.addrs = vec![closed, open];
+        let (stream, _) = endpoint.stream(Some(Ipv4Addr::new(127, 0, 0, 1))).await.unwrap();
+        assert!(matches!(stream, Either::Left(_)));
+        assert_eq!(
+            endpoint.preferred.load(Relaxed),
+            1,
+            "the address that answered goes first"
+        );
+    }
+}
