@@ -138,9 +138,10 @@ fn capacity_finds_the_knee_of_a_throttled_build() {
         "22.5",
         "--max-steps",
         "8",
-        // Debug builds sharing two cores with the other tests lag more than a release tester.
+        // Debug builds sharing two cores with the other tests lag more than a release tester
+        // (p99 over 25 ms seen under a loaded machine), and the throttle shows long before.
         "--max-lag-ms",
-        "25",
+        "100",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let dir = only_folder(&results, "chains-capacity-");
