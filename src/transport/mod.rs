@@ -13,6 +13,7 @@
 //! streams here are `!Send`.
 
 pub mod native;
+pub mod xmpp;
 
 use std::cell::Cell;
 use std::pin::Pin;
