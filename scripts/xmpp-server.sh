@@ -11,8 +11,8 @@
 #
 # Configuration comes from deploy/prosody/prosody.cfg.lua.in and deploy/ejabberd/*.in,
 # rendered into the instance directory ${XMPP_STATE:-/tmp/ackstorm-xmpp}/<server>, which also
-# holds data, logs, the pid file and a self-signed certificate (STARTTLS is offered, not
-# required). Run as root, the server runs as the package's user (prosody / ejabberd).
+# holds data, logs, the pid file and certificates from a test CA (ca.crt; STARTTLS is offered,
+# not required). Run as root, the server runs as the package's user (prosody / ejabberd).
 #
 # Environment (defaults):
 #   XMPP_STATE=/tmp/ackstorm-xmpp  XMPP_DOMAIN=localhost  XMPP_PASSWORD=ackstorm (every user's)
@@ -61,14 +61,21 @@ render() {
         -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@DIST_PORT@|${DIST_PORT:-}|g" "$1" >"$2"
 }
 
-# A self-signed certificate for $DOMAIN and conference.$DOMAIN (kept across restarts).
+# A test CA (ca.crt: what clients trust) and the server's certificate for $DOMAIN and
+# conference.$DOMAIN signed by it (tls.crt, tls.key, both in tls.pem); kept across restarts.
 make_cert() {
-    [ -s "$STATE/tls.crt" ] && [ -s "$STATE/tls.key" ] && return
+    [ -s "$STATE/tls.pem" ] && [ -s "$STATE/ca.crt" ] && return
     command -v openssl >/dev/null || die "openssl is missing (apt-get install -y openssl)"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$DOMAIN" \
-        -addext "subjectAltName=DNS:$DOMAIN,DNS:conference.$DOMAIN" \
-        -keyout "$STATE/tls.key" -out "$STATE/tls.crt" >/dev/null 2>&1 ||
-        die "openssl could not make a certificate in $STATE"
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    {
+        openssl req -x509 "${ec[@]}" -days 3650 -subj "/CN=ackstorm test CA" \
+            -keyout "$STATE/ca.key" -out "$STATE/ca.crt" &&
+            openssl req "${ec[@]}" -subj "/CN=$DOMAIN" -keyout "$STATE/tls.key" -out "$STATE/tls.csr" &&
+            printf '%s\n' "subjectAltName=DNS:$DOMAIN,DNS:conference.$DOMAIN" "basicConstraints=CA:FALSE" \
+                "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$STATE/tls.ext" &&
+            openssl x509 -req -in "$STATE/tls.csr" -CA "$STATE/ca.crt" -CAkey "$STATE/ca.key" \
+                -CAcreateserial -days 3650 -extfile "$STATE/tls.ext" -out "$STATE/tls.crt"
+    } >"$STATE/openssl.log" 2>&1 || die "openssl could not make certificates in $STATE (see $STATE/openssl.log)"
     cat "$STATE/tls.crt" "$STATE/tls.key" >"$STATE/tls.pem"
 }
 

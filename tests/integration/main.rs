@@ -19,3 +19,4 @@ mod server_receipts;
 mod server_session;
 mod server_smoke;
 mod server_v11;
+mod xmpp_servers;
