@@ -72,11 +72,10 @@ impl Server {
     }
 
     fn installed(&self) -> bool {
-        let found = Command::new("sh")
+        Command::new("sh")
             .args(["-c", &format!("command -v {0} || test -x /usr/sbin/{0}", self.binary)])
             .output()
-            .is_ok_and(|o| o.status.success());
-        found
+            .is_ok_and(|o| o.status.success())
     }
 
     /// Starts the server (or explains the skip); the guard stops it.

@@ -38,6 +38,8 @@ pub mod outbound;
 pub mod parser;
 pub mod sasl;
 pub mod session;
+#[cfg(test)]
+mod session_tests;
 pub mod stanza;
 mod task;
 pub mod wire;

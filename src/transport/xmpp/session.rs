@@ -9,10 +9,10 @@
 //! a consumer that stops reading stops the socket being read (the server's writes back up,
 //! as with a stalled app), instead of growing a queue.
 //!
-//! XEP-0198 numbering: [`XmppSender::send`] returns the stanza's number in the stream (1 = the
-//! initial presence's successor counts from 2); an [`Event::SmAck`] with `h` acknowledges
-//! every stanza numbered up to `h`. Pongs the task sends are queued through the same channel,
-//! so numbers and write order agree.
+//! XEP-0198 numbering: [`XmppSender::send`] returns the stanza's number in the stream (the
+//! initial presence is 1, so the first stanza sent is 2); an [`Event::SmAck`] with `h`
+//! acknowledges every stanza numbered up to `h`. Pongs and error answers the task sends are
+//! queued through the same channel, so numbers and write order agree (and leave gaps).
 //!
 //! Futures and handles here are `!Send` (actix arbiters are single-threaded).
 
@@ -252,6 +252,8 @@ pub struct Stamped {
 
 pub(super) enum Cmd {
     Stanza(Outbound),
+    /// A stanza the task answers with itself (pong, error): numbered, but asks for no ack.
+    Answer(Outbound),
     RequestAck,
     Close,
     Abort,

@@ -136,6 +136,7 @@ impl Task {
                     texts.push(stanza.encode(self.ws));
                     stanzas += 1;
                 }
+                Cmd::Answer(stanza) => texts.push(stanza.encode(self.ws)),
                 Cmd::RequestAck => texts.push(out::SM_REQUEST.to_string()),
                 Cmd::Close => {
                     after = After::Close;
@@ -229,7 +230,7 @@ impl Task {
     /// Queues an answer behind what the user queued, keeping the XEP-0198 numbering.
     fn queue(&self, stanza: Outbound) {
         if let Some(tx) = self.pongs.upgrade()
-            && tx.send(Cmd::Stanza(stanza)).is_ok()
+            && tx.send(Cmd::Answer(stanza)).is_ok()
         {
             self.seq.set(self.seq.get().wrapping_add(1));
         }
