@@ -13,8 +13,9 @@
 //! - [`outbound`]: [`Outbound`] stanzas and stream nonzas -> text (no I/O).
 //! - [`sasl`]: PLAIN and SCRAM-SHA-1 client exchanges (no I/O).
 //! - [`wire`]: the byte/message transport: TCP, TLS after STARTTLS, WebSocket.
-//! - [`session`]: connect and log in ([`XmppConn::connect`]), then one task per connection
-//!   that writes [`Outbound`]s, reads [`Event`]s, answers pings and XEP-0198 `<r/>`.
+//! - [`session`]: the connection API: [`XmppConn::connect`], [`XmppSender`], [`Event`]s.
+//! - `login`: the login steps; `task`: one task per connection that writes [`Outbound`]s,
+//!   reads [`Event`]s, answers pings and XEP-0198 `<r/>`.
 //!
 //! # Mapping onto the tester's vocabulary (proposal for the driver)
 //! | tester | XMPP |
@@ -34,6 +35,7 @@
 //! Server message ids (`mid: u64`) do not exist in XMPP: the driver has to map its client ids
 //! (and for groups the room's XEP-0359 stanza-id) to numbers, e.g. by hashing or a table.
 
+mod login;
 pub mod outbound;
 pub mod parser;
 pub mod sasl;
