@@ -21,6 +21,7 @@
 pub mod connect;
 pub mod native;
 pub mod tls;
+pub mod xmpp;
 
 use std::cell::Cell;
 use std::fmt;

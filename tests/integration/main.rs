@@ -20,3 +20,4 @@ mod server_session;
 mod server_smoke;
 mod server_v11;
 mod tls;
+mod xmpp_servers;

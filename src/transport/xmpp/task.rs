@@ -1,0 +1,260 @@
+//! The task that owns a logged-in XMPP connection (see [`super::session`] for the contract):
+//! one loop that either writes everything queued or reads and handles what arrived.
+//!
+//! It must not block on anything but the socket and the bounded events channel, and it
+//! decides nothing about the workload: it answers only what the protocol obliges a client
+//! to answer (XEP-0199 pings, XEP-0198 `<r/>`, iq requests it cannot handle).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::outbound::{self as out, Outbound};
+use super::parser::{Item, StreamParser};
+use super::session::{CloseReason, Cmd, Event, Stamped, XmppSender};
+use super::stanza::{Incoming, IqType};
+use super::wire::Wire;
+use super::{bare, resource};
+
+/// How long a polite close waits for the server's own close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+pub(super) struct Task {
+    wire: Wire,
+    parser: StreamParser,
+    buf: Vec<u8>,
+    ws: bool,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    /// Queues pongs behind what the user queued (weak: does not keep the connection open).
+    pongs: mpsc::WeakUnboundedSender<Cmd>,
+    /// The senders' XEP-0198 numbering, advanced for pongs too.
+    seq: Rc<Cell<u32>>,
+    events: mpsc::Sender<Stamped>,
+    sm: bool,
+    /// Stanzas received since XEP-0198 was enabled (mod 2^32).
+    h_in: u32,
+    ack_requests: bool,
+    /// Rooms joined and not yet confirmed: room bare JID -> nick.
+    joins: HashMap<String, String>,
+}
+
+/// What a batch of commands asks for after its stanzas are written.
+enum After {
+    Continue,
+    Close,
+    Abort,
+}
+
+impl Task {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        wire: Wire,
+        parser: StreamParser,
+        buf: Vec<u8>,
+        rx: mpsc::UnboundedReceiver<Cmd>,
+        sender: &XmppSender,
+        events: mpsc::Sender<Stamped>,
+        sm: bool,
+        ack_requests: bool,
+    ) -> Task {
+        Task {
+            ws: wire.is_ws(),
+            wire,
+            parser,
+            buf,
+            rx,
+            pongs: sender.tx.downgrade(),
+            seq: sender.seq.clone(),
+            events,
+            sm,
+            h_in: 0,
+            ack_requests: ack_requests && sm,
+            joins: HashMap::new(),
+        }
+    }
+
+    /// Runs until the connection ends; `early` holds stanzas read during login (before
+    /// XEP-0198 counting started).
+    pub(super) async fn run(mut self, early: Vec<Incoming>) {
+        let now = Instant::now();
+        for incoming in early {
+            self.handle(incoming, now).await;
+        }
+        let reason = loop {
+            tokio::select! {
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else {
+                        // Every sender is gone: nobody can use this connection any more.
+                        break self.close().await;
+                    };
+                    match self.write_batch(cmd).await {
+                        Err(reason) => break reason,
+                        Ok(After::Continue) => {}
+                        Ok(After::Close) => break self.close().await,
+                        Ok(After::Abort) => {
+                            self.wire.set_abortive();
+                            break CloseReason::Aborted;
+                        }
+                    }
+                }
+                read = self.wire.read_into(&mut self.parser, &mut self.buf) => {
+                    match read {
+                        Ok(0) => break CloseReason::Eof,
+                        Err(e) => break CloseReason::Io(e.to_string()),
+                        Ok(_) => {}
+                    }
+                    if let Some(reason) = self.drain(Instant::now()).await {
+                        break reason;
+                    }
+                }
+            }
+        };
+        self.rx.close();
+        let _ = (self.events)
+            .send(Stamped {
+                at: Instant::now(),
+                event: Event::Closed { reason },
+            })
+            .await;
+    }
+
+    /// Writes `first` and everything else already queued, then one flush.
+    async fn write_batch(&mut self, first: Cmd) -> Result<After, CloseReason> {
+        let mut texts = Vec::new();
+        let mut stanzas = 0;
+        let mut after = After::Continue;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Stanza(stanza) => {
+                    if let Outbound::Join { room, nick } = &stanza {
+                        self.joins.insert(room.clone(), nick.clone());
+                    }
+                    texts.push(stanza.encode(self.ws));
+                    stanzas += 1;
+                }
+                Cmd::Answer(stanza) => texts.push(stanza.encode(self.ws)),
+                Cmd::RequestAck => texts.push(out::SM_REQUEST.to_string()),
+                Cmd::Close => {
+                    after = After::Close;
+                    break;
+                }
+                Cmd::Abort => return Ok(After::Abort),
+            }
+            next = self.rx.try_recv().ok();
+        }
+        if stanzas > 0 && self.ack_requests {
+            texts.push(out::SM_REQUEST.to_string());
+        }
+        if !texts.is_empty() {
+            (self.wire.send_all(&texts).await).map_err(|e| CloseReason::Io(e.to_string()))?;
+        }
+        Ok(after)
+    }
+
+    /// Handles every complete item in the parser.
+    async fn drain(&mut self, at: Instant) -> Option<CloseReason> {
+        loop {
+            let item = match self.parser.next_item() {
+                Ok(None) => return None,
+                Ok(Some(item)) => item,
+                Err(e) => return Some(CloseReason::Malformed(e.to_string())),
+            };
+            let incoming = match item {
+                Item::Close => return Some(CloseReason::ServerClosed),
+                item => Incoming::from_item(item),
+            };
+            if self.sm && incoming.is_stanza() {
+                self.h_in = self.h_in.wrapping_add(1);
+            }
+            if let Some(reason) = self.handle(incoming, at).await {
+                return Some(reason);
+            }
+        }
+    }
+
+    async fn handle(&mut self, incoming: Incoming, at: Instant) -> Option<CloseReason> {
+        let event = match incoming {
+            Incoming::Message(m) => Event::Message(m),
+            Incoming::Presence(p) => {
+                let from = p.from.as_deref().unwrap_or_default();
+                let room = bare(from);
+                match self.joins.get(room) {
+                    Some(nick)
+                        if p.kind.as_deref() == Some("error") || p.is_muc_self() || resource(from) == Some(nick) =>
+                    {
+                        let nick = self.joins.remove(room).unwrap_or_default();
+                        match p.kind.as_deref() {
+                            Some("error") => Event::MucFailed {
+                                room: room.to_string(),
+                                error: p.error,
+                            },
+                            _ => Event::MucJoined {
+                                room: room.to_string(),
+                                nick,
+                            },
+                        }
+                    }
+                    _ => Event::Presence(p),
+                }
+            }
+            Incoming::Iq(iq) if iq.is_ping() => {
+                self.queue(Outbound::Pong { to: iq.from, id: iq.id });
+                return None;
+            }
+            Incoming::Iq(iq) if matches!(iq.kind, IqType::Get | IqType::Set) => {
+                self.queue(Outbound::Unsupported { to: iq.from, id: iq.id });
+                return None;
+            }
+            Incoming::Iq(iq) => Event::Iq(iq),
+            Incoming::SmRequest => {
+                let ack = out::sm_ack(self.h_in);
+                return (self.wire.send(&ack).await)
+                    .err()
+                    .map(|e| CloseReason::Io(e.to_string()));
+            }
+            Incoming::SmAck { h } => Event::SmAck { h },
+            Incoming::StreamError { condition, text } => return Some(CloseReason::StreamError { condition, text }),
+            Incoming::Close => return Some(CloseReason::ServerClosed),
+            // Stream headers, features, SASL and SM nonzas after login, unknown elements.
+            _ => return None,
+        };
+        // A consumer that dropped its stream does not stop the connection.
+        let _ = self.events.send(Stamped { at, event }).await;
+        None
+    }
+
+    /// Queues an answer behind what the user queued, keeping the XEP-0198 numbering.
+    fn queue(&self, stanza: Outbound) {
+        if let Some(tx) = self.pongs.upgrade()
+            && tx.send(Cmd::Answer(stanza)).is_ok()
+        {
+            self.seq.set(self.seq.get().wrapping_add(1));
+        }
+    }
+
+    /// Closes the stream and waits (bounded) for the server's close; handles what arrives.
+    async fn close(&mut self) -> CloseReason {
+        let close = if self.ws { out::WS_CLOSE } else { out::STREAM_CLOSE };
+        if self.wire.send(close).await.is_err() {
+            return CloseReason::Requested;
+        }
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.wire.read_into(&mut self.parser, &mut self.buf)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => {
+                    if self.drain(Instant::now()).await.is_some() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.wire.shutdown().await;
+        CloseReason::Requested
+    }
+}
