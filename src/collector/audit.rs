@@ -48,7 +48,8 @@ impl Kind {
         match self {
             Kind::Reply => Some(Capability::ServerAcks),
             Kind::Delivery => Some(Capability::DeliveryReceipts),
-            Kind::Channel | Kind::ChannelSync => Some(Capability::ChannelAcks),
+            Kind::Channel => Some(Capability::ChannelAcks),
+            Kind::ChannelSync => Some(Capability::ChannelSync),
             Kind::GroupRead => Some(Capability::GroupReadCounts),
             Kind::Statistic => Some(Capability::OfflineStatistic),
             Kind::ReadUsers => Some(Capability::ReadUsers),

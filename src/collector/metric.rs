@@ -86,7 +86,8 @@ impl Metric {
         match self {
             Metric::ServerAck => Some(Capability::ServerAcks),
             Metric::Delivery => Some(Capability::DeliveryReceipts),
-            Metric::Channel | Metric::ChannelSync => Some(Capability::ChannelAcks),
+            Metric::Channel => Some(Capability::ChannelAcks),
+            Metric::ChannelSync => Some(Capability::ChannelSync),
             Metric::GroupReadFirst | Metric::GroupReadAll => Some(Capability::GroupReadCounts),
             Metric::ReadUsersPage | Metric::ReadUsers => Some(Capability::ReadUsers),
             Metric::Message

@@ -358,6 +358,7 @@ async fn create_groups(world: &World, driver: &dyn Driver, close_timeout: Durati
             user: owner,
             device: Arc::from(format!("setup{i}")),
             delivery: false,
+            groups: Arc::from([]),
         };
         let group = g.id.clone();
         async move {

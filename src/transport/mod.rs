@@ -97,28 +97,39 @@ pub enum Capability {
     ServerAcks,
     /// Delivery receipts reach senders.
     DeliveryReceipts,
-    /// The server counts the distinct readers of a group message and pushes the count.
+    /// Readers' acks of a group message reach its sender with a count of distinct readers.
     GroupReadCounts,
     /// Read counts that changed while a sender was offline are replayed at its login.
     OfflineStatistic,
     /// The readers of a group message can be listed.
     ReadUsers,
-    /// Conversation-level read acks are pushed to the peer and synced to the reader's
-    /// other devices.
+    /// Conversation-level read acks reach the peer (as their own push, or as the read
+    /// receipt of the newest message they cover).
     ChannelAcks,
+    /// Conversation-level read acks reach the reader's other devices.
+    ChannelSync,
+    /// Group read counts are counted by the server (without it, each sender's client counts
+    /// the readers' markers: the figures are the client's, and the report says so).
+    ServerReadCounts,
+    /// Group messages sent while a member was offline are replayed at its next login
+    /// (without it, they are owed only to members online when they were sent).
+    OfflineGroupMessages,
     /// Groups are created through the protocol (rather than joined into being).
     CreateGroups,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 10] = [
         Capability::ServerAcks,
         Capability::DeliveryReceipts,
         Capability::GroupReadCounts,
         Capability::OfflineStatistic,
         Capability::ReadUsers,
         Capability::ChannelAcks,
+        Capability::ChannelSync,
+        Capability::ServerReadCounts,
+        Capability::OfflineGroupMessages,
         Capability::CreateGroups,
     ];
 
@@ -131,6 +142,9 @@ impl Capability {
             Capability::OfflineStatistic => "offline_statistic",
             Capability::ReadUsers => "read_users",
             Capability::ChannelAcks => "channel_acks",
+            Capability::ChannelSync => "channel_sync",
+            Capability::ServerReadCounts => "server_read_counts",
+            Capability::OfflineGroupMessages => "offline_group_messages",
             Capability::CreateGroups => "create_groups",
         }
     }
@@ -175,6 +189,10 @@ pub struct LoginSpec {
     pub device: Arc<str>,
     /// The device sends delivery receipts.
     pub delivery: bool,
+    /// The groups the user is in (a protocol whose group membership is presence in a room,
+    /// such as XMPP MUC, joins them before the connection counts as logged in; the native
+    /// server knows its members already).
+    pub groups: Arc<[Arc<str>]>,
 }
 
 /// What a user asks its connection to send.

@@ -33,10 +33,15 @@ impl UserActor {
         d.connecting = true;
         d.generation += 1;
         let generation = d.generation;
+        let world = &self.shared.world;
         let spec = LoginSpec {
             user: self.id.clone(),
             device: Arc::from(format!("d{dev}")),
-            delivery: self.shared.world.delivery[self.ix as usize],
+            delivery: world.delivery[self.ix as usize],
+            groups: world.memberships[self.ix as usize]
+                .iter()
+                .map(|(g, _)| world.groups[*g as usize].id.clone())
+                .collect(),
         };
         let fut = self.shared.driver.connect(spec);
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
