@@ -17,6 +17,9 @@ pub(super) struct Judge<'a> {
     /// due is a loss protocol v1 allows (written to a connection that then died). A second,
     /// plus the longest stall the profile injects (a stalled reader holds written pushes).
     pub(super) grace: Micros,
+    /// The server replays group messages to members who were offline (without it, such as
+    /// XMPP MUC, a group message is owed only to members online when it was sent).
+    pub(super) offline_groups: bool,
 }
 
 impl Judge<'_> {
@@ -215,6 +218,14 @@ impl MsgRec {
         };
         for r in &self.recipients {
             tally.kind(Kind::Message).duplicated += u64::from(r.repeats);
+            if r.user_off && self.group && !judge.offline_groups {
+                // The protocol keeps no group messages for offline members: nothing owed.
+                match bits(r.arrived) {
+                    0 => tally.kind(Kind::Message).not_due += 1,
+                    _ => tally.ok(Kind::Message),
+                }
+                continue;
+            }
             if r.user_off {
                 // Stored once for the user; replayed to the first device that logs in.
                 match bits(r.arrived) {

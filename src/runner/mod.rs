@@ -27,7 +27,7 @@ use crate::sim::behaviour::{Micros, SimConfig};
 use crate::sim::user::{Quiet, Shared, Stop, UserActor};
 use crate::sim::world::World;
 use crate::transport::native::NativeDriver;
-use crate::transport::{Command, Driver, Inbound, LoginSpec, Op, Reply, TransportError};
+use crate::transport::{Capability, Command, Driver, Inbound, LoginSpec, Op, Reply, TransportError};
 
 pub use results::{Machine, Manifest, write_compare, write_comparison};
 pub use summary::LAG_LIMIT_MS;
@@ -348,7 +348,12 @@ async fn restart_server(plan: &Plan, target: &target::Running, start: Instant, s
 }
 
 /// Logs each group's owner in on a `setup` device, creates the group, and logs out.
+/// Creates the world's groups, one setup connection per group. A protocol whose groups come
+/// into being as members join (XMPP MUC) has none to create: its users join at login.
 async fn create_groups(world: &World, driver: &dyn Driver, close_timeout: Duration) -> Result<(), RunError> {
+    if !driver.capabilities().has(Capability::CreateGroups) {
+        return Ok(());
+    }
     let tasks = world.groups.iter().enumerate().map(|(i, g)| {
         let owner = world.users[g.owner as usize].clone();
         let members = g.members.iter().map(|m| world.users[*m as usize].clone()).collect();

@@ -10,7 +10,7 @@ use crate::profile::{self, Plan};
 use crate::report::{
     AckEconomics, AckSplit, Counters, PlanSummary, Report, SCHEMA_VERSION, ServerFrames, TargetInfo, Throughput,
 };
-use crate::transport::{Driver, FrameStats};
+use crate::transport::{Capability, Driver, FrameStats};
 
 /// Schedule lag p99 above which the generator, not the server, is the bottleneck. The 1 ms
 /// timer and a busy box put a healthy generator's p99 at 2-6 ms; 10 ms means it is behind.
@@ -164,6 +164,11 @@ pub(super) fn build(
     };
     report.warnings = target.warnings.clone();
     report.warnings.extend(warnings(&report, &f.connect_errors));
+    if !driver.capabilities().has(Capability::ServerReadCounts) && report.plan.groups > 0 {
+        report.warnings.push(format!(
+            "group read counts are counted by each sender's client from the readers' markers: the {protocol} protocol has no server-side count"
+        ));
+    }
     if let Some(e) = &f.hlog_error {
         report
             .warnings

@@ -262,9 +262,16 @@ impl State {
             Some(k) if k.sender == user => *k,
             _ => return self.stray(audit, &mid),
         };
-        let Some(m) = self.msgs.get_mut(&key) else {
+        let Some(read_sent) = self.msgs.get(&key).map(|m| m.read.sent) else {
             return self.stray(audit, &mid);
         };
+        if kind == ReceiptKind::Read && !read_sent && self.covers_as_newest(from, user, key) {
+            // No read ack was sent for it, but a conversation ack names it as the newest
+            // message it covers: a protocol without conversation acks (XMPP's one
+            // `displayed` marker for the newest message) carries the ack this way.
+            return self.channel_push(user, dev, from, at);
+        }
+        let Some(m) = self.msgs.get_mut(&key) else { return };
         let (scheduled, sent) = (m.scheduled, m.sent);
         match kind {
             ReceiptKind::Delivery => {
@@ -320,6 +327,14 @@ impl State {
             let (scheduled, sent) = (m.scheduled, m.sent);
             self.record(Metric::Read, at, scheduled, Some(sent));
         }
+    }
+
+    /// Whether a conversation ack of `reader` to `peer`, still on its way to a device, names
+    /// `key` as the newest message it covers.
+    fn covers_as_newest(&self, reader: u32, peer: u32, key: MsgKey) -> bool {
+        self.channels
+            .get(&(reader, peer))
+            .is_some_and(|q| q.iter().any(|a| a.upto == Some(key.seq)))
     }
 
     pub(super) fn channel_push(&mut self, user: u32, dev: u8, from: u32, at: Micros) {

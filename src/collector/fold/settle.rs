@@ -12,7 +12,7 @@ use crate::collector::records::Judge;
 use crate::report::FaultReport;
 use crate::sim::behaviour::Micros;
 use crate::sim::faults::Fault;
-use crate::transport::MsgId;
+use crate::transport::{Capability, MsgId};
 
 /// A reconnect whose drop falls this long after a fault's window is still that fault's.
 pub(super) const FAULT_ATTRIBUTION: Micros = 2_000_000;
@@ -122,6 +122,7 @@ impl State {
             let judge = Judge {
                 presence: &self.presence,
                 grace: self.grace,
+                offline_groups: self.capabilities.has(Capability::OfflineGroupMessages),
             };
             if self.faults.is_empty() {
                 m.settle(key.sender, &judge, &mut self.tally);
@@ -152,6 +153,7 @@ impl State {
         let judge = Judge {
             presence: &self.presence,
             grace: self.grace,
+            offline_groups: self.capabilities.has(Capability::OfflineGroupMessages),
         };
         let tally = &mut self.tally;
         for ((_, peer), q) in self.channels.iter_mut() {

@@ -496,3 +496,52 @@ fn metrics_and_kinds_a_protocol_cannot_give_are_left_out() {
     assert!(!f.audit.by_kind.contains_key("reply") && !f.audit.by_kind.contains_key("read_users"));
     assert!(f.audit.by_kind.contains_key("message"));
 }
+
+/// A protocol without conversation acks carries one as the read receipt of the newest message
+/// it covers (XMPP: one `displayed` marker): that receipt counts as the channel ack's push.
+#[test]
+fn a_read_receipt_of_the_newest_covered_message_is_the_channel_acks_push() {
+    let mut s = state(1);
+    for u in [ALICE, BOB] {
+        login(&mut s, u, 0, 0);
+    }
+    let (m1, m2) = (key(ALICE, 1), key(ALICE, 2));
+    for (k, mid, t) in [(m1, 1, 10), (m2, 2, 20)] {
+        send(&mut s, k, Chat::Single, BOB, ms(t));
+        accept(&mut s, k, BOB, mid, ms(t + 2));
+        push(&mut s, BOB, 0, k, mid, ms(t + 3));
+    }
+    ack(&mut s, BOB, AckKind::Channel, Some(m2), ALICE, ms(30));
+    receipt(&mut s, ALICE, 0, ReceiptKind::Read, 2, BOB, None, ms(35));
+    let f = s.finish();
+    assert_eq!(f.latencies["channel"].count, 1);
+    assert_eq!(f.latencies["read"].count, 2, "both messages learned read");
+    assert_eq!(f.latencies["read_receipt"].count, 0, "no per-message read");
+    let (c, r) = (&f.audit.by_kind["channel"], &f.audit.by_kind["read"]);
+    assert_eq!((c.expected, c.arrived, c.unexpected), (1, 1, 0));
+    assert_eq!((r.unexpected, r.duplicated), (0, 0));
+}
+
+/// Without offline group messages (XMPP MUC), a group message is owed only to members online
+/// when it was sent: one that logs in later and gets nothing has lost nothing.
+#[test]
+fn group_messages_are_owed_to_offline_members_only_where_the_protocol_keeps_them() {
+    use crate::transport::Capability;
+    for (caps, lost) in [
+        (Capabilities::ALL, 1),
+        (Capabilities::without(&[Capability::OfflineGroupMessages]), 0),
+    ] {
+        let mut s = state(1);
+        s.capabilities = caps;
+        for u in [ALICE, BOB] {
+            login(&mut s, u, 0, 0);
+        }
+        let g1 = key(ALICE, 1);
+        send(&mut s, g1, Chat::Group, 0, ms(10));
+        accept(&mut s, g1, 0, 1, ms(12));
+        push(&mut s, BOB, 0, g1, 1, ms(13));
+        login(&mut s, CAROL, 0, ms(50));
+        let m = &s.finish().audit.by_kind["message"];
+        assert_eq!((m.arrived, m.lost), (1, lost), "{caps:?}");
+    }
+}
