@@ -14,8 +14,28 @@ use crate::transport::connect::TargetUrl;
 /// The target: an external server when `target.url` is given, else the embedded one.
 pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
     let server_raw = t.server.clone().unwrap_or_default();
+    let xmpp = t.protocol.as_deref() == Some("xmpp");
+    match t.protocol.as_deref() {
+        None | Some("native" | "xmpp") => {}
+        Some(other) => c.fail(
+            "target.protocol",
+            format!("{other:?} is not one of \"native\", \"xmpp\""),
+        ),
+    }
+    if t.xmpp.is_some() && !xmpp {
+        c.fail("target.xmpp", "applies to target.protocol = \"xmpp\" only");
+    }
     match &t.url {
         Some(url) => {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            let protocol = if xmpp {
+                Protocol::Xmpp(xmpp_options(t, url, c))
+            } else {
+                if scheme.as_deref() == Some("xmpp") {
+                    c.fail("target.url", "an xmpp:// URL needs target.protocol = \"xmpp\"");
+                }
+                Protocol::Native
+            };
             let tls = match TargetUrl::parse(url) {
                 Ok(parsed) => parsed.tls,
                 Err(reason) => {
@@ -23,11 +43,16 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
                     true
                 }
             };
+            // TLS keys apply to wss://, and to xmpp:// unless STARTTLS is off.
+            let tls = tls
+                || matches!(&protocol, Protocol::Xmpp(x) if scheme.as_deref() == Some("xmpp") && x.starttls != StartTls::Never);
             let (ca_file, insecure) = check_tls(c, t, tls);
             if t.server.is_some() || t.embedded.is_some() || t.server_threads.is_some() {
                 c.note("target.server and target.embedded are ignored: they configure the embedded server, and target.url names an external one");
             }
+            let password = t.xmpp.as_ref().and_then(|x| x.password.clone());
             let auth = match (&t.secret, &t.token_file) {
+                _ if xmpp => xmpp_auth(t, password, c),
                 (Some(s), None) => Auth::Secret(s.clone()),
                 (None, Some(f)) => match read_token_file(f) {
                     Ok(tokens) => Auth::Tokens(tokens),
@@ -56,9 +81,16 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
                 auth,
                 ca_file,
                 insecure,
+                protocol,
             }
         }
         None => {
+            if xmpp {
+                c.fail(
+                    "target.url",
+                    "target.protocol = \"xmpp\" drives an external XMPP server: give its target.url (xmpp://HOST[:PORT] or ws://.../xmpp-websocket)",
+                );
+            }
             if t.secret.is_some() || t.token_file.is_some() {
                 c.fail(
                     "target.secret",
@@ -117,6 +149,87 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
                 .server_threads
                 .map(|n| c.server_count("target.server_threads", Some(n), 1, server_bounds::THREADS));
             Target::Embedded { mode, threads, server }
+        }
+    }
+}
+
+/// The `[target.xmpp]` table: the domain (default: the URL's host), the MUC service
+/// (default: `conference.<domain>`) and the STARTTLS policy (default: when offered).
+fn xmpp_options(t: &RawTarget, url: &str, c: &mut Checker) -> XmppOptions {
+    let raw = t.xmpp.clone().unwrap_or_default();
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', ':', '?', '#']).next().unwrap_or_default())
+        .unwrap_or_default();
+    let domain = raw.domain.unwrap_or_else(|| host.to_string());
+    if domain.is_empty() || domain.contains(['@', '/', ' ']) {
+        c.fail("target.xmpp.domain", format!("{domain:?} is not an XMPP domain"));
+    }
+    let muc_domain = raw.muc_domain.unwrap_or_else(|| format!("conference.{domain}"));
+    if muc_domain.is_empty() || muc_domain.contains(['@', '/', ' ']) {
+        c.fail(
+            "target.xmpp.muc_domain",
+            format!("{muc_domain:?} is not an XMPP domain"),
+        );
+    }
+    let starttls = match raw.starttls.as_deref().unwrap_or("if_offered") {
+        "never" => StartTls::Never,
+        "if_offered" => StartTls::IfOffered,
+        "required" => StartTls::Required,
+        other => {
+            c.fail(
+                "target.xmpp.starttls",
+                format!("{other:?} is not one of \"never\", \"if_offered\", \"required\""),
+            );
+            StartTls::IfOffered
+        }
+    };
+    if let Some(scheme) = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase())
+        && !matches!(scheme.as_str(), "xmpp" | "ws" | "wss")
+    {
+        c.fail(
+            "target.url",
+            format!("an XMPP target is xmpp://HOST[:PORT] (TCP) or ws:// / wss:// (RFC 7395), not {scheme}://"),
+        );
+    }
+    XmppOptions {
+        domain,
+        muc_domain,
+        starttls,
+    }
+}
+
+/// XMPP log-in: one password for all users (`target.xmpp.password`) or one per user
+/// (`target.token_file` of `user password` lines).
+fn xmpp_auth(t: &RawTarget, password: Option<String>, c: &mut Checker) -> Auth {
+    if t.secret.is_some() {
+        c.fail(
+            "target.secret",
+            "XMPP users log in with target.xmpp.password or a target.token_file of `user password` lines",
+        );
+    }
+    match (password, &t.token_file) {
+        (Some(p), None) => Auth::Password(p),
+        (None, Some(f)) => match read_token_file(f) {
+            Ok(passwords) => Auth::Tokens(passwords),
+            Err(e) => {
+                c.fail("target.token_file", e);
+                Auth::Tokens(HashMap::new())
+            }
+        },
+        (Some(_), Some(_)) => {
+            c.fail(
+                "target.xmpp.password",
+                "give either target.xmpp.password or target.token_file, not both",
+            );
+            Auth::Password(String::new())
+        }
+        (None, None) => {
+            c.fail(
+                "target.xmpp.password",
+                "an XMPP target needs target.xmpp.password or target.token_file",
+            );
+            Auth::Password(String::new())
         }
     }
 }

@@ -249,8 +249,26 @@ pub fn effective_toml(p: &Plan) -> String {
             ..Default::default()
         },
         Target::External {
-            url, ca_file, insecure, ..
+            url,
+            ca_file,
+            insecure,
+            protocol,
+            ..
         } => RawTarget {
+            protocol: match protocol {
+                Protocol::Native => None,
+                Protocol::Xmpp(_) => Some("xmpp".to_string()),
+            },
+            // Credentials are not written back.
+            xmpp: match protocol {
+                Protocol::Native => None,
+                Protocol::Xmpp(x) => Some(RawXmpp {
+                    domain: Some(x.domain.clone()),
+                    muc_domain: Some(x.muc_domain.clone()),
+                    password: None,
+                    starttls: Some(x.starttls.as_str().to_string()),
+                }),
+            },
             url: Some(url.clone()),
             ca_file: ca_file.as_ref().map(|p| p.display().to_string()),
             insecure: insecure.then_some(true),

@@ -54,10 +54,55 @@ pub enum EmbeddedMode {
 /// How users log in to an external server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
-    /// The server secret: tokens are computed.
+    /// The server secret: tokens are computed (native protocol).
     Secret(String),
-    /// Tokens per user, read from a file of `user token` lines.
+    /// Tokens per user (native) or passwords per user (XMPP), read from a file of
+    /// `user token` lines.
     Tokens(HashMap<String, String>),
+    /// One password for every user (XMPP).
+    Password(String),
+}
+
+/// The protocol the tester speaks to an external server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Protocol {
+    /// The receipts protocol (docs/protocol.md) over WebSocket.
+    Native,
+    /// XMPP over TCP (`xmpp://`) or WebSocket (RFC 7395).
+    Xmpp(XmppOptions),
+}
+
+/// XMPP specifics of a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XmppOptions {
+    /// The server's domain: users are `user@domain`.
+    pub domain: String,
+    /// The multi-user chat service: groups are rooms `group@muc_domain`.
+    pub muc_domain: String,
+    /// STARTTLS over TCP.
+    pub starttls: StartTls,
+}
+
+/// When an `xmpp://` connection upgrades to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTls {
+    /// Never (plain TCP; for servers on a trusted network).
+    Never,
+    /// When the server offers it.
+    IfOffered,
+    /// Always: a server that does not offer it is refused.
+    Required,
+}
+
+impl StartTls {
+    /// Name in profiles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartTls::Never => "never",
+            StartTls::IfOffered => "if_offered",
+            StartTls::Required => "required",
+        }
+    }
 }
 
 /// The server measured.
@@ -72,7 +117,7 @@ pub enum Target {
         /// Server options.
         server: ServerOptions,
     },
-    /// Any server speaking PROTOCOL.md, on any host.
+    /// Any server on any host, speaking the receipts protocol or XMPP.
     External {
         /// `ws://` or `wss://HOST[:PORT]/PATH`.
         url: String,
@@ -82,6 +127,8 @@ pub enum Target {
         ca_file: Option<PathBuf>,
         /// `wss://`: do not verify the server's certificate (warned about, and recorded).
         insecure: bool,
+        /// The protocol spoken.
+        protocol: Protocol,
     },
 }
 

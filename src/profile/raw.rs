@@ -77,6 +77,7 @@ pub struct RawStep {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
+    pub protocol: Option<String>,
     pub url: Option<String>,
     pub secret: Option<String>,
     pub token_file: Option<String>,
@@ -86,6 +87,17 @@ pub struct RawTarget {
     pub embedded: Option<String>,
     pub server_threads: Option<usize>,
     pub server: Option<RawServer>,
+    pub xmpp: Option<RawXmpp>,
+}
+
+/// `[target.xmpp]`: how to log in to an XMPP server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawXmpp {
+    pub domain: Option<String>,
+    pub muc_domain: Option<String>,
+    pub password: Option<String>,
+    pub starttls: Option<String>,
 }
 
 /// `[target.server]`: options of the embedded server.

@@ -36,6 +36,7 @@ fn external_targets_need_credentials() {
             auth: Auth::Secret("s".into()),
             ca_file: None,
             insecure: false,
+            protocol: Protocol::Native,
         }
     );
 }
@@ -141,4 +142,63 @@ fn the_effective_profile_keeps_the_tls_keys() {
     )
     .unwrap();
     assert!(effective_toml(&insecure).contains("insecure = true"));
+}
+
+#[test]
+fn xmpp_targets_log_in_with_passwords_and_name_their_domains() {
+    let p = parse_text(
+        &target("protocol = \"xmpp\"\nurl = \"ws://chat.example.com:5280/xmpp-websocket\"\n[target.xmpp]\npassword = \"pw\""),
+        &[],
+    )
+    .unwrap();
+    let Target::External { auth, protocol, .. } = &p.target else {
+        panic!("{:?}", p.target)
+    };
+    assert_eq!(*auth, Auth::Password("pw".into()));
+    assert_eq!(
+        *protocol,
+        Protocol::Xmpp(XmppOptions {
+            domain: "chat.example.com".into(),
+            muc_domain: "conference.chat.example.com".into(),
+            starttls: StartTls::IfOffered,
+        })
+    );
+    // The effective profile keeps the protocol and domains, not the password.
+    let eff = effective_toml(&p);
+    assert!(
+        eff.contains("protocol = \"xmpp\"") && eff.contains("muc_domain"),
+        "{eff}"
+    );
+    assert!(!eff.contains("pw"), "{eff}");
+}
+
+#[test]
+fn xmpp_keys_are_checked_with_the_protocol() {
+    for (keys, field) in [
+        ("protocol = \"xmpp\"\nurl = \"ws://h:1/x\"", "target.xmpp.password"),
+        (
+            "protocol = \"xmpp\"\nurl = \"ws://h:1/x\"\nsecret = \"s\"\n[target.xmpp]\npassword = \"p\"",
+            "target.secret",
+        ),
+        ("protocol = \"xmpp\"", "target.url"),
+        (
+            "protocol = \"smtp\"\nurl = \"ws://h:1/x\"\nsecret = \"s\"",
+            "target.protocol",
+        ),
+        (
+            "url = \"ws://h:1/x\"\nsecret = \"s\"\n[target.xmpp]\ndomain = \"d\"",
+            "target.xmpp",
+        ),
+        (
+            "protocol = \"xmpp\"\nurl = \"ws://h:1/x\"\n[target.xmpp]\npassword = \"p\"\nstarttls = \"sometimes\"",
+            "target.xmpp.starttls",
+        ),
+        (
+            "protocol = \"xmpp\"\nurl = \"http://h:1/x\"\n[target.xmpp]\npassword = \"p\"",
+            "target.url",
+        ),
+    ] {
+        let e = parse_text(&target(keys), &[]).unwrap_err().to_string();
+        assert!(e.contains(field), "{keys}: {e}");
+    }
 }

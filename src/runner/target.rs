@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use rand::RngExt;
 
 use super::RunError;
-use crate::profile::{Auth, EmbeddedMode, Plan, Target};
+use crate::profile::{Auth, EmbeddedMode, Plan, Protocol, Target};
 use crate::server::store::StoreLimits;
 use crate::server::{ServerConfig, ServerHandle};
 use crate::transport::connect::Endpoint;
@@ -32,6 +32,8 @@ pub struct Running {
     pub url: String,
     /// How users log in.
     pub auth: Auth,
+    /// The protocol spoken (the embedded server speaks the native one).
+    pub protocol: Protocol,
     /// `embedded` or `external`.
     pub kind: &'static str,
     /// The URL resolved (once per run): where every connection goes.
@@ -90,6 +92,7 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
             auth,
             ca_file,
             insecure,
+            protocol,
         } => {
             let tls = TlsOptions {
                 ca_file: ca_file.clone(),
@@ -103,6 +106,7 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
             return Ok(Running {
                 url: url.clone(),
                 auth: auth.clone(),
+                protocol: protocol.clone(),
                 kind: "external",
                 endpoint,
                 warnings,
@@ -137,6 +141,7 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
         endpoint: Arc::new(Endpoint::resolve(&url, &TlsOptions::default())?),
         url,
         auth: Auth::Secret(secret),
+        protocol: Protocol::Native,
         kind: "embedded",
         warnings: Vec::new(),
         server,

@@ -61,6 +61,8 @@ impl NativeDriver {
     fn token(&self, user: &str) -> Result<String, TransportError> {
         match &self.auth {
             Auth::Secret(s) => Ok(token::token(s.as_bytes(), user)),
+            // The profile check allows passwords for XMPP targets only.
+            Auth::Password(_) => Err(TransportError::NoToken(user.to_string())),
             Auth::Tokens(map) => map
                 .get(user)
                 .cloned()
