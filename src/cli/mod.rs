@@ -95,6 +95,16 @@ enum Command {
         #[arg(long, default_value_t = crate::runner::LAG_LIMIT_MS)]
         max_lag_ms: f64,
     },
+    /// Check the profile's target and driver through every step of the receipt chains (two
+    /// users, one group): what passes, fails, or is not available with the protocol. Exits 1
+    /// when a step failed.
+    Conformance {
+        #[command(flatten)]
+        run: RunArgs,
+        /// How long to wait for each answer.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
     /// Run the reference receipts server (PROTOCOL.md over WebSocket, plus /metrics, /healthz).
     Serve(ServeArgs),
     /// Print the login token of USER under a server secret.
@@ -247,6 +257,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             };
             find_capacity(&run, &search)
         }
+        Command::Conformance { run, wait } => conformance(&run, wait),
         Command::Serve(args) => serve(args),
         Command::Token { secret, user } => {
             if !crate::protocol::is_valid_id(&user) {
@@ -256,6 +267,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `ackstorm conformance`: the steps as a table; exit 1 when one failed.
+fn conformance(run: &RunArgs, wait: std::time::Duration) -> Result<ExitCode> {
+    use crate::transport::conformance::{Outcome, passed};
+    let plan = run.plan()?;
+    let checks = runner::conformance(&plan, wait)?;
+    let mut table = report::text::table(&["step", "outcome", "what the tester relies on"]);
+    for c in &checks {
+        let outcome = match &c.outcome {
+            Outcome::Passed(d) => format!("passed ({:.1} ms)", d.as_secs_f64() * 1e3),
+            Outcome::Failed(why) => format!("FAILED: {why}"),
+            Outcome::NotAvailable(cap) => format!("not available (no {cap})"),
+            Outcome::Skipped => "skipped (an earlier step failed)".to_string(),
+        };
+        table.add_row([c.name.to_string(), outcome, c.meaning.to_string()]);
+    }
+    println!("{table}");
+    Ok(if passed(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
 }
 
 /// Prints the effective plan in brief (the full profile goes to the results folder).

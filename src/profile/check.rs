@@ -504,6 +504,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     // Fault times are checked against the end of traffic, which needs a valid ramp.
     let ramp_ok = users_per_sec.is_finite() && users_per_sec > 0.0 && duration > Duration::ZERO;
     plan.faults = check_faults::faults(&raw.faults, &mut plan, ramp_ok, c);
+    check_target::protocol_fit(&plan, c);
     plan.notes = std::mem::take(&mut c.notes);
     plan
 }

@@ -153,6 +153,27 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
     }
 }
 
+/// What the rest of the profile asks of the protocol: XMPP has no reader lists to query, and
+/// syncs no conversation ack to a reader's other devices.
+pub(super) fn protocol_fit(plan: &Plan, c: &mut Checker) {
+    let Target::External {
+        protocol: Protocol::Xmpp(_),
+        ..
+    } = &plan.target
+    else {
+        return;
+    };
+    if plan.groups.count > 0 && plan.groups.read_users_share > 0.0 {
+        c.fail(
+            "groups.read_users_share",
+            "XMPP has no list of a group message's readers to query: set it to 0",
+        );
+    }
+    if plan.population.devices_per_user > 1 {
+        c.note("XMPP: a conversation ack is not synced to the reader's other devices (channel_sync is not available)");
+    }
+}
+
 /// The `[target.xmpp]` table: the domain (default: the URL's host), the MUC service
 /// (default: `conference.<domain>`) and the STARTTLS policy (default: when offered).
 fn xmpp_options(t: &RawTarget, url: &str, c: &mut Checker) -> XmppOptions {

@@ -33,7 +33,7 @@ mod fmt;
 mod html;
 pub mod model;
 mod run_view;
-mod text;
+pub(crate) mod text;
 
 #[cfg(test)]
 mod sample;

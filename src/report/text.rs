@@ -198,7 +198,8 @@ pub fn render_comparison_text(c: &Comparison) -> String {
 
 const STYLE: TableStyle = presets::UTF8_FULL_CONDENSED.with_rounded_corners();
 
-fn table(header: &[&str]) -> Table {
+/// A terminal table in the report's style.
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(STYLE).set_header(header.to_vec());
     t

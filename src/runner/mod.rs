@@ -6,6 +6,7 @@
 //! it all into a [`Report`] and a results folder.
 
 pub mod capacity;
+mod driver;
 pub mod interrupt;
 mod progress;
 mod results;
@@ -26,7 +27,7 @@ use crate::report::{Comparison, Report, ReportError, SCHEMA_VERSION, StrategyRow
 use crate::sim::behaviour::{Micros, SimConfig};
 use crate::sim::user::{Quiet, Shared, Stop, UserActor};
 use crate::sim::world::World;
-use crate::transport::native::NativeDriver;
+use crate::transport::conformance::{Cast, Check};
 use crate::transport::{Capability, Command, Driver, Inbound, LoginSpec, Op, Reply, TransportError};
 
 pub use results::{Machine, Manifest, write_compare, write_comparison};
@@ -99,6 +100,25 @@ fn run_tag() -> String {
     format!("{:x}", secs % 0xFFFF_FFFF)
 }
 
+/// `ackstorm conformance`: the driver of `plan`'s target through every step of the receipt
+/// chains, with the first two users of the population and a fresh group.
+pub fn conformance(plan: &Plan, wait: Duration) -> Result<Vec<Check>, RunError> {
+    let tag = run_tag();
+    let mut target = target::start(plan)?;
+    let driver = driver::open(plan, &mut target)?;
+    let prefix = &plan.population.user_prefix;
+    let cast = Cast {
+        a: Arc::from(format!("{prefix}0")),
+        b: Arc::from(format!("{prefix}1")),
+        group: Arc::from(format!("conformance.{tag}")),
+        tag,
+    };
+    let system = actix_rt::System::new();
+    let checks = system.block_on(crate::transport::conformance::run(driver.as_ref(), &cast, wait));
+    target.stop();
+    Ok(checks)
+}
+
 /// Runs `plan`; `effective` is its effective profile text (saved with the results).
 pub fn run(plan: &Plan, effective: &str) -> Result<RunOutput, RunError> {
     run_into(plan, effective, None)
@@ -127,13 +147,7 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     let world = Arc::new(World::build_tagged(plan, &tag));
     let dir = results::prepare(plan, dir)?;
     let mut target = target::start(plan)?;
-    let source_ips = source_ips(plan, &mut target);
-    let driver: Arc<dyn Driver> = Arc::new(NativeDriver::new(
-        target.endpoint.clone(),
-        target.auth.clone(),
-        source_ips,
-        plan.tester.connect_timeout,
-    ));
+    let driver = driver::open(plan, &mut target)?;
     let started_at = SystemTime::now();
     let system = actix_rt::System::new();
     let measured = system.block_on(drive(plan, &world, &target, driver.clone(), &tag, &dir))?;
@@ -152,28 +166,6 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
 /// Source addresses of the run's connections: 127.0.0.x to a loopback target (the profile's,
 /// or enough for ~28k ephemeral ports each beyond 25,000 connections); none elsewhere (the OS
 /// chooses; a profile's list is then ignored, with a warning).
-fn source_ips(plan: &Plan, target: &mut target::Running) -> Vec<std::net::Ipv4Addr> {
-    let connections = plan.peak_users() * plan.population.devices_per_user;
-    let mut source_ips = plan.tester.source_ips.clone();
-    if !target.endpoint.is_loopback() {
-        if !source_ips.is_empty() {
-            let w = format!(
-                "tester.source_ips ignored: they are loopback addresses, and {} is not on loopback",
-                target.url
-            );
-            eprintln!("warning: {w}");
-            target.warnings.push(w);
-        }
-        return Vec::new();
-    }
-    if source_ips.is_empty() && connections > 25_000 {
-        // ~28k ephemeral ports per source address: spread over 127.0.0.1, .2, ...
-        source_ips = (1..=connections.div_ceil(25_000) as u8)
-            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
-            .collect();
-    }
-    source_ips
-}
 
 /// What the actix part of a run hands back.
 pub(crate) struct Measured {

@@ -18,6 +18,7 @@
 //! Connections live on the actor's own arbiter (single-threaded runtime), so futures and
 //! streams here are `!Send`.
 
+pub mod conformance;
 pub mod connect;
 pub mod native;
 pub mod tls;

@@ -5,6 +5,7 @@
 mod audit_faults;
 mod bench_cli;
 mod common;
+mod conformance;
 mod fake_server;
 mod run_cli;
 mod run_signals;

@@ -1,0 +1,51 @@
+//! The driver of a run, chosen by the profile's `target.protocol`: the native driver for the
+//! embedded server and native targets, the XMPP driver for XMPP servers. Each gets the run's
+//! resolved target and, towards loopback only, the source addresses that spread connections
+//! past one address's ephemeral ports.
+
+use std::sync::Arc;
+
+use super::RunError;
+use super::target::Running;
+use crate::profile::{Plan, Protocol};
+use crate::transport::Driver;
+use crate::transport::native::NativeDriver;
+
+/// The driver for `target` (warnings about the plan's source addresses go to `target`).
+pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>, RunError> {
+    let source_ips = source_ips(plan, target);
+    match &target.protocol {
+        Protocol::Native => Ok(Arc::new(NativeDriver::new(
+            target.endpoint.clone(),
+            target.auth.clone(),
+            source_ips,
+            plan.tester.connect_timeout,
+        ))),
+        Protocol::Xmpp(_) => Err(RunError::Setup("the XMPP driver is not built yet".into())),
+    }
+}
+
+/// Source addresses for connections: the plan's, or 127.0.0.1, .2, ... when the connections
+/// pass what one address's ephemeral ports hold; none towards a target not on loopback.
+fn source_ips(plan: &Plan, target: &mut Running) -> Vec<std::net::Ipv4Addr> {
+    let connections = plan.peak_users() * plan.population.devices_per_user;
+    let mut source_ips = plan.tester.source_ips.clone();
+    if !target.endpoint.is_loopback() {
+        if !source_ips.is_empty() {
+            let w = format!(
+                "tester.source_ips ignored: they are loopback addresses, and {} is not on loopback",
+                target.url
+            );
+            eprintln!("warning: {w}");
+            target.warnings.push(w);
+        }
+        return Vec::new();
+    }
+    if source_ips.is_empty() && connections > 25_000 {
+        // ~28k ephemeral ports per source address: spread over 127.0.0.1, .2, ...
+        source_ips = (1..=connections.div_ceil(25_000) as u8)
+            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
+            .collect();
+    }
+    source_ips
+}
