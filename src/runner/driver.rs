@@ -25,8 +25,9 @@ pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>,
     }
 }
 
-/// Source addresses for connections: the plan's, or 127.0.0.1, .2, ... when the connections
-/// pass what one address's ephemeral ports hold; none towards a target not on loopback.
+/// Source addresses of the run's connections: 127.0.0.x to a loopback target (the profile's,
+/// or enough for ~28k ephemeral ports each beyond 25,000 connections); none elsewhere (the OS
+/// chooses; a profile's list is then ignored, with a warning).
 fn source_ips(plan: &Plan, target: &mut Running) -> Vec<std::net::Ipv4Addr> {
     let connections = plan.peak_users() * plan.population.devices_per_user;
     let mut source_ips = plan.tester.source_ips.clone();

@@ -163,10 +163,6 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     })
 }
 
-/// Source addresses of the run's connections: 127.0.0.x to a loopback target (the profile's,
-/// or enough for ~28k ephemeral ports each beyond 25,000 connections); none elsewhere (the OS
-/// chooses; a profile's list is then ignored, with a warning).
-
 /// What the actix part of a run hands back.
 pub(crate) struct Measured {
     folded: collector::Folded,
