@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Starts or stops a real XMPP server (Prosody or ejabberd) on 127.0.0.1 for ackstorm's XMPP
-# tests and load runs, with accounts user1..userN registered in bulk.
+# tests and load runs, with accounts registered in bulk: user1..userN, or with --prefix P the
+# names a load run uses, P0..P(N-1) (ackstorm's users are `population.user_prefix` + 0..N-1;
+# the prefix is `u` by default, so `--users 1000 --prefix u` registers u0..u999).
 #
-#   scripts/xmpp-server.sh start  prosody|ejabberd [--users N]
+#   scripts/xmpp-server.sh start  prosody|ejabberd [--users N] [--prefix P]
 #   scripts/xmpp-server.sh stop   prosody|ejabberd
 #   scripts/xmpp-server.sh status prosody|ejabberd
 #
@@ -21,6 +23,7 @@
 # MUC: conference.$XMPP_DOMAIN on both.
 #
 # `start` is idempotent: on a running instance it registers any missing users and returns.
+# XMPP lowercases user names (nodeprep), so a prefix must be lowercase.
 # Registration: Prosody account files are written directly (20,000 users ~1 s, start ~0.5 s);
 # ejabberd (start ~2-4 s) imports one XEP-0227 file with `ejabberdctl import_piefxis`
 # (20,000 users ~3 s; prosodyctl or `ejabberdctl register` cost ~0.3-1 s per user).
@@ -45,8 +48,23 @@ die() {
 }
 
 usage() {
-    sed -n '5,7p' "$0" | sed 's/^# //' >&2
+    sed -n '7,9p' "$0" | sed 's/^# //' >&2
     exit 2
+}
+
+# The account names: user1..user$USERS, or $PREFIX0..$PREFIX$((USERS-1)) with --prefix.
+user_names() {
+    local i
+    if [ -n "$PREFIX" ]; then
+        for ((i = 0; i < USERS; i++)); do echo "$PREFIX$i"; done
+    else
+        for ((i = 1; i <= USERS; i++)); do echo "user$i"; done
+    fi
+}
+
+# How the accounts are named, for messages.
+users_range() {
+    if [ -n "$PREFIX" ]; then echo "${PREFIX}0..$PREFIX$((USERS - 1))"; else echo "user1..user$USERS"; fi
 }
 
 is_root() { [ "$(id -u)" = 0 ]; }
@@ -121,29 +139,38 @@ prosody_setup() {
 
 server_alive_prosody() { pid_alive "$(read_pid "$PIDFILE")"; }
 
-# Writes the account files (internal_plain storage) of user1..user$1 that are missing.
-prosody_register() {
-    local n=$1 dir i t0=$SECONDS made=0
-    # Prosody escapes every non-alphanumeric byte of a host name as %xx in data paths.
-    local host="" c j
-    for ((j = 0; j < ${#DOMAIN}; j++)); do
-        c=${DOMAIN:j:1}
+# A name as Prosody's data paths have it: every non-alphanumeric byte escaped as %xx.
+prosody_escape() {
+    local s=$1 out="" c j
+    for ((j = 0; j < ${#s}; j++)); do
+        c=${s:j:1}
         case $c in
-            [A-Za-z0-9]) host+=$c ;;
-            *) host+=$(printf '%%%02x' "'$c") ;;
+            [A-Za-z0-9]) out+=$c ;;
+            *) out+=$(printf '%%%02x' "'$c") ;;
         esac
     done
+    echo "$out"
+}
+
+# Writes the account files (internal_plain storage) of the users that are missing.
+prosody_register() {
+    local dir u t0=$SECONDS made=0
+    local host
+    host=$(prosody_escape "$DOMAIN")
     dir=$STATE/data/$host/accounts
     mkdir -p "$dir"
     local pw=${PASSWORD//\\/\\\\}
     pw=${pw//\"/\\\"}
-    for ((i = 1; i <= n; i++)); do
-        [ -e "$dir/user$i.dat" ] && continue
-        printf 'return {\n\t["password"] = "%s";\n};\n' "$pw" >"$dir/user$i.dat"
+    local file
+    while read -r u; do
+        file=$u
+        [[ $u =~ ^[A-Za-z0-9]+$ ]] || file=$(prosody_escape "$u")
+        [ -e "$dir/$file.dat" ] && continue
+        printf 'return {\n\t["password"] = "%s";\n};\n' "$pw" >"$dir/$file.dat"
         made=$((made + 1))
-    done
+    done < <(user_names)
     if is_root; then chown -R prosody:prosody "$STATE/data"; fi
-    echo "prosody: $made new account(s) written, user1..user$n ready ($((SECONDS - t0)) s)"
+    echo "prosody: $made new account(s) written, $(users_range) ready ($((SECONDS - t0)) s)"
 }
 
 prosody_start() {
@@ -153,7 +180,7 @@ prosody_start() {
     mkdir -p "$STATE/data"
     if server_alive; then
         echo "prosody: already running (pid $(read_pid "$PIDFILE"))"
-        prosody_register "$USERS"
+        prosody_register
         report
         return
     fi
@@ -161,7 +188,7 @@ prosody_start() {
     render "$ROOT/deploy/prosody/prosody.cfg.lua.in" "$STATE/prosody.cfg.lua"
     make_cert
     rm -f "$PIDFILE" "$STATE/prosody.sock"
-    prosody_register "$USERS"
+    prosody_register
     local run=()
     if is_root; then
         chown -R prosody:prosody "$STATE"
@@ -206,10 +233,10 @@ ctl() {
 
 server_alive_ejabberd() { pid_alive "$(read_pid "$PIDFILE")"; }
 
-# Imports those of user1..user$1 that do not exist yet, in one XEP-0227 file (importing an
-# existing account fails the whole import).
+# Imports the users that do not exist yet, in one XEP-0227 file (importing an existing
+# account fails the whole import).
 ejabberd_register() {
-    local n=$1 i t0=$SECONDS f=$STATE/users.xml made=0
+    local t0=$SECONDS f=$STATE/users.xml made=0
     local pw=${PASSWORD//&/&amp;}
     pw=${pw//</&lt;}
     pw=${pw//\'/&apos;}
@@ -221,18 +248,18 @@ ejabberd_register() {
     {
         echo "<?xml version='1.0' encoding='UTF-8'?>"
         echo "<server-data xmlns='urn:xmpp:pie:0'><host jid='$DOMAIN'>"
-        for ((i = 1; i <= n; i++)); do
-            [ -n "${have[user$i]:-}" ] && continue
-            echo "<user name='user$i' password='$pw'/>"
+        while read -r u; do
+            [ -n "${have[$u]:-}" ] && continue
+            echo "<user name='$u' password='$pw'/>"
             made=$((made + 1))
-        done
+        done < <(user_names)
         echo "</host></server-data>"
     } >"$f"
     if [ $made -gt 0 ]; then
         if is_root; then chown ejabberd:ejabberd "$f"; fi
         ctl import_piefxis "$f" >/dev/null || die "ejabberdctl import_piefxis $f failed (log: $LOG)"
     fi
-    echo "ejabberd: $made new account(s) imported, user1..user$n ready ($((SECONDS - t0)) s)"
+    echo "ejabberd: $made new account(s) imported, $(users_range) ready ($((SECONDS - t0)) s)"
 }
 
 ejabberd_start() {
@@ -245,7 +272,7 @@ ejabberd_start() {
     mkdir -p "$STATE/spool" "$STATE/logs"
     if server_alive; then
         echo "ejabberd: already running (pid $(read_pid "$PIDFILE"))"
-        ejabberd_register "$USERS"
+        ejabberd_register
         report
         return
     fi
@@ -271,7 +298,7 @@ ejabberd_start() {
         sleep 0.5
     done
     wait_ready ejabberd "$LOG" "$C2S_PORT" "$HTTP_PORT"
-    ejabberd_register "$USERS"
+    ejabberd_register
     report
 }
 
@@ -316,7 +343,7 @@ report() {
         ejabberd) ws=ws ;;
     esac
     echo "$SERVER ready: c2s 127.0.0.1:$C2S_PORT, websocket ws://127.0.0.1:$HTTP_PORT/$ws," \
-        "domain $DOMAIN, MUC conference.$DOMAIN, users user1..user$USERS password '$PASSWORD'," \
+        "domain $DOMAIN, MUC conference.$DOMAIN, users $(users_range) password '$PASSWORD'," \
         "state $STATE"
 }
 
@@ -334,8 +361,18 @@ status() {
 ACTION=$1 SERVER=$2
 shift 2
 USERS=10
+PREFIX=
 while [ $# -gt 0 ]; do
     case $1 in
+        --prefix)
+            [ $# -ge 2 ] || die "--prefix needs a name"
+            PREFIX=$2
+            shift 2
+            ;;
+        --prefix=*)
+            PREFIX=${1#--prefix=}
+            shift
+            ;;
         --users)
             [ $# -ge 2 ] || die "--users needs a number"
             USERS=$2
@@ -350,6 +387,10 @@ while [ $# -gt 0 ]; do
 done
 if ! [[ $USERS =~ ^[0-9]+$ ]] || [ "$USERS" -lt 1 ]; then
     die "--users must be a positive number, not '$USERS'"
+fi
+# User ids as ackstorm allows them ([A-Za-z0-9_.-]), lowercase as XMPP stores them.
+if [ -n "$PREFIX" ] && ! [[ $PREFIX =~ ^[a-z0-9_.-]+$ ]]; then
+    die "--prefix must be lowercase letters, digits, '_', '.' or '-', not '$PREFIX'"
 fi
 case $SERVER in
     prosody | ejabberd) ;;

@@ -1,6 +1,7 @@
-//! Where connections go and how they get there: a `ws://` or `wss://` target URL checked
-//! once ([`TargetUrl`]), its host resolved once per run ([`Endpoint::resolve`]), and each
-//! connection's TCP connect, TLS handshake and WebSocket upgrade ([`Endpoint::websocket`]).
+//! Where connections go and how they get there: a `ws://` or `wss://` target URL (or, for the
+//! XMPP driver, also `xmpp://`) checked once ([`TargetUrl`]), its host resolved once per run
+//! ([`Endpoint::resolve`]), and each connection's TCP connect, TLS handshake and WebSocket
+//! upgrade ([`Endpoint::websocket`]).
 //!
 //! Connections go to the resolved addresses (the last one that answered first, the others
 //! when it does not), while the host *name* is what TLS verifies and sends as SNI, and what
@@ -31,13 +32,38 @@ use super::tls::{self, TlsOptions};
 /// large, and plain connections should not pay for its size).
 pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
-/// A checked target URL: `ws://` or `wss://`, a host name or IP address, a port (80 and 443
-/// by default) and a path.
+/// The scheme of a target URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// WebSocket (`ws://`).
+    Ws,
+    /// WebSocket over TLS (`wss://`).
+    Wss,
+    /// XMPP over TCP (`xmpp://HOST[:PORT]`, RFC 6120; TLS by STARTTLS, not by the scheme).
+    Xmpp,
+}
+
+impl Scheme {
+    /// The scheme's name and default port.
+    fn of(name: &str) -> Option<(Scheme, u16)> {
+        match name.to_ascii_lowercase().as_str() {
+            "ws" => Some((Scheme::Ws, 80)),
+            "wss" => Some((Scheme::Wss, 443)),
+            "xmpp" => Some((Scheme::Xmpp, 5222)),
+            _ => None,
+        }
+    }
+}
+
+/// A checked target URL: `ws://` or `wss://` (or, for XMPP, `xmpp://`), a host name or IP
+/// address, a port (80, 443 and 5222 by default) and a path (none for `xmpp://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetUrl {
     /// The URL as given (what the upgrade request is built from).
     pub url: String,
-    /// `wss://`.
+    /// Its scheme.
+    pub scheme: Scheme,
+    /// `wss://`: TLS from the first byte.
     pub tls: bool,
     /// Host name or IP address (an IPv6 address without its brackets).
     pub host: String,
@@ -46,22 +72,50 @@ pub struct TargetUrl {
 }
 
 impl TargetUrl {
-    /// Checks `url`; the error says what is wrong with it (callers name the field).
+    /// Checks a native target's `url` (`ws://` or `wss://`); the error says what is wrong with
+    /// it (callers name the field).
     pub fn parse(url: &str) -> Result<TargetUrl, String> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or("not a URL: expected ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH")?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "ws" => false,
-            "wss" => true,
-            other => return Err(format!("the scheme must be ws:// or wss://, not {other}://")),
-        };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.contains('@') {
+        match Scheme::of(scheme) {
+            Some((Scheme::Ws | Scheme::Wss, _)) => {}
+            _ => return Err(format!("the scheme must be ws:// or wss://, not {scheme}://")),
+        }
+        if rest.split(['/', '?', '#']).next().unwrap_or_default().contains('@') {
             return Err(
                 "user names and passwords do not go in the URL (log-in is target.secret or target.token_file)".into(),
             );
         }
+        TargetUrl::parse_any(url)
+    }
+
+    /// Checks an XMPP target's `url`: `xmpp://HOST[:PORT]` (TCP, RFC 6120; port 5222 by
+    /// default; no path) or a `ws://` / `wss://` WebSocket endpoint (RFC 7395).
+    pub fn parse_xmpp(url: &str) -> Result<TargetUrl, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or("not a URL: expected xmpp://HOST[:PORT], ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH")?;
+        let Some((scheme, _)) = Scheme::of(scheme) else {
+            return Err(format!("the scheme must be xmpp://, ws:// or wss://, not {scheme}://"));
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err("user names and passwords do not go in the URL (JIDs are user@domain, \
+                 the domain and passwords are settings of their own)"
+                .into());
+        }
+        if scheme == Scheme::Xmpp && !matches!(&rest[authority.len()..], "" | "/") {
+            return Err("an xmpp:// URL has no path: expected xmpp://HOST[:PORT]".into());
+        }
+        TargetUrl::parse_any(url)
+    }
+
+    /// The checks every scheme shares.
+    fn parse_any(url: &str) -> Result<TargetUrl, String> {
+        let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
+        let (scheme, default_port) = Scheme::of(scheme).ok_or("unknown scheme")?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let (host, port) = match authority.strip_prefix('[') {
             Some(v6) => {
                 let (host, after) = v6.split_once(']').ok_or("an IPv6 address needs its closing ]")?;
@@ -86,13 +140,7 @@ impl TargetUrl {
             return Err(format!("{host:?} is not a host name or IP address"));
         }
         let port = match port {
-            None => {
-                if tls {
-                    443
-                } else {
-                    80
-                }
-            }
+            None => default_port,
             Some(p) => match p.parse::<u16>() {
                 Ok(n) if n > 0 => n,
                 _ => return Err(format!("port {p:?} is not a number from 1 to 65535")),
@@ -101,7 +149,8 @@ impl TargetUrl {
         url.parse::<Uri>().map_err(|e| format!("not a valid URL ({e})"))?;
         Ok(TargetUrl {
             url: url.to_string(),
-            tls,
+            scheme,
+            tls: scheme == Scheme::Wss,
             host: host.to_string(),
             port,
         })
@@ -140,6 +189,13 @@ impl Endpoint {
             url: url.to_string(),
             reason,
         })?;
+        Endpoint::resolve_target(target, tls)
+    }
+
+    /// [`Endpoint::resolve`] of a URL checked already (an `xmpp://` one included: plain TCP,
+    /// its TLS is the XMPP layer's STARTTLS).
+    pub fn resolve_target(target: TargetUrl, tls: &TlsOptions) -> Result<Endpoint, TransportError> {
+        let url = target.url.clone();
         let resolve_err = |error: String| TransportError::Resolve {
             host: target.host.clone(),
             error,
@@ -156,7 +212,7 @@ impl Endpoint {
             true => Some(Tls {
                 connector: TlsConnector::from(tls::client_config(tls)?),
                 name: ServerName::try_from(target.host.clone()).map_err(|e| TransportError::BadUrl {
-                    url: url.to_string(),
+                    url: url.clone(),
                     reason: e.to_string(),
                 })?,
             }),
@@ -177,6 +233,11 @@ impl Endpoint {
     /// `host:port` (for a `Host` header).
     pub fn authority(&self) -> String {
         self.target.authority()
+    }
+
+    /// The URL's scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.target.scheme
     }
 
     /// The addresses the host resolved to.
@@ -282,7 +343,7 @@ async fn connect_tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<T
 }
 
 /// A failed handshake, with what to do about the usual causes.
-fn tls_error(host: &str, e: &io::Error) -> TransportError {
+pub(crate) fn tls_error(host: &str, e: &io::Error) -> TransportError {
     let hint = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(_)) => {
             "; the server's certificate is not trusted: give its CA with --ca-file (target.ca_file), \
@@ -341,6 +402,42 @@ mod tests {
             let e = TargetUrl::parse(url).expect_err(url);
             assert!(e.contains(says), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn xmpp_targets_are_tcp_without_a_path_or_websocket() {
+        let t = TargetUrl::parse_xmpp("xmpp://chat.example.com").unwrap();
+        assert_eq!(
+            (t.scheme, t.tls, t.host.as_str(), t.port),
+            (Scheme::Xmpp, false, "chat.example.com", 5222)
+        );
+        let t = TargetUrl::parse_xmpp("XMPP://[::1]:15222/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 15222));
+        let t = TargetUrl::parse_xmpp("wss://xmpp.example.com/xmpp-websocket").unwrap();
+        assert_eq!((t.scheme, t.tls, t.port), (Scheme::Wss, true, 443));
+        assert_eq!(
+            TargetUrl::parse_xmpp("ws://127.0.0.1:15280/ws").unwrap().scheme,
+            Scheme::Ws
+        );
+        for (url, says) in [
+            ("xmpp://host:5222/path", "no path"),
+            ("http://host/ws", "xmpp://, ws:// or wss://"),
+            ("xmpp://user@host", "JIDs are user@domain"),
+            ("xmpp://host:0", "port \"0\""),
+            ("xmpp://", "no host"),
+        ] {
+            let e = TargetUrl::parse_xmpp(url).expect_err(url);
+            assert!(e.contains(says), "{url}: {e}");
+        }
+        let e = TargetUrl::parse("xmpp://host").unwrap_err();
+        assert!(e.contains("ws:// or wss://"), "a native target is WebSocket only: {e}");
+        let endpoint = Endpoint::resolve_target(
+            TargetUrl::parse_xmpp("xmpp://127.0.0.1").unwrap(),
+            &TlsOptions::default(),
+        )
+        .unwrap();
+        assert!(!endpoint.is_tls() && endpoint.scheme() == Scheme::Xmpp);
+        assert_eq!(endpoint.addrs(), ["127.0.0.1:5222".parse().unwrap()]);
     }
 
     #[test]

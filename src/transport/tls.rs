@@ -1,6 +1,7 @@
-//! The client side of TLS for `wss://` targets: the one rustls [`ClientConfig`] of a run,
-//! shared by every connection (so TLS sessions resume from one cache), built from the
-//! operating system's roots, a private CA file, or, when asked, no verification at all.
+//! The client side of TLS for `wss://` targets (and XMPP's STARTTLS): the one rustls
+//! [`ClientConfig`] of a run, shared by every connection (so TLS sessions resume from one
+//! cache), built from the operating system's roots, a private CA file, or, when asked, no
+//! verification at all.
 //!
 //! This module only builds configurations and reads PEM; connecting is [`super::connect`]'s.
 
@@ -15,7 +16,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use super::TransportError;
 
-/// How a `wss://` target's certificate is checked.
+/// How a `wss://` (or STARTTLS) target's certificate is checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     /// Trust only the CA certificates in this PEM file (a private CA), instead of the
@@ -48,6 +49,13 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// The client configuration of a run: one per run, shared (it holds the session cache).
 /// Offers only HTTP/1.1 by ALPN, the one a WebSocket upgrade uses.
 pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TransportError> {
+    client_config_for(options, &[b"http/1.1"])
+}
+
+/// [`client_config`] offering `alpn` instead: none for XMPP's STARTTLS, whose TLS starts
+/// inside an XMPP stream (so no protocol is negotiated; some servers refuse one they do not
+/// know).
+pub fn client_config_for(options: &TlsOptions, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TransportError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -60,7 +68,7 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, Transpor
     } else {
         builder.with_root_certificates(roots(options)?).with_no_client_auth()
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -21,4 +21,5 @@ mod server_session;
 mod server_smoke;
 mod server_v11;
 mod tls;
+mod xmpp_driver;
 mod xmpp_servers;

@@ -3,61 +3,77 @@
 //! keeps running) and stopped by a guard, also when the test fails.
 //!
 //! Without the server installed the test prints how to install it and passes, except with
-//! `CI=true`, where a missing server fails it (`.ci/run` installs both).
+//! `CI=true`, where a missing server fails it (`.ci/run` installs both). The server helpers
+//! here serve `xmpp_driver` too (on ports and in a state directory of its own, so both run
+//! at once).
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ackstorm::transport::tls::TlsOptions;
 use ackstorm::transport::xmpp::sasl::Mechanism;
 use ackstorm::transport::xmpp::{
-    CloseReason, Event, MessageType, Outbound, StartTls, TlsTrust, Transport, XmppConfig, XmppConn, bare,
+    CloseReason, Event, MessageType, Outbound, StartTlsPolicy, XmppConfig, XmppConn, XmppTarget, bare,
 };
 use futures_util::StreamExt;
 
 /// How long a step may wait for what it expects.
-const WAIT: Duration = Duration::from_secs(10);
-const PASSWORD: &str = "ackstorm";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const PASSWORD: &str = "ackstorm";
 
-struct Server {
-    name: &'static str,
+/// A server instance of `scripts/xmpp-server.sh`: which server, its ports and state.
+pub(crate) struct Server {
+    pub(crate) name: &'static str,
     /// The binary whose presence says the server is installed.
     binary: &'static str,
-    c2s: u16,
-    ws_url: String,
+    pub(crate) c2s: u16,
+    pub(crate) ws_url: String,
     env: Vec<(&'static str, String)>,
+    /// The instance's state directory's parent (`XMPP_STATE`).
+    state_root: PathBuf,
 }
 
 impl Server {
     fn prosody() -> Server {
-        Server {
-            name: "prosody",
-            binary: "prosody",
-            c2s: 25222,
-            ws_url: "ws://127.0.0.1:25280/xmpp-websocket".into(),
-            env: vec![
-                ("PROSODY_C2S_PORT", "25222".into()),
-                ("PROSODY_HTTP_PORT", "25280".into()),
-            ],
-        }
+        Server::prosody_on(25222, 25280, "ackstorm-xmpp-test")
     }
 
     fn ejabberd() -> Server {
+        Server::ejabberd_on(25232, 25290, 25299, "ackstorm-xmpp-test")
+    }
+
+    /// Prosody on these ports, its state under `$TMPDIR/<state>`.
+    pub(crate) fn prosody_on(c2s: u16, http: u16, state: &str) -> Server {
         Server {
-            name: "ejabberd",
-            binary: "ejabberdctl",
-            c2s: 25232,
-            ws_url: "ws://127.0.0.1:25290/ws".into(),
+            name: "prosody",
+            binary: "prosody",
+            c2s,
+            ws_url: format!("ws://127.0.0.1:{http}/xmpp-websocket"),
             env: vec![
-                ("EJABBERD_C2S_PORT", "25232".into()),
-                ("EJABBERD_HTTP_PORT", "25290".into()),
-                ("EJABBERD_DIST_PORT", "25299".into()),
+                ("PROSODY_C2S_PORT", c2s.to_string()),
+                ("PROSODY_HTTP_PORT", http.to_string()),
             ],
+            state_root: std::env::temp_dir().join(state),
         }
     }
 
-    fn state_root() -> PathBuf {
-        std::env::temp_dir().join("ackstorm-xmpp-test")
+    /// ejabberd on these ports (`dist`: its Erlang distribution), its state under
+    /// `$TMPDIR/<state>`.
+    pub(crate) fn ejabberd_on(c2s: u16, http: u16, dist: u16, state: &str) -> Server {
+        Server {
+            name: "ejabberd",
+            binary: "ejabberdctl",
+            c2s,
+            ws_url: format!("ws://127.0.0.1:{http}/ws"),
+            env: vec![
+                ("EJABBERD_C2S_PORT", c2s.to_string()),
+                ("EJABBERD_HTTP_PORT", http.to_string()),
+                ("EJABBERD_DIST_PORT", dist.to_string()),
+            ],
+            state_root: std::env::temp_dir().join(state),
+        }
     }
 
     fn script(&self, args: &[&str]) -> std::process::Output {
@@ -65,7 +81,7 @@ impl Server {
         Command::new("bash")
             .arg(script)
             .args(args)
-            .env("XMPP_STATE", Server::state_root())
+            .env("XMPP_STATE", &self.state_root)
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .expect("bash runs")
@@ -78,8 +94,14 @@ impl Server {
             .is_ok_and(|o| o.status.success())
     }
 
-    /// Starts the server (or explains the skip); the guard stops it.
+    /// Starts the server with accounts user1..user3 (or explains the skip); the guard stops it.
     fn start(self) -> Option<Running> {
+        self.start_with(&["--users", "3"])
+    }
+
+    /// Starts the server with the script's account options `users` (or explains the skip);
+    /// the guard stops it.
+    pub(crate) fn start_with(self, users: &[&str]) -> Option<Running> {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         if !self.installed() {
             assert!(
@@ -94,7 +116,7 @@ impl Server {
             );
             return None;
         }
-        let out = self.script(&["start", self.name, "--users", "3"]);
+        let out = self.script(&[&["start", self.name], users].concat());
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() && !ci && stderr.contains("runs only as root") {
             eprintln!("SKIPPED: {stderr}");
@@ -112,7 +134,7 @@ impl Server {
 }
 
 /// Stops the server when dropped (the test passed or panicked).
-struct Running(Server);
+pub(crate) struct Running(pub(crate) Server);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -128,22 +150,31 @@ impl Drop for Running {
 }
 
 impl Running {
-    fn tcp(&self, user: &str, starttls: StartTls) -> XmppConfig {
-        let addr = ([127, 0, 0, 1], self.0.c2s).into();
-        let mut cfg = XmppConfig::new(Transport::Tcp { addr, starttls }, "localhost", user, PASSWORD);
+    fn tcp(&self, user: &str, starttls: StartTlsPolicy) -> XmppConfig {
+        let target = XmppTarget::resolve(&self.tcp_url(), starttls, &self.trust()).unwrap();
+        let mut cfg = XmppConfig::new(Arc::new(target), "localhost", user, PASSWORD);
         cfg.timeout = WAIT;
         cfg
     }
 
     fn ws(&self, user: &str) -> XmppConfig {
-        let url = self.0.ws_url.clone();
-        let mut cfg = XmppConfig::new(Transport::WebSocket { url }, "localhost", user, PASSWORD);
+        let target = XmppTarget::resolve(&self.0.ws_url, StartTlsPolicy::Never, &self.trust()).unwrap();
+        let mut cfg = XmppConfig::new(Arc::new(target), "localhost", user, PASSWORD);
         cfg.timeout = WAIT;
         cfg
     }
 
-    fn ca_file(&self) -> PathBuf {
-        Server::state_root().join(self.0.name).join("ca.crt")
+    /// `xmpp://127.0.0.1:<c2s>`.
+    pub(crate) fn tcp_url(&self) -> String {
+        format!("xmpp://127.0.0.1:{}", self.0.c2s)
+    }
+
+    /// Trust in the script's test CA.
+    pub(crate) fn trust(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: Some(self.0.state_root.join(self.0.name).join("ca.crt")),
+            insecure: false,
+        }
     }
 }
 
@@ -192,10 +223,10 @@ async fn exchange(server: Server) {
     let Some(server) = server.start() else { return };
     let name = server.0.name;
     // user1: STARTTLS trusting the script's test CA, SCRAM-SHA-1.
-    let starttls = StartTls::Required(TlsTrust::CaFile(server.ca_file()));
+    let starttls = StartTlsPolicy::Required;
     let mut u1 = Client::connect(server.tcp("user1", starttls), &format!("{name}: user1 over STARTTLS")).await;
     // user2: plain TCP, PLAIN.
-    let mut cfg2 = server.tcp("user2", StartTls::Never);
+    let mut cfg2 = server.tcp("user2", StartTlsPolicy::Never);
     cfg2.mechanism = Some(Mechanism::Plain);
     let mut u2 = Client::connect(cfg2, &format!("{name}: user2 over TCP")).await;
     // user3: WebSocket, SCRAM-SHA-1.
@@ -227,11 +258,13 @@ async fn exchange(server: Server) {
     u2.send(Outbound::Received {
         to: sender.clone(),
         id: id.clone(),
+        own_id: None,
     });
     u2.send(Outbound::Displayed {
         to: sender,
         id: id.clone(),
         groupchat: false,
+        own_id: None,
     });
     (u1.until("the delivery receipt", |e| match e {
         Event::Message(m) if m.received_of.as_deref() == Some(&id) => Some(()),
@@ -305,6 +338,7 @@ async fn exchange(server: Server) {
         to: room.clone(),
         id: sid.clone(),
         groupchat: true,
+        own_id: None,
     });
     (u1.until("the room's displayed marker", |e| match e {
         Event::Message(m) if m.displayed_of.as_deref() == Some(&sid) => Some(()),

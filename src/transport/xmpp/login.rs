@@ -1,51 +1,58 @@
-//! The login steps of [`XmppConn::connect`]: TCP connect (loopback only), stream open,
-//! STARTTLS, SASL, restart, bind, legacy session, XEP-0198 enable, initial presence; then the
-//! connection's [`Task`] is spawned. Each step reads typed items and fails with an
-//! [`XmppError`] naming what it waited for and what came instead.
+//! The login steps of [`XmppConn::connect`]: connect ([`super::wire::XmppTarget::open`]: any
+//! host), stream open, STARTTLS, SASL, restart, bind, legacy session, XEP-0198 enable,
+//! initial presence; then the connection's [`Task`] is spawned. Each step reads typed items
+//! and fails with an [`XmppError`] naming what it waited for and what came instead. Every
+//! frame and byte is counted in the config's [`FrameStats`].
 
 use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::http::Uri;
 
+use super::meter::{self, Sent};
 use super::outbound::{self as out, Outbound};
 use super::parser::StreamParser;
 use super::sasl::{self, Mechanism, SaslError, Scram};
-use super::session::{EVENT_QUEUE, Transport, XmppConfig, XmppConn, XmppError, XmppSender};
+use super::session::{EVENT_QUEUE, XmppConfig, XmppConn, XmppError, XmppSender};
 use super::stanza::{Features, Incoming, Iq, IqType};
 use super::task::Task;
-use super::wire::{StartTls, Wire};
+use super::wire::{StartTlsPolicy, Wire};
+use crate::transport::FrameStats;
 
 /// The login-time view of a stream: send text, take the next typed item.
-struct Stream {
-    wire: Wire,
-    parser: StreamParser,
-    buf: Vec<u8>,
+pub(super) struct Stream {
+    pub(super) wire: Wire,
+    pub(super) parser: StreamParser,
+    pub(super) buf: Vec<u8>,
     domain: String,
+    pub(super) stats: Arc<FrameStats>,
 }
 
 impl Stream {
-    async fn send(&mut self, text: &str) -> Result<(), XmppError> {
+    async fn send(&mut self, kind: Sent, text: &str) -> Result<(), XmppError> {
+        meter::sent(&self.stats, kind, text.len());
         self.wire.send(text).await.map(drop).map_err(XmppError::Io)
     }
 
     async fn next(&mut self) -> Result<Incoming, XmppError> {
         loop {
             if let Some(item) = self.parser.next_item()? {
-                return match Incoming::from_item(item) {
+                let incoming = Incoming::from_item(item);
+                meter::received(&self.stats, &incoming);
+                return match incoming {
                     Incoming::StreamError { condition, text } => Err(XmppError::Stream { condition, text }),
                     Incoming::Close => Err(XmppError::Closed),
                     other => Ok(other),
                 };
             }
             let n = (self.wire.read_into(&mut self.parser, &mut self.buf).await).map_err(XmppError::Io)?;
+            self.stats.bytes_received.fetch_add(n as u64, Relaxed);
             if n == 0 {
                 return Err(XmppError::Closed);
             }
@@ -59,7 +66,7 @@ impl Stream {
             true => out::ws_open(&self.domain),
             false => out::stream_header(&self.domain),
         };
-        self.send(&header).await?;
+        self.send(Sent::Stream, &header).await?;
         loop {
             match self.next().await? {
                 Incoming::Open { .. } => continue,
@@ -76,74 +83,26 @@ fn unexpected(wanted: &'static str, got: &Incoming) -> XmppError {
     XmppError::Unexpected { wanted, got }
 }
 
-/// The loopback address of a target.
-fn target_addr(transport: &Transport) -> Result<SocketAddr, XmppError> {
-    let bad = |target: &str, reason: &str| XmppError::BadTarget {
-        target: target.to_string(),
-        reason: reason.to_string(),
-    };
-    let addr = match transport {
-        Transport::Tcp { addr, .. } => *addr,
-        Transport::WebSocket { url } => {
-            let uri: Uri = url.parse().map_err(|_| bad(url, "not a URL"))?;
-            if uri.scheme_str() != Some("ws") {
-                return Err(bad(url, "the scheme must be ws://"));
-            }
-            let host = uri.host().ok_or_else(|| bad(url, "no host"))?;
-            let host = if host == "localhost" { "127.0.0.1" } else { host };
-            let ip: IpAddr =
-                (host.trim_matches(['[', ']']).parse()).map_err(|_| bad(url, "the host must be an IP address"))?;
-            SocketAddr::new(ip, uri.port_u16().unwrap_or(80))
-        }
-    };
-    if !addr.ip().is_loopback() {
-        return Err(bad(
-            &addr.to_string(),
-            "ackstorm only drives loopback targets (127.0.0.0/8, ::1)",
-        ));
-    }
-    Ok(addr)
-}
-
-async fn tcp_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<TcpStream, XmppError> {
-    let err = |error| XmppError::Connect { addr, error };
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(err)?;
-    if let (Some(ip), SocketAddr::V4(_)) = (source, addr) {
-        socket.bind(SocketAddr::new(IpAddr::V4(ip), 0)).map_err(err)?;
-    }
-    let tcp = socket.connect(addr).await.map_err(err)?;
-    let _ = tcp.set_nodelay(true);
-    Ok(tcp)
-}
-
 pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
-    let addr = target_addr(&cfg.transport)?;
-    let tcp = tcp_connect(addr, cfg.source).await?;
-    let wire = match &cfg.transport {
-        Transport::Tcp { .. } => Wire::Tcp(tcp),
-        Transport::WebSocket { url } => Wire::websocket(tcp, url).await?,
-    };
+    let wire = cfg.target.open(cfg.source).await?;
     let ws = wire.is_ws();
     let mut s = Stream {
         wire,
         parser: StreamParser::default(),
         buf: vec![0; 4096],
         domain: cfg.domain.clone(),
+        stats: cfg.stats.clone(),
     };
     let mut features = s.open().await?;
-    if let Transport::Tcp { starttls, .. } = &cfg.transport {
-        let trust = match (starttls, features.starttls) {
-            (StartTls::Never, Some(true)) => return Err(XmppError::TlsRequiredByServer),
-            (StartTls::Required(_), None) => return Err(XmppError::TlsNotOffered),
-            (StartTls::IfOffered(t) | StartTls::Required(t), Some(_)) => Some(t),
-            _ => None,
+    if !ws {
+        let upgrade = match (cfg.target.starttls_policy(), features.starttls) {
+            (StartTlsPolicy::Never, Some(true)) => return Err(XmppError::TlsRequiredByServer),
+            (StartTlsPolicy::Required, None) => return Err(XmppError::TlsNotOffered),
+            (StartTlsPolicy::IfOffered | StartTlsPolicy::Required, Some(_)) => true,
+            _ => false,
         };
-        if let Some(trust) = trust {
-            s.send(out::STARTTLS).await?;
+        if upgrade {
+            s.send(Sent::Stream, out::STARTTLS).await?;
             match s.next().await? {
                 Incoming::TlsProceed => {}
                 other => return Err(unexpected("<proceed/>", &other)),
@@ -153,12 +112,14 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
                 parser,
                 buf,
                 domain,
+                stats,
             } = s;
             s = Stream {
-                wire: wire.starttls(&cfg.domain, trust).await?,
+                wire: cfg.target.starttls(wire, &cfg.domain).await?,
                 parser,
                 buf,
                 domain,
+                stats,
             };
             features = s.open().await?;
         }
@@ -171,16 +132,16 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
     // Stanzas that arrive before login ends (rare: nothing routes to an unavailable resource)
     // are kept for the task, so none is lost.
     let mut early = Vec::new();
-    s.send(&out::bind("bind", &cfg.resource, ws)).await?;
+    s.send(Sent::Iq, &out::bind("bind", &cfg.resource, ws)).await?;
     let jid = expect_result(&mut s, "bind", &mut early).await?.bind_jid;
     let jid = jid.ok_or_else(|| XmppError::Bind("the bind result has no JID".into()))?;
     if features.session_required {
-        s.send(&out::session("sess", ws)).await?;
+        s.send(Sent::Iq, &out::session("sess", ws)).await?;
         expect_result(&mut s, "sess", &mut early).await?;
     }
     let mut sm = false;
     if cfg.stream_management && features.sm {
-        s.send(out::SM_ENABLE).await?;
+        s.send(Sent::Sm, out::SM_ENABLE).await?;
         loop {
             match s.next().await? {
                 Incoming::SmEnabled { .. } => break sm = true,
@@ -196,12 +157,12 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
         seq: Rc::new(Cell::new(0)),
     };
     if cfg.initial_presence {
-        s.send(&Outbound::Presence.encode(ws)).await?;
+        s.send(Sent::Presence, &Outbound::Presence.encode(ws)).await?;
         sender.seq.set(1);
     }
     let logged_in_at = Instant::now();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let task = Task::new(s.wire, s.parser, s.buf, rx, &sender, events_tx, sm, cfg.ack_requests);
+    let task = Task::new(s, rx, &sender, events_tx, sm, cfg.ack_requests);
     actix_rt::spawn(task.run(early));
     let events = futures_util::stream::unfold(events_rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
     Ok(XmppConn {
@@ -238,8 +199,11 @@ async fn authenticate(s: &mut Stream, cfg: &XmppConfig, features: &Features) -> 
     };
     match mech {
         Mechanism::Plain => {
-            s.send(&out::auth(mech.as_str(), &sasl::plain(&cfg.user, &cfg.password)))
-                .await?;
+            s.send(
+                Sent::Stream,
+                &out::auth(mech.as_str(), &sasl::plain(&cfg.user, &cfg.password)),
+            )
+            .await?;
             match s.next().await? {
                 Incoming::SaslSuccess(_) => Ok(()),
                 Incoming::SaslFailure(c) => Err(failed(c)),
@@ -248,7 +212,7 @@ async fn authenticate(s: &mut Stream, cfg: &XmppConfig, features: &Features) -> 
         }
         Mechanism::ScramSha1 => {
             let mut scram = Scram::new(&cfg.user, &cfg.password, &sasl::random_nonce());
-            s.send(&out::auth(mech.as_str(), scram.client_first().as_bytes()))
+            s.send(Sent::Stream, &out::auth(mech.as_str(), scram.client_first().as_bytes()))
                 .await?;
             let server_first = match s.next().await? {
                 Incoming::SaslChallenge(c) => decode(&c)?,
@@ -256,12 +220,12 @@ async fn authenticate(s: &mut Stream, cfg: &XmppConfig, features: &Features) -> 
                 other => return Err(unexpected("<challenge/>", &other)),
             };
             let client_final = scram.client_final(&server_first)?;
-            s.send(&out::response(client_final.as_bytes())).await?;
+            s.send(Sent::Stream, &out::response(client_final.as_bytes())).await?;
             match s.next().await? {
                 Incoming::SaslSuccess(data) => Ok(scram.verify_server_final(&decode(&data)?)?),
                 Incoming::SaslChallenge(data) => {
                     scram.verify_server_final(&decode(&data)?)?;
-                    s.send(&out::response(b"")).await?;
+                    s.send(Sent::Stream, &out::response(b"")).await?;
                     match s.next().await? {
                         Incoming::SaslSuccess(_) => Ok(()),
                         Incoming::SaslFailure(c) => Err(failed(c)),

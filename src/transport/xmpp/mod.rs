@@ -1,41 +1,51 @@
-//! XMPP client protocol for driving real XMPP servers (Prosody, ejabberd) with the same
-//! receipts workload: TCP (RFC 6120, STARTTLS when offered) or WebSocket (RFC 7395,
-//! subprotocol `xmpp`), SASL SCRAM-SHA-1 or PLAIN, resource binding, presence, MUC, XEP-0199
-//! pings answered, XEP-0198 stream management when offered.
+//! XMPP for driving real XMPP servers (Prosody, ejabberd, any host) with the same receipts
+//! workload: the protocol layer — TCP (RFC 6120, STARTTLS by policy) or WebSocket (RFC 7395,
+//! subprotocol `xmpp`, `ws://` or `wss://`), SASL SCRAM-SHA-1 or PLAIN, resource binding,
+//! presence, MUC, XEP-0199 pings answered, XEP-0198 stream management when offered — and the
+//! [`XmppDriver`] that maps the tester's [`super::Op`]s and [`super::Inbound`]s onto it.
 //!
-//! This module is protocol-level: it knows JIDs and stanzas, not the tester's [`super::Op`]s.
-//! It must not decide behaviour (when to send receipts or read markers is the user actor's
-//! call) and must not parse XML by hand (quick-xml does, in [`parser`]).
+//! The protocol layer knows JIDs and stanzas, not the tester's vocabulary; only `driver` and
+//! `link` know both. Nothing here decides behaviour (when to send receipts or read markers is
+//! the user actor's call), and no XML is parsed by hand (quick-xml does, in [`parser`]).
 //!
 //! # Layout
 //! - [`parser`]: bytes as they arrive -> top-level [`parser::Element`] trees (no I/O).
 //! - [`stanza`]: elements -> typed [`Incoming`] values (no I/O).
 //! - [`outbound`]: [`Outbound`] stanzas and stream nonzas -> text (no I/O).
 //! - [`sasl`]: PLAIN and SCRAM-SHA-1 client exchanges (no I/O).
-//! - [`wire`]: the byte/message transport: TCP, TLS after STARTTLS, WebSocket.
+//! - [`meter`]: frame names and what is counted under them (no I/O).
+//! - [`wire`]: [`XmppTarget`] (URL resolved once, TLS from [`super::tls`]) and the pipe: TCP,
+//!   TLS after STARTTLS, WebSocket.
 //! - [`session`]: the connection API: [`XmppConn::connect`], [`XmppSender`], [`Event`]s.
 //! - `login`: the login steps; `task`: one task per connection that writes [`Outbound`]s,
 //!   reads [`Event`]s, answers pings and XEP-0198 `<r/>`.
+//! - `link`: one connection's Op -> stanza and Event -> Inbound mapping (no I/O).
+//! - [`driver`]: [`XmppDriver`]: connect, log in, join rooms, pump commands, stream events.
 //!
-//! # Mapping onto the tester's vocabulary (proposal for the driver)
+//! # Mapping onto the tester's vocabulary
 //! | tester | XMPP |
 //! |---|---|
-//! | `Op::Send` 1:1 | [`Outbound::Chat`] with `receipt` and `markable`; `id` = the op's client id |
-//! | `Op::Send` group | [`Outbound::GroupChat`] to `group@conference.<domain>` (joined at login) |
-//! | `Reply::Accepted` | XEP-0198 [`Event::SmAck`] with `h` >= the stanza's [`XmppSender::send`] number (no mid: the client id stands in) |
-//! | `Op::Delivery` | [`Outbound::Received`] (XEP-0184) |
-//! | `Op::Read` 1:1 / group | [`Outbound::Displayed`] with the message id / the room's stanza-id |
-//! | `Op::Channel` | one [`Outbound::Displayed`] for the newest message of the conversation |
-//! | `Op::Ping` / `Reply::Pong` | not needed: the server's `<r/>` and pings are answered here |
-//! | `Inbound::Message` | [`Event::Message`] with a body (`delayed` = replayed) |
-//! | `Inbound::Delivery` / `Read` | [`Event::Message`] whose `received_of` / `displayed_of` is set |
-//! | `Inbound::Kicked` | [`Event::Closed`] with stream error `conflict` |
-//! | `CreateGroup` | a [`Outbound::Join`] by each member (rooms are created on first join) |
-//!
-//! Server message ids (`mid: u64`) do not exist in XMPP: the driver has to map its client ids
-//! (and for groups the room's XEP-0359 stanza-id) to numbers, e.g. by hashing or a table.
+//! | `Op::Send` 1:1 | `<message type='chat' id=client id>` with XEP-0184 `<request/>` and XEP-0333 `<markable/>` |
+//! | its `Reply::Accepted` | the XEP-0198 `<a h>` covering it; mid `sender/client id` |
+//! | `Op::Send` group | `<message type='groupchat'>` to `group@muc` (`<markable/>` when receipts are asked) |
+//! | its `Reply::Accepted` | the room's reflection (same id, from the own nick); mid `group/stanza-id` (XEP-0359, by the room) |
+//! | `Op::Delivery` / `Op::Read` / `Op::Channel` | `<received/>` / `<displayed/>` (the newest message, for a channel ack); `Reply::Acked` on `<a h>` |
+//! | `Op::Ping` | XEP-0199 ping of the server; `Reply::Pong` on its result |
+//! | `Op::CreateGroup`, `Op::ReadUsers` | refused at once: `feature-not-implemented` |
+//! | error stanza with a request's id | `Reply::Error` with its condition (`resource-constraint`, `policy-violation`: rate limited) |
+//! | `Inbound::Message` | a message with a body (1:1 from `peer@domain`, group from `room/nick` but the own nick) |
+//! | `Inbound::Delivery` / `Read` 1:1 | `<received/>` / `<displayed/>` from the peer (`live` unless XEP-0203 delayed) |
+//! | `Inbound::Read` group | a `<displayed/>` in the room for an own message, once per new reader, with the count so far |
+//! | `Inbound::Closed` | the end of the stream (stream error `conflict` included) |
 
+pub mod driver;
+#[cfg(test)]
+mod driver_tests;
+mod link;
+#[cfg(test)]
+mod link_tests;
 mod login;
+pub mod meter;
 pub mod outbound;
 pub mod parser;
 pub mod sasl;
@@ -46,10 +56,12 @@ pub mod stanza;
 mod task;
 pub mod wire;
 
+pub use driver::{Passwords, XmppDriver, XmppDriverConfig};
+pub use link::{OWN_GROUP_MESSAGES, XmppCounters};
 pub use outbound::Outbound;
-pub use session::{CloseReason, Event, Stamped, Transport, XmppConfig, XmppConn, XmppError, XmppSender};
+pub use session::{CloseReason, Event, Stamped, XmppConfig, XmppConn, XmppError, XmppSender};
 pub use stanza::{Incoming, Message, MessageType, Presence};
-pub use wire::{StartTls, TlsTrust};
+pub use wire::{StartTlsPolicy, XmppTarget};
 
 /// Namespaces used by the client.
 pub mod ns {

@@ -42,6 +42,8 @@ pub enum Outbound {
         to: String,
         /// The message's id.
         id: String,
+        /// This stanza's own id (an error bounce comes back with it).
+        own_id: Option<String>,
     },
     /// XEP-0333 `displayed` marker: 1:1 (`id` = message id) or to a room (`id` = the room's
     /// XEP-0359 stanza-id, `groupchat` set).
@@ -52,6 +54,8 @@ pub enum Outbound {
         id: String,
         /// Send as `type='groupchat'` to a room.
         groupchat: bool,
+        /// This stanza's own id (an error bounce comes back with it).
+        own_id: Option<String>,
     },
     /// Join room `room` as `nick` (MUC presence, no history replayed).
     Join {
@@ -69,6 +73,13 @@ pub enum Outbound {
     },
     /// Available presence (the initial one after login).
     Presence,
+    /// XEP-0199 ping of `to` (the server's domain); the answer is an iq result with `id`.
+    Ping {
+        /// Whom to ping.
+        to: String,
+        /// The iq's id.
+        id: String,
+    },
     /// XEP-0199 answer to ping `id`.
     Pong {
         /// The pinger (`None`: the server).
@@ -129,14 +140,21 @@ impl Outbound {
                     ""
                 },
             ),
-            Outbound::Received { to, id } => format!(
-                "<message{x} to='{}' type='chat'><received xmlns='urn:xmpp:receipts' id='{}'/></message>",
+            Outbound::Received { to, id, own_id } => format!(
+                "<message{x} to='{}'{} type='chat'><received xmlns='urn:xmpp:receipts' id='{}'/></message>",
                 escape(to),
+                id_attr(own_id),
                 escape(id)
             ),
-            Outbound::Displayed { to, id, groupchat } => format!(
-                "<message{x} to='{}' type='{}'><displayed xmlns='urn:xmpp:chat-markers:0' id='{}'/></message>",
+            Outbound::Displayed {
+                to,
+                id,
+                groupchat,
+                own_id,
+            } => format!(
+                "<message{x} to='{}'{} type='{}'><displayed xmlns='urn:xmpp:chat-markers:0' id='{}'/></message>",
                 escape(to),
+                id_attr(own_id),
                 if *groupchat { "groupchat" } else { "chat" },
                 escape(id)
             ),
@@ -154,6 +172,11 @@ impl Outbound {
                 )
             }
             Outbound::Presence => format!("<presence{x}/>"),
+            Outbound::Ping { to, id } => format!(
+                "<iq{x} to='{}' id='{}' type='get'><ping xmlns='urn:xmpp:ping'/></iq>",
+                escape(to),
+                escape(id)
+            ),
             Outbound::Pong { to, id } => format!("<iq{x}{} id='{}' type='result'/>", to_attr(to), escape(id)),
             Outbound::Unsupported { to, id } => format!(
                 "<iq{x}{} id='{}' type='error'><error type='cancel'>\
@@ -163,6 +186,12 @@ impl Outbound {
             ),
         }
     }
+}
+
+fn id_attr(id: &Option<String>) -> String {
+    id.as_deref()
+        .map(|i| format!(" id='{}'", escape(i)))
+        .unwrap_or_default()
 }
 
 fn to_attr(to: &Option<String>) -> String {
@@ -307,24 +336,29 @@ mod tests {
         let rcv = Outbound::Received {
             to: "user1@localhost/r".into(),
             id: "c-1".into(),
+            own_id: Some("k7".into()),
         };
         let Incoming::Message(m) = read_back(&rcv.encode(true)) else {
             panic!()
         };
         assert_eq!((m.received_of.as_deref(), m.body), (Some("c-1"), None));
+        assert_eq!(m.id.as_deref(), Some("k7"), "the receipt's own id");
         let dsp = Outbound::Displayed {
             to: "user1@localhost".into(),
             id: "c-1".into(),
             groupchat: false,
+            own_id: None,
         };
         let Incoming::Message(m) = read_back(&dsp.encode(true)) else {
             panic!()
         };
         assert_eq!((m.displayed_of.as_deref(), m.kind), (Some("c-1"), MessageType::Chat));
+        assert_eq!(m.id, None);
         let room = Outbound::Displayed {
             to: "r@conference.localhost".into(),
             id: "S9".into(),
             groupchat: true,
+            own_id: None,
         };
         let Incoming::Message(m) = read_back(&room.encode(true)) else {
             panic!()
@@ -378,6 +412,14 @@ mod tests {
             id: "p2".into(),
         };
         assert_eq!(pong.encode(false), "<iq id='p2' type='result'/>");
+        let ping = Outbound::Ping {
+            to: "localhost".into(),
+            id: "as-3".into(),
+        };
+        let Incoming::Iq(iq) = read_back(&ping.encode(true)) else {
+            panic!()
+        };
+        assert!(iq.is_ping() && iq.id == "as-3");
         let no = Outbound::Unsupported {
             to: None,
             id: "v".into(),

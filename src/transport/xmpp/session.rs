@@ -17,8 +17,9 @@
 //! Futures and handles here are `!Send` (actix arbiters are single-threaded).
 
 use std::cell::Cell;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::LocalBoxStream;
@@ -30,30 +31,14 @@ use super::outbound::Outbound;
 use super::parser::ParseError;
 use super::sasl::{Mechanism, SaslError};
 use super::stanza::{Message, Presence, StanzaError};
-use super::wire::StartTls;
-
-/// Where and how to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// RFC 6120 over TCP to a loopback address.
-    Tcp {
-        /// Server address (loopback only).
-        addr: SocketAddr,
-        /// STARTTLS policy.
-        starttls: StartTls,
-    },
-    /// RFC 7395 over WebSocket, e.g. `ws://127.0.0.1:5280/xmpp-websocket` (loopback only).
-    WebSocket {
-        /// The endpoint.
-        url: String,
-    },
-}
+use super::wire::XmppTarget;
+use crate::transport::{FrameStats, TransportError};
 
 /// One user's login.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct XmppConfig {
-    /// Pipe.
-    pub transport: Transport,
+    /// Where to connect (resolved once, shared by a run's connections).
+    pub target: Arc<XmppTarget>,
     /// The server's XMPP domain (`localhost`); JIDs are `user@domain`.
     pub domain: String,
     /// Account localpart.
@@ -75,13 +60,15 @@ pub struct XmppConfig {
     pub source: Option<Ipv4Addr>,
     /// Limit for connect plus login.
     pub timeout: Duration,
+    /// Frames and bytes (the driver's counters, shared by its connections).
+    pub stats: Arc<FrameStats>,
 }
 
 impl XmppConfig {
     /// Defaults: SCRAM if offered, XEP-0198 with ack requests, initial presence, 10 s timeout.
-    pub fn new(transport: Transport, domain: &str, user: &str, password: &str) -> XmppConfig {
+    pub fn new(target: Arc<XmppTarget>, domain: &str, user: &str, password: &str) -> XmppConfig {
         XmppConfig {
-            transport,
+            target,
             domain: domain.to_string(),
             user: user.to_string(),
             password: password.to_string(),
@@ -92,6 +79,7 @@ impl XmppConfig {
             initial_presence: true,
             source: None,
             timeout: Duration::from_secs(10),
+            stats: Arc::new(super::meter::frame_stats()),
         }
     }
 }
@@ -99,22 +87,9 @@ impl XmppConfig {
 /// Why a connection could not be opened or logged in.
 #[derive(Debug, Error)]
 pub enum XmppError {
-    /// The target is not usable (not loopback, not a ws:// URL).
-    #[error("bad XMPP target {target:?}: {reason}")]
-    BadTarget {
-        /// The address or URL.
-        target: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// TCP connect failed.
-    #[error("connect to {addr} failed: {error}")]
-    Connect {
-        /// Target address.
-        addr: SocketAddr,
-        /// The I/O error.
-        error: std::io::Error,
-    },
+    /// Connecting failed (TCP, or the TLS handshake of `wss://` or STARTTLS).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// Reading or writing failed during login.
     #[error("I/O error during login: {0}")]
     Io(std::io::Error),

@@ -1,7 +1,9 @@
 //! The session and its task against a scripted server on 127.0.0.1:0: login steps, pings,
 //! XEP-0198 counting both ways, stanzas split across TCP writes, polite close, failures.
-//! (The real servers are exercised by tests/integration/xmpp_servers.rs.)
+//! The scripted server ([`Peer`]) serves the driver's tests too. (The real servers are
+//! exercised by tests/integration/xmpp_servers.rs and xmpp_driver.rs.)
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -10,9 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::outbound::Outbound;
 use super::parser::{Element, Item, StreamParser};
-use super::session::{CloseReason, Event, Transport, XmppConfig, XmppConn, XmppError};
-use super::wire::{StartTls, TlsTrust};
+use super::session::{CloseReason, Event, XmppConfig, XmppConn, XmppError};
+use super::wire::{StartTlsPolicy, XmppTarget};
 use super::{ns, sasl};
+use crate::transport::TransportError;
+use crate::transport::tls::TlsOptions;
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
     xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost' version='1.0'>";
@@ -20,15 +24,16 @@ const PRE_AUTH: &str = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:
     <mechanism>PLAIN</mechanism></mechanisms></stream:features>";
 const POST_AUTH: &str = "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
     <sm xmlns='urn:xmpp:sm:3'/></stream:features>";
+const POST_AUTH_NO_SM: &str = "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>";
 
 /// The server's side of one connection.
-struct Peer {
+pub(super) struct Peer {
     sock: TcpStream,
     parser: StreamParser,
 }
 
 impl Peer {
-    async fn accept(listener: &TcpListener) -> Peer {
+    pub(super) async fn accept(listener: &TcpListener) -> Peer {
         let (sock, _) = listener.accept().await.unwrap();
         Peer {
             sock,
@@ -36,12 +41,12 @@ impl Peer {
         }
     }
 
-    async fn write(&mut self, text: &str) {
+    pub(super) async fn write(&mut self, text: &str) {
         self.sock.write_all(text.as_bytes()).await.unwrap();
     }
 
     /// The next item the client sent.
-    async fn read(&mut self) -> Item {
+    pub(super) async fn read(&mut self) -> Item {
         let mut buf = [0u8; 1024];
         loop {
             if let Some(item) = self.parser.next_item().unwrap() {
@@ -56,7 +61,7 @@ impl Peer {
         }
     }
 
-    async fn element(&mut self) -> Element {
+    pub(super) async fn element(&mut self) -> Element {
         match self.read().await {
             Item::Element(e) => e,
             other => panic!("expected an element, got {other:?}"),
@@ -71,7 +76,12 @@ impl Peer {
     }
 
     /// Runs the login up to `<enabled/>` and reads the initial presence.
-    async fn login(&mut self) {
+    pub(super) async fn login(&mut self) {
+        self.login_with(true).await;
+    }
+
+    /// Runs the login (offering XEP-0198 or not) and reads the initial presence.
+    pub(super) async fn login_with(&mut self, sm: bool) {
         self.open(PRE_AUTH).await;
         let auth = self.element().await;
         assert!(auth.is("auth", ns::SASL) && auth.attr("mechanism") == Some("PLAIN"));
@@ -81,7 +91,7 @@ impl Peer {
             .unwrap();
         assert_eq!(creds, sasl::plain("user1", "pw"));
         self.write("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>").await;
-        self.open(POST_AUTH).await;
+        self.open(if sm { POST_AUTH } else { POST_AUTH_NO_SM }).await;
         let bind = self.element().await;
         let id = bind.attr("id").unwrap().to_string();
         let resource = &bind
@@ -96,18 +106,25 @@ impl Peer {
              <jid>user1@localhost/phone</jid></bind></iq>"
         ))
         .await;
-        assert!(self.element().await.is("enable", ns::SM));
-        self.write("<enabled xmlns='urn:xmpp:sm:3'/>").await;
+        if sm {
+            assert!(self.element().await.is("enable", ns::SM));
+            self.write("<enabled xmlns='urn:xmpp:sm:3'/>").await;
+        }
         assert!(self.element().await.is("presence", ns::CLIENT));
     }
 }
 
+/// TLS options of the scripted tests (which never get as far as a handshake).
+pub(super) fn insecure() -> TlsOptions {
+    TlsOptions {
+        ca_file: None,
+        insecure: true,
+    }
+}
+
 fn config(addr: std::net::SocketAddr) -> XmppConfig {
-    let transport = Transport::Tcp {
-        addr,
-        starttls: StartTls::IfOffered(TlsTrust::InsecureLoopback),
-    };
-    let mut cfg = XmppConfig::new(transport, "localhost", "user1", "pw");
+    let target = XmppTarget::resolve(&format!("xmpp://{addr}"), StartTlsPolicy::IfOffered, &insecure()).unwrap();
+    let mut cfg = XmppConfig::new(Arc::new(target), "localhost", "user1", "pw");
     cfg.resource = "phone".into();
     cfg.timeout = Duration::from_secs(5);
     cfg
@@ -163,6 +180,7 @@ async fn pings_acks_split_stanzas_and_a_polite_close() {
         .send(Outbound::Received {
             to: m.from.unwrap(),
             id: "m1".into(),
+            own_id: None,
         })
         .unwrap();
     assert_eq!(n, 3);
@@ -219,7 +237,7 @@ async fn muc_self_presence_and_stream_errors_reach_the_user() {
 }
 
 #[actix_rt::test]
-async fn refused_credentials_and_non_loopback_targets_fail_the_connect() {
+async fn refused_credentials_and_unreachable_targets_fail_the_connect() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = actix_rt::spawn(async move {
@@ -236,14 +254,13 @@ async fn refused_credentials_and_non_loopback_targets_fail_the_connect() {
     );
     server.await.unwrap();
 
-    let far = config("192.0.2.1:5222".parse().unwrap());
-    assert!(matches!(
-        XmppConn::connect(&far).await,
-        Err(XmppError::BadTarget { .. })
-    ));
-    let mut ws = far.clone();
-    ws.transport = Transport::WebSocket {
-        url: "wss://127.0.0.1/ws".into(),
-    };
-    assert!(matches!(XmppConn::connect(&ws).await, Err(XmppError::BadTarget { .. })));
+    // Any host is a target (the product drives remote servers): a refused port fails the
+    // connect, it is not refused as a target.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let e = XmppConn::connect(&config(closed)).await.err().expect("nothing listens");
+    assert!(matches!(e, XmppError::Transport(TransportError::Connect { .. })), "{e}");
+    let far = XmppTarget::resolve("xmpp://192.0.2.1", StartTlsPolicy::Never, &insecure());
+    assert_eq!(far.unwrap().endpoint().addrs(), ["192.0.2.1:5222".parse().unwrap()]);
+    let e = XmppTarget::resolve("http://127.0.0.1/ws", StartTlsPolicy::Never, &insecure()).err();
+    assert!(matches!(e, Some(TransportError::BadUrl { .. })));
 }

@@ -116,6 +116,8 @@ pub struct StanzaError {
     pub kind: String,
     /// Defined condition (`service-unavailable`, `item-not-found`, ...).
     pub condition: String,
+    /// The server's `<text/>`, if any.
+    pub text: Option<String>,
 }
 
 /// A received message with the parts receipts care about.
@@ -331,6 +333,7 @@ fn stanza_error(e: &Element) -> Option<StanzaError> {
         condition: err
             .and_then(|x| first_child_in(x, ns::STANZAS, "text"))
             .unwrap_or_else(|| "undefined-condition".into()),
+        text: err.and_then(|x| x.child("text", ns::STANZAS)).map(|t| t.text.clone()),
     })
 }
 
@@ -476,7 +479,8 @@ mod tests {
                <stanza-id xmlns='urn:xmpp:sid:0' id='S9' by='room@conference.localhost'/>\
                <delay xmlns='urn:xmpp:delay' stamp='2024-01-01T00:00:00Z'/></message>\
              <message from='nobody@localhost' type='error' id='c-2'><error type='cancel'>\
-               <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+               <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+               <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>no such user</text></error></message>",
         );
         let [
             Incoming::Message(rcv),
@@ -495,8 +499,8 @@ mod tests {
         assert_eq!(err.kind, MessageType::Error);
         let e = err.error.as_ref().unwrap();
         assert_eq!(
-            (e.kind.as_str(), e.condition.as_str()),
-            ("cancel", "service-unavailable")
+            (e.kind.as_str(), e.condition.as_str(), e.text.as_deref()),
+            ("cancel", "service-unavailable", Some("no such user"))
         );
     }
 

@@ -8,16 +8,21 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::login::Stream;
+use super::meter::{self, Sent};
 use super::outbound::{self as out, Outbound};
-use super::parser::{Item, StreamParser};
+use super::parser::StreamParser;
 use super::session::{CloseReason, Cmd, Event, Stamped, XmppSender};
 use super::stanza::{Incoming, IqType};
 use super::wire::Wire;
 use super::{bare, resource};
+use crate::transport::{FrameStats, ProtocolFault};
 
 /// How long a polite close waits for the server's own close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -39,6 +44,7 @@ pub(super) struct Task {
     ack_requests: bool,
     /// Rooms joined and not yet confirmed: room bare JID -> nick.
     joins: HashMap<String, String>,
+    stats: Arc<FrameStats>,
 }
 
 /// What a batch of commands asks for after its stanzas are written.
@@ -49,11 +55,8 @@ enum After {
 }
 
 impl Task {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        wire: Wire,
-        parser: StreamParser,
-        buf: Vec<u8>,
+        stream: Stream,
         rx: mpsc::UnboundedReceiver<Cmd>,
         sender: &XmppSender,
         events: mpsc::Sender<Stamped>,
@@ -61,10 +64,11 @@ impl Task {
         ack_requests: bool,
     ) -> Task {
         Task {
-            ws: wire.is_ws(),
-            wire,
-            parser,
-            buf,
+            ws: stream.wire.is_ws(),
+            wire: stream.wire,
+            parser: stream.parser,
+            buf: stream.buf,
+            stats: stream.stats,
             rx,
             pongs: sender.tx.downgrade(),
             seq: sender.seq.clone(),
@@ -81,6 +85,7 @@ impl Task {
     pub(super) async fn run(mut self, early: Vec<Incoming>) {
         let now = Instant::now();
         for incoming in early {
+            // Counted when login read them.
             self.handle(incoming, now).await;
         }
         let reason = loop {
@@ -104,8 +109,8 @@ impl Task {
                     match read {
                         Ok(0) => break CloseReason::Eof,
                         Err(e) => break CloseReason::Io(e.to_string()),
-                        Ok(_) => {}
-                    }
+                        Ok(n) => self.stats.bytes_received.fetch_add(n as u64, Relaxed),
+                    };
                     if let Some(reason) = self.drain(Instant::now()).await {
                         break reason;
                     }
@@ -133,11 +138,11 @@ impl Task {
                     if let Outbound::Join { room, nick } = &stanza {
                         self.joins.insert(room.clone(), nick.clone());
                     }
-                    texts.push(stanza.encode(self.ws));
+                    self.push(&mut texts, meter::sent_kind(&stanza), stanza.encode(self.ws));
                     stanzas += 1;
                 }
-                Cmd::Answer(stanza) => texts.push(stanza.encode(self.ws)),
-                Cmd::RequestAck => texts.push(out::SM_REQUEST.to_string()),
+                Cmd::Answer(stanza) => self.push(&mut texts, meter::sent_kind(&stanza), stanza.encode(self.ws)),
+                Cmd::RequestAck => self.push(&mut texts, Sent::Sm, out::SM_REQUEST.to_string()),
                 Cmd::Close => {
                     after = After::Close;
                     break;
@@ -147,12 +152,18 @@ impl Task {
             next = self.rx.try_recv().ok();
         }
         if stanzas > 0 && self.ack_requests {
-            texts.push(out::SM_REQUEST.to_string());
+            self.push(&mut texts, Sent::Sm, out::SM_REQUEST.to_string());
         }
         if !texts.is_empty() {
             (self.wire.send_all(&texts).await).map_err(|e| CloseReason::Io(e.to_string()))?;
         }
         Ok(after)
+    }
+
+    /// Adds a frame to a batch, counting it.
+    fn push(&self, texts: &mut Vec<String>, kind: Sent, text: String) {
+        meter::sent(&self.stats, kind, text.len());
+        texts.push(text);
     }
 
     /// Handles every complete item in the parser.
@@ -161,12 +172,17 @@ impl Task {
             let item = match self.parser.next_item() {
                 Ok(None) => return None,
                 Ok(Some(item)) => item,
-                Err(e) => return Some(CloseReason::Malformed(e.to_string())),
+                Err(e) => {
+                    // Not well-formed: the stream cannot go on (the protocol's "invalid frame").
+                    self.stats.fault(ProtocolFault::InvalidJson, 0);
+                    return Some(CloseReason::Malformed(e.to_string()));
+                }
             };
-            let incoming = match item {
-                Item::Close => return Some(CloseReason::ServerClosed),
-                item => Incoming::from_item(item),
-            };
+            let incoming = Incoming::from_item(item);
+            meter::received(&self.stats, &incoming);
+            if incoming == Incoming::Close {
+                return Some(CloseReason::ServerClosed);
+            }
             if self.sm && incoming.is_stanza() {
                 self.h_in = self.h_in.wrapping_add(1);
             }
@@ -212,6 +228,7 @@ impl Task {
             Incoming::Iq(iq) => Event::Iq(iq),
             Incoming::SmRequest => {
                 let ack = out::sm_ack(self.h_in);
+                meter::sent(&self.stats, Sent::Sm, ack.len());
                 return (self.wire.send(&ack).await)
                     .err()
                     .map(|e| CloseReason::Io(e.to_string()));
@@ -239,6 +256,7 @@ impl Task {
     /// Closes the stream and waits (bounded) for the server's close; handles what arrives.
     async fn close(&mut self) -> CloseReason {
         let close = if self.ws { out::WS_CLOSE } else { out::STREAM_CLOSE };
+        meter::sent(&self.stats, Sent::Stream, close.len());
         if self.wire.send(close).await.is_err() {
             return CloseReason::Requested;
         }
@@ -247,6 +265,7 @@ impl Task {
             let read = tokio::time::timeout_at(deadline, self.wire.read_into(&mut self.parser, &mut self.buf)).await;
             match read {
                 Ok(Ok(n)) if n > 0 => {
+                    self.stats.bytes_received.fetch_add(n as u64, Relaxed);
                     if self.drain(Instant::now()).await.is_some() {
                         break;
                     }

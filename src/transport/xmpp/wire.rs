@@ -1,54 +1,121 @@
-//! The byte or message pipe under an XMPP stream: plain TCP, TCP upgraded by STARTTLS
-//! (tokio-rustls), or a WebSocket with subprotocol `xmpp` (RFC 7395, one element per text
-//! message). Reads feed a [`StreamParser`]; writes take finished XML text.
+//! The byte or message pipe under an XMPP stream: plain TCP (`xmpp://`), TCP upgraded by
+//! STARTTLS, or a WebSocket with subprotocol `xmpp` (RFC 7395, one element per text message;
+//! `ws://`, or `wss://` with TLS from the first byte). Reads feed a [`StreamParser`]; writes
+//! take finished XML text.
 //!
-//! TLS trust is explicit ([`TlsTrust`]): a CA file, or accepting any certificate, which this
-//! module allows only because every target is on loopback (checked by the session). There is
-//! no system trust store: ackstorm never talks to servers off this machine.
+//! [`XmppTarget`] is where a run's connections go: the URL checked and its host resolved once
+//! ([`Endpoint`], which also binds source addresses towards loopback only), and the STARTTLS
+//! policy with its TLS configuration. TLS configurations come from [`crate::transport::tls`]
+//! only (the CA file, the system roots, or no verification when asked), as for every other
+//! target; this module builds none of its own.
 
 use std::io;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::crypto::{self, WebPkiSupportedAlgorithms};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_util::either::Either;
 
 use super::parser::StreamParser;
 use super::session::XmppError;
+use crate::transport::TransportError;
+use crate::transport::connect::{self, Endpoint, Scheme, Stream, TargetUrl};
 use crate::transport::native::ws_config;
+use crate::transport::tls::{self, TlsOptions};
 
-/// When to upgrade a TCP stream with STARTTLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartTls {
+/// When to upgrade a TCP (`xmpp://`) stream with STARTTLS; WebSocket targets ignore it
+/// (`wss://` is TLS already).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StartTlsPolicy {
     /// Never (a server that requires TLS then fails the login).
     Never,
     /// When the server offers it.
-    IfOffered(TlsTrust),
+    #[default]
+    IfOffered,
     /// Always; a server that does not offer it fails the login.
-    Required(TlsTrust),
+    Required,
 }
 
-/// Which server certificates to accept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsTrust {
-    /// Certificates signed by the CA(s) in this PEM file (a self-signed one: itself).
-    CaFile(PathBuf),
-    /// Any certificate. Only loopback targets exist in ackstorm, so this is for the test
-    /// servers' self-signed certificates; it must never be used off loopback.
-    InsecureLoopback,
+/// Where a run's connections go, resolved once and shared by all of them.
+pub struct XmppTarget {
+    endpoint: Endpoint,
+    starttls: StartTlsPolicy,
+    /// The STARTTLS connector (`xmpp://` targets whose policy may use it).
+    tls: Option<TlsConnector>,
+}
+
+impl XmppTarget {
+    /// Checks `url` (`xmpp://HOST[:PORT]`, `ws://` or `wss://`: [`TargetUrl::parse_xmpp`]),
+    /// resolves its host (blocking: once per run) and builds the TLS configuration from `tls`
+    /// (for `wss://`, or for STARTTLS unless the policy is [`StartTlsPolicy::Never`]).
+    pub fn resolve(url: &str, starttls: StartTlsPolicy, tls: &TlsOptions) -> Result<XmppTarget, TransportError> {
+        let target = TargetUrl::parse_xmpp(url).map_err(|reason| TransportError::BadUrl {
+            url: url.to_string(),
+            reason,
+        })?;
+        let tcp = target.scheme == Scheme::Xmpp;
+        let endpoint = Endpoint::resolve_target(target, tls)?;
+        let tls = match (tcp, starttls) {
+            (true, StartTlsPolicy::IfOffered | StartTlsPolicy::Required) => {
+                Some(TlsConnector::from(tls::client_config_for(tls, &[])?))
+            }
+            _ => None,
+        };
+        Ok(XmppTarget {
+            endpoint,
+            starttls,
+            tls,
+        })
+    }
+
+    /// The resolved endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// A WebSocket target (`ws://`, `wss://`).
+    pub fn is_websocket(&self) -> bool {
+        self.endpoint.scheme() != Scheme::Xmpp
+    }
+
+    /// The STARTTLS policy (TCP targets).
+    pub fn starttls_policy(&self) -> StartTlsPolicy {
+        match self.is_websocket() {
+            true => StartTlsPolicy::Never,
+            false => self.starttls,
+        }
+    }
+
+    /// Connects (from `source`, bound towards loopback only) and, for WebSocket targets,
+    /// upgrades; the stream is not opened yet.
+    pub async fn open(&self, source: Option<std::net::Ipv4Addr>) -> Result<Wire, XmppError> {
+        let (stream, _) = self.endpoint.stream(source).await?;
+        match (self.is_websocket(), stream) {
+            (true, stream) => Wire::websocket(stream, self.endpoint.url()).await,
+            (false, Either::Left(tcp)) => Ok(Wire::Tcp(tcp)),
+            (false, Either::Right(_)) => unreachable!("an xmpp:// endpoint has no TLS of its own"),
+        }
+    }
+
+    /// Upgrades a TCP pipe with TLS (after `<proceed/>`), verifying the certificate for the
+    /// XMPP `domain` (RFC 6120 13.7.2: the domain, not the host connected to).
+    pub async fn starttls(&self, wire: Wire, domain: &str) -> Result<Wire, XmppError> {
+        let (Wire::Tcp(tcp), Some(connector)) = (wire, &self.tls) else {
+            return Err(XmppError::Tls("STARTTLS on a pipe that is not plain TCP".into()));
+        };
+        let name = ServerName::try_from(domain.to_string())
+            .map_err(|e| XmppError::Tls(format!("server name {domain:?}: {e}")))?;
+        let tls = (connector.connect(name, tcp).await).map_err(|e| connect::tls_error(domain, &e))?;
+        Ok(Wire::Tls(Box::new(tls)))
+    }
 }
 
 /// An open XMPP pipe.
@@ -57,8 +124,8 @@ pub enum Wire {
     Tcp(TcpStream),
     /// TCP after STARTTLS.
     Tls(Box<TlsStream<TcpStream>>),
-    /// WebSocket (RFC 7395).
-    Ws(Box<WebSocketStream<TcpStream>>),
+    /// WebSocket (RFC 7395), over TCP or TLS.
+    Ws(Box<WebSocketStream<Stream>>),
 }
 
 impl Wire {
@@ -67,15 +134,15 @@ impl Wire {
         matches!(self, Wire::Ws(_))
     }
 
-    /// Opens a WebSocket on `tcp` to `url`, asking for (and requiring) subprotocol `xmpp`.
-    pub async fn websocket(tcp: TcpStream, url: &str) -> Result<Wire, XmppError> {
+    /// Opens a WebSocket on `stream` to `url`, asking for (and requiring) subprotocol `xmpp`.
+    pub async fn websocket(stream: Stream, url: &str) -> Result<Wire, XmppError> {
         let mut request = url
             .into_client_request()
             .map_err(|e| XmppError::Handshake(e.to_string()))?;
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("xmpp"));
-        let (ws, response) = tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config()))
+        let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
             .await
             .map_err(|e| XmppError::Handshake(e.to_string()))?;
         match response.headers().get("Sec-WebSocket-Protocol") {
@@ -132,21 +199,6 @@ impl Wire {
         }
     }
 
-    /// Upgrades a TCP pipe with TLS for `domain` (after `<proceed/>`).
-    pub async fn starttls(self, domain: &str, trust: &TlsTrust) -> Result<Wire, XmppError> {
-        let Wire::Tcp(tcp) = self else {
-            return Err(XmppError::Tls("STARTTLS on a pipe that is not plain TCP".into()));
-        };
-        let config = client_config(trust)?;
-        let name = ServerName::try_from(domain.to_string())
-            .map_err(|e| XmppError::Tls(format!("server name {domain:?}: {e}")))?;
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| XmppError::Tls(e.to_string()))?;
-        Ok(Wire::Tls(Box::new(tls)))
-    }
-
     /// Ends the pipe politely: TCP/TLS write shutdown, WebSocket close frame.
     pub async fn shutdown(&mut self) {
         let _ = match self {
@@ -161,7 +213,10 @@ impl Wire {
         let tcp = match self {
             Wire::Tcp(s) => s,
             Wire::Tls(s) => s.get_ref().0,
-            Wire::Ws(ws) => ws.get_ref(),
+            Wire::Ws(ws) => match ws.get_ref() {
+                Either::Left(tcp) => tcp,
+                Either::Right(tls) => tls.get_ref().0,
+            },
         };
         let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
     }
@@ -188,76 +243,4 @@ async fn read_some<R: AsyncReadExt + Unpin>(r: &mut R, parser: &mut StreamParser
     let n = r.read(buf).await?;
     parser.feed(&buf[..n]);
     Ok(n)
-}
-
-fn client_config(trust: &TlsTrust) -> Result<ClientConfig, XmppError> {
-    let provider = Arc::new(crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| XmppError::Tls(e.to_string()))?;
-    let config = match trust {
-        TlsTrust::CaFile(path) => {
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| XmppError::Tls(format!("CA file {}: {e}", path.display())))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| XmppError::Tls(format!("CA file {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| XmppError::Tls(format!("CA file {}: {e}", path.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(XmppError::Tls(format!(
-                    "CA file {} holds no certificate",
-                    path.display()
-                )));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        TlsTrust::InsecureLoopback => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.signature_verification_algorithms)))
-            .with_no_client_auth(),
-    };
-    Ok(config)
-}
-
-/// Accepts any server certificate but still checks the handshake signatures (so the
-/// connection is encrypted to whoever holds the presented key). Loopback test servers only.
-#[derive(Debug)]
-struct AnyCertificate(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }
