@@ -343,6 +343,10 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         group_per_min: c.positive("traffic.group_per_min", tr.group_per_min.unwrap_or(0.5)),
         message_bytes,
         contact_choice,
+        warmup: tr
+            .warmup
+            .as_ref()
+            .map(|w| c.duration("traffic.warmup", Some(w), Duration::ZERO)),
     };
 
     let rd = &raw.reading;
@@ -505,6 +509,12 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     let ramp_ok = users_per_sec.is_finite() && users_per_sec > 0.0 && duration > Duration::ZERO;
     plan.faults = check_faults::faults(&raw.faults, &mut plan, ramp_ok, c);
     check_target::protocol_fit(&plan, c);
+    if plan.traffic.warmup.is_some() && matches!(plan.ramp, Ramp::Steps { .. }) {
+        c.fail(
+            "traffic.warmup",
+            "applies to a rate ramp (run.ramp.users_per_sec) only: with steps, traffic runs through them",
+        );
+    }
     plan.notes = std::mem::take(&mut c.notes);
     plan
 }

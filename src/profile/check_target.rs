@@ -36,7 +36,12 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
                 }
                 Protocol::Native
             };
-            let tls = match TargetUrl::parse(url) {
+            let parsed = if xmpp {
+                TargetUrl::parse_xmpp(url)
+            } else {
+                TargetUrl::parse(url)
+            };
+            let tls = match parsed {
                 Ok(parsed) => parsed.tls,
                 Err(reason) => {
                     c.fail("target.url", format!("{url:?}: {reason}"));
@@ -169,6 +174,13 @@ pub(super) fn protocol_fit(plan: &Plan, c: &mut Checker) {
             "XMPP has no list of a group message's readers to query: set it to 0",
         );
     }
+    let prefix = &plan.population.user_prefix;
+    if prefix.chars().any(|ch| ch.is_ascii_uppercase()) {
+        c.fail(
+            "population.user_prefix",
+            format!("{prefix:?}: XMPP servers lowercase user names, so the prefix must be lowercase"),
+        );
+    }
     if plan.population.devices_per_user > 1 {
         c.note("XMPP: a conversation ack is not synced to the reader's other devices (channel_sync is not available)");
     }
@@ -205,14 +217,6 @@ fn xmpp_options(t: &RawTarget, url: &str, c: &mut Checker) -> XmppOptions {
             StartTls::IfOffered
         }
     };
-    if let Some(scheme) = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase())
-        && !matches!(scheme.as_str(), "xmpp" | "ws" | "wss")
-    {
-        c.fail(
-            "target.url",
-            format!("an XMPP target is xmpp://HOST[:PORT] (TCP) or ws:// / wss:// (RFC 7395), not {scheme}://"),
-        );
-    }
     XmppOptions {
         domain,
         muc_domain,

@@ -321,6 +321,7 @@ pub fn effective_toml(p: &Plan) -> String {
                 ContactChoice::Zipf(s) => Some(s),
                 ContactChoice::Uniform => None,
             },
+            warmup: p.traffic.warmup.map(secs),
         },
         reading: RawReading {
             online_share: Some(p.reading.online_share),

@@ -212,6 +212,10 @@ pub struct Traffic {
     pub message_bytes: usize,
     /// Conversation choice for one-to-one messages.
     pub contact_choice: ContactChoice,
+    /// `None`: each user starts sending at its own login. `Some(d)`: nobody sends until `d`
+    /// after the last user's planned login (a rate ramp only), so every user is in (and in
+    /// its rooms) before the first message; the steady phase starts then.
+    pub warmup: Option<Duration>,
 }
 
 /// A delay distribution.
@@ -461,9 +465,9 @@ impl Plan {
             Duration::try_from_secs_f64(users as f64 / users_per_sec).unwrap_or(Duration::MAX)
         };
         match &self.ramp {
-            Ramp::Rate { users_per_sec } => {
-                joining(self.population.users, *users_per_sec).saturating_add(self.duration)
-            }
+            Ramp::Rate { users_per_sec } => joining(self.population.users, *users_per_sec)
+                .saturating_add(self.traffic.warmup.unwrap_or_default())
+                .saturating_add(self.duration),
             Ramp::Steps { users_per_sec, steps } => {
                 let mut joined = 0u64;
                 let mut t = Duration::ZERO;

@@ -150,6 +150,7 @@ pub struct RawTraffic {
     pub message_bytes: Option<usize>,
     pub contact_choice: Option<String>,
     pub zipf_exponent: Option<f64>,
+    pub warmup: Option<String>,
 }
 
 /// `[reading]`.

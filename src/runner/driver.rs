@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use super::RunError;
 use super::target::Running;
-use crate::profile::{Plan, Protocol};
+use crate::profile::{Auth, Plan, Protocol, StartTls, Target};
 use crate::transport::Driver;
 use crate::transport::native::NativeDriver;
+use crate::transport::tls::TlsOptions;
+use crate::transport::xmpp::{Passwords, StartTlsPolicy, XmppDriver, XmppDriverConfig};
 
 /// The driver for `target` (warnings about the plan's source addresses go to `target`).
 pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>, RunError> {
@@ -21,7 +23,36 @@ pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>,
             source_ips,
             plan.tester.connect_timeout,
         ))),
-        Protocol::Xmpp(_) => Err(RunError::Setup("the XMPP driver is not built yet".into())),
+        Protocol::Xmpp(x) => {
+            let Target::External { ca_file, insecure, .. } = &plan.target else {
+                unreachable!("the profile check allows XMPP for external targets only")
+            };
+            let passwords = match &target.auth {
+                Auth::Password(p) => Passwords::Same(p.clone()),
+                Auth::Tokens(map) => Passwords::PerUser(map.clone()),
+                Auth::Secret(_) => unreachable!("the profile check gives XMPP targets passwords"),
+            };
+            let starttls = match x.starttls {
+                StartTls::Never => StartTlsPolicy::Never,
+                StartTls::IfOffered => StartTlsPolicy::IfOffered,
+                StartTls::Required => StartTlsPolicy::Required,
+            };
+            let driver = XmppDriver::new(XmppDriverConfig {
+                url: target.url.clone(),
+                domain: x.domain.clone(),
+                muc_domain: x.muc_domain.clone(),
+                passwords,
+                starttls,
+                tls: TlsOptions {
+                    ca_file: ca_file.clone(),
+                    insecure: *insecure,
+                },
+                source_ips,
+                timeout: plan.tester.connect_timeout,
+                endpoint: Some(target.endpoint.clone()),
+            })?;
+            Ok(Arc::new(driver))
+        }
     }
 }
 

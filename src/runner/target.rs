@@ -19,7 +19,8 @@ use super::RunError;
 use crate::profile::{Auth, EmbeddedMode, Plan, Protocol, Target};
 use crate::server::store::StoreLimits;
 use crate::server::{ServerConfig, ServerHandle};
-use crate::transport::connect::Endpoint;
+use crate::transport::TransportError;
+use crate::transport::connect::{Endpoint, TargetUrl};
 use crate::transport::tls::TlsOptions;
 
 /// Connections one process may hold with its own server's sockets beside them: the file
@@ -98,7 +99,18 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
                 ca_file: ca_file.clone(),
                 insecure: *insecure,
             };
-            let endpoint = Arc::new(Endpoint::resolve(url, &tls)?);
+            // Resolved here, once per run, whatever the protocol.
+            let endpoint = match protocol {
+                Protocol::Native => Endpoint::resolve(url, &tls)?,
+                Protocol::Xmpp(_) => {
+                    let parsed = TargetUrl::parse_xmpp(url).map_err(|reason| TransportError::BadUrl {
+                        url: url.clone(),
+                        reason,
+                    })?;
+                    Endpoint::resolve_target(parsed, &tls)?
+                }
+            };
+            let endpoint = Arc::new(endpoint);
             let warnings = match *insecure && endpoint.is_tls() {
                 true => vec![insecure_warning(url)],
                 false => Vec::new(),

@@ -190,13 +190,14 @@ impl UserSim {
         let mut rng_churn = stream(cfg.seed, ix, Stream::Churn);
         let has_contacts = !world.contacts[ix as usize].is_empty();
         let in_groups = !world.memberships[ix as usize].is_empty();
+        let sends_from = start.max(cfg.traffic_start);
         let next_single = if has_contacts {
-            start.saturating_add(next_arrival(&mut rng_single, cfg.single_per_us))
+            sends_from.saturating_add(next_arrival(&mut rng_single, cfg.single_per_us))
         } else {
             Micros::MAX
         };
         let next_group = if in_groups {
-            start.saturating_add(next_arrival(&mut rng_group, cfg.group_per_us))
+            sends_from.saturating_add(next_arrival(&mut rng_group, cfg.group_per_us))
         } else {
             Micros::MAX
         };

@@ -276,3 +276,37 @@ read_users_page = 7
         page: 7
     }));
 }
+
+#[test]
+fn with_a_warmup_nobody_sends_before_every_user_is_in_and_warmed_up() {
+    let text = r#"
+[run]
+duration = "100s"
+seed = 3
+ramp = { users_per_sec = 10 }
+[population]
+users = 10
+contacts = 3
+[groups]
+count = 0
+[traffic]
+one_to_one_per_min = 600
+group_per_min = 0
+warmup = "2s"
+"#;
+    let plan = profile::parse(std::path::Path::new("t.toml"), text, &[]).unwrap();
+    // The ramp takes 1 s, the warm-up 2 s more: the steady phase starts at 3 s.
+    assert_eq!(plan.ramp_end(), std::time::Duration::from_secs(3));
+    assert_eq!(plan.traffic_end(), std::time::Duration::from_secs(103));
+    let cfg = Arc::new(SimConfig::new(&plan, 103 * SEC, 110 * SEC));
+    let world = Arc::new(World::build(&plan));
+    let sends = |a: &[Action]| count(a, |a| matches!(a, Action::Send { .. }));
+    for ix in 0..10 {
+        let mut u = UserSim::new(ix, cfg.clone(), world.clone());
+        let mut out = Vec::new();
+        u.advance(3 * SEC - 1, &mut out);
+        assert_eq!(sends(&out), 0, "user {ix} sent during the warm-up");
+        u.advance(13 * SEC, &mut out);
+        assert!(sends(&out) > 10, "user {ix} sends at 10/s after it");
+    }
+}

@@ -49,6 +49,8 @@ pub struct SimConfig {
     pub(super) contact_cdf: Vec<f64>,
     pub(super) allow_group_ack_share: f64,
     pub(super) ack_anyone: bool,
+    /// No user sends before this (`traffic.warmup`: the end of the ramp and its warm-up).
+    pub(super) traffic_start: Micros,
     /// When sends and conversation changes stop.
     pub traffic_end: Micros,
     /// After this no acks leave, so that every receipt can arrive before the audit.
@@ -95,6 +97,10 @@ impl SimConfig {
             contact_cdf,
             allow_group_ack_share: plan.groups.allow_group_ack_share,
             ack_anyone: plan.groups.server_ack_anyone,
+            traffic_start: match plan.traffic.warmup {
+                Some(_) => plan.ramp_end().as_micros() as Micros,
+                None => 0,
+            },
             traffic_end,
             acks_end,
             reconnect: plan.reconnect.enabled.then_some(Backoff {

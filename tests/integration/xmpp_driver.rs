@@ -26,6 +26,7 @@ fn driver(url: String, server: &Running) -> XmppDriver {
         tls: server.trust(),
         source_ips: vec![],
         timeout: WAIT,
+        endpoint: None,
     })
     .unwrap_or_else(|e| panic!("{}: driver: {e}", server.0.name))
 }

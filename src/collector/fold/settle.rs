@@ -124,7 +124,8 @@ impl State {
                 grace: self.grace,
                 offline_groups: self.capabilities.has(Capability::OfflineGroupMessages),
             };
-            if self.faults.is_empty() {
+            // `RUST_LOG=ackstorm::collector=debug` logs every record with a loss, to find it.
+            if self.faults.is_empty() && !tracing::enabled!(tracing::Level::DEBUG) {
                 m.settle(key.sender, &judge, &mut self.tally);
             } else {
                 // Losses of what was sent in a fault's window are that fault's too.
@@ -132,6 +133,9 @@ impl State {
                 m.settle(key.sender, &judge, &mut self.tally);
                 let (lost, gone) = self.tally.losses();
                 let (lost, gone) = (lost - before.0, gone - before.1);
+                if lost + gone > 0 {
+                    tracing::debug!(?key, record = ?m, "a record with losses settled");
+                }
                 for f in self.faults.iter_mut().filter(|f| f.covers(sent)) {
                     f.lost += lost;
                     f.lost_in_disconnect += gone;

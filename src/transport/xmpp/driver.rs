@@ -35,6 +35,7 @@ use super::meter;
 use super::outbound::Outbound;
 use super::session::{CloseReason, Event, Stamped, XmppConfig, XmppConn, XmppError, XmppSender};
 use super::wire::{StartTlsPolicy, XmppTarget};
+use crate::transport::connect::Endpoint;
 use crate::transport::tls::TlsOptions;
 use crate::transport::{
     Capabilities, Capability, Command, Connection, Driver, FrameStats, Inbound, LoginSpec, Stall, Timed, TransportError,
@@ -69,6 +70,8 @@ pub struct XmppDriverConfig {
     pub source_ips: Vec<Ipv4Addr>,
     /// Limit for connect, login and room joins together.
     pub timeout: Duration,
+    /// `url` resolved already (a run resolves its target once); `None`: resolved here.
+    pub endpoint: Option<Arc<Endpoint>>,
 }
 
 /// Opens XMPP connections to one server.
@@ -106,7 +109,10 @@ impl XmppDriver {
                 });
             }
         }
-        let target = XmppTarget::resolve(&cfg.url, cfg.starttls, &cfg.tls)?;
+        let target = match cfg.endpoint {
+            Some(endpoint) => XmppTarget::with_endpoint(endpoint, cfg.starttls, &cfg.tls)?,
+            None => XmppTarget::resolve(&cfg.url, cfg.starttls, &cfg.tls)?,
+        };
         Ok(XmppDriver {
             target: Arc::new(target),
             // Domains compare without case (and JIDs come back lowercased).

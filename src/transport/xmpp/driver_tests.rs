@@ -30,6 +30,7 @@ fn driver(addr: std::net::SocketAddr) -> XmppDriver {
         tls: TlsOptions::default(),
         source_ips: vec![],
         timeout: Duration::from_secs(5),
+        endpoint: None,
     })
     .unwrap()
 }

@@ -10,6 +10,7 @@
 //! target; this module builds none of its own.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -46,7 +47,7 @@ pub enum StartTlsPolicy {
 
 /// Where a run's connections go, resolved once and shared by all of them.
 pub struct XmppTarget {
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     starttls: StartTlsPolicy,
     /// The STARTTLS connector (`xmpp://` targets whose policy may use it).
     tls: Option<TlsConnector>,
@@ -61,8 +62,18 @@ impl XmppTarget {
             url: url.to_string(),
             reason,
         })?;
-        let tcp = target.scheme == Scheme::Xmpp;
         let endpoint = Endpoint::resolve_target(target, tls)?;
+        XmppTarget::with_endpoint(Arc::new(endpoint), starttls, tls)
+    }
+
+    /// A target whose URL was checked ([`TargetUrl::parse_xmpp`]) and resolved already (a run
+    /// resolves its target once, before anything else).
+    pub fn with_endpoint(
+        endpoint: Arc<Endpoint>,
+        starttls: StartTlsPolicy,
+        tls: &TlsOptions,
+    ) -> Result<XmppTarget, TransportError> {
+        let tcp = endpoint.scheme() == Scheme::Xmpp;
         let tls = match (tcp, starttls) {
             (true, StartTlsPolicy::IfOffered | StartTlsPolicy::Required) => {
                 Some(TlsConnector::from(tls::client_config_for(tls, &[])?))
