@@ -13,6 +13,8 @@
 //! With a durable store (`--data`), nothing is written before the store's changes so far are
 //! committed (`Hub::settled`); replies are then held until the next write or flush, so that
 //! the frames of one batch wait for one commit together, and still precede any later push.
+//! If that commit fails, the held replies are answered `internal` instead (each frame still
+//! gets one answer), nothing else is written, and the connection closes (1011).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use super::hub::{Hub, Login, Session};
 use super::metrics::CloseReason;
 use super::outbox::{self, Outbox, Push};
 use super::ratelimit::TokenBucket;
-use super::store::Store;
+use super::store::{Store, StoreError};
 use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
 /// Most events handled between two flushes.
@@ -58,6 +60,9 @@ enum ConnError {
     /// A slow consumer: the queue passed its bound, or a write made no progress in time.
     #[error("slow consumer ({0:?})")]
     SlowConsumer(CloseReason),
+    /// The store failed: what this connection would write is not durable and never will be.
+    #[error("{0}")]
+    Store(StoreError),
 }
 
 struct Conn<T, S> {
@@ -71,7 +76,15 @@ struct Conn<T, S> {
     last_pong: tokio::time::Instant,
     /// Durable store: replies handled but not written yet. They wait for the store's commit
     /// together, before anything else is written, so pipelined frames share one commit.
-    deferred: Vec<(usize, Utf8Bytes)>,
+    deferred: Vec<Deferred>,
+}
+
+/// A reply waiting for the store's commit: its op and text, and its `req` in case the commit
+/// fails and it must be answered `internal` instead.
+struct Deferred {
+    op: usize,
+    text: Utf8Bytes,
+    req: Option<Box<str>>,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
@@ -174,6 +187,10 @@ where
                 }
                 self.close(close_frame(CloseCode::Policy, "slow consumer")).await
             }
+            Err(ConnError::Store(e)) => {
+                debug!(error = %e, "closing: the store failed");
+                self.close(close_frame(CloseCode::Error, "store failed")).await
+            }
             other => other,
         };
         // Whatever this connection did not write is stored for the device's next login.
@@ -219,6 +236,7 @@ where
         };
         match self.hub.login(conn_id, &self.outbox, &request) {
             Login::Accepted(session, reply) => {
+                let req = reply.req.as_deref().map(|r| Cow::Owned(r.to_string()));
                 let written = match self.write(reply).await {
                     Ok(()) => self.flush().await,
                     Err(e) => Err(e),
@@ -231,6 +249,15 @@ where
                         metrics.closed(*reason);
                     }
                     self.hub.logout(&session, &self.outbox);
+                    if let ConnError::Store(store) = e {
+                        // `loginOk` reflects a commit that failed: answered `internal` instead.
+                        let frame = self.hub.error_frame(super::hub::Reject::from(store));
+                        let _ = self
+                            .feed_text(frame.op_index(), Outgoing { frame, req }.encode().into())
+                            .await;
+                        self.close(close_frame(CloseCode::Error, "store failed")).await?;
+                        return Ok(None);
+                    }
                     return Err(e);
                 }
                 Ok(Some(session))
@@ -363,7 +390,11 @@ where
         }
         let reply = self.hub.handle(session, &request);
         if self.hub.durable() {
-            self.deferred.push((reply.frame.op_index(), reply.encode().into()));
+            self.deferred.push(Deferred {
+                op: reply.frame.op_index(),
+                req: reply.req.as_deref().map(Box::from),
+                text: reply.encode().into(),
+            });
         } else {
             self.write(reply).await?;
         }
@@ -423,9 +454,29 @@ where
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         // A durable store: nothing that reflects its state goes out before that is on disk,
         // and deferred replies go out before anything written after them.
-        self.hub.settled().await;
+        self.settle().await?;
         self.write_deferred().await?;
         self.feed_text(op, text).await
+    }
+
+    /// Waits until everything the store recorded so far is durable. If a commit failed
+    /// instead, the deferred replies are answered `internal` (they reflect what will never be
+    /// durable) and the connection is to end.
+    async fn settle(&mut self) -> Result<(), ConnError> {
+        let Err(e) = self.hub.settled().await else {
+            return Ok(());
+        };
+        for d in std::mem::take(&mut self.deferred) {
+            let frame = self.hub.error_frame(super::hub::Reject::from(e.clone()));
+            let out = Outgoing {
+                frame,
+                req: d.req.map(|r| Cow::Owned(r.into())),
+            };
+            if self.feed_text(out.frame.op_index(), out.encode().into()).await.is_err() {
+                break;
+            }
+        }
+        Err(ConnError::Store(e))
     }
 
     /// Writes the deferred replies, in order (the caller waited for the commit).
@@ -433,8 +484,8 @@ where
         if self.deferred.is_empty() {
             return Ok(());
         }
-        for (op, text) in std::mem::take(&mut self.deferred) {
-            self.feed_text(op, text).await?;
+        for d in std::mem::take(&mut self.deferred) {
+            self.feed_text(d.op, d.text).await?;
         }
         Ok(())
     }
@@ -462,7 +513,7 @@ where
     /// Writes out what the WebSocket buffered, within the write timeout.
     async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.deferred.is_empty() {
-            self.hub.settled().await;
+            self.settle().await?;
             self.write_deferred().await?;
         }
         tokio::select! {
@@ -478,8 +529,7 @@ where
     /// Sends a close frame (flushing what is buffered) and ends the connection. Bounded by the
     /// write timeout: a peer that reads nothing does not hold the task.
     async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), ConnError> {
-        if !self.deferred.is_empty() {
-            self.hub.settled().await;
+        if !self.deferred.is_empty() && self.settle().await.is_ok() {
             let _ = self.write_deferred().await;
         }
         match tokio::time::timeout(self.write_timeout, self.ws.close(frame)).await {

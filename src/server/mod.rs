@@ -36,7 +36,7 @@ use self::hub::Hub;
 use self::metrics::{Metrics, escape_label};
 use self::outbox::QueueBound;
 use self::ratelimit::RateLimit;
-use self::store::{DurableError, DurableStore, MemoryStore, StoreLimits};
+use self::store::{DurableError, DurableStore, MemoryStore, Store, StoreLimits};
 
 /// Server options; the defaults are PROTOCOL.md's.
 #[derive(Debug, Clone)]
@@ -197,13 +197,23 @@ pub enum ServerError {
 /// Serves `listener` until `shutdown` completes, then closes every connection (WebSocket
 /// close 1001) and returns once they are gone (or after a grace period).
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) -> Result<(), ServerError> {
-    let metrics = Arc::new(Metrics::new(config.build_info_labels()));
     if let Some(dir) = config.data.clone() {
         let store = DurableStore::open(&dir, config.limits)?;
-        let hub = Arc::new(Hub::new(Arc::new(config), metrics, store));
-        return http::serve(listener, hub, shutdown).await;
+        return run_with_store(listener, config, store, shutdown).await;
     }
     let store = MemoryStore::new(config.limits);
+    run_with_store(listener, config, store, shutdown).await
+}
+
+/// [`run`] with a store of the caller's (tests: a store that fails on demand); `config.data`
+/// is not used.
+pub async fn run_with_store<S: Store>(
+    listener: TcpListener,
+    config: ServerConfig,
+    store: S,
+    shutdown: impl Future,
+) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new(config.build_info_labels()));
     let hub = Arc::new(Hub::new(Arc::new(config), metrics, store));
     http::serve(listener, hub, shutdown).await
 }
@@ -225,6 +235,20 @@ impl ServerHandle {
         let stop = CancellationToken::new();
         let signal = stop.clone();
         let task = tokio::spawn(async move { run(listener, config, signal.cancelled_owned()).await });
+        Ok(ServerHandle { addr, stop, task })
+    }
+
+    /// [`ServerHandle::start`] with a store of the caller's (see [`run_with_store`]).
+    pub async fn start_with_store<S: Store>(
+        addr: &str,
+        config: ServerConfig,
+        store: S,
+    ) -> Result<ServerHandle, ServerError> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let task = tokio::spawn(async move { run_with_store(listener, config, store, signal.cancelled_owned()).await });
         Ok(ServerHandle { addr, stop, task })
     }
 

@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::group::Group;
 use super::memory::MemoryStore;
-use super::{GroupId, Inbox, MessageMeta, OfflineMessage, OfflineReceipt, ReceiptKind, SentRecord, Store, UserId};
+use super::{
+    GroupId, Inbox, MessageMeta, OfflineMessage, OfflineReceipt, ReceiptKind, SentRecord, Store, StoreError, UserId,
+};
 use crate::protocol::ChatType;
 
 /// An inbox, owned (for the log).
@@ -82,7 +85,7 @@ pub enum Op {
         /// Owner.
         owner: UserId,
         /// Members in join order (owner and admins included).
-        members: Vec<UserId>,
+        members: Arc<[UserId]>,
         /// Admins.
         admins: Vec<UserId>,
     },
@@ -151,8 +154,9 @@ pub enum Op {
         mid: u64,
         /// One-to-one or group.
         chat_type: ChatType,
-        /// The encoded push.
-        frame: String,
+        /// The encoded push (shared with the store's copy; logged as text).
+        #[serde(with = "frame_text")]
+        frame: Utf8Bytes,
     },
     /// `push_offline_receipt`.
     OfflineReceipt {
@@ -185,18 +189,13 @@ pub enum Op {
     },
 }
 
-/// Applies one logged call to `store` (rebuild).
-pub(super) fn apply(store: &mut MemoryStore, op: Op) {
+/// Applies one logged call to `store` (rebuild, and the durable store's replica). The
+/// in-memory store never fails; the error is passed on all the same.
+pub(super) fn apply(store: &mut MemoryStore, op: Op) -> Result<(), StoreError> {
     match op {
-        Op::NextId => {
-            store.next_id();
-        }
-        Op::Intern(u) => {
-            store.intern_user(&u);
-        }
-        Op::Login(u) => {
-            store.login_user(&u);
-        }
+        Op::NextId => store.next_id().map(drop),
+        Op::Intern(u) => store.intern_user(&u).map(drop),
+        Op::Login(u) => store.login_user(&u).map(drop),
         Op::Message {
             mid,
             from,
@@ -216,25 +215,19 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
         ),
         Op::Receipt { mid, read } => {
             let kind = if read { ReceiptKind::Read } else { ReceiptKind::Delivery };
-            store.record_receipt(mid, kind);
+            store.record_receipt(mid, kind).map(drop)
         }
-        Op::GroupRead { mid, reader } => {
-            store.record_group_read(mid, &reader);
-        }
+        Op::GroupRead { mid, reader } => store.record_group_read(mid, &reader).map(drop),
         Op::Group {
             id,
             owner,
             members,
             admins,
-        } => {
-            store.insert_group(Group::new(id, owner, members, admins));
-        }
-        Op::Join(id, user) => {
-            store.add_member(&id, &user);
-        }
-        Op::Leave(id, user) => {
-            store.remove_member(&id, &user);
-        }
+        } => store
+            .insert_group(Group::new(id, owner, members.to_vec(), admins))
+            .map(drop),
+        Op::Join(id, user) => store.add_member(&id, &user).map(drop),
+        Op::Leave(id, user) => store.remove_member(&id, &user).map(drop),
         Op::Note {
             user,
             peer,
@@ -242,9 +235,7 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
             unread,
         } => store.note_message(&user, &peer, mid, unread),
         Op::NoteGroup { id, sender, mid } => store.note_group_message(&id, &sender, mid),
-        Op::MarkRead { user, peer, mid } => {
-            store.mark_read(&user, &peer, mid);
-        }
+        Op::MarkRead { user, peer, mid } => store.mark_read(&user, &peer, mid).map(drop),
         Op::MarkAllRead {
             user,
             chat_type,
@@ -256,24 +247,14 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
             id,
             record,
             cutoff,
-        } => {
-            store.remember_sent(&user, &id, record, cutoff);
-        }
+        } => store.remember_sent(&user, &id, record, cutoff).map(drop),
         Op::OfflineMessage {
             user,
             inbox,
             mid,
             chat_type,
             frame,
-        } => store.push_offline_message(
-            &user,
-            inbox.as_inbox(),
-            OfflineMessage {
-                mid,
-                chat_type,
-                frame: frame.into(),
-            },
-        ),
+        } => store.push_offline_message(&user, inbox.as_inbox(), OfflineMessage { mid, chat_type, frame }),
         Op::OfflineReceipt { user, inbox, receipt } => store.push_offline_receipt(&user, inbox.as_inbox(), receipt),
         Op::OfflineCount {
             user,
@@ -282,8 +263,20 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
             group,
             count,
         } => store.set_offline_group_count(&user, inbox.as_inbox(), mid, &group, count),
-        Op::Take { user, inbox } => {
-            store.take_offline(&user, inbox.as_inbox());
-        }
+        Op::Take { user, inbox } => store.take_offline(&user, inbox.as_inbox()).map(drop),
+    }
+}
+
+/// `Utf8Bytes` (an encoded push, shared) as text in the log.
+mod frame_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+    pub fn serialize<S: Serializer>(frame: &Utf8Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(frame.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Utf8Bytes, D::Error> {
+        String::deserialize(d).map(Utf8Bytes::from)
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::group::{Group, GroupConv};
+use super::group::{GroupConv, GroupSlot};
 use super::messages::MessageTable;
 use super::offline::UserOffline;
 use super::pending::{Dropped, Pending};
@@ -379,13 +379,13 @@ impl Users {
     pub(super) fn group_conv(
         &mut self,
         user: &str,
-        group: &Group,
+        group: &GroupSlot,
         now: u64,
         holds: &mut MessageTable,
         f: impl FnOnce(&mut GroupConv, (u64, u64)),
     ) {
         let r = self.record_mut(user, now, holds);
-        let c = r.groups.entry(group.id().clone()).or_insert_with(|| GroupConv {
+        let c = r.groups.entry(group.group.id().clone()).or_insert_with(|| GroupConv {
             member: true,
             seq: group.counters().0,
             ..GroupConv::default()
@@ -411,7 +411,7 @@ impl Users {
     }
 
     /// `user`'s conversations, newest first, at most the cap.
-    pub(super) fn conversations(&self, user: &str, groups: &FxHashMap<GroupId, Group>) -> Vec<ConversationState> {
+    pub(super) fn conversations(&self, user: &str, groups: &FxHashMap<GroupId, GroupSlot>) -> Vec<ConversationState> {
         let Some(u) = self.map.get(user) else {
             return Vec::new();
         };
