@@ -36,7 +36,7 @@ use self::hub::Hub;
 use self::metrics::{Metrics, escape_label};
 use self::outbox::QueueBound;
 use self::ratelimit::RateLimit;
-use self::store::{DurableError, DurableStore, MemoryStore, Store, StoreLimits};
+use self::store::{Compaction, DurableError, DurableStore, MemoryStore, Store, StoreLimits};
 
 /// Server options; the defaults are PROTOCOL.md's.
 #[derive(Debug, Clone)]
@@ -102,6 +102,8 @@ pub struct ServerConfig {
     /// frame waits until what it reflects is durable (docs/protocol.md, "Durability").
     /// `None`: in memory only.
     pub data: Option<PathBuf>,
+    /// With `data`: when the durable store's log is compacted into a snapshot.
+    pub compaction: Compaction,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +138,7 @@ impl Default for ServerConfig {
             delay: Duration::ZERO,
             throttle: None,
             data: None,
+            compaction: Compaction::default(),
         }
     }
 }
@@ -198,7 +201,7 @@ pub enum ServerError {
 /// close 1001) and returns once they are gone (or after a grace period).
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) -> Result<(), ServerError> {
     if let Some(dir) = config.data.clone() {
-        let store = DurableStore::open(&dir, config.limits)?;
+        let store = DurableStore::open(&dir, config.limits, config.compaction)?;
         return run_with_store(listener, config, store, shutdown).await;
     }
     let store = MemoryStore::new(config.limits);

@@ -3,52 +3,53 @@
 //!
 //! Design: the [`MemoryStore`] stays the authoritative working set under the hub's lock, so
 //! routing is as fast as without `--data`. Every mutating call of the [`Store`] trait is
-//! recorded, in the order it is made, as an owned [`Op`] into the [`Journal`]'s pending list
-//! (a vector push under the hub's lock: no I/O, no encoding). One writer thread takes all
-//! that is pending, appends it as one record to the database in one transaction and commits
-//! (redb fsyncs the commit): a group commit. The connection tasks wait, before writing any
-//! frame, until everything recorded so far is durable ([`Journal::settled`]): so no reply and
-//! no push leaves the server before the state it reflects would survive a `kill -9`, and no id
-//! a client has seen can be allocated again after a restart.
+//! recorded, in the order it is made, as an owned [`Op`] into the [`Journal`] (a vector push
+//! under the hub's lock: no I/O, no encoding), whose writer thread appends everything pending
+//! as one log record in one transaction and commits it: a group commit (see
+//! [`super::journal`]). The connection tasks wait, before writing any frame, until everything
+//! recorded so far is durable ([`Journal::settled`]): so no reply and no push leaves the server
+//! before the state it reflects would survive a `kill -9`, and no id a client has seen can be
+//! allocated again after a restart.
 //!
-//! At start the store is rebuilt by replaying every logged call, in order, into a fresh
-//! [`MemoryStore`] (which is deterministic: the same calls give the same state, caps and
-//! evictions included). What this must not do: any I/O under the hub's lock, or decide
-//! anything (the hub decides; this records).
+//! At start the store is rebuilt from the last snapshot and the log records after it, replayed
+//! in order into the snapshot's [`MemoryStore`] (which is deterministic: the same calls give
+//! the same state, caps and evictions included). A compactor thread keeps the snapshot recent
+//! and the log short (see [`super::snapshot`]). Log records and snapshots are postcard
+//! (measured: JSON records made each commit three times as large; a database written by an
+//! older build, with JSON records, is read and compacted into the current format at open).
 //!
-//! Not done yet: the log is never compacted (a restart replays all of it; a snapshot of the
-//! working set would bound that), and a failed commit aborts the process (as a crash would:
-//! nothing that depended on it was sent).
+//! A failed commit makes the store unavailable (every call fails, waiting frames are
+//! answered `internal`) rather than aborting the process; a restart recovers what is on disk.
+//! What this must not do: any I/O under the hub's lock, or decide anything (the hub decides;
+//! this records).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::Database;
 use thiserror::Error;
-use tokio::sync::watch;
 
 use super::group::Group;
-use super::logged::{InboxKey, Op, apply};
+use super::journal::Journal;
+use super::logged::{InboxKey, Op};
 use super::memory::MemoryStore;
+use super::snapshot::{self, Compaction, Compactor};
 use super::{
     ConversationState, GroupId, Inbox, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
     ReceiptKind, Recorded, SentRecord, Store, StoreError, StoreLimits, StoreStats, UserId,
 };
 use crate::protocol::ChatType;
 
-/// The log: one row per group commit, keyed by its sequence number, holding the JSON array
-/// of the [`Op`]s it made durable.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// The database file in the data directory.
 const FILE: &str = "ackstorm.redb";
+/// Committed log records the compactor may lag behind the writer before the writer waits.
+const COMPACTOR_QUEUE: usize = 1024;
 
 /// Why the durable store could not open or rebuild its data.
 #[derive(Debug, Error)]
 pub enum DurableError {
-    /// The data directory could not be made.
+    /// The data directory could not be made, or a thread not started.
     #[error("data directory {path}: {source}")]
     Dir {
         /// The directory.
@@ -56,7 +57,7 @@ pub enum DurableError {
         /// What failed.
         source: std::io::Error,
     },
-    /// The database failed to open or to read.
+    /// The database failed to open.
     #[error("database {path}: {source}")]
     Db {
         /// The database file.
@@ -64,148 +65,14 @@ pub enum DurableError {
         /// What failed.
         source: redb::Error,
     },
-    /// A log record could not be decoded.
-    #[error("database {path}: log record {key} is corrupt: {source}")]
-    Corrupt {
+    /// The database could not be read, or what it holds not decoded.
+    #[error("database {path}: {source}")]
+    Store {
         /// The database file.
         path: PathBuf,
-        /// The record's key.
-        key: u64,
         /// What failed.
-        source: serde_json::Error,
+        source: StoreError,
     },
-}
-
-/// What is recorded and not yet durable.
-#[derive(Debug, Default)]
-struct Pending {
-    ops: Vec<Op>,
-    /// The store was dropped: the writer commits what is left and stops.
-    closed: bool,
-}
-
-/// The log's shared side: the calls recorded and not yet written, how far the log is
-/// durable, and whether a commit failed. Counted in calls recorded since this process started.
-#[derive(Debug)]
-pub struct Journal {
-    pending: Mutex<Pending>,
-    more: Condvar,
-    /// Calls recorded so far (taken under `pending`'s lock).
-    recorded: AtomicU64,
-    /// Calls durable so far.
-    durable: watch::Sender<u64>,
-    /// The first failed commit: from then on nothing more becomes durable.
-    failed: OnceLock<StoreError>,
-}
-
-impl Journal {
-    fn new() -> Self {
-        Journal {
-            pending: Mutex::new(Pending::default()),
-            more: Condvar::new(),
-            recorded: AtomicU64::new(0),
-            durable: watch::Sender::new(0),
-            failed: OnceLock::new(),
-        }
-    }
-
-    /// The failed commit, if one failed.
-    pub fn failure(&self) -> Option<&StoreError> {
-        self.failed.get()
-    }
-
-    /// The error every call gets once a commit failed.
-    fn check(&self) -> Result<(), StoreError> {
-        match self.failed.get() {
-            None => Ok(()),
-            Some(e) => Err(StoreError::Unavailable(Arc::from(e.to_string()))),
-        }
-    }
-
-    fn record(&self, op: Op) -> Result<(), StoreError> {
-        self.check()?;
-        let mut p = self.pending.lock();
-        let was_empty = p.ops.is_empty();
-        p.ops.push(op);
-        self.recorded.fetch_add(1, Ordering::Release);
-        drop(p);
-        if was_empty {
-            self.more.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Completes once everything recorded before the call is durable: call it before writing
-    /// a frame that may reflect what was recorded. Immediate when nothing is pending. An error
-    /// when a commit failed first: what was recorded will never be durable, so nothing that
-    /// reflects it may be written.
-    pub async fn settled(&self) -> Result<(), StoreError> {
-        let target = self.recorded.load(Ordering::Acquire);
-        if *self.durable.borrow() >= target {
-            return Ok(());
-        }
-        let mut rx = self.durable.subscribe();
-        // The sender lives as long as the journal, which the caller borrows.
-        let _ = rx.wait_for(|d| *d >= target || self.failed.get().is_some()).await;
-        if *self.durable.borrow() >= target {
-            return Ok(());
-        }
-        Err(self
-            .failed
-            .get()
-            .cloned()
-            .unwrap_or_else(|| StoreError::Unavailable("closed".into())))
-    }
-
-    /// A commit failed: every waiter is told, and every later call fails.
-    fn fail(&self, e: StoreError) {
-        let _ = self.failed.set(e);
-        self.durable.send_modify(|_| {});
-    }
-
-    /// The writer thread: group commits until the store is dropped and all is written, or a
-    /// commit fails.
-    fn write_loop(&self, db: Database, mut key: u64) {
-        loop {
-            let (ops, closed) = {
-                let mut p = self.pending.lock();
-                while p.ops.is_empty() && !p.closed {
-                    self.more.wait(&mut p);
-                }
-                (std::mem::take(&mut p.ops), p.closed)
-            };
-            if !ops.is_empty() {
-                let n = ops.len() as u64;
-                if let Err(e) = append(&db, key, &ops) {
-                    // Nothing that depends on these calls was sent, and nothing will be: the
-                    // connections waiting for them answer `internal` instead.
-                    tracing::error!(error = %e, "the durable store failed to commit; it takes no more calls");
-                    self.fail(StoreError::Io {
-                        op: "commit",
-                        reason: Arc::from(e.to_string()),
-                    });
-                    return;
-                }
-                key += 1;
-                self.durable.send_modify(|d| *d += n);
-            }
-            if closed && self.pending.lock().ops.is_empty() {
-                return;
-            }
-        }
-    }
-}
-
-/// Appends one record and commits it (fsync'd: redb's default durability).
-fn append(db: &Database, key: u64, ops: &[Op]) -> Result<(), redb::Error> {
-    let bytes = serde_json::to_vec(ops).expect("ops serialize");
-    let tx = db.begin_write()?;
-    {
-        let mut table = tx.open_table(LOG)?;
-        table.insert(key, bytes.as_slice())?;
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 /// The in-memory store, rebuilt from and logged to a database in a data directory.
@@ -214,57 +81,58 @@ pub struct DurableStore {
     inner: MemoryStore,
     journal: Arc<Journal>,
     writer: Option<JoinHandle<()>>,
+    compactor: Option<JoinHandle<()>>,
 }
 
 impl DurableStore {
-    /// Opens (or creates) the database in `dir`, rebuilds the store from its log and starts
-    /// the writer thread.
-    pub fn open(dir: &Path, limits: StoreLimits) -> Result<DurableStore, DurableError> {
-        std::fs::create_dir_all(dir).map_err(|source| DurableError::Dir {
+    /// Opens (or creates) the database in `dir`, rebuilds the store from its snapshot and log,
+    /// and starts the writer and compactor threads.
+    pub fn open(dir: &Path, limits: StoreLimits, compaction: Compaction) -> Result<DurableStore, DurableError> {
+        let dir_err = |source| DurableError::Dir {
             path: dir.to_path_buf(),
             source,
-        })?;
-        let path = dir.join(FILE);
-        let db_err = |e: redb::Error| DurableError::Db {
-            path: path.clone(),
-            source: e,
         };
-        let db = Database::create(&path).map_err(|e| db_err(e.into()))?;
-        let mut inner = MemoryStore::new(limits);
-        let mut next_key = 0;
-        {
-            let tx = db.begin_write().map_err(|e| db_err(e.into()))?;
-            tx.open_table(LOG).map_err(|e| db_err(e.into()))?;
-            tx.commit().map_err(|e| db_err(e.into()))?;
-            let tx = db.begin_read().map_err(|e| db_err(e.into()))?;
-            let table = tx.open_table(LOG).map_err(|e| db_err(e.into()))?;
-            for row in table.iter().map_err(|e| db_err(e.into()))? {
-                let (k, v) = row.map_err(|e| db_err(e.into()))?;
-                let key = k.value();
-                let ops: Vec<Op> = serde_json::from_slice(v.value()).map_err(|source| DurableError::Corrupt {
-                    path: path.clone(),
-                    key,
-                    source,
-                })?;
-                for op in ops {
-                    apply(&mut inner, op).expect("the in-memory store never fails");
-                }
-                next_key = key + 1;
-            }
+        std::fs::create_dir_all(dir).map_err(dir_err)?;
+        let path = dir.join(FILE);
+        let db = Database::create(&path).map_err(|e| DurableError::Db {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let store_err = |source| DurableError::Store {
+            path: path.clone(),
+            source,
+        };
+        let loaded = snapshot::load(&db, limits).map_err(store_err)?;
+        let db = Arc::new(db);
+        let mut compactor = Compactor {
+            db: db.clone(),
+            replica: loaded.store.clone(),
+            options: compaction,
+            since: loaded.since,
+            snapshot_bytes: loaded.snapshot_bytes,
+            applied: loaded.next_key.checked_sub(1),
+        };
+        if loaded.upgrade {
+            snapshot::write_snapshot(&db, &compactor.replica, loaded.next_key - 1).map_err(store_err)?;
+            compactor.since = (0, 0);
         }
         let journal = Arc::new(Journal::new());
+        let (records, received) = std::sync::mpsc::sync_channel(COMPACTOR_QUEUE);
+        let compactor = std::thread::Builder::new()
+            .name("ackstorm-compact".into())
+            .spawn(move || compactor.run(received))
+            .map_err(dir_err)?;
         let shared = journal.clone();
+        let next_key = loaded.next_key;
         let writer = std::thread::Builder::new()
             .name("ackstorm-store".into())
-            .spawn(move || shared.write_loop(db, next_key))
-            .map_err(|source| DurableError::Dir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            .spawn(move || shared.write_loop(&db, next_key, records))
+            .map_err(dir_err)?;
         Ok(DurableStore {
-            inner,
+            inner: loaded.store,
             journal,
             writer: Some(writer),
+            compactor: Some(compactor),
         })
     }
 
@@ -278,12 +146,12 @@ impl DurableStore {
 }
 
 impl Drop for DurableStore {
-    /// Commits what is pending and stops the writer.
+    /// Commits what is pending and stops the writer, then the compactor (which stops once it
+    /// has applied what the writer sent it).
     fn drop(&mut self) {
-        self.journal.pending.lock().closed = true;
-        self.journal.more.notify_one();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        self.journal.close();
+        for thread in [self.writer.take(), self.compactor.take()].into_iter().flatten() {
+            let _ = thread.join();
         }
     }
 }
@@ -294,14 +162,20 @@ impl Store for DurableStore {
         self.inner.next_id()
     }
 
+    // Applied, then recorded with the interned id (no allocation when the user exists); both
+    // under the same `&mut self`, so the log order is the call order.
     fn intern_user(&mut self, user: &str) -> Result<UserId, StoreError> {
-        self.record(Op::Intern(Arc::from(user)))?;
-        self.inner.intern_user(user)
+        self.check()?;
+        let id = self.inner.intern_user(user)?;
+        self.record(Op::Intern(id.clone()))?;
+        Ok(id)
     }
 
     fn login_user(&mut self, user: &str) -> Result<UserId, StoreError> {
-        self.record(Op::Login(Arc::from(user)))?;
-        self.inner.login_user(user)
+        self.check()?;
+        let id = self.inner.login_user(user)?;
+        self.record(Op::Login(id.clone()))?;
+        Ok(id)
     }
 
     fn insert_message(&mut self, mid: u64, meta: MessageMeta) -> Result<(), StoreError> {
@@ -507,139 +381,5 @@ impl Store for DurableStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(s: &str) -> Arc<str> {
-        Arc::from(s)
-    }
-
-    fn meta(from: &UserId, to: &str, chat_type: ChatType, receipts: bool) -> MessageMeta {
-        MessageMeta {
-            from: from.clone(),
-            to: Arc::from(to),
-            chat_type,
-            time: 7,
-            group_receipts: receipts,
-        }
-    }
-
-    /// Drives one store through messages, receipts, a group, unread counts, remembered sends
-    /// and offline inboxes; returns what a reopened store must answer the same.
-    fn fill(s: &mut DurableStore) {
-        let a = s.login_user("a").unwrap();
-        let b = s.intern_user("b").unwrap();
-        let c = s.login_user("c").unwrap();
-        for _ in 0..3 {
-            let mid = s.next_id().unwrap();
-            s.insert_message(mid, meta(&a, "b", ChatType::Single, false)).unwrap();
-            s.note_message(&b, &a, mid, true).unwrap();
-            s.note_message(&a, &b, mid, false).unwrap();
-            let record = SentRecord {
-                mid,
-                to: Arc::from("b"),
-                time: 7,
-                group_ack: None,
-            };
-            s.remember_sent(&a, &format!("c{mid}"), record, 0).unwrap();
-            let frame = format!("frame {mid}").into();
-            s.push_offline_message(
-                &b,
-                Inbox::User,
-                OfflineMessage {
-                    mid,
-                    chat_type: ChatType::Single,
-                    frame,
-                },
-            )
-            .unwrap();
-        }
-        assert!(matches!(
-            s.record_receipt(1, ReceiptKind::Delivery).unwrap(),
-            Recorded::First { .. }
-        ));
-        assert!(s.mark_read(&id("b"), &id("a"), 2).unwrap());
-        assert!(
-            s.insert_group(Group::new(
-                Arc::from("g"),
-                a.clone(),
-                vec![b.clone(), c.clone()],
-                vec![]
-            ))
-            .unwrap()
-        );
-        let gmid = s.next_id().unwrap();
-        s.insert_message(gmid, meta(&a, "g", ChatType::Group, true)).unwrap();
-        s.note_group_message(&id("g"), &id("a"), gmid).unwrap();
-        s.record_group_read(gmid, &c).unwrap();
-        s.record_group_read(gmid, &b).unwrap();
-        let g: GroupId = Arc::from("g");
-        s.set_offline_group_count(&a, Inbox::Device("web"), gmid, &g, 2)
-            .unwrap();
-        s.take_offline(&id("c"), Inbox::User).unwrap();
-    }
-
-    #[test]
-    fn a_reopened_store_is_the_same_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = StoreLimits::default();
-        let (before, last) = {
-            let mut s = DurableStore::open(dir.path(), limits).unwrap();
-            fill(&mut s);
-            let view = (
-                s.conversations("a").unwrap(),
-                s.conversations("b").unwrap(),
-                s.conversations("c").unwrap(),
-                s.group_readers(5, None, 10).unwrap(),
-                s.sent("a", "c2").unwrap(),
-                s.message(1).unwrap(),
-                s.stats(),
-            );
-            (view, s.inner.last_id())
-        };
-        let mut s = DurableStore::open(dir.path(), limits).unwrap();
-        let after = (
-            s.conversations("a").unwrap(),
-            s.conversations("b").unwrap(),
-            s.conversations("c").unwrap(),
-            s.group_readers(5, None, 10).unwrap(),
-            s.sent("a", "c2").unwrap(),
-            s.message(1).unwrap(),
-            s.stats(),
-        );
-        assert_eq!(after, before);
-        let with_a = after.1.iter().find(|c| &*c.id == "a").unwrap();
-        assert_eq!(with_a.unread, 2, "three sent, one read");
-        assert_eq!(after.3.total, 2);
-        assert_eq!(s.inner.last_id(), last);
-        assert_eq!(
-            s.record_receipt(1, ReceiptKind::Delivery).unwrap(),
-            Recorded::Repeat { id: 4 }
-        );
-        assert!(s.next_id().unwrap() > last, "ids keep growing");
-        let inbox = s.take_offline(&id("b"), Inbox::User).unwrap();
-        assert_eq!(inbox.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(inbox.messages[1].frame.as_str(), "frame 2");
-        let device = s.take_offline(&id("a"), Inbox::Device("web")).unwrap();
-        assert_eq!(device.group_counts.len(), 1);
-        drop(s);
-        // What was taken stays taken.
-        let mut s = DurableStore::open(dir.path(), limits).unwrap();
-        assert!(s.take_offline(&id("b"), Inbox::User).unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_failed_commit_is_reported_to_waiters_and_to_every_later_call() {
-        let journal = Journal::new();
-        journal.settled().await.unwrap();
-        journal.record(Op::NextId).unwrap();
-        let waiter = journal.settled();
-        journal.fail(StoreError::Io {
-            op: "commit",
-            reason: "disk full".into(),
-        });
-        assert!(matches!(waiter.await, Err(StoreError::Io { op: "commit", .. })));
-        assert!(matches!(journal.record(Op::NextId), Err(StoreError::Unavailable(_))));
-        assert!(journal.failure().is_some());
-    }
-}
+#[path = "durable_tests.rs"]
+mod tests;

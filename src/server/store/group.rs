@@ -7,14 +7,17 @@
 
 use std::sync::Arc;
 
-use super::{GroupId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::{GroupId, UserId, intern};
 
 /// A group and its roles.
 ///
 /// Membership changes go through [`Group::add`] and [`Group::remove`], which keep a shared
 /// snapshot of the member list: fan-out takes it with one reference-count increment instead of
 /// copying the list for every message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "GroupRepr", from = "GroupRepr")]
 pub struct Group {
     id: GroupId,
     owner: UserId,
@@ -25,7 +28,7 @@ pub struct Group {
 
 /// A group as the store keeps it: the group, shared with whoever asked for it (a membership
 /// change copies it only while a caller still holds it), and its message counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct GroupSlot {
     pub group: Arc<Group>,
     /// Messages sent to the group so far.
@@ -53,6 +56,38 @@ impl GroupSlot {
     /// Messages sent to the group so far, and the newest one.
     pub fn counters(&self) -> (u64, u64) {
         (self.seq, self.last_mid)
+    }
+}
+
+/// A group as serialized: its roles and its members in join order (the shared snapshot of
+/// the member list is made again).
+#[derive(Serialize, Deserialize)]
+struct GroupRepr {
+    #[serde(deserialize_with = "intern::one")]
+    id: GroupId,
+    #[serde(deserialize_with = "intern::one")]
+    owner: UserId,
+    #[serde(deserialize_with = "intern::seq")]
+    admins: Vec<UserId>,
+    #[serde(deserialize_with = "intern::seq")]
+    members: Vec<UserId>,
+}
+
+impl From<Group> for GroupRepr {
+    fn from(g: Group) -> Self {
+        GroupRepr {
+            members: g.snapshot.to_vec(),
+            id: g.id,
+            owner: g.owner,
+            admins: g.admins,
+        }
+    }
+}
+
+impl From<GroupRepr> for Group {
+    /// The owner joined first and never leaves, and admins are members: the same group.
+    fn from(r: GroupRepr) -> Self {
+        Group::new(r.id, r.owner, r.members, r.admins)
     }
 }
 
@@ -145,7 +180,7 @@ impl Group {
 /// One member's view of a group conversation, kept as a difference from the group's counters
 /// so that a group message costs O(1) in unread bookkeeping whatever the group's size: while a
 /// member, unread = `unread` + (messages since `seq`) − (own messages since `seq`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct GroupConv {
     /// Still a member: the counts follow the group's. A former member's are frozen.
     pub member: bool,

@@ -11,6 +11,7 @@ use super::group::Group;
 use super::memory::MemoryStore;
 use super::{
     GroupId, Inbox, MessageMeta, OfflineMessage, OfflineReceipt, ReceiptKind, SentRecord, Store, StoreError, UserId,
+    intern,
 };
 use crate::protocol::ChatType;
 
@@ -20,7 +21,7 @@ pub enum InboxKey {
     /// The user's inbox.
     User,
     /// One device's inbox.
-    Device(Arc<str>),
+    Device(#[serde(deserialize_with = "intern::one")] Arc<str>),
 }
 
 impl InboxKey {
@@ -46,16 +47,18 @@ pub enum Op {
     /// `next_id`.
     NextId,
     /// `intern_user`.
-    Intern(UserId),
+    Intern(#[serde(deserialize_with = "intern::one")] UserId),
     /// `login_user`.
-    Login(UserId),
+    Login(#[serde(deserialize_with = "intern::one")] UserId),
     /// `insert_message`.
     Message {
         /// Message id.
         mid: u64,
         /// Sender.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
         /// Recipient or group.
+        #[serde(deserialize_with = "intern::one")]
         to: Arc<str>,
         /// One-to-one or group.
         chat_type: ChatType,
@@ -76,28 +79,41 @@ pub enum Op {
         /// Message id.
         mid: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         reader: UserId,
     },
     /// `insert_group`.
     Group {
         /// Group id.
+        #[serde(deserialize_with = "intern::one")]
         id: GroupId,
         /// Owner.
+        #[serde(deserialize_with = "intern::one")]
         owner: UserId,
         /// Members in join order (owner and admins included).
+        #[serde(deserialize_with = "intern::seq")]
         members: Arc<[UserId]>,
         /// Admins.
+        #[serde(deserialize_with = "intern::seq")]
         admins: Vec<UserId>,
     },
     /// `add_member`.
-    Join(GroupId, UserId),
+    Join(
+        #[serde(deserialize_with = "intern::one")] GroupId,
+        #[serde(deserialize_with = "intern::one")] UserId,
+    ),
     /// `remove_member`.
-    Leave(GroupId, UserId),
+    Leave(
+        #[serde(deserialize_with = "intern::one")] GroupId,
+        #[serde(deserialize_with = "intern::one")] UserId,
+    ),
     /// `note_message`.
     Note {
         /// Whose conversation.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// With whom.
+        #[serde(deserialize_with = "intern::one")]
         peer: UserId,
         /// Message id.
         mid: u64,
@@ -107,8 +123,10 @@ pub enum Op {
     /// `note_group_message`.
     NoteGroup {
         /// Group id.
+        #[serde(deserialize_with = "intern::one")]
         id: GroupId,
         /// Sender.
+        #[serde(deserialize_with = "intern::one")]
         sender: UserId,
         /// Message id.
         mid: u64,
@@ -116,8 +134,10 @@ pub enum Op {
     /// `mark_read`.
     MarkRead {
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Peer.
+        #[serde(deserialize_with = "intern::one")]
         peer: UserId,
         /// Message id.
         mid: u64,
@@ -125,10 +145,12 @@ pub enum Op {
     /// `mark_all_read`.
     MarkAllRead {
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// One-to-one or group.
         chat_type: ChatType,
         /// Peer or group.
+        #[serde(deserialize_with = "intern::one")]
         conv: Arc<str>,
         /// Everything up to this id.
         upto: u64,
@@ -136,8 +158,10 @@ pub enum Op {
     /// `remember_sent`.
     Sent {
         /// Sender.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Client id.
+        #[serde(deserialize_with = "intern::one")]
         id: Arc<str>,
         /// The reply.
         record: SentRecord,
@@ -147,6 +171,7 @@ pub enum Op {
     /// `push_offline_message`.
     OfflineMessage {
         /// Addressee.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
@@ -155,12 +180,13 @@ pub enum Op {
         /// One-to-one or group.
         chat_type: ChatType,
         /// The encoded push (shared with the store's copy; logged as text).
-        #[serde(with = "frame_text")]
+        #[serde(with = "intern::frame_text")]
         frame: Utf8Bytes,
     },
     /// `push_offline_receipt`.
     OfflineReceipt {
         /// Addressee.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
@@ -170,12 +196,14 @@ pub enum Op {
     /// `set_offline_group_count`.
     OfflineCount {
         /// Addressee.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
         /// Message id.
         mid: u64,
         /// Group id.
+        #[serde(deserialize_with = "intern::one")]
         group: GroupId,
         /// Readers.
         count: u64,
@@ -183,6 +211,7 @@ pub enum Op {
     /// `take_offline`.
     Take {
         /// Whose.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
@@ -264,19 +293,5 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) -> Result<(), StoreError> {
             count,
         } => store.set_offline_group_count(&user, inbox.as_inbox(), mid, &group, count),
         Op::Take { user, inbox } => store.take_offline(&user, inbox.as_inbox()).map(drop),
-    }
-}
-
-/// `Utf8Bytes` (an encoded push, shared) as text in the log.
-mod frame_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use tokio_tungstenite::tungstenite::Utf8Bytes;
-
-    pub fn serialize<S: Serializer>(frame: &Utf8Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(frame.as_str())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Utf8Bytes, D::Error> {
-        String::deserialize(d).map(Utf8Bytes::from)
     }
 }

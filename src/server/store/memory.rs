@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use super::group::{Group, GroupSlot};
 use super::messages::MessageTable;
@@ -12,16 +13,21 @@ use super::sent::Retention;
 use super::users::Users;
 use super::{
     ConversationState, GroupId, Inbox, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
-    ReceiptKind, Recorded, SentRecord, Store, StoreError, StoreLimits, StoreStats, UserId,
+    ReceiptKind, Recorded, SentRecord, Store, StoreError, StoreLimits, StoreStats, UserId, intern,
 };
 use crate::protocol::ChatType;
 
 /// Keeps everything in process memory, within [`StoreLimits`]; lost when the server stops.
-#[derive(Debug)]
+///
+/// Serializable (the durable store's snapshots); its caps are not part of its state but the
+/// options it is opened with ([`MemoryStore::restored`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStore {
+    #[serde(skip)]
     limits: StoreLimits,
     last_id: u64,
     users: Users,
+    #[serde(deserialize_with = "intern::keys")]
     groups: FxHashMap<GroupId, GroupSlot>,
     messages: MessageTable,
 }
@@ -42,6 +48,15 @@ impl MemoryStore {
             groups: FxHashMap::default(),
             messages: MessageTable::new(limits.messages, limits.message_bytes),
         }
+    }
+
+    /// A store decoded from a snapshot, made whole: its caps set to `limits` and its indexes
+    /// rebuilt.
+    pub(super) fn restored(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self.users.restored(limits);
+        self.messages.set_caps(limits.messages, limits.message_bytes);
+        self
     }
 
     /// Newest id allocated so far.

@@ -14,12 +14,15 @@
 
 mod durable;
 mod group;
+mod intern;
+mod journal;
 mod logged;
 mod memory;
 mod messages;
 mod offline;
 mod pending;
 mod sent;
+mod snapshot;
 mod users;
 
 use std::sync::Arc;
@@ -28,9 +31,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-pub use durable::{DurableError, DurableStore, Journal};
+pub use durable::{DurableError, DurableStore};
 pub use group::Group;
+pub use journal::Journal;
 pub use memory::MemoryStore;
+pub use snapshot::Compaction;
 
 use crate::protocol::ChatType;
 use crate::protocol::server::GroupAckCount;
@@ -41,11 +46,13 @@ pub type UserId = Arc<str>;
 pub type GroupId = Arc<str>;
 
 /// What the store keeps of a message: enough to route and check receipts, not the text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageMeta {
     /// Sender.
+    #[serde(deserialize_with = "intern::one")]
     pub from: UserId,
     /// Recipient user (1:1) or group.
+    #[serde(deserialize_with = "intern::one")]
     pub to: Arc<str>,
     /// One-to-one or group.
     pub chat_type: ChatType,
@@ -62,6 +69,7 @@ pub struct SentRecord {
     /// Server id of the message.
     pub mid: u64,
     /// Recipient user or group, as sent.
+    #[serde(deserialize_with = "intern::one")]
     pub to: Arc<str>,
     /// Server time of the send, ms.
     pub time: u64,
@@ -123,13 +131,14 @@ pub struct ConversationState {
 
 /// A message waiting for an offline user (or for a device whose connection closed before
 /// writing it): its encoded `message` push, shared with every other recipient of the message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfflineMessage {
     /// Server message id (replay merges the 1:1 and group queues by it).
     pub mid: u64,
     /// One-to-one or group (they have separate caps).
     pub chat_type: ChatType,
     /// The encoded push.
+    #[serde(with = "intern::frame_text")]
     pub frame: Utf8Bytes,
 }
 
@@ -144,6 +153,7 @@ pub enum OfflineReceipt {
         /// Message delivered.
         mid: u64,
         /// Recipient of the message.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
     },
     /// A 1:1 read receipt; addressed to the message's sender.
@@ -153,6 +163,7 @@ pub enum OfflineReceipt {
         /// Message read.
         mid: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
     },
     /// A 1:1 channel ack, kept for the peer or for the reader's other devices.
@@ -160,8 +171,10 @@ pub enum OfflineReceipt {
         /// Ack id.
         id: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
         /// The peer (the frame's `to`, also when it is kept for the reader's own devices).
+        #[serde(deserialize_with = "intern::one")]
         to: UserId,
         /// Server time of the ack.
         time: u64,
@@ -175,12 +188,15 @@ pub enum OfflineReceipt {
         /// Message read.
         mid: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
         /// The group.
+        #[serde(deserialize_with = "intern::one")]
         group: GroupId,
         /// Distinct readers when this receipt was made.
         count: u64,
         /// The reader's `ackContent` (`""` when absent).
+        #[serde(deserialize_with = "intern::one")]
         ack_content: Arc<str>,
     },
 }

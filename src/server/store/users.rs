@@ -23,13 +23,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use super::group::{GroupConv, GroupSlot};
 use super::messages::MessageTable;
 use super::offline::UserOffline;
 use super::pending::{Dropped, Pending};
 use super::sent::{Retention, SentIds};
-use super::{ConversationState, DropCause, GroupId, Inbox, OfflineBatch, SentRecord, StoreLimits, UserId};
+use super::{ConversationState, DropCause, GroupId, Inbox, OfflineBatch, SentRecord, StoreLimits, UserId, intern};
 use crate::protocol::ChatType;
 
 /// Bytes charged against the total offline cap for the record of a user who never logged in:
@@ -37,7 +38,7 @@ use crate::protocol::ChatType;
 /// allocation of its inbox (measured: `charges_against_rss` in the bounds tests).
 pub(super) const UNSEEN_USER_BYTES: usize = 1024;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Conv {
     pub unread: u64,
     /// Every message up to this id was covered by a channel ack.
@@ -45,9 +46,11 @@ pub(super) struct Conv {
     pub last_mid: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct UserRecord {
+    #[serde(deserialize_with = "intern::keys")]
     single: FxHashMap<UserId, Conv>,
+    #[serde(deserialize_with = "intern::keys")]
     groups: FxHashMap<GroupId, GroupConv>,
     offline: UserOffline,
     pub sent: SentIds,
@@ -73,7 +76,7 @@ impl UserRecord {
 }
 
 /// Counters of what the caps dropped.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Drops {
     pub kind: [u64; 3],
     pub cause: [u64; 3],
@@ -91,17 +94,23 @@ impl Drops {
     }
 }
 
-/// Every user record, the age index and the offline total.
-#[derive(Debug, Default)]
+/// Every user record, the age index and the offline total. (The caps and the two indexes
+/// are not part of its serialized state: a rebuilt store takes the caps from its options and
+/// rebuilds the indexes from the records' keys, see [`Users::restored`].)
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Users {
+    #[serde(skip)]
     limits: StoreLimits,
     /// Boxed: a map of large inline values wastes its empty slots' worth of them.
+    #[serde(deserialize_with = "intern::keys")]
     map: FxHashMap<UserId, Box<UserRecord>>,
+    #[serde(skip)]
     index: BTreeSet<(u64, UserId)>,
     total: usize,
     unseen: usize,
     drops: Drops,
     /// Senders with more remembered ids than the floor, by the time of their oldest.
+    #[serde(skip)]
     sent_index: BTreeSet<(u64, UserId)>,
     sent_total: usize,
 }
@@ -112,6 +121,21 @@ impl Users {
             limits,
             ..Default::default()
         }
+    }
+
+    /// Sets the caps and rebuilds the indexes (users rebuilt from a snapshot).
+    pub(super) fn restored(&mut self, limits: StoreLimits) {
+        self.limits = limits;
+        self.index = self
+            .map
+            .iter()
+            .filter_map(|(id, r)| r.key.map(|k| (k, id.clone())))
+            .collect();
+        self.sent_index = self
+            .map
+            .iter()
+            .filter_map(|(id, r)| r.sent_key.map(|k| (k, id.clone())))
+            .collect();
     }
 
     pub(super) fn get(&self, user: &str) -> Option<&UserRecord> {
