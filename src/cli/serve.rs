@@ -10,7 +10,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use crate::server::ratelimit::RateLimit;
-use crate::server::store::StoreLimits;
+use crate::server::store::{Compaction, StoreLimits};
 use crate::server::{self, ServerConfig};
 
 /// Bounds of the `serve` options. A value outside them is refused with the flag named: absurd
@@ -189,6 +189,13 @@ pub(super) struct ServeArgs {
     /// whatever a client was answered survives a crash. Default: in memory only.
     #[arg(long, value_name = "DIR")]
     data: Option<std::path::PathBuf>,
+    /// With --data: compact the log into a snapshot after this many logged store calls.
+    #[arg(long, default_value_t = Compaction::default().log_ops, value_parser = clap::value_parser!(u64).range(1..), requires = "data")]
+    compact_log_ops: u64,
+    /// With --data: compact the log into a snapshot after this many bytes of log (or the last
+    /// snapshot's size, if larger).
+    #[arg(long, default_value_t = Compaction::default().log_bytes, value_parser = clap::value_parser!(u64).range(1..), requires = "data")]
+    compact_log_bytes: u64,
 }
 
 impl ServeArgs {
@@ -247,6 +254,10 @@ impl ServeArgs {
                 bytes: self.max_queue_bytes,
             },
             data: self.data.clone(),
+            compaction: Compaction {
+                log_ops: self.compact_log_ops,
+                log_bytes: self.compact_log_bytes,
+            },
             ..ServerConfig::default()
         })
     }
