@@ -10,11 +10,14 @@
 //! closes the queue; a push whose write did not complete goes back to the queue, so that
 //! logout stores it with the rest.
 //!
-//! With a durable store (`--data`), nothing is written before the store's changes so far are
-//! committed (`Hub::settled`); replies are then held until the next write or flush, so that
-//! the frames of one batch wait for one commit together, and still precede any later push.
+//! With a durable store (`--data`), nothing is written before the store's changes it may
+//! reflect are committed (`Hub::settled_to`). Replies and pushes are then held, in order, each
+//! with the store's change count when it was made, until the flush that ends the loop turn:
+//! everything one turn handled waits for one commit together (not one commit per frame, as a
+//! wait at each write would: other connections' changes keep arriving meanwhile). Anything
+//! else written (an error, a kick) first waits for all changes so far and writes what is held.
 //! If that commit fails, the held replies are answered `internal` instead (each frame still
-//! gets one answer), nothing else is written, and the connection closes (1011).
+//! gets one answer), the held pushes go back to the queue, and the connection closes (1011).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -74,17 +77,24 @@ struct Conn<T, S> {
     write_timeout: Duration,
     /// When the client last answered a ping (or logged in).
     last_pong: tokio::time::Instant,
-    /// Durable store: replies handled but not written yet. They wait for the store's commit
-    /// together, before anything else is written, so pipelined frames share one commit.
+    /// Durable store: replies and pushes handled but not written yet, in order. They wait for
+    /// the store's commit together, before anything else is written.
     deferred: Vec<Deferred>,
+    /// The store's change count the held frames wait for (the highest when each was made).
+    target: u64,
 }
 
-/// A reply waiting for the store's commit: its op and text, and its `req` in case the commit
-/// fails and it must be answered `internal` instead.
-struct Deferred {
-    op: usize,
-    text: Utf8Bytes,
-    req: Option<Box<str>>,
+/// A frame waiting for the store's commit.
+enum Deferred {
+    /// A reply: its op and text, and its `req` in case the commit fails and it must be
+    /// answered `internal` instead.
+    Reply {
+        op: usize,
+        text: Utf8Bytes,
+        req: Option<Box<str>>,
+    },
+    /// A push taken from the queue (back to the queue if it is not written).
+    Push(Push),
 }
 
 /// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
@@ -118,6 +128,7 @@ where
         write_timeout,
         last_pong: tokio::time::Instant::now(),
         deferred: Vec::new(),
+        target: 0,
     };
     async move {
         let metrics = conn.hub.metrics().clone();
@@ -194,6 +205,7 @@ where
             other => other,
         };
         // Whatever this connection did not write is stored for the device's next login.
+        self.unhold();
         self.hub.logout(&session, &self.outbox);
         metrics.logged_in.fetch_sub(1, Relaxed);
         result
@@ -327,6 +339,11 @@ where
     /// Writes one push. One whose write did not complete goes back to the head of the queue,
     /// so that logout stores it with the rest of what was not written.
     async fn on_push(&mut self, push: Push) -> Result<Next, ConnError> {
+        if self.hub.durable() && !matches!(push, Push::Kick { .. }) {
+            self.target = self.target.max(self.hub.recorded());
+            self.deferred.push(Deferred::Push(push));
+            return Ok(Next::Continue);
+        }
         if let Err(e) = self.write_text(push.op(), push.text().clone()).await {
             self.outbox.put_back(push);
             return Err(e);
@@ -390,7 +407,8 @@ where
         }
         let reply = self.hub.handle(session, &request);
         if self.hub.durable() {
-            self.deferred.push(Deferred {
+            self.target = self.target.max(self.hub.recorded());
+            self.deferred.push(Deferred::Reply {
                 op: reply.frame.op_index(),
                 req: reply.req.as_deref().map(Box::from),
                 text: reply.encode().into(),
@@ -453,39 +471,67 @@ where
 
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         // A durable store: nothing that reflects its state goes out before that is on disk,
-        // and deferred replies go out before anything written after them.
-        self.settle().await?;
+        // and held frames go out before anything written after them.
+        self.settle(self.hub.recorded()).await?;
         self.write_deferred().await?;
         self.feed_text(op, text).await
     }
 
-    /// Waits until everything the store recorded so far is durable. If a commit failed
-    /// instead, the deferred replies are answered `internal` (they reflect what will never be
-    /// durable) and the connection is to end.
-    async fn settle(&mut self) -> Result<(), ConnError> {
-        let Err(e) = self.hub.settled().await else {
+    /// Waits until the store's changes up to `target` (and those the held frames reflect) are
+    /// durable. If a commit failed instead, the held replies are answered `internal` (they
+    /// reflect what will never be durable), the held pushes go back to the queue, and the
+    /// connection is to end.
+    async fn settle(&mut self, target: u64) -> Result<(), ConnError> {
+        let Err(e) = self.hub.settled_to(target.max(self.target)).await else {
             return Ok(());
         };
-        for d in std::mem::take(&mut self.deferred) {
-            let frame = self.hub.error_frame(super::hub::Reject::from(e.clone()));
-            let out = Outgoing {
-                frame,
-                req: d.req.map(|r| Cow::Owned(r.into())),
-            };
-            if self.feed_text(out.frame.op_index(), out.encode().into()).await.is_err() {
-                break;
+        let held = std::mem::take(&mut self.deferred);
+        let mut pushes = Vec::new();
+        for d in held {
+            match d {
+                Deferred::Push(p) => pushes.push(p),
+                Deferred::Reply { req, .. } => {
+                    let frame = self.hub.error_frame(super::hub::Reject::from(e.clone()));
+                    let out = Outgoing {
+                        frame,
+                        req: req.map(|r| Cow::Owned(r.into())),
+                    };
+                    // A write error ends the connection anyway; the other replies are moot.
+                    let _ = self.feed_text(out.frame.op_index(), out.encode().into()).await;
+                }
             }
         }
+        self.deferred = pushes.into_iter().map(Deferred::Push).collect();
+        self.unhold();
         Err(ConnError::Store(e))
     }
 
-    /// Writes the deferred replies, in order (the caller waited for the commit).
+    /// Puts the held pushes back at the head of the queue, in order (for logout to store).
+    fn unhold(&mut self) {
+        for d in std::mem::take(&mut self.deferred).into_iter().rev() {
+            if let Deferred::Push(p) = d {
+                self.outbox.put_back(p);
+            }
+        }
+    }
+
+    /// Writes the held frames, in order (the caller waited for the commit). A push whose
+    /// write did not complete goes back to the queue with those after it.
     async fn write_deferred(&mut self) -> Result<(), ConnError> {
         if self.deferred.is_empty() {
             return Ok(());
         }
-        for d in std::mem::take(&mut self.deferred) {
-            self.feed_text(d.op, d.text).await?;
+        let mut held = std::mem::take(&mut self.deferred).into_iter();
+        while let Some(d) = held.next() {
+            let written = match &d {
+                Deferred::Reply { op, text, .. } => self.feed_text(*op, text.clone()).await,
+                Deferred::Push(p) => self.feed_text(p.op(), p.text().clone()).await,
+            };
+            if let Err(e) = written {
+                self.deferred = std::iter::once(d).chain(held).collect();
+                self.unhold();
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -513,7 +559,7 @@ where
     /// Writes out what the WebSocket buffered, within the write timeout.
     async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.deferred.is_empty() {
-            self.settle().await?;
+            self.settle(0).await?;
             self.write_deferred().await?;
         }
         tokio::select! {
@@ -529,7 +575,7 @@ where
     /// Sends a close frame (flushing what is buffered) and ends the connection. Bounded by the
     /// write timeout: a peer that reads nothing does not hold the task.
     async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), ConnError> {
-        if !self.deferred.is_empty() && self.settle().await.is_ok() {
+        if !self.deferred.is_empty() && self.settle(0).await.is_ok() {
             let _ = self.write_deferred().await;
         }
         match tokio::time::timeout(self.write_timeout, self.ws.close(frame)).await {

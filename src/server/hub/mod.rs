@@ -380,6 +380,20 @@ impl<S: Store> Hub<S> {
         }
     }
 
+    /// The store's changes recorded so far (a durable store's; 0 for the in-memory store): what
+    /// a frame made now may reflect, for [`Hub::settled_to`].
+    pub fn recorded(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.recorded())
+    }
+
+    /// Completes once the store's changes up to `target` (see [`Hub::recorded`]) are durable.
+    pub async fn settled_to(&self, target: u64) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.settled_to(target).await,
+            None => Ok(()),
+        }
+    }
+
     /// False once the store failed for good (a durable store's commit failed): `/healthz`.
     pub fn healthy(&self) -> bool {
         self.journal.as_ref().is_none_or(|j| j.failure().is_none())

@@ -90,7 +90,16 @@ impl Journal {
     /// when a commit failed first: what was recorded will never be durable, so nothing that
     /// reflects it may be written.
     pub async fn settled(&self) -> Result<(), StoreError> {
-        let target = self.recorded.load(Ordering::Acquire);
+        self.settled_to(self.recorded()).await
+    }
+
+    /// Calls recorded so far: what a frame made now may reflect.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    /// Completes once the first `target` calls recorded are durable (see [`Journal::settled`]).
+    pub async fn settled_to(&self, target: u64) -> Result<(), StoreError> {
         if *self.durable.borrow() >= target {
             return Ok(());
         }
