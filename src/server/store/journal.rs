@@ -131,17 +131,22 @@ impl Journal {
     /// The writer thread: group commits, from log key `key` on, until the store is dropped
     /// and all is written, or a commit fails. Each committed record goes on to `compactor`.
     pub(super) fn write_loop(&self, db: &Database, mut key: u64, compactor: SyncSender<Batch>) {
+        let mut buf = Vec::new();
+        let mut last = 0;
         loop {
             let (ops, closed) = {
                 let mut p = self.pending.lock();
                 while p.ops.is_empty() && !p.closed {
                     self.more.wait(&mut p);
                 }
-                (std::mem::take(&mut p.ops), p.closed)
+                // The next list starts at the last one's size: it does not grow by doubling
+                // under the hub's lock.
+                (std::mem::replace(&mut p.ops, Vec::with_capacity(last)), p.closed)
             };
             if !ops.is_empty() {
                 let n = ops.len() as u64;
-                let bytes = match append(db, key, &ops) {
+                last = ops.len();
+                let bytes = match append(db, key, &ops, &mut buf) {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         // Nothing that depends on these calls was sent, and nothing will be:
@@ -164,18 +169,22 @@ impl Journal {
     }
 }
 
-/// Encodes `ops` as log record `key`, appends it and commits (fsync'd: redb's default
-/// durability). Returns the record's size.
-fn append(db: &Database, key: u64, ops: &[Op]) -> Result<usize, StoreError> {
+/// Encodes `ops` as log record `key` (in `buf`, reused), appends it and commits (fsync'd:
+/// redb's default durability). Returns the record's size.
+fn append(db: &Database, key: u64, ops: &[Op], buf: &mut Vec<u8>) -> Result<usize, StoreError> {
     let io = |e: redb::Error| StoreError::Io {
         op: "commit",
         reason: Arc::from(e.to_string()),
     };
-    let bytes = postcard::to_allocvec(ops).map_err(|e| StoreError::Corrupt(Arc::from(e.to_string())))?;
+    buf.clear();
+    let bytes =
+        postcard::to_extend(ops, std::mem::take(buf)).map_err(|e| StoreError::Corrupt(Arc::from(e.to_string())))?;
+    *buf = bytes;
+    let bytes: &[u8] = buf;
     let tx = db.begin_write().map_err(|e| io(e.into()))?;
     {
         let mut table = tx.open_table(LOG).map_err(|e| io(e.into()))?;
-        table.insert(key, bytes.as_slice()).map_err(|e| io(e.into()))?;
+        table.insert(key, bytes).map_err(|e| io(e.into()))?;
     }
     tx.commit().map_err(|e| io(e.into()))?;
     Ok(bytes.len())

@@ -181,8 +181,16 @@ pub(super) struct Compactor {
 }
 
 impl Compactor {
-    /// Applies each committed record and snapshots when due, until the writer stops.
+    /// Applies each committed record and snapshots when due, until the writer stops. Runs at
+    /// a lower priority (nice 10, Linux): it is background work, and on a busy machine the
+    /// connections' and the writer's threads, which replies wait for, go first.
     pub fn run(mut self, records: Receiver<Batch>) {
+        #[cfg(target_os = "linux")]
+        // SAFETY: plain system calls on this thread's own id; a failure only leaves the
+        // priority as it was.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+        }
         while let Ok(batch) = records.recv() {
             self.since = (self.since.0 + batch.ops.len() as u64, self.since.1 + batch.bytes as u64);
             for op in batch.ops {
