@@ -5,7 +5,9 @@
 //! and answers questions about them. It never sees connections, frames in flight or locks: the
 //! hub calls it under its own lock, so implementations are plain single-threaded code. The
 //! in-memory store is [`MemoryStore`]; [`DurableStore`] (`serve --data`) wraps it and logs
-//! every mutating call to a database, committed off the lock (see its module).
+//! every mutating call to a database, committed off the lock (see its module), compacted into
+//! snapshots by a replica off the lock too. Calls are fallible ([`StoreError`]) and return owned
+//! values, so a database could implement the trait; the in-memory store never fails.
 //!
 //! Bounded state: whatever clients send, what a store keeps stays within [`StoreLimits`]
 //! (offline bytes per user and in all, records of users who never logged in, message records
