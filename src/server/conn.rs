@@ -42,6 +42,8 @@ use super::ratelimit::TokenBucket;
 use super::store::{Store, StoreError};
 use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
+/// The op index of `error` frames (see `ServerFrame::op_index`).
+const ERROR_OP: usize = 1;
 /// Most events handled between two flushes.
 const BATCH: usize = 64;
 /// Close reason (code 1013, try again later) of a connection evicted before its login to make
@@ -275,8 +277,13 @@ where
                 Ok(Some(session))
             }
             Login::Refused(reply) => {
-                self.write(reply).await?;
-                self.close(close_frame(CloseCode::Policy, "unauthorized")).await?;
+                let (code, reason) = match self.write(reply).await {
+                    Ok(()) => (CloseCode::Policy, "unauthorized"),
+                    // Refused because the store failed (the `internal` reply was written).
+                    Err(ConnError::Store(_)) => (CloseCode::Error, "store failed"),
+                    Err(e) => return Err(e),
+                };
+                self.close(close_frame(code, reason)).await?;
                 Ok(None)
             }
         }
@@ -471,8 +478,14 @@ where
 
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         // A durable store: nothing that reflects its state goes out before that is on disk,
-        // and held frames go out before anything written after them.
-        self.settle(self.hub.recorded()).await?;
+        // and held frames go out before anything written after them. An `error` reflects
+        // nothing: it is still written when the store failed (then the connection ends).
+        if let Err(e) = self.settle(self.hub.recorded()).await {
+            if op == ERROR_OP {
+                let _ = self.feed_text(op, text).await;
+            }
+            return Err(e);
+        }
         self.write_deferred().await?;
         self.feed_text(op, text).await
     }
@@ -583,5 +596,20 @@ where
             Ok(Ok(()) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerFrame;
+
+    #[test]
+    fn the_error_op_index_is_that_of_error_frames() {
+        let frame = ServerFrame::Error {
+            code: ErrorCode::Internal,
+            message: "".into(),
+        };
+        assert_eq!(frame.op_index(), ERROR_OP);
     }
 }

@@ -149,27 +149,33 @@ impl Store for Failing {
 }
 
 /// Sends `frame` with `req` and returns every frame answering it that arrives until the
-/// connection has been quiet a while (pushes are set aside).
-async fn answers(c: &mut Client, req: &str, mut frame: Value) -> Vec<Value> {
+/// connection has been quiet a while (pushes are set aside), and the close code if the server
+/// closed the connection meanwhile.
+async fn answers(c: &mut Client, req: &str, mut frame: Value) -> (Vec<Value>, Option<u16>) {
     frame["req"] = json!(req);
     c.send_text(frame.to_string()).await;
-    let mut out = Vec::new();
+    let (mut out, mut close) = (Vec::new(), None);
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(300), c.ws.next()).await {
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["req"] == req {
-                out.push(v);
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["req"] == req {
+                    out.push(v);
+                }
             }
+            Message::Close(f) => close = f.map(|f| u16::from(f.code)),
+            _ => {}
         }
     }
-    out
+    (out, close)
 }
 
-/// The one answer to a frame, asserted to be `internal`.
-async fn internal(c: &mut Client, req: &str, frame: Value) {
-    let got = answers(c, req, frame).await;
+/// The one answer to a frame, asserted to be `internal`; the close code that followed, if any.
+async fn internal(c: &mut Client, req: &str, frame: Value) -> Option<u16> {
+    let (got, close) = answers(c, req, frame).await;
     assert_eq!(got.len(), 1, "answered exactly once: {got:?}");
     assert_error(&got[0], "internal");
+    close
 }
 
 #[tokio::test]
@@ -222,5 +228,45 @@ async fn a_failing_store_answers_internal_once_and_the_server_stays_up() {
     let text = scrape(&server).await;
     assert_eq!(metric(&text, "ackstorm_store_errors_total", ""), 4.0);
     assert_eq!(metric(&text, "ackstorm_errors_total", "code=\"internal\""), 4.0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_answered_internal_and_nothing_it_held_is_kept() {
+    use ackstorm::server::store::{Compaction, DurableStore};
+    let data = tempfile::tempdir().unwrap();
+    let open = || DurableStore::open(data.path(), config().limits, Compaction::default()).unwrap();
+    let store = open();
+    let journal = store.journal().unwrap();
+    let server = ServerHandle::start_with_store("127.0.0.1:0", config(), store)
+        .await
+        .unwrap();
+    let mut alice = Client::login(&server, "alice").await;
+    let kept = received_mid(&alice.send_single("bob", "kept").await);
+    journal.fail_next_commit();
+    // The send is handled, its reply held for the commit, which fails: `internal` instead.
+    let lost = json!({"op":"send","id":"k2","chatType":"singleChat","type":"txt","to":"bob","msg":"lost"});
+    let close = internal(&mut alice, "s2", lost).await;
+    assert_eq!(close, Some(1011), "closed: the store failed");
+    // The server stays up, says so, and refuses what needs the store.
+    let (status, body) = http_get(&server, "/healthz").await;
+    assert_eq!((status, body.trim()), (503, "store failed"));
+    let mut carol = Client::connect(&server).await;
+    let token = crate::common::token_for("carol");
+    internal(&mut carol, "l1", json!({"op":"login","user":"carol","token":token})).await;
+    let text = scrape(&server).await;
+    assert!(metric(&text, "ackstorm_store_errors_total", "") >= 2.0, "{text}");
+    server.stop().await.unwrap();
+    // A restart has what was committed, and not what the failed commit held.
+    let store = open();
+    let server = ServerHandle::start_with_store("127.0.0.1:0", config(), store)
+        .await
+        .unwrap();
+    let mut bob = Client::login(&server, "bob").await;
+    let replay = bob.pushes(1).await;
+    assert_eq!(replay[0]["mid"], kept);
+    assert_eq!(replay[0]["msg"], "kept");
+    bob.no_push().await;
+    assert_eq!(bob.unread("alice").await, 1);
     server.stop().await.unwrap();
 }

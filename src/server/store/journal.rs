@@ -10,7 +10,7 @@
 //! store from what is on disk. What this must not do: block the hub (the writer never holds
 //! the pending list's lock across I/O) or decide anything.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
 
@@ -46,6 +46,8 @@ pub struct Journal {
     durable: watch::Sender<u64>,
     /// The first failed commit: from then on nothing more becomes durable.
     failed: OnceLock<StoreError>,
+    /// Fault injection: the next commit fails (tests).
+    inject: AtomicBool,
 }
 
 impl Journal {
@@ -56,7 +58,14 @@ impl Journal {
             recorded: AtomicU64::new(0),
             durable: watch::Sender::new(0),
             failed: OnceLock::new(),
+            inject: AtomicBool::new(false),
         }
+    }
+
+    /// Makes the next commit fail as a full disk would (fault injection for tests).
+    #[doc(hidden)]
+    pub fn fail_next_commit(&self) {
+        self.inject.store(true, Ordering::Relaxed);
     }
 
     /// The failed commit, if one failed.
@@ -146,7 +155,15 @@ impl Journal {
             if !ops.is_empty() {
                 let n = ops.len() as u64;
                 last = ops.len();
-                let bytes = match append(db, key, &ops, &mut buf) {
+                let written = if self.inject.swap(false, Ordering::Relaxed) {
+                    Err(StoreError::Io {
+                        op: "commit",
+                        reason: "injected failure".into(),
+                    })
+                } else {
+                    append(db, key, &ops, &mut buf)
+                };
+                let bytes = match written {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         // Nothing that depends on these calls was sent, and nothing will be:
