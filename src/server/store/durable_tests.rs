@@ -191,6 +191,15 @@ fn compaction_bounds_the_log_and_a_reopened_store_is_the_same() {
     assert_eq!(s.inner, reference);
     drop(s);
     assert_eq!(open().inner, reference);
+    // Four times the history, the same state size: the file does not grow with it (redb
+    // reuses the pages a compaction frees).
+    let size = || std::fs::metadata(dir.path().join(FILE)).unwrap().len();
+    let after_one = size();
+    for _ in 0..4 {
+        let mut s = open();
+        traffic(&mut s, 5_000);
+    }
+    assert!(size() < 2 * after_one, "{} bytes, {after_one} before", size());
 }
 
 #[test]
@@ -215,4 +224,44 @@ fn a_json_log_of_an_older_build_is_read_and_compacted() {
     drop(s);
     let s = DurableStore::open(dir.path(), limits, Compaction::default()).unwrap();
     assert_eq!((s.inner.last_id(), s.stats().users), (3, 1));
+}
+
+/// Restart and compaction times of a data folder (`ACKSTORM_DATA`, e.g. one a durable
+/// `socket_chains` run left): `ACKSTORM_DATA=DIR cargo test --release --lib
+/// restart_and_compaction_times -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement on a given data folder"]
+fn restart_and_compaction_times() {
+    let Some(dir) = std::env::var_os("ACKSTORM_DATA") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let limits = StoreLimits::default();
+    let size = || std::fs::metadata(dir.join(FILE)).map(|m| m.len() >> 20).unwrap_or(0);
+    let open = |compaction| {
+        let t = std::time::Instant::now();
+        (DurableStore::open(&dir, limits, compaction).unwrap(), t.elapsed())
+    };
+    let mb = size();
+    let (s, replay) = open(Compaction::default());
+    let stats = s.stats();
+    drop(s);
+    // One more call with a threshold of one op: the compactor snapshots as it applies it.
+    let (mut s, _) = open(Compaction {
+        log_ops: 1,
+        log_bytes: u64::MAX,
+    });
+    s.next_id().unwrap();
+    let t = std::time::Instant::now();
+    drop(s);
+    let compact = t.elapsed();
+    let (s, reopen) = open(Compaction::default());
+    assert_eq!(s.stats().message_records, stats.message_records);
+    println!(
+        "{} message records, {} users: {mb} MiB; open replaying the log {replay:?}; \
+         snapshot written in {compact:?}: {} MiB; open from the snapshot {reopen:?}",
+        stats.message_records,
+        stats.users,
+        size()
+    );
 }
