@@ -42,6 +42,10 @@ use super::ratelimit::TokenBucket;
 use super::store::{Store, StoreError};
 use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
+mod held;
+
+use self::held::Deferred;
+
 /// The op index of `error` frames (see `ServerFrame::op_index`).
 const ERROR_OP: usize = 1;
 /// Most events handled between two flushes.
@@ -84,19 +88,6 @@ struct Conn<T, S> {
     deferred: Vec<Deferred>,
     /// The store's change count the held frames wait for (the highest when each was made).
     target: u64,
-}
-
-/// A frame waiting for the store's commit.
-enum Deferred {
-    /// A reply: its op and text, and its `req` in case the commit fails and it must be
-    /// answered `internal` instead.
-    Reply {
-        op: usize,
-        text: Utf8Bytes,
-        req: Option<Box<str>>,
-    },
-    /// A push taken from the queue (back to the queue if it is not written).
-    Push(Push),
 }
 
 /// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
@@ -490,65 +481,6 @@ where
         self.feed_text(op, text).await
     }
 
-    /// Waits until the store's changes up to `target` (and those the held frames reflect) are
-    /// durable. If a commit failed instead, the held replies are answered `internal` (they
-    /// reflect what will never be durable), the held pushes go back to the queue, and the
-    /// connection is to end.
-    async fn settle(&mut self, target: u64) -> Result<(), ConnError> {
-        let Err(e) = self.hub.settled_to(target.max(self.target)).await else {
-            return Ok(());
-        };
-        let held = std::mem::take(&mut self.deferred);
-        let mut pushes = Vec::new();
-        for d in held {
-            match d {
-                Deferred::Push(p) => pushes.push(p),
-                Deferred::Reply { req, .. } => {
-                    let frame = self.hub.error_frame(super::hub::Reject::from(e.clone()));
-                    let out = Outgoing {
-                        frame,
-                        req: req.map(|r| Cow::Owned(r.into())),
-                    };
-                    // A write error ends the connection anyway; the other replies are moot.
-                    let _ = self.feed_text(out.frame.op_index(), out.encode().into()).await;
-                }
-            }
-        }
-        self.deferred = pushes.into_iter().map(Deferred::Push).collect();
-        self.unhold();
-        Err(ConnError::Store(e))
-    }
-
-    /// Puts the held pushes back at the head of the queue, in order (for logout to store).
-    fn unhold(&mut self) {
-        for d in std::mem::take(&mut self.deferred).into_iter().rev() {
-            if let Deferred::Push(p) = d {
-                self.outbox.put_back(p);
-            }
-        }
-    }
-
-    /// Writes the held frames, in order (the caller waited for the commit). A push whose
-    /// write did not complete goes back to the queue with those after it.
-    async fn write_deferred(&mut self) -> Result<(), ConnError> {
-        if self.deferred.is_empty() {
-            return Ok(());
-        }
-        let mut held = std::mem::take(&mut self.deferred).into_iter();
-        while let Some(d) = held.next() {
-            let written = match &d {
-                Deferred::Reply { op, text, .. } => self.feed_text(*op, text.clone()).await,
-                Deferred::Push(p) => self.feed_text(p.op(), p.text().clone()).await,
-            };
-            if let Err(e) = written {
-                self.deferred = std::iter::once(d).chain(held).collect();
-                self.unhold();
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
     async fn feed_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         let len = text.len();
         self.feed(Message::Text(text)).await?;
@@ -596,20 +528,5 @@ where
             Ok(Ok(()) | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::ServerFrame;
-
-    #[test]
-    fn the_error_op_index_is_that_of_error_frames() {
-        let frame = ServerFrame::Error {
-            code: ErrorCode::Internal,
-            message: "".into(),
-        };
-        assert_eq!(frame.op_index(), ERROR_OP);
     }
 }
