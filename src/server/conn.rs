@@ -12,12 +12,12 @@
 //!
 //! With a durable store (`--data`), nothing is written before the store's changes it may
 //! reflect are committed (`Hub::settled_to`). Replies and pushes are then held, in order, each
-//! with the store's change count when it was made, until the flush that ends the loop turn:
-//! everything one turn handled waits for one commit together (not one commit per frame, as a
-//! wait at each write would: other connections' changes keep arriving meanwhile). Anything
-//! else written (an error, a kick) first waits for all changes so far and writes what is held.
-//! If that commit fails, the held replies are answered `internal` instead (each frame still
-//! gets one answer), the held pushes go back to the queue, and the connection closes (1011).
+//! with the store's change count when it was made ([`held`]), and written as soon as a commit
+//! covers them, while the loop goes on reading and handling frames: a connection never stalls
+//! on a commit, and what it handles meanwhile joins the next one. A kick or a close first
+//! waits for everything held. If a commit fails, the held replies are answered `internal`
+//! instead (each frame still gets one answer), the held pushes go back to the queue, and the
+//! connection closes (1011).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
 mod held;
 
-use self::held::Deferred;
+use self::held::{Deferred, HeldFrames, MAX_HELD};
 
 /// The op index of `error` frames (see `ServerFrame::op_index`).
 const ERROR_OP: usize = 1;
@@ -83,11 +83,9 @@ struct Conn<T, S> {
     write_timeout: Duration,
     /// When the client last answered a ping (or logged in).
     last_pong: tokio::time::Instant,
-    /// Durable store: replies and pushes handled but not written yet, in order. They wait for
-    /// the store's commit together, before anything else is written.
-    deferred: Vec<Deferred>,
-    /// The store's change count the held frames wait for (the highest when each was made).
-    target: u64,
+    /// Durable store: replies and pushes handled but not written yet, in order, each with the
+    /// store's change count it waits for.
+    held: HeldFrames,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
@@ -120,8 +118,7 @@ where
         outbox,
         write_timeout,
         last_pong: tokio::time::Instant::now(),
-        deferred: Vec::new(),
-        target: 0,
+        held: HeldFrames::new(),
     };
     async move {
         let metrics = conn.hub.metrics().clone();
@@ -288,6 +285,8 @@ where
         let idle_check = tokio::time::sleep_until(self.last_pong + idle);
         tokio::pin!(idle_check);
         loop {
+            let first = self.first_target();
+            let room = self.held.len() < MAX_HELD;
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => Next::Close(close_frame(CloseCode::Away, "server stopping")),
@@ -306,10 +305,17 @@ where
                     self.feed(Message::Ping(Default::default())).await?;
                     Next::Continue
                 }
+                // Durable store: the oldest held frames' commit completed.
+                settled = self.hub.settled_to(first.unwrap_or(0)), if first.is_some() => {
+                    if let Err(e) = settled {
+                        return Err(self.store_failed(e).await);
+                    }
+                    Next::Continue
+                }
                 // Reads before pushes here (the drain below takes pushes first): a steady
                 // stream of pushes must not starve the client's frames, pongs included.
-                item = self.ws.next() => self.on_item(session, item).await?,
-                next = self.outbox.pop() => match next {
+                item = self.ws.next(), if room => self.on_item(session, item).await?,
+                next = self.outbox.pop(), if room => match next {
                     outbox::Next::Push(push) => self.on_push(push).await?,
                     outbox::Next::Closed => return Err(ConnError::SlowConsumer(CloseReason::QueueBound)),
                 },
@@ -319,6 +325,9 @@ where
             }
             // Drain what is ready without waiting, pushes first, then flush once.
             for _ in 0..BATCH {
+                if self.held.len() >= MAX_HELD {
+                    break;
+                }
                 let next = if let Some(push) = self.outbox.try_pop() {
                     self.on_push(push).await?
                 } else if let Some(item) = self.ws.next().now_or_never() {
@@ -338,8 +347,7 @@ where
     /// so that logout stores it with the rest of what was not written.
     async fn on_push(&mut self, push: Push) -> Result<Next, ConnError> {
         if self.hub.durable() && !matches!(push, Push::Kick { .. }) {
-            self.target = self.target.max(self.hub.recorded());
-            self.deferred.push(Deferred::Push(push));
+            self.hold(Deferred::Push(push));
             return Ok(Next::Continue);
         }
         if let Err(e) = self.write_text(push.op(), push.text().clone()).await {
@@ -404,16 +412,7 @@ where
             slowdown.wait().await;
         }
         let reply = self.hub.handle(session, &request);
-        if self.hub.durable() {
-            self.target = self.target.max(self.hub.recorded());
-            self.deferred.push(Deferred::Reply {
-                op: reply.frame.op_index(),
-                req: reply.req.as_deref().map(Box::from),
-                text: reply.encode().into(),
-            });
-        } else {
-            self.write(reply).await?;
-        }
+        self.reply(reply).await?;
         Ok(Next::Continue)
     }
 
@@ -432,7 +431,7 @@ where
             code: ErrorCode::RateLimited,
             message: format!("rate limit exceeded; next frame accepted in {wait:?}"),
         });
-        self.write(Outgoing { frame, req }).await?;
+        self.reply(Outgoing { frame, req }).await?;
         Ok(true)
     }
 
@@ -441,7 +440,7 @@ where
             code: e.code(),
             message: e.to_string(),
         });
-        self.write(Outgoing {
+        self.reply(Outgoing {
             frame,
             req: e.req().map(|r| r.to_string().into()),
         })
@@ -477,7 +476,6 @@ where
             }
             return Err(e);
         }
-        self.write_deferred().await?;
         self.feed_text(op, text).await
     }
 
@@ -503,9 +501,9 @@ where
 
     /// Writes out what the WebSocket buffered, within the write timeout.
     async fn flush(&mut self) -> Result<(), ConnError> {
-        if !self.deferred.is_empty() {
-            self.settle(0).await?;
-            self.write_deferred().await?;
+        // Held frames already durable go now; the others when their commit completes.
+        if !self.held.is_empty() {
+            self.write_held(self.hub.durable_count()).await?;
         }
         tokio::select! {
             biased;
@@ -520,8 +518,8 @@ where
     /// Sends a close frame (flushing what is buffered) and ends the connection. Bounded by the
     /// write timeout: a peer that reads nothing does not hold the task.
     async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), ConnError> {
-        if !self.deferred.is_empty() && self.settle(0).await.is_ok() {
-            let _ = self.write_deferred().await;
+        if !self.held.is_empty() {
+            let _ = self.settle(0).await;
         }
         match tokio::time::timeout(self.write_timeout, self.ws.close(frame)).await {
             Err(_) => Ok(()),

@@ -386,6 +386,11 @@ impl<S: Store> Hub<S> {
         self.journal.as_ref().map_or(0, |j| j.recorded())
     }
 
+    /// The store's changes durable so far (see [`Hub::recorded`]).
+    pub fn durable_count(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.durable())
+    }
+
     /// Completes once the store's changes up to `target` (see [`Hub::recorded`]) are durable.
     pub async fn settled_to(&self, target: u64) -> Result<(), StoreError> {
         match &self.journal {

@@ -107,6 +107,11 @@ impl Journal {
         self.recorded.load(Ordering::Acquire)
     }
 
+    /// Calls durable so far.
+    pub fn durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
     /// Completes once the first `target` calls recorded are durable (see [`Journal::settled`]).
     pub async fn settled_to(&self, target: u64) -> Result<(), StoreError> {
         if *self.durable.borrow() >= target {
