@@ -341,7 +341,7 @@ pub struct Hub<S> {
     metrics: Arc<Metrics>,
     next_conn: AtomicU64,
     slowdown: Option<super::slowdown::Slowdown>,
-    /// A durable store's journal: frames wait for it (see [`Hub::settled`]).
+    /// A durable store's journal: frames wait for it (see [`Hub::settled_to`]).
     journal: Option<Arc<Journal>>,
 }
 
@@ -369,17 +369,6 @@ impl<S: Store> Hub<S> {
         self.journal.is_some()
     }
 
-    /// Completes once everything the store recorded so far is durable (at once for the
-    /// in-memory store). A connection awaits it before writing any frame, outside the lock:
-    /// no reply or push leaves the server before the state it reflects is on disk. An error
-    /// when a commit failed: what it reflects will never be durable, so it must not be written.
-    pub async fn settled(&self) -> Result<(), StoreError> {
-        match &self.journal {
-            Some(journal) => journal.settled().await,
-            None => Ok(()),
-        }
-    }
-
     /// The store's changes recorded so far (a durable store's; 0 for the in-memory store): what
     /// a frame made now may reflect, for [`Hub::settled_to`].
     pub fn recorded(&self) -> u64 {
@@ -391,7 +380,11 @@ impl<S: Store> Hub<S> {
         self.journal.as_ref().map_or(0, |j| j.durable())
     }
 
-    /// Completes once the store's changes up to `target` (see [`Hub::recorded`]) are durable.
+    /// Completes once the store's changes up to `target` (see [`Hub::recorded`]) are durable
+    /// (at once for the in-memory store). A connection awaits it, outside the lock, before
+    /// writing a frame made at `target`: no reply or push leaves the server before the state it
+    /// reflects is on disk. An error when a commit failed: what it reflects will never be
+    /// durable, so it must not be written.
     pub async fn settled_to(&self, target: u64) -> Result<(), StoreError> {
         match &self.journal {
             Some(journal) => journal.settled_to(target).await,
