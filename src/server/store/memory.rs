@@ -20,7 +20,7 @@ use crate::protocol::ChatType;
 /// Keeps everything in process memory, within [`StoreLimits`]; lost when the server stops.
 ///
 /// Serializable (the durable store's snapshots); its caps are not part of its state but the
-/// options it is opened with ([`MemoryStore::restored`]).
+/// options it is opened with (`MemoryStore::restored`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStore {
     #[serde(skip)]
