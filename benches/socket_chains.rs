@@ -5,8 +5,9 @@
 //! when the sender gets the read push. Reports completed chains per second and the
 //! send -> read-push latency. The server runs in-process on its own runtime and threads.
 //!
-//! `cargo bench --bench socket_chains -- --pairs 100 --window 16 --secs 10 [--data DIR]`
-//! (`--data`: the durable store in DIR, as `serve --data`; default: the in-memory store)
+//! `cargo bench --bench socket_chains -- --pairs 100 --window 16 --secs 10 [--data DIR]
+//! [--compact-log-ops N]` (`--data`: the durable store in DIR, as `serve --data`; default: the
+//! in-memory store; `--compact-log-ops`: compact its log that often, as `serve`'s option)
 //! (a measurement driver, not a criterion bench; the load tester proper is `ackstorm run`).
 
 use std::borrow::Cow;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ackstorm::protocol::client::MsgType;
 use ackstorm::protocol::{ChatType, ClientFrame, Outgoing, Request, ServerFrame, token};
+use ackstorm::server::store::Compaction;
 use ackstorm::server::{ServerConfig, ServerHandle};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -36,6 +38,8 @@ struct Opts {
     client_threads: usize,
     /// The durable store's directory (`serve --data`); `None`: in memory.
     data: Option<std::path::PathBuf>,
+    /// The durable store's compaction threshold in logged ops (`None`: the default).
+    compact_log_ops: Option<u64>,
 }
 
 fn opts() -> Opts {
@@ -46,6 +50,7 @@ fn opts() -> Opts {
         server_threads: 1,
         client_threads: 1,
         data: None,
+        compact_log_ops: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -62,6 +67,7 @@ fn opts() -> Opts {
             "--server-threads" => o.server_threads = value() as usize,
             "--client-threads" => o.client_threads = value() as usize,
             "--data" => o.data = Some(args.get(i + 1).expect("--data needs a directory").into()),
+            "--compact-log-ops" => o.compact_log_ops = Some(value()),
             _ => {
                 i += 1; // cargo passes --bench; ignore what is not ours
                 continue;
@@ -198,6 +204,10 @@ fn main() {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let server_threads = o.server_threads;
     let data = o.data.clone();
+    let mut compaction = Compaction::default();
+    if let Some(n) = o.compact_log_ops {
+        compaction.log_ops = n;
+    }
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(server_threads)
@@ -209,6 +219,7 @@ fn main() {
                 secret: SECRET.to_vec(),
                 rate_limit: None,
                 data,
+                compaction,
                 ..ServerConfig::default()
             };
             let server = ServerHandle::start("127.0.0.1:0", config).await.unwrap();
@@ -261,6 +272,10 @@ fn main() {
             o.secs,
             o.data.as_ref().map_or("memory".to_string(), |d| format!("durable ({})", d.display()))
         );
+        if let Some(dir) = &o.data {
+            let bytes = std::fs::metadata(dir.join("ackstorm.redb")).map_or(0, |m| m.len());
+            println!("database: {:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+        }
         println!("chains/s = {rate:.0}  (each: send+received, message push, delivery+received+push, read+received+push = 9 frames)");
         println!(
             "send->read latency (whole run, {} chains, {:.1}s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::server::outbox::QueueBound;
 use crate::server::ratelimit::RateLimit;
-use crate::server::store::StoreLimits;
+use crate::server::store::{Compaction, StoreLimits};
 use crate::server::{self, ServerConfig};
 
 /// Bounds of the `serve` options. A value outside them is refused with the flag named: absurd
@@ -197,6 +197,13 @@ pub(super) struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// With --data: compact the log into a snapshot after this many logged store calls.
+    #[arg(long, default_value_t = Compaction::default().log_ops, value_parser = clap::value_parser!(u64).range(1..), requires = "data")]
+    compact_log_ops: u64,
+    /// With --data: compact the log into a snapshot after this many bytes of log (or the last
+    /// snapshot's size, if larger).
+    #[arg(long, default_value_t = Compaction::default().log_bytes, value_parser = clap::value_parser!(u64).range(1..), requires = "data")]
+    compact_log_bytes: u64,
 }
 
 impl ServeArgs {
@@ -260,6 +267,10 @@ impl ServeArgs {
             },
             data: self.data.clone(),
             tls,
+            compaction: Compaction {
+                log_ops: self.compact_log_ops,
+                log_bytes: self.compact_log_bytes,
+            },
             ..ServerConfig::default()
         })
     }

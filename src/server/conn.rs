@@ -10,9 +10,14 @@
 //! closes the queue; a push whose write did not complete goes back to the queue, so that
 //! logout stores it with the rest.
 //!
-//! With a durable store (`--data`), nothing is written before the store's changes so far are
-//! committed (`Hub::settled`); replies are then held until the next write or flush, so that
-//! the frames of one batch wait for one commit together, and still precede any later push.
+//! With a durable store (`--data`), nothing is written before the store's changes it may
+//! reflect are committed (`Hub::settled_to`). Replies and pushes are then held, in order, each
+//! with the store's change count when it was made ([`held`]), and written as soon as a commit
+//! covers them, while the loop goes on reading and handling frames: a connection never stalls
+//! on a commit, and what it handles meanwhile joins the next one. A kick or a close first
+//! waits for everything held. If a commit fails, the held replies are answered `internal`
+//! instead (each frame still gets one answer), the held pushes go back to the queue, and the
+//! connection closes (1011).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -34,9 +39,15 @@ use super::hub::{Hub, Login, Session};
 use super::metrics::CloseReason;
 use super::outbox::{self, Outbox, Push};
 use super::ratelimit::TokenBucket;
-use super::store::Store;
+use super::store::{Store, StoreError};
 use crate::protocol::{ErrorCode, Outgoing, ProtocolError, Request};
 
+mod held;
+
+use self::held::{Deferred, HeldFrames, MAX_HELD};
+
+/// The op index of `error` frames (see `ServerFrame::op_index`).
+const ERROR_OP: usize = 1;
 /// Most events handled between two flushes.
 const BATCH: usize = 64;
 /// Close reason (code 1013, try again later) of a connection evicted before its login to make
@@ -58,6 +69,9 @@ enum ConnError {
     /// A slow consumer: the queue passed its bound, or a write made no progress in time.
     #[error("slow consumer ({0:?})")]
     SlowConsumer(CloseReason),
+    /// The store failed: what this connection would write is not durable and never will be.
+    #[error("{0}")]
+    Store(StoreError),
 }
 
 struct Conn<T, S> {
@@ -69,9 +83,9 @@ struct Conn<T, S> {
     write_timeout: Duration,
     /// When the client last answered a ping (or logged in).
     last_pong: tokio::time::Instant,
-    /// Durable store: replies handled but not written yet. They wait for the store's commit
-    /// together, before anything else is written, so pipelined frames share one commit.
-    deferred: Vec<(usize, Utf8Bytes)>,
+    /// Durable store: replies and pushes handled but not written yet, in order, each with the
+    /// store's change count it waits for.
+    held: HeldFrames,
 }
 
 /// Serves one upgraded WebSocket until it closes, the client is kicked, the server stops, or
@@ -104,7 +118,7 @@ where
         outbox,
         write_timeout,
         last_pong: tokio::time::Instant::now(),
-        deferred: Vec::new(),
+        held: HeldFrames::new(),
     };
     async move {
         let metrics = conn.hub.metrics().clone();
@@ -174,9 +188,14 @@ where
                 }
                 self.close(close_frame(CloseCode::Policy, "slow consumer")).await
             }
+            Err(ConnError::Store(e)) => {
+                debug!(error = %e, "closing: the store failed");
+                self.close(close_frame(CloseCode::Error, "store failed")).await
+            }
             other => other,
         };
         // Whatever this connection did not write is stored for the device's next login.
+        self.unhold();
         self.hub.logout(&session, &self.outbox);
         metrics.logged_in.fetch_sub(1, Relaxed);
         result
@@ -219,6 +238,7 @@ where
         };
         match self.hub.login(conn_id, &self.outbox, &request) {
             Login::Accepted(session, reply) => {
+                let req = reply.req.as_deref().map(|r| Cow::Owned(r.to_string()));
                 let written = match self.write(reply).await {
                     Ok(()) => self.flush().await,
                     Err(e) => Err(e),
@@ -231,13 +251,27 @@ where
                         metrics.closed(*reason);
                     }
                     self.hub.logout(&session, &self.outbox);
+                    if let ConnError::Store(store) = e {
+                        // `loginOk` reflects a commit that failed: answered `internal` instead.
+                        let frame = self.hub.error_frame(super::hub::Reject::from(store));
+                        let _ = self
+                            .feed_text(frame.op_index(), Outgoing { frame, req }.encode().into())
+                            .await;
+                        self.close(close_frame(CloseCode::Error, "store failed")).await?;
+                        return Ok(None);
+                    }
                     return Err(e);
                 }
                 Ok(Some(session))
             }
             Login::Refused(reply) => {
-                self.write(reply).await?;
-                self.close(close_frame(CloseCode::Policy, "unauthorized")).await?;
+                let (code, reason) = match self.write(reply).await {
+                    Ok(()) => (CloseCode::Policy, "unauthorized"),
+                    // Refused because the store failed (the `internal` reply was written).
+                    Err(ConnError::Store(_)) => (CloseCode::Error, "store failed"),
+                    Err(e) => return Err(e),
+                };
+                self.close(close_frame(code, reason)).await?;
                 Ok(None)
             }
         }
@@ -251,6 +285,8 @@ where
         let idle_check = tokio::time::sleep_until(self.last_pong + idle);
         tokio::pin!(idle_check);
         loop {
+            let first = self.first_target();
+            let room = self.held.len() < MAX_HELD;
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => Next::Close(close_frame(CloseCode::Away, "server stopping")),
@@ -269,10 +305,17 @@ where
                     self.feed(Message::Ping(Default::default())).await?;
                     Next::Continue
                 }
+                // Durable store: the oldest held frames' commit completed.
+                settled = self.hub.settled_to(first.unwrap_or(0)), if first.is_some() => {
+                    if let Err(e) = settled {
+                        return Err(self.store_failed(e).await);
+                    }
+                    Next::Continue
+                }
                 // Reads before pushes here (the drain below takes pushes first): a steady
                 // stream of pushes must not starve the client's frames, pongs included.
-                item = self.ws.next() => self.on_item(session, item).await?,
-                next = self.outbox.pop() => match next {
+                item = self.ws.next(), if room => self.on_item(session, item).await?,
+                next = self.outbox.pop(), if room => match next {
                     outbox::Next::Push(push) => self.on_push(push).await?,
                     outbox::Next::Closed => return Err(ConnError::SlowConsumer(CloseReason::QueueBound)),
                 },
@@ -282,6 +325,9 @@ where
             }
             // Drain what is ready without waiting, pushes first, then flush once.
             for _ in 0..BATCH {
+                if self.held.len() >= MAX_HELD {
+                    break;
+                }
                 let next = if let Some(push) = self.outbox.try_pop() {
                     self.on_push(push).await?
                 } else if let Some(item) = self.ws.next().now_or_never() {
@@ -300,6 +346,10 @@ where
     /// Writes one push. One whose write did not complete goes back to the head of the queue,
     /// so that logout stores it with the rest of what was not written.
     async fn on_push(&mut self, push: Push) -> Result<Next, ConnError> {
+        if self.hub.durable() && !matches!(push, Push::Kick { .. }) {
+            self.hold(Deferred::Push(push));
+            return Ok(Next::Continue);
+        }
         if let Err(e) = self.write_text(push.op(), push.text().clone()).await {
             self.outbox.put_back(push);
             return Err(e);
@@ -362,11 +412,7 @@ where
             slowdown.wait().await;
         }
         let reply = self.hub.handle(session, &request);
-        if self.hub.durable() {
-            self.deferred.push((reply.frame.op_index(), reply.encode().into()));
-        } else {
-            self.write(reply).await?;
-        }
+        self.reply(reply).await?;
         Ok(Next::Continue)
     }
 
@@ -385,7 +431,7 @@ where
             code: ErrorCode::RateLimited,
             message: format!("rate limit exceeded; next frame accepted in {wait:?}"),
         });
-        self.write(Outgoing { frame, req }).await?;
+        self.reply(Outgoing { frame, req }).await?;
         Ok(true)
     }
 
@@ -394,7 +440,7 @@ where
             code: e.code(),
             message: e.to_string(),
         });
-        self.write(Outgoing {
+        self.reply(Outgoing {
             frame,
             req: e.req().map(|r| r.to_string().into()),
         })
@@ -422,21 +468,15 @@ where
 
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         // A durable store: nothing that reflects its state goes out before that is on disk,
-        // and deferred replies go out before anything written after them.
-        self.hub.settled().await;
-        self.write_deferred().await?;
+        // and held frames go out before anything written after them. An `error` reflects
+        // nothing: it is still written when the store failed (then the connection ends).
+        if let Err(e) = self.settle(self.hub.recorded()).await {
+            if op == ERROR_OP {
+                let _ = self.feed_text(op, text).await;
+            }
+            return Err(e);
+        }
         self.feed_text(op, text).await
-    }
-
-    /// Writes the deferred replies, in order (the caller waited for the commit).
-    async fn write_deferred(&mut self) -> Result<(), ConnError> {
-        if self.deferred.is_empty() {
-            return Ok(());
-        }
-        for (op, text) in std::mem::take(&mut self.deferred) {
-            self.feed_text(op, text).await?;
-        }
-        Ok(())
     }
 
     async fn feed_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
@@ -461,9 +501,9 @@ where
 
     /// Writes out what the WebSocket buffered, within the write timeout.
     async fn flush(&mut self) -> Result<(), ConnError> {
-        if !self.deferred.is_empty() {
-            self.hub.settled().await;
-            self.write_deferred().await?;
+        // Held frames already durable go now; the others when their commit completes.
+        if !self.held.is_empty() {
+            self.write_held(self.hub.durable_count()).await?;
         }
         tokio::select! {
             biased;
@@ -478,9 +518,8 @@ where
     /// Sends a close frame (flushing what is buffered) and ends the connection. Bounded by the
     /// write timeout: a peer that reads nothing does not hold the task.
     async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), ConnError> {
-        if !self.deferred.is_empty() {
-            self.hub.settled().await;
-            let _ = self.write_deferred().await;
+        if !self.held.is_empty() {
+            let _ = self.settle(0).await;
         }
         match tokio::time::timeout(self.write_timeout, self.ws.close(frame)).await {
             Err(_) => Ok(()),

@@ -210,6 +210,9 @@ fn route<S: Store>(
             "text/plain; version=0.0.4; charset=utf-8",
             shared.hub.render_metrics(),
         ),
+        (&Method::GET, "/healthz") if !shared.hub.healthy() => {
+            text_response(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "store failed\n")
+        }
         (&Method::GET, "/healthz") => text_response(StatusCode::OK, PLAIN, "ok\n"),
         (_, "/ws" | "/metrics" | "/healthz") => text_response(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use GET\n"),
         _ => text_response(

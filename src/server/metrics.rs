@@ -111,6 +111,9 @@ pub struct Metrics {
     pub sent_ids_forgotten_early: AtomicU64,
     /// Frames naming a message whose record was evicted for the caps (answered `not_found`).
     pub evicted_refs: AtomicU64,
+    /// Store calls that failed (each frame concerned answered `internal`; pushes a closing
+    /// connection left that could not be stored are lost).
+    pub store_errors: AtomicU64,
     /// Devices kicked because their user logged in on one device too many.
     pub device_limit_kicks: AtomicU64,
     /// Connections accepted and not logged in yet.
@@ -140,6 +143,7 @@ impl Metrics {
             closes: counters(),
             sent_ids_forgotten_early: AtomicU64::new(0),
             evicted_refs: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
             device_limit_kicks: AtomicU64::new(0),
             handshakes: AtomicI64::new(0),
         }
@@ -336,6 +340,12 @@ impl Metrics {
             "counter",
             "Frames naming a message whose record was evicted (answered not_found)",
             self.evicted_refs.load(Relaxed),
+        );
+        out.scalar(
+            "store_errors_total",
+            "counter",
+            "Store calls that failed (the frame answered internal, or an unwritten push lost)",
+            self.store_errors.load(Relaxed),
         );
         out.scalar("groups", "gauge", "Groups", store.groups);
         out.scalar(

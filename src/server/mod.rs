@@ -37,7 +37,7 @@ use self::hub::Hub;
 use self::metrics::{Metrics, escape_label};
 use self::outbox::QueueBound;
 use self::ratelimit::RateLimit;
-use self::store::{DurableError, DurableStore, MemoryStore, StoreLimits};
+use self::store::{Compaction, DurableError, DurableStore, MemoryStore, Store, StoreLimits};
 
 /// Server options; the defaults are PROTOCOL.md's.
 #[derive(Debug, Clone)]
@@ -106,6 +106,8 @@ pub struct ServerConfig {
     /// Serve TLS (`wss://`, `https://`) with this configuration (`--tls-cert`, `--tls-key`):
     /// the handshake counts against the login timeout. `None`: plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `data`: when the durable store's log is compacted into a snapshot.
+    pub compaction: Compaction,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +140,7 @@ impl Default for ServerConfig {
             throttle: None,
             data: None,
             tls: None,
+            compaction: Compaction::default(),
         }
     }
 }
@@ -208,13 +211,23 @@ pub enum ServerError {
 /// Serves `listener` until `shutdown` completes, then closes every connection (WebSocket
 /// close 1001) and returns once they are gone (or after a grace period).
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future) -> Result<(), ServerError> {
-    let metrics = Arc::new(Metrics::new(config.build_info_labels()));
     if let Some(dir) = config.data.clone() {
-        let store = DurableStore::open(&dir, config.limits)?;
-        let hub = Arc::new(Hub::new(Arc::new(config), metrics, store));
-        return http::serve(listener, hub, shutdown).await;
+        let store = DurableStore::open(&dir, config.limits, config.compaction)?;
+        return run_with_store(listener, config, store, shutdown).await;
     }
     let store = MemoryStore::new(config.limits);
+    run_with_store(listener, config, store, shutdown).await
+}
+
+/// [`run`] with a store of the caller's (tests: a store that fails on demand); `config.data`
+/// is not used.
+pub async fn run_with_store<S: Store>(
+    listener: TcpListener,
+    config: ServerConfig,
+    store: S,
+    shutdown: impl Future,
+) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new(config.build_info_labels()));
     let hub = Arc::new(Hub::new(Arc::new(config), metrics, store));
     http::serve(listener, hub, shutdown).await
 }
@@ -239,6 +252,21 @@ impl ServerHandle {
         let signal = stop.clone();
         let tls = config.tls.is_some();
         let task = tokio::spawn(async move { run(listener, config, signal.cancelled_owned()).await });
+        Ok(ServerHandle { addr, tls, stop, task })
+    }
+
+    /// [`ServerHandle::start`] with a store of the caller's (see [`run_with_store`]).
+    pub async fn start_with_store<S: Store>(
+        addr: &str,
+        config: ServerConfig,
+        store: S,
+    ) -> Result<ServerHandle, ServerError> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let tls = config.tls.is_some();
+        let task = tokio::spawn(async move { run_with_store(listener, config, store, signal.cancelled_owned()).await });
         Ok(ServerHandle { addr, tls, stop, task })
     }
 

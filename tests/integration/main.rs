@@ -19,6 +19,7 @@ mod server_messages;
 mod server_receipts;
 mod server_session;
 mod server_smoke;
+mod server_store_errors;
 mod server_v11;
 mod tls;
 mod xmpp_driver;

@@ -27,6 +27,9 @@ fn spawn_server(listen: &str, data: &Path) -> (Child, String) {
                 "--rate-limit",
                 "0",
                 "--group-read-ack",
+                // Compactions mid-traffic: the kill may land before, during or after one.
+                "--compact-log-ops",
+                "300",
             ])
             .arg("--data")
             .arg(data)

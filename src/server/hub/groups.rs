@@ -44,13 +44,13 @@ impl<S: Store> Hub<S> {
         }
         let mut guard = self.lock();
         let st = &mut *guard;
-        if st.store.group(group_id).is_some() {
+        if st.store.group(group_id)?.is_some() {
             return Err(reject(
                 ErrorCode::BadRequest,
                 format!("group {group_id:?} already exists"),
             ));
         }
-        let owned = st.store.groups_owned(&s.user);
+        let owned = st.store.groups_owned(&s.user)?;
         if owned >= self.config.groups_per_user {
             return Err(reject(
                 ErrorCode::Forbidden,
@@ -60,10 +60,16 @@ impl<S: Store> Hub<S> {
                 ),
             ));
         }
-        let members = members.iter().map(|m| st.store.intern_user(m)).collect();
-        let admins = admins.iter().map(|a| st.store.intern_user(a)).collect();
+        let members = members
+            .iter()
+            .map(|m| st.store.intern_user(m))
+            .collect::<Result<_, _>>()?;
+        let admins = admins
+            .iter()
+            .map(|a| st.store.intern_user(a))
+            .collect::<Result<_, _>>()?;
         let group = Group::new(group_id.as_ref().into(), s.user.clone(), members, admins);
-        st.store.insert_group(group);
+        st.store.insert_group(group)?;
         Ok(group_result(group_id))
     }
 
@@ -71,7 +77,7 @@ impl<S: Store> Hub<S> {
     pub(super) fn join_group<'a>(&self, s: &Session, group_id: &Cow<'a, str>) -> Reply<'a> {
         let limit = self.config.group_max_members;
         let mut guard = self.lock();
-        let Some(group) = guard.store.group(group_id) else {
+        let Some(group) = guard.store.group(group_id)? else {
             return Err(reject(
                 ErrorCode::NotFound,
                 format!("group {group_id:?} does not exist"),
@@ -86,14 +92,16 @@ impl<S: Store> Hub<S> {
                 format!("group {group_id:?} is full ({limit} members)"),
             ));
         }
-        guard.store.add_member(group_id, &s.user);
+        // Not held across the change: the store would copy a group still shared.
+        drop(group);
+        guard.store.add_member(group_id, &s.user)?;
         Ok(group_result(group_id))
     }
 
     /// `leaveGroup {groupId}`: members other than the owner.
     pub(super) fn leave_group<'a>(&self, s: &Session, group_id: &Cow<'a, str>) -> Reply<'a> {
         let mut guard = self.lock();
-        let Some(group) = guard.store.group(group_id) else {
+        let Some(group) = guard.store.group(group_id)? else {
             return Err(reject(
                 ErrorCode::NotFound,
                 format!("group {group_id:?} does not exist"),
@@ -102,7 +110,8 @@ impl<S: Store> Hub<S> {
         if *group.owner() == s.user {
             return Err(reject(ErrorCode::Forbidden, "the owner cannot leave the group"));
         }
-        if !guard.store.remove_member(group_id, &s.user) {
+        drop(group);
+        if !guard.store.remove_member(group_id, &s.user)? {
             return Err(reject(
                 ErrorCode::Forbidden,
                 format!("not a member of group {group_id:?}"),
@@ -141,13 +150,13 @@ impl<S: Store> Hub<S> {
         };
         let limit = limit.unwrap_or(MAX_READERS_PAGE).min(MAX_READERS_PAGE) as usize;
         let guard = self.lock();
-        let Some(group) = guard.store.group(group_id) else {
+        let Some(group) = guard.store.group(group_id)? else {
             return Err(reject(
                 ErrorCode::NotFound,
                 format!("group {group_id:?} does not exist"),
             ));
         };
-        let Some(meta) = guard.store.message(mid) else {
+        let Some(meta) = guard.store.message(mid)? else {
             return Err(guard.no_message(&self.metrics, mid));
         };
         if meta.chat_type != ChatType::Group || *meta.to != *group_id {
@@ -168,7 +177,7 @@ impl<S: Store> Hub<S> {
                 format!("message {mid} keeps no group read receipts"),
             ));
         }
-        let page = guard.store.group_readers(mid, before, limit);
+        let page = guard.store.group_readers(mid, before, limit)?;
         drop(guard);
         Ok(ServerFrame::Result {
             data: ResultData::ReadUsers(ReadUsers {
@@ -184,9 +193,9 @@ impl<S: Store> Hub<S> {
 
     /// `getConversations {}`: the caller's conversations, newest first (at most the store's
     /// cap of conversations per user).
-    pub(super) fn conversations<'a>(&self, s: &Session) -> ServerFrame<'a> {
-        let list = self.lock().store.conversations(&s.user);
-        ServerFrame::Result {
+    pub(super) fn conversations<'a>(&self, s: &Session) -> Reply<'a> {
+        let list = self.lock().store.conversations(&s.user)?;
+        Ok(ServerFrame::Result {
             data: ResultData::Conversations(
                 list.into_iter()
                     .map(|c| Conversation {
@@ -197,6 +206,6 @@ impl<S: Store> Hub<S> {
                     })
                     .collect(),
             ),
-        }
+        })
     }
 }

@@ -41,7 +41,7 @@ impl<S: Store> Hub<S> {
         let st = &mut *guard;
         // A repeat is answered before any check: the send was accepted once, and what may
         // have changed since (membership, this frame's fields) does not undo that.
-        if let Some(original) = st.store.sent(&s.user, id) {
+        if let Some(original) = st.store.sent(&s.user, id)? {
             drop(guard);
             self.metrics.duplicate_sends.fetch_add(1, Relaxed);
             return Ok(received(id, &original, true));
@@ -58,11 +58,11 @@ impl<S: Store> Hub<S> {
                 if **to == *s.user {
                     return Err(reject(ErrorCode::BadRequest, "cannot send a message to oneself"));
                 }
-                let to_id = st.store.intern_user(to);
+                let to_id = st.store.intern_user(to)?;
                 (None, to_id, None)
             }
             ChatType::Group => {
-                let Some(group) = st.store.group(to) else {
+                let Some(group) = st.store.group(to)? else {
                     return Err(reject(ErrorCode::NotFound, format!("group {to:?} does not exist")));
                 };
                 if !group.is_member(&s.user) {
@@ -89,7 +89,7 @@ impl<S: Store> Hub<S> {
             }
         };
         let receipts = group_ack == Some(true);
-        let mid = st.store.next_id();
+        let mid = st.store.next_id()?;
         let meta = MessageMeta {
             from: s.user.clone(),
             to: to_id.clone(),
@@ -97,7 +97,7 @@ impl<S: Store> Hub<S> {
             time: now,
             group_receipts: receipts,
         };
-        st.store.insert_message(mid, meta);
+        st.store.insert_message(mid, meta)?;
         let record = SentRecord {
             mid,
             to: to_id.clone(),
@@ -105,7 +105,7 @@ impl<S: Store> Hub<S> {
             group_ack,
         };
         let cutoff = now.saturating_sub(self.config.ack_validity.as_millis() as u64);
-        let early = st.store.remember_sent(&s.user, id, record.clone(), cutoff);
+        let early = st.store.remember_sent(&s.user, id, record.clone(), cutoff)?;
         if early > 0 {
             self.metrics.sent_ids_forgotten_early.fetch_add(early as u64, Relaxed);
         }
@@ -126,17 +126,17 @@ impl<S: Store> Hub<S> {
         };
         match recipients {
             None => {
-                st.store.note_message(&to_id, &s.user, mid, true);
-                st.store.note_message(&s.user, &to_id, mid, false);
-                st.deliver_message(&self.metrics, &to_id, offline(&frame));
+                st.store.note_message(&to_id, &s.user, mid, true)?;
+                st.store.note_message(&s.user, &to_id, mid, false)?;
+                st.deliver_message(&self.metrics, &to_id, offline(&frame))?;
             }
             Some(members) => {
                 // Unread counts: O(1), whatever the group's size. What remains per member is
                 // the push (queued here, in mid order; the tasks are woken after the lock) or
                 // the offline copy.
-                st.store.note_group_message(&to_id, &s.user, mid);
+                st.store.note_group_message(&to_id, &s.user, mid)?;
                 for m in members.iter().filter(|m| **m != s.user) {
-                    st.deliver_message(&self.metrics, m, offline(&frame));
+                    st.deliver_message(&self.metrics, m, offline(&frame))?;
                 }
             }
         }

@@ -13,6 +13,12 @@
 //! with nothing newer slipping past them. The same holds for a queue that a push takes over
 //! its bound: the hub takes that device offline and stores its queue within the push.
 //!
+//! Store failures: a frame whose store call fails is answered `internal` (counted in
+//! `ackstorm_store_errors_total`), once, like any refused frame; what it had changed before
+//! the failing call stays (as when the server dies mid-frame: docs/protocol.md, "Durability").
+//! Where no frame waits for the answer (storing a closing connection's unwritten pushes), the
+//! failure is counted and what could not be stored is lost. Never a panic.
+//!
 //! The hub has no sockets, so benches and unit tests drive it directly.
 
 mod groups;
@@ -34,7 +40,7 @@ use super::ServerConfig;
 use super::metrics::{CloseReason, Metrics, UnwrittenKind};
 use super::online::{ConnId, Online};
 use super::outbox::{Outbox, Push};
-use super::store::{Inbox, Journal, OfflineMessage, OfflineReceipt, Store, UserId};
+use super::store::{Inbox, Journal, OfflineMessage, OfflineReceipt, Store, StoreError, UserId};
 use crate::protocol::server::GroupReadCount;
 use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, Request, ServerFrame};
 
@@ -68,6 +74,16 @@ pub struct Reject {
     pub code: ErrorCode,
     /// Detail for humans.
     pub message: String,
+}
+
+impl From<StoreError> for Reject {
+    /// A store failure: `internal` (counted by [`Hub::error_frame`]).
+    fn from(e: StoreError) -> Self {
+        reject(
+            ErrorCode::Internal,
+            format!("{e} (the frame may or may not have taken effect)"),
+        )
+    }
 }
 
 fn reject(code: ErrorCode, message: impl Into<String>) -> Reject {
@@ -183,50 +199,67 @@ impl<S: Store> State<S> {
 
     /// Stores pushes a connection of `device` did not write in that device's inbox, to be
     /// replayed (receipts with `onlineState:0`) at its next login. A `kicked` frame is dropped:
-    /// it only ever concerned the connection that is gone.
+    /// it only ever concerned the connection that is gone. Nobody waits for an answer: a store
+    /// failure is counted and loses the rest.
     fn store_unwritten(&mut self, metrics: &Metrics, user: &UserId, device: &str, pushes: Vec<Push>) {
+        if let Err(e) = self.try_store_unwritten(metrics, user, device, pushes) {
+            metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, %user, device, "unwritten pushes lost: the store failed");
+        }
+    }
+
+    fn try_store_unwritten(
+        &mut self,
+        metrics: &Metrics,
+        user: &UserId,
+        device: &str,
+        pushes: Vec<Push>,
+    ) -> Result<(), StoreError> {
         let inbox = Inbox::Device(device);
         for push in pushes {
             match push {
                 Push::Message(m) => {
                     metrics.unwritten(UnwrittenKind::Message);
-                    self.store.push_offline_message(user, inbox, m);
+                    self.store.push_offline_message(user, inbox, m)?;
                 }
                 Push::Receipt { receipt, .. } => {
                     metrics.unwritten(UnwrittenKind::Receipt);
-                    self.store.push_offline_receipt(user, inbox, receipt);
+                    self.store.push_offline_receipt(user, inbox, receipt)?;
                 }
                 Push::Statistic { counts, .. } => {
                     metrics.unwritten(UnwrittenKind::Statistic);
                     for c in counts {
-                        let group = self
-                            .store
-                            .group(&c.group_id)
-                            .map(|g| g.id().clone())
-                            .unwrap_or_else(|| Arc::from(c.group_id.as_str()));
-                        self.store.set_offline_group_count(user, inbox, c.mid, &group, c.count);
+                        let group = match self.store.group(&c.group_id)? {
+                            Some(g) => g.id().clone(),
+                            None => Arc::from(c.group_id.as_str()),
+                        };
+                        self.store
+                            .set_offline_group_count(user, inbox, c.mid, &group, c.count)?;
                     }
                 }
                 Push::Kick { .. } => {}
             }
         }
+        Ok(())
     }
 
     /// A message to `user`: live to every device, or into the user's offline inbox.
-    fn deliver_message(&mut self, metrics: &Metrics, user: &UserId, message: OfflineMessage) {
+    fn deliver_message(&mut self, metrics: &Metrics, user: &UserId, message: OfflineMessage) -> Result<(), StoreError> {
         if self.online.is_online(user) {
             self.push_live(metrics, user, &Push::Message(message), None);
+            Ok(())
         } else {
-            self.store.push_offline_message(user, Inbox::User, message);
+            self.store.push_offline_message(user, Inbox::User, message)
         }
     }
 
     /// A 1:1 receipt to `user`: live with `onlineState:1`, or stored for replay.
-    fn deliver_receipt(&mut self, metrics: &Metrics, user: &UserId, receipt: OfflineReceipt) {
+    fn deliver_receipt(&mut self, metrics: &Metrics, user: &UserId, receipt: OfflineReceipt) -> Result<(), StoreError> {
         if self.online.is_online(user) {
             self.push_live(metrics, user, &receipt_push(receipt, user, 1), None);
+            Ok(())
         } else {
-            self.store.push_offline_receipt(user, Inbox::User, receipt);
+            self.store.push_offline_receipt(user, Inbox::User, receipt)
         }
     }
 }
@@ -235,7 +268,11 @@ impl<S: Store> State<S> {
     /// The `not_found` of a frame naming message `mid`, counted apart when the message may
     /// have existed and had its record evicted for the caps.
     fn no_message(&self, metrics: &Metrics, mid: u64) -> Reject {
-        if self.store.forgotten(mid) {
+        let forgotten = match self.store.forgotten(mid) {
+            Ok(f) => f,
+            Err(e) => return e.into(),
+        };
+        if forgotten {
             metrics.evicted_refs.fetch_add(1, Ordering::Relaxed);
             return reject(
                 ErrorCode::NotFound,
@@ -304,7 +341,7 @@ pub struct Hub<S> {
     metrics: Arc<Metrics>,
     next_conn: AtomicU64,
     slowdown: Option<super::slowdown::Slowdown>,
-    /// A durable store's journal: frames wait for it (see [`Hub::settled`]).
+    /// A durable store's journal: frames wait for it (see [`Hub::settled_to`]).
     journal: Option<Arc<Journal>>,
 }
 
@@ -332,13 +369,32 @@ impl<S: Store> Hub<S> {
         self.journal.is_some()
     }
 
-    /// Completes once everything the store recorded so far is durable (at once for the
-    /// in-memory store). A connection awaits it before writing any frame, outside the lock:
-    /// no reply or push leaves the server before the state it reflects is on disk.
-    pub async fn settled(&self) {
-        if let Some(journal) = &self.journal {
-            journal.settled().await;
+    /// The store's changes recorded so far (a durable store's; 0 for the in-memory store): what
+    /// a frame made now may reflect, for [`Hub::settled_to`].
+    pub fn recorded(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.recorded())
+    }
+
+    /// The store's changes durable so far (see [`Hub::recorded`]).
+    pub fn durable_count(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.durable())
+    }
+
+    /// Completes once the store's changes up to `target` (see [`Hub::recorded`]) are durable
+    /// (at once for the in-memory store). A connection awaits it, outside the lock, before
+    /// writing a frame made at `target`: no reply or push leaves the server before the state it
+    /// reflects is on disk. An error when a commit failed: what it reflects will never be
+    /// durable, so it must not be written.
+    pub async fn settled_to(&self, target: u64) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.settled_to(target).await,
+            None => Ok(()),
         }
+    }
+
+    /// False once the store failed for good (a durable store's commit failed): `/healthz`.
+    pub fn healthy(&self) -> bool {
+        self.journal.as_ref().is_none_or(|j| j.failure().is_none())
     }
 
     /// The server's counters.
@@ -413,16 +469,20 @@ impl<S: Store> Hub<S> {
                 limit,
                 key,
             } => self.group_msg_read_users(session, group_id, *msg_id, *limit, key.as_deref()),
-            ClientFrame::GetConversations {} => Ok(self.conversations(session)),
+            ClientFrame::GetConversations {} => self.conversations(session),
             ClientFrame::Ping {} => Ok(ServerFrame::Pong { time: now_ms() }),
         };
         let frame = result.unwrap_or_else(|r| self.error_frame(r));
         Outgoing::reply(request.req.clone(), frame)
     }
 
-    /// Counts and builds an `error` frame.
+    /// Counts and builds an `error` frame. `internal` is only ever a store failure, and is
+    /// counted as one too.
     pub fn error_frame(&self, r: Reject) -> ServerFrame<'static> {
         self.metrics.error(r.code);
+        if r.code == ErrorCode::Internal {
+            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
         ServerFrame::Error {
             code: r.code,
             message: Cow::Owned(r.message),

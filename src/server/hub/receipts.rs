@@ -45,7 +45,7 @@ impl<S: Store> Hub<S> {
         }
         let mut guard = self.lock();
         let st = &mut *guard;
-        let Some(meta) = st.store.message(mid) else {
+        let Some(meta) = st.store.message(mid)? else {
             return Err(st.no_message(&self.metrics, mid));
         };
         if meta.chat_type != ChatType::Single {
@@ -67,7 +67,7 @@ impl<S: Store> Hub<S> {
             ));
         }
         let sender = meta.from.clone();
-        let id = match st.store.record_receipt(mid, kind) {
+        let id = match st.store.record_receipt(mid, kind)? {
             Recorded::First { id, .. } => id,
             Recorded::Repeat { id } => {
                 drop(guard);
@@ -80,11 +80,11 @@ impl<S: Store> Hub<S> {
         let receipt = match kind {
             ReceiptKind::Delivery => OfflineReceipt::Delivery { id, mid, from },
             ReceiptKind::Read => {
-                st.store.mark_read(&s.user, &sender, mid);
+                st.store.mark_read(&s.user, &sender, mid)?;
                 OfflineReceipt::Read { id, mid, from }
             }
         };
-        st.deliver_receipt(&self.metrics, &sender, receipt);
+        st.deliver_receipt(&self.metrics, &sender, receipt)?;
         drop(guard);
         self.metrics.receipt(metric, true);
         Ok(received(id))
@@ -101,10 +101,10 @@ impl<S: Store> Hub<S> {
         let now = now_ms();
         let mut guard = self.lock();
         let st = &mut *guard;
-        let Some(group) = st.store.group(to) else {
+        let Some(group) = st.store.group(to)? else {
             return Err(reject(ErrorCode::NotFound, format!("group {to:?} does not exist")));
         };
-        let Some(meta) = st.store.message(mid) else {
+        let Some(meta) = st.store.message(mid)? else {
             return Err(st.no_message(&self.metrics, mid));
         };
         if meta.chat_type != ChatType::Group || *meta.to != *to {
@@ -136,7 +136,7 @@ impl<S: Store> Hub<S> {
         }
         let sender = meta.from.clone();
         let group_id = group.id().clone();
-        let (id, count) = match st.store.record_group_read(mid, &s.user) {
+        let (id, count) = match st.store.record_group_read(mid, &s.user)? {
             Recorded::First { id, count } => (id, count),
             Recorded::Repeat { id } => {
                 drop(guard);
@@ -162,7 +162,7 @@ impl<S: Store> Hub<S> {
             st.push_live(&self.metrics, &sender, &receipt_push(receipt, &sender, 1), None);
         } else {
             st.store
-                .set_offline_group_count(&sender, Inbox::User, mid, &group_id, count);
+                .set_offline_group_count(&sender, Inbox::User, mid, &group_id, count)?;
         }
         drop(guard);
         self.metrics.receipt(ReceiptMetric::GroupRead, true);
@@ -183,9 +183,9 @@ impl<S: Store> Hub<S> {
                         "a channel ack cannot be addressed to oneself",
                     ));
                 }
-                let peer = st.store.intern_user(to);
-                let id = st.store.next_id();
-                st.store.mark_all_read(&s.user, chat_type, &peer, id);
+                let peer = st.store.intern_user(to)?;
+                let id = st.store.next_id()?;
+                st.store.mark_all_read(&s.user, chat_type, &peer, id)?;
                 let receipt = OfflineReceipt::Channel {
                     id,
                     from: s.user.clone(),
@@ -197,21 +197,21 @@ impl<S: Store> Hub<S> {
                 if st.online.is_online(&peer) {
                     st.push_live(&self.metrics, &peer, &push, None);
                 } else {
-                    st.store.push_offline_receipt(&peer, Inbox::User, receipt);
+                    st.store.push_offline_receipt(&peer, Inbox::User, receipt)?;
                 }
                 st.push_live(&self.metrics, &s.user, &push, Some(s.conn));
                 id
             }
             ChatType::Group => {
-                let Some(group) = st.store.group(to) else {
+                let Some(group) = st.store.group(to)? else {
                     return Err(reject(ErrorCode::NotFound, format!("group {to:?} does not exist")));
                 };
                 if !group.is_member(&s.user) {
                     return Err(reject(ErrorCode::Forbidden, format!("not a member of group {to:?}")));
                 }
                 let group_id = group.id().clone();
-                let id = st.store.next_id();
-                st.store.mark_all_read(&s.user, chat_type, &group_id, id);
+                let id = st.store.next_id()?;
+                st.store.mark_all_read(&s.user, chat_type, &group_id, id)?;
                 id
             }
         };

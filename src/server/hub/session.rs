@@ -65,7 +65,14 @@ impl<S: Store> Hub<S> {
         let now = now_ms();
         let mut guard = self.lock();
         let st = &mut *guard;
-        let user_id = st.store.login_user(user);
+        let user_id = match st.store.login_user(user) {
+            Ok(id) => id,
+            Err(e) => {
+                drop(guard);
+                let frame = self.error_frame(e.into());
+                return Login::Refused(Outgoing::reply(request.req.clone(), frame));
+            }
+        };
         let was_online = st.online.is_online(user);
         let new = Device {
             name: device.clone(),
@@ -114,10 +121,18 @@ impl<S: Store> Hub<S> {
 
     /// Queues what waited for `device` of `user` (and, when `offline` — no other device was
     /// online — what waited for the user): messages, then receipts, then one statistic frame.
+    /// An inbox the store fails to hand over is not replayed (counted; it stays the store's).
     fn replay(&self, st: &mut State<S>, user: &UserId, device: &str, offline: bool, outbox: &Outbox) {
-        let mut batch = st.store.take_offline(user, Inbox::Device(device));
+        let mut take = |inbox| {
+            st.store.take_offline(user, inbox).unwrap_or_else(|e| {
+                self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, %user, device, "offline replay skipped: the store failed");
+                OfflineBatch::default()
+            })
+        };
+        let mut batch = take(Inbox::Device(device));
         if offline {
-            batch = merge(batch, st.store.take_offline(user, Inbox::User));
+            batch = merge(batch, take(Inbox::User));
         }
         for m in batch.messages {
             outbox.push_uncounted(Push::Message(m));

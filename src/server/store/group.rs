@@ -1,29 +1,94 @@
-//! A group: its roles and members, and the two counters that let each member's unread count
-//! be computed when asked rather than updated on every message (see [`GroupConv`]).
+//! A group: its roles and members ([`Group`], shared with the hub as an `Arc`), and in the
+//! store's [`GroupSlot`] the two counters that let each member's unread count be computed when
+//! asked rather than updated on every message (see [`GroupConv`]).
 //!
 //! Membership changes go through the store, which keeps each member's [`GroupConv`] in step;
 //! nothing here decides who may do what (that is the hub's).
 
 use std::sync::Arc;
 
-use super::{GroupId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::{GroupId, UserId, intern};
 
 /// A group and its roles.
 ///
 /// Membership changes go through [`Group::add`] and [`Group::remove`], which keep a shared
 /// snapshot of the member list: fan-out takes it with one reference-count increment instead of
 /// copying the list for every message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "GroupRepr", from = "GroupRepr")]
 pub struct Group {
     id: GroupId,
     owner: UserId,
     admins: Vec<UserId>,
     members: indexmap::IndexSet<UserId, rustc_hash::FxBuildHasher>,
     snapshot: Arc<[UserId]>,
+}
+
+/// A group as the store keeps it: the group, shared with whoever asked for it (a membership
+/// change copies it only while a caller still holds it), and its message counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct GroupSlot {
+    pub group: Arc<Group>,
     /// Messages sent to the group so far.
-    seq: u64,
+    pub seq: u64,
     /// Newest message of the group.
-    last_mid: u64,
+    pub last_mid: u64,
+}
+
+impl GroupSlot {
+    /// A new group, no messages yet.
+    pub fn new(group: Group) -> Self {
+        GroupSlot {
+            group: Arc::new(group),
+            seq: 0,
+            last_mid: 0,
+        }
+    }
+
+    /// Counts a new message of the group.
+    pub fn note_message(&mut self, mid: u64) {
+        self.seq += 1;
+        self.last_mid = self.last_mid.max(mid);
+    }
+
+    /// Messages sent to the group so far, and the newest one.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.seq, self.last_mid)
+    }
+}
+
+/// A group as serialized: its roles and its members in join order (the shared snapshot of
+/// the member list is made again).
+#[derive(Serialize, Deserialize)]
+struct GroupRepr {
+    #[serde(deserialize_with = "intern::one")]
+    id: GroupId,
+    #[serde(deserialize_with = "intern::one")]
+    owner: UserId,
+    #[serde(deserialize_with = "intern::seq")]
+    admins: Vec<UserId>,
+    #[serde(deserialize_with = "intern::seq")]
+    members: Vec<UserId>,
+}
+
+impl From<Group> for GroupRepr {
+    fn from(g: Group) -> Self {
+        GroupRepr {
+            members: g.snapshot.to_vec(),
+            id: g.id,
+            owner: g.owner,
+            admins: g.admins,
+        }
+    }
+}
+
+impl From<GroupRepr> for Group {
+    /// The owner joined first and never leaves, and admins are members: the same group.
+    fn from(r: GroupRepr) -> Self {
+        Group::new(r.id, r.owner, r.members, r.admins)
+    }
 }
 
 impl Group {
@@ -43,8 +108,6 @@ impl Group {
             admins,
             members: set,
             snapshot: Arc::from(Vec::new()),
-            seq: 0,
-            last_mid: 0,
         };
         group.refresh();
         group
@@ -112,23 +175,12 @@ impl Group {
         }
         removed
     }
-
-    /// Counts a new message of the group.
-    pub(super) fn note_message(&mut self, mid: u64) {
-        self.seq += 1;
-        self.last_mid = self.last_mid.max(mid);
-    }
-
-    /// Messages sent to the group so far, and the newest one.
-    pub(super) fn counters(&self) -> (u64, u64) {
-        (self.seq, self.last_mid)
-    }
 }
 
 /// One member's view of a group conversation, kept as a difference from the group's counters
 /// so that a group message costs O(1) in unread bookkeeping whatever the group's size: while a
 /// member, unread = `unread` + (messages since `seq`) − (own messages since `seq`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct GroupConv {
     /// Still a member: the counts follow the group's. A former member's are frozen.
     pub member: bool,
@@ -195,7 +247,7 @@ mod tests {
 
     #[test]
     fn unread_follows_the_group_counters_minus_own_messages() {
-        let mut g = Group::new(Arc::from("g"), Arc::from("o"), vec![], vec![]);
+        let mut g = GroupSlot::new(Group::new(Arc::from("g"), Arc::from("o"), vec![], vec![]));
         g.note_message(5);
         let mut c = GroupConv::default();
         c.joined(g.counters().0);

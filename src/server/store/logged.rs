@@ -5,10 +5,14 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::group::Group;
 use super::memory::MemoryStore;
-use super::{GroupId, Inbox, MessageMeta, OfflineMessage, OfflineReceipt, ReceiptKind, SentRecord, Store, UserId};
+use super::{
+    GroupId, Inbox, MessageMeta, OfflineMessage, OfflineReceipt, ReceiptKind, SentRecord, Store, StoreError, UserId,
+    intern,
+};
 use crate::protocol::ChatType;
 
 /// An inbox, owned (for the log).
@@ -17,7 +21,7 @@ pub enum InboxKey {
     /// The user's inbox.
     User,
     /// One device's inbox.
-    Device(Arc<str>),
+    Device(#[serde(deserialize_with = "intern::one")] Arc<str>),
 }
 
 impl InboxKey {
@@ -43,16 +47,18 @@ pub enum Op {
     /// `next_id`.
     NextId,
     /// `intern_user`.
-    Intern(UserId),
+    Intern(#[serde(deserialize_with = "intern::one")] UserId),
     /// `login_user`.
-    Login(UserId),
+    Login(#[serde(deserialize_with = "intern::one")] UserId),
     /// `insert_message`.
     Message {
         /// Message id.
         mid: u64,
         /// Sender.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
         /// Recipient or group.
+        #[serde(deserialize_with = "intern::one")]
         to: Arc<str>,
         /// One-to-one or group.
         chat_type: ChatType,
@@ -73,28 +79,41 @@ pub enum Op {
         /// Message id.
         mid: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         reader: UserId,
     },
     /// `insert_group`.
     Group {
         /// Group id.
+        #[serde(deserialize_with = "intern::one")]
         id: GroupId,
         /// Owner.
+        #[serde(deserialize_with = "intern::one")]
         owner: UserId,
         /// Members in join order (owner and admins included).
-        members: Vec<UserId>,
+        #[serde(deserialize_with = "intern::seq")]
+        members: Arc<[UserId]>,
         /// Admins.
+        #[serde(deserialize_with = "intern::seq")]
         admins: Vec<UserId>,
     },
     /// `add_member`.
-    Join(GroupId, UserId),
+    Join(
+        #[serde(deserialize_with = "intern::one")] GroupId,
+        #[serde(deserialize_with = "intern::one")] UserId,
+    ),
     /// `remove_member`.
-    Leave(GroupId, UserId),
+    Leave(
+        #[serde(deserialize_with = "intern::one")] GroupId,
+        #[serde(deserialize_with = "intern::one")] UserId,
+    ),
     /// `note_message`.
     Note {
         /// Whose conversation.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// With whom.
+        #[serde(deserialize_with = "intern::one")]
         peer: UserId,
         /// Message id.
         mid: u64,
@@ -104,8 +123,10 @@ pub enum Op {
     /// `note_group_message`.
     NoteGroup {
         /// Group id.
+        #[serde(deserialize_with = "intern::one")]
         id: GroupId,
         /// Sender.
+        #[serde(deserialize_with = "intern::one")]
         sender: UserId,
         /// Message id.
         mid: u64,
@@ -113,8 +134,10 @@ pub enum Op {
     /// `mark_read`.
     MarkRead {
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Peer.
+        #[serde(deserialize_with = "intern::one")]
         peer: UserId,
         /// Message id.
         mid: u64,
@@ -122,10 +145,12 @@ pub enum Op {
     /// `mark_all_read`.
     MarkAllRead {
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// One-to-one or group.
         chat_type: ChatType,
         /// Peer or group.
+        #[serde(deserialize_with = "intern::one")]
         conv: Arc<str>,
         /// Everything up to this id.
         upto: u64,
@@ -133,8 +158,10 @@ pub enum Op {
     /// `remember_sent`.
     Sent {
         /// Sender.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Client id.
+        #[serde(deserialize_with = "intern::one")]
         id: Arc<str>,
         /// The reply.
         record: SentRecord,
@@ -144,6 +171,7 @@ pub enum Op {
     /// `push_offline_message`.
     OfflineMessage {
         /// Addressee.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
@@ -151,12 +179,14 @@ pub enum Op {
         mid: u64,
         /// One-to-one or group.
         chat_type: ChatType,
-        /// The encoded push.
-        frame: String,
+        /// The encoded push (shared with the store's copy; logged as text).
+        #[serde(with = "intern::frame_text")]
+        frame: Utf8Bytes,
     },
     /// `push_offline_receipt`.
     OfflineReceipt {
         /// Addressee.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
@@ -166,12 +196,14 @@ pub enum Op {
     /// `set_offline_group_count`.
     OfflineCount {
         /// Addressee.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
         /// Message id.
         mid: u64,
         /// Group id.
+        #[serde(deserialize_with = "intern::one")]
         group: GroupId,
         /// Readers.
         count: u64,
@@ -179,24 +211,20 @@ pub enum Op {
     /// `take_offline`.
     Take {
         /// Whose.
+        #[serde(deserialize_with = "intern::one")]
         user: UserId,
         /// Which inbox.
         inbox: InboxKey,
     },
 }
 
-/// Applies one logged call to `store` (rebuild).
-pub(super) fn apply(store: &mut MemoryStore, op: Op) {
+/// Applies one logged call to `store` (rebuild, and the durable store's replica). The
+/// in-memory store never fails; the error is passed on all the same.
+pub(super) fn apply(store: &mut MemoryStore, op: Op) -> Result<(), StoreError> {
     match op {
-        Op::NextId => {
-            store.next_id();
-        }
-        Op::Intern(u) => {
-            store.intern_user(&u);
-        }
-        Op::Login(u) => {
-            store.login_user(&u);
-        }
+        Op::NextId => store.next_id().map(drop),
+        Op::Intern(u) => store.intern_user(&u).map(drop),
+        Op::Login(u) => store.login_user(&u).map(drop),
         Op::Message {
             mid,
             from,
@@ -216,25 +244,19 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
         ),
         Op::Receipt { mid, read } => {
             let kind = if read { ReceiptKind::Read } else { ReceiptKind::Delivery };
-            store.record_receipt(mid, kind);
+            store.record_receipt(mid, kind).map(drop)
         }
-        Op::GroupRead { mid, reader } => {
-            store.record_group_read(mid, &reader);
-        }
+        Op::GroupRead { mid, reader } => store.record_group_read(mid, &reader).map(drop),
         Op::Group {
             id,
             owner,
             members,
             admins,
-        } => {
-            store.insert_group(Group::new(id, owner, members, admins));
-        }
-        Op::Join(id, user) => {
-            store.add_member(&id, &user);
-        }
-        Op::Leave(id, user) => {
-            store.remove_member(&id, &user);
-        }
+        } => store
+            .insert_group(Group::new(id, owner, members.to_vec(), admins))
+            .map(drop),
+        Op::Join(id, user) => store.add_member(&id, &user).map(drop),
+        Op::Leave(id, user) => store.remove_member(&id, &user).map(drop),
         Op::Note {
             user,
             peer,
@@ -242,9 +264,7 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
             unread,
         } => store.note_message(&user, &peer, mid, unread),
         Op::NoteGroup { id, sender, mid } => store.note_group_message(&id, &sender, mid),
-        Op::MarkRead { user, peer, mid } => {
-            store.mark_read(&user, &peer, mid);
-        }
+        Op::MarkRead { user, peer, mid } => store.mark_read(&user, &peer, mid).map(drop),
         Op::MarkAllRead {
             user,
             chat_type,
@@ -256,24 +276,14 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
             id,
             record,
             cutoff,
-        } => {
-            store.remember_sent(&user, &id, record, cutoff);
-        }
+        } => store.remember_sent(&user, &id, record, cutoff).map(drop),
         Op::OfflineMessage {
             user,
             inbox,
             mid,
             chat_type,
             frame,
-        } => store.push_offline_message(
-            &user,
-            inbox.as_inbox(),
-            OfflineMessage {
-                mid,
-                chat_type,
-                frame: frame.into(),
-            },
-        ),
+        } => store.push_offline_message(&user, inbox.as_inbox(), OfflineMessage { mid, chat_type, frame }),
         Op::OfflineReceipt { user, inbox, receipt } => store.push_offline_receipt(&user, inbox.as_inbox(), receipt),
         Op::OfflineCount {
             user,
@@ -282,8 +292,6 @@ pub(super) fn apply(store: &mut MemoryStore, op: Op) {
             group,
             count,
         } => store.set_offline_group_count(&user, inbox.as_inbox(), mid, &group, count),
-        Op::Take { user, inbox } => {
-            store.take_offline(&user, inbox.as_inbox());
-        }
+        Op::Take { user, inbox } => store.take_offline(&user, inbox.as_inbox()).map(drop),
     }
 }

@@ -5,24 +5,30 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
-use super::group::Group;
+use super::group::{Group, GroupSlot};
 use super::messages::MessageTable;
 use super::sent::Retention;
 use super::users::Users;
 use super::{
     ConversationState, GroupId, Inbox, MessageMeta, OfflineBatch, OfflineMessage, OfflineReceipt, ReaderPage,
-    ReceiptKind, Recorded, SentRecord, Store, StoreLimits, StoreStats, UserId,
+    ReceiptKind, Recorded, SentRecord, Store, StoreError, StoreLimits, StoreStats, UserId, intern,
 };
 use crate::protocol::ChatType;
 
 /// Keeps everything in process memory, within [`StoreLimits`]; lost when the server stops.
-#[derive(Debug)]
+///
+/// Serializable (the durable store's snapshots); its caps are not part of its state but the
+/// options it is opened with (`MemoryStore::restored`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStore {
+    #[serde(skip)]
     limits: StoreLimits,
     last_id: u64,
     users: Users,
-    groups: FxHashMap<GroupId, Group>,
+    #[serde(deserialize_with = "intern::keys")]
+    groups: FxHashMap<GroupId, GroupSlot>,
     messages: MessageTable,
 }
 
@@ -43,154 +49,175 @@ impl MemoryStore {
             messages: MessageTable::new(limits.messages, limits.message_bytes),
         }
     }
+
+    /// A store decoded from a snapshot, made whole: its caps set to `limits` and its indexes
+    /// rebuilt.
+    pub(super) fn restored(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self.users.restored(limits);
+        self.messages.set_caps(limits.messages, limits.message_bytes);
+        self
+    }
+
+    /// Newest id allocated so far.
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
 }
 
 impl Store for MemoryStore {
-    fn next_id(&mut self) -> u64 {
+    fn next_id(&mut self) -> Result<u64, StoreError> {
         self.last_id += 1;
-        self.last_id
+        Ok(self.last_id)
     }
 
-    fn last_id(&self) -> u64 {
-        self.last_id
+    fn intern_user(&mut self, user: &str) -> Result<UserId, StoreError> {
+        Ok(self.users.intern(user, self.last_id, &mut self.messages))
     }
 
-    fn intern_user(&mut self, user: &str) -> UserId {
-        self.users.intern(user, self.last_id, &mut self.messages)
+    fn login_user(&mut self, user: &str) -> Result<UserId, StoreError> {
+        Ok(self.users.login(user, self.last_id, &mut self.messages))
     }
 
-    fn login_user(&mut self, user: &str) -> UserId {
-        self.users.login(user, self.last_id, &mut self.messages)
-    }
-
-    fn insert_message(&mut self, mid: u64, meta: MessageMeta) {
+    fn insert_message(&mut self, mid: u64, meta: MessageMeta) -> Result<(), StoreError> {
         self.messages.insert(mid, meta);
+        Ok(())
     }
 
-    fn message(&self, mid: u64) -> Option<&MessageMeta> {
-        self.messages.get(mid).map(|m| &m.meta)
+    fn message(&self, mid: u64) -> Result<Option<MessageMeta>, StoreError> {
+        Ok(self.messages.get(mid).map(|m| m.meta.clone()))
     }
 
-    fn forgotten(&self, mid: u64) -> bool {
-        self.messages.forgotten(mid)
+    fn forgotten(&self, mid: u64) -> Result<bool, StoreError> {
+        Ok(self.messages.forgotten(mid))
     }
 
-    fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Recorded {
+    fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Result<Recorded, StoreError> {
         let next = self.last_id + 1;
         let Some(record) = self.messages.get_mut(mid) else {
-            return Recorded::NoMessage;
+            return Ok(Recorded::NoMessage);
         };
         let slot = match kind {
             ReceiptKind::Delivery => &mut record.delivery,
             ReceiptKind::Read => &mut record.read,
         };
-        match *slot {
+        Ok(match *slot {
             Some(id) => Recorded::Repeat { id },
             None => {
                 *slot = Some(next);
                 self.last_id = next;
                 Recorded::First { id: next, count: 1 }
             }
-        }
+        })
     }
 
-    fn record_group_read(&mut self, mid: u64, reader: &UserId) -> Recorded {
+    fn record_group_read(&mut self, mid: u64, reader: &UserId) -> Result<Recorded, StoreError> {
         let next = self.last_id + 1;
         let Some(readers) = self.messages.get(mid).and_then(|m| m.readers.as_ref()) else {
-            return Recorded::NoMessage;
+            return Ok(Recorded::NoMessage);
         };
         if let Some(&id) = readers.ids.get(&**reader) {
-            return Recorded::Repeat { id };
+            return Ok(Recorded::Repeat { id });
         }
         let count = readers.order.len() as u64 + 1;
         self.messages.add_reader(mid, reader, next);
         self.last_id = next;
-        Recorded::First { id: next, count }
+        Ok(Recorded::First { id: next, count })
     }
 
-    fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> ReaderPage {
+    fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> Result<ReaderPage, StoreError> {
         let Some(readers) = self.messages.get(mid).and_then(|m| m.readers.as_ref()) else {
-            return ReaderPage {
+            return Ok(ReaderPage {
                 total: 0,
                 users: Vec::new(),
                 next: None,
-            };
+            });
         };
         let len = readers.order.len();
         let end = before.unwrap_or(len).min(len);
         let start = end.saturating_sub(limit);
-        ReaderPage {
+        Ok(ReaderPage {
             total: len as u64,
             users: readers.order[start..end].iter().rev().cloned().collect(),
             next: (start > 0).then_some(start),
-        }
+        })
     }
 
-    fn group(&self, id: &str) -> Option<&Group> {
-        self.groups.get(id)
+    fn group(&self, id: &str) -> Result<Option<Arc<Group>>, StoreError> {
+        Ok(self.groups.get(id).map(|g| g.group.clone()))
     }
 
-    fn insert_group(&mut self, group: Group) -> bool {
+    fn insert_group(&mut self, group: Group) -> Result<bool, StoreError> {
         if self.groups.contains_key(&**group.id()) {
-            return false;
+            return Ok(false);
         }
         let now = self.last_id;
+        let slot = GroupSlot::new(group);
+        let group = &slot.group;
         self.users.note_owned(group.owner(), now, &mut self.messages);
         for m in group.members().iter() {
             self.users
-                .group_conv(m, &group, now, &mut self.messages, |c, counters| c.joined(counters.0));
+                .group_conv(m, &slot, now, &mut self.messages, |c, counters| c.joined(counters.0));
         }
-        self.groups.insert(group.id().clone(), group);
-        true
+        self.groups.insert(group.id().clone(), slot);
+        Ok(true)
     }
 
-    fn add_member(&mut self, id: &str, user: &UserId) -> bool {
-        let Some(group) = self.groups.get_mut(id) else {
-            return false;
+    fn add_member(&mut self, id: &str, user: &UserId) -> Result<bool, StoreError> {
+        let Some(slot) = self.groups.get_mut(id) else {
+            return Ok(false);
         };
-        if !group.add(user.clone()) {
-            return false;
+        if slot.group.is_member(user) || !Arc::make_mut(&mut slot.group).add(user.clone()) {
+            return Ok(false);
         }
         let now = self.last_id;
         self.users
-            .group_conv(user, group, now, &mut self.messages, |c, counters| c.joined(counters.0));
-        true
+            .group_conv(user, slot, now, &mut self.messages, |c, counters| c.joined(counters.0));
+        Ok(true)
     }
 
-    fn remove_member(&mut self, id: &str, user: &str) -> bool {
-        let Some(group) = self.groups.get_mut(id) else {
-            return false;
+    fn remove_member(&mut self, id: &str, user: &UserId) -> Result<bool, StoreError> {
+        let Some(slot) = self.groups.get_mut(id) else {
+            return Ok(false);
         };
-        if !group.remove(user) {
-            return false;
+        if !slot.group.is_member(user) || !Arc::make_mut(&mut slot.group).remove(user) {
+            return Ok(false);
         }
         let now = self.last_id;
         self.users
-            .group_conv(user, group, now, &mut self.messages, |c, counters| c.leave(counters));
-        true
+            .group_conv(user, slot, now, &mut self.messages, |c, counters| c.leave(counters));
+        Ok(true)
     }
 
-    fn groups_owned(&self, user: &str) -> usize {
-        self.users.owned(user)
+    fn groups_owned(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(self.users.owned(user))
     }
 
-    fn note_message(&mut self, user: &UserId, peer: &UserId, mid: u64, unread: bool) {
+    fn note_message(&mut self, user: &UserId, peer: &UserId, mid: u64, unread: bool) -> Result<(), StoreError> {
         self.users
             .note_message(user, peer, mid, unread, self.last_id, &mut self.messages);
+        Ok(())
     }
 
-    fn note_group_message(&mut self, id: &str, sender: &str, mid: u64) {
-        if let Some(g) = self.groups.get_mut(id) {
+    fn note_group_message(&mut self, id: &GroupId, sender: &UserId, mid: u64) -> Result<(), StoreError> {
+        if let Some(g) = self.groups.get_mut(&**id) {
             g.note_message(mid);
             self.users.note_own_group_message(sender, id);
         }
+        Ok(())
     }
 
-    fn mark_read(&mut self, user: &str, peer: &str, mid: u64) -> bool {
-        self.users.mark_read(user, peer, mid)
+    fn mark_read(&mut self, user: &UserId, peer: &UserId, mid: u64) -> Result<bool, StoreError> {
+        Ok(self.users.mark_read(user, peer, mid))
     }
 
-    fn mark_all_read(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, upto: u64) {
+    fn mark_all_read(
+        &mut self,
+        user: &UserId,
+        chat_type: ChatType,
+        conv: &Arc<str>,
+        upto: u64,
+    ) -> Result<(), StoreError> {
         let now = self.last_id;
         match chat_type {
             ChatType::Single => self.users.mark_all_read(user, conv, upto, now, &mut self.messages),
@@ -201,51 +228,73 @@ impl Store for MemoryStore {
                 }
             }
         }
+        Ok(())
     }
 
-    fn conversations(&self, user: &str) -> Vec<ConversationState> {
-        self.users.conversations(user, &self.groups)
+    fn conversations(&self, user: &str) -> Result<Vec<ConversationState>, StoreError> {
+        Ok(self.users.conversations(user, &self.groups))
     }
 
-    fn sent(&self, user: &str, id: &str) -> Option<SentRecord> {
-        self.users.get(user).and_then(|u| u.sent.get(id)).cloned()
+    fn sent(&self, user: &str, id: &str) -> Result<Option<SentRecord>, StoreError> {
+        Ok(self.users.get(user).and_then(|u| u.sent.get(id)).cloned())
     }
 
-    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> usize {
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> Result<usize, StoreError> {
         let retention = Retention {
             keep: self.limits.sent_ids,
             max: self.limits.sent_ids_max,
             cutoff,
         };
-        self.users
-            .remember_sent(user, id, record, retention, self.last_id, &mut self.messages)
+        Ok(self
+            .users
+            .remember_sent(user, id, record, retention, self.last_id, &mut self.messages))
     }
 
-    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage) {
+    fn push_offline_message(
+        &mut self,
+        user: &UserId,
+        inbox: Inbox<'_>,
+        message: OfflineMessage,
+    ) -> Result<(), StoreError> {
         self.messages.hold(message.mid);
         self.users
             .with_inbox(user, inbox, self.last_id, &mut self.messages, |p, l| {
                 p.push_message(l, message)
             });
+        Ok(())
     }
 
-    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt) {
+    fn push_offline_receipt(
+        &mut self,
+        user: &UserId,
+        inbox: Inbox<'_>,
+        receipt: OfflineReceipt,
+    ) -> Result<(), StoreError> {
         self.users
             .with_inbox(user, inbox, self.last_id, &mut self.messages, |p, l| {
                 p.push_receipt(l, receipt)
             });
+        Ok(())
     }
 
-    fn set_offline_group_count(&mut self, user: &UserId, inbox: Inbox<'_>, mid: u64, group: &GroupId, count: u64) {
+    fn set_offline_group_count(
+        &mut self,
+        user: &UserId,
+        inbox: Inbox<'_>,
+        mid: u64,
+        group: &GroupId,
+        count: u64,
+    ) -> Result<(), StoreError> {
         self.users
             .with_inbox(user, inbox, self.last_id, &mut self.messages, |p, _| {
                 p.set_count(mid, group, count);
                 None
             });
+        Ok(())
     }
 
-    fn take_offline(&mut self, user: &str, inbox: Inbox<'_>) -> OfflineBatch {
-        self.users.take(user, inbox, &mut self.messages)
+    fn take_offline(&mut self, user: &UserId, inbox: Inbox<'_>) -> Result<OfflineBatch, StoreError> {
+        Ok(self.users.take(user, inbox, &mut self.messages))
     }
 
     fn stats(&self) -> StoreStats {
@@ -273,11 +322,15 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
     use crate::protocol::server::GroupAckCount;
 
     fn meta(store: &mut MemoryStore, from: &str, to: &str, chat_type: ChatType, receipts: bool) -> MessageMeta {
         MessageMeta {
-            from: store.intern_user(from),
+            from: store.intern_user(from).unwrap(),
             to: Arc::from(to),
             chat_type,
             time: 0,
@@ -288,42 +341,48 @@ mod tests {
     #[test]
     fn receipts_are_recorded_once_with_fresh_ids() {
         let mut s = MemoryStore::new(StoreLimits::default());
-        let mid = s.next_id();
+        let mid = s.next_id().unwrap();
         let m = meta(&mut s, "a", "b", ChatType::Single, false);
-        s.insert_message(mid, m);
-        let Recorded::First { id, .. } = s.record_receipt(mid, ReceiptKind::Delivery) else {
+        s.insert_message(mid, m).unwrap();
+        let Recorded::First { id, .. } = s.record_receipt(mid, ReceiptKind::Delivery).unwrap() else {
             panic!()
         };
         assert!(id > mid);
-        assert_eq!(s.record_receipt(mid, ReceiptKind::Delivery), Recorded::Repeat { id });
+        assert_eq!(
+            s.record_receipt(mid, ReceiptKind::Delivery).unwrap(),
+            Recorded::Repeat { id }
+        );
         assert!(matches!(
-            s.record_receipt(mid, ReceiptKind::Read),
+            s.record_receipt(mid, ReceiptKind::Read).unwrap(),
             Recorded::First { .. }
         ));
-        assert_eq!(s.record_receipt(999, ReceiptKind::Read), Recorded::NoMessage);
+        assert_eq!(s.record_receipt(999, ReceiptKind::Read).unwrap(), Recorded::NoMessage);
     }
 
     #[test]
     fn reader_pages_run_newest_first_and_stay_stable_as_readers_arrive() {
         let mut s = MemoryStore::new(StoreLimits::default());
-        let mid = s.next_id();
+        let mid = s.next_id().unwrap();
         let m = meta(&mut s, "a", "g", ChatType::Group, true);
-        s.insert_message(mid, m);
+        s.insert_message(mid, m).unwrap();
         for r in ["r1", "r2", "r3", "r4", "r5"] {
-            let r = s.intern_user(r);
-            assert!(matches!(s.record_group_read(mid, &r), Recorded::First { .. }));
+            let r = s.intern_user(r).unwrap();
+            assert!(matches!(s.record_group_read(mid, &r).unwrap(), Recorded::First { .. }));
         }
-        let r2 = s.intern_user("r2");
-        assert!(matches!(s.record_group_read(mid, &r2), Recorded::Repeat { .. }));
-        let p1 = s.group_readers(mid, None, 2);
+        let r2 = s.intern_user("r2").unwrap();
+        assert!(matches!(
+            s.record_group_read(mid, &r2).unwrap(),
+            Recorded::Repeat { .. }
+        ));
+        let p1 = s.group_readers(mid, None, 2).unwrap();
         assert_eq!(p1.total, 5);
         assert_eq!(p1.users.iter().map(|u| &**u).collect::<Vec<_>>(), ["r5", "r4"]);
         // A new reader between pages does not shift the next page.
-        let r6 = s.intern_user("r6");
-        s.record_group_read(mid, &r6);
-        let p2 = s.group_readers(mid, p1.next, 2);
+        let r6 = s.intern_user("r6").unwrap();
+        s.record_group_read(mid, &r6).unwrap();
+        let p2 = s.group_readers(mid, p1.next, 2).unwrap();
         assert_eq!(p2.users.iter().map(|u| &**u).collect::<Vec<_>>(), ["r3", "r2"]);
-        let p3 = s.group_readers(mid, p2.next, 2);
+        let p3 = s.group_readers(mid, p2.next, 2).unwrap();
         assert_eq!(p3.users.iter().map(|u| &**u).collect::<Vec<_>>(), ["r1"]);
         assert_eq!(p3.next, None);
     }
@@ -331,19 +390,22 @@ mod tests {
     #[test]
     fn unread_counts_follow_reads_and_channel_acks() {
         let mut s = MemoryStore::new(StoreLimits::default());
-        let b = s.intern_user("b");
+        let b = s.intern_user("b").unwrap();
         let a: Arc<str> = Arc::from("a");
         for mid in 1..=3 {
-            s.note_message(&b, &a, mid, true);
+            s.note_message(&b, &a, mid, true).unwrap();
         }
-        assert!(s.mark_read("b", "a", 2));
-        assert_eq!(s.conversations("b")[0].unread, 2);
-        s.mark_all_read(&b, ChatType::Single, &a, 3);
-        assert_eq!(s.conversations("b")[0].unread, 0);
-        assert!(!s.mark_read("b", "a", 3), "covered by the channel ack");
-        s.note_message(&b, &a, 4, true);
-        assert!(s.mark_read("b", "a", 4));
-        let c = &s.conversations("b")[0];
+        assert!(s.mark_read(&id("b"), &id("a"), 2).unwrap());
+        assert_eq!(s.conversations("b").unwrap()[0].unread, 2);
+        s.mark_all_read(&b, ChatType::Single, &a, 3).unwrap();
+        assert_eq!(s.conversations("b").unwrap()[0].unread, 0);
+        assert!(
+            !s.mark_read(&id("b"), &id("a"), 3).unwrap(),
+            "covered by the channel ack"
+        );
+        s.note_message(&b, &a, 4, true).unwrap();
+        assert!(s.mark_read(&id("b"), &id("a"), 4).unwrap());
+        let c = &s.conversations("b").unwrap()[0];
         assert_eq!((c.unread, c.last_mid), (0, 4));
     }
 
@@ -357,40 +419,40 @@ mod tests {
             ..StoreLimits::default()
         };
         let mut s = MemoryStore::new(limits);
-        let u = s.login_user("u");
+        let u = s.login_user("u").unwrap();
         let msg = |mid, chat_type| OfflineMessage {
             mid,
             chat_type,
             frame: mid.to_string().into(),
         };
         let user = Inbox::User;
-        s.push_offline_message(&u, user, msg(1, ChatType::Single));
-        s.push_offline_message(&u, user, msg(2, ChatType::Group));
-        s.push_offline_message(&u, user, msg(3, ChatType::Single));
+        s.push_offline_message(&u, user, msg(1, ChatType::Single)).unwrap();
+        s.push_offline_message(&u, user, msg(2, ChatType::Group)).unwrap();
+        s.push_offline_message(&u, user, msg(3, ChatType::Single)).unwrap();
         assert_eq!(s.stats().offline_dropped_kind, [0, 0, 0]);
-        s.push_offline_message(&u, user, msg(4, ChatType::Single)); // replaces mid 1
-        s.push_offline_message(&u, user, msg(5, ChatType::Group)); // replaces mid 2
+        s.push_offline_message(&u, user, msg(4, ChatType::Single)).unwrap(); // replaces mid 1
+        s.push_offline_message(&u, user, msg(5, ChatType::Group)).unwrap(); // replaces mid 2
         assert_eq!(s.stats().offline_dropped_kind, [2, 0, 0]);
-        let from = s.intern_user("x");
+        let from = s.intern_user("x").unwrap();
         let channel = |id| OfflineReceipt::Channel {
             id,
             from: from.clone(),
             to: u.clone(),
             time: 0,
         };
-        s.push_offline_receipt(&u, user, channel(6));
-        s.push_offline_receipt(&u, user, channel(7));
+        s.push_offline_receipt(&u, user, channel(6)).unwrap();
+        s.push_offline_receipt(&u, user, channel(7)).unwrap();
         assert_eq!(s.stats().offline_dropped_kind, [2, 1, 0]);
         assert_eq!(s.stats().offline_dropped_cause, [3, 0, 0]);
         let g: GroupId = Arc::from("g");
-        s.set_offline_group_count(&u, user, 5, &g, 1);
-        s.set_offline_group_count(&u, user, 5, &g, 2);
-        s.set_offline_group_count(&u, user, 5, &g, 1);
+        s.set_offline_group_count(&u, user, 5, &g, 1).unwrap();
+        s.set_offline_group_count(&u, user, 5, &g, 2).unwrap();
+        s.set_offline_group_count(&u, user, 5, &g, 1).unwrap();
         // A device's inbox is another inbox with the same caps.
         let web = Inbox::Device("web");
-        s.push_offline_message(&u, web, msg(8, ChatType::Single));
-        assert!(s.take_offline("u", Inbox::Device("phone")).is_empty());
-        let batch = s.take_offline("u", user);
+        s.push_offline_message(&u, web, msg(8, ChatType::Single)).unwrap();
+        assert!(s.take_offline(&id("u"), Inbox::Device("phone")).unwrap().is_empty());
+        let batch = s.take_offline(&id("u"), user).unwrap();
         assert_eq!(batch.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(batch.receipts, [channel(7)]);
         assert_eq!(
@@ -402,10 +464,10 @@ mod tests {
             }],
             "the highest count"
         );
-        assert!(s.take_offline("u", user).is_empty(), "taken once");
-        let device = s.take_offline("u", web);
+        assert!(s.take_offline(&id("u"), user).unwrap().is_empty(), "taken once");
+        let device = s.take_offline(&id("u"), web).unwrap();
         assert_eq!(device.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [8]);
-        assert!(s.take_offline("u", web).is_empty());
+        assert!(s.take_offline(&id("u"), web).unwrap().is_empty());
         assert_eq!(
             s.stats().offline_bytes,
             1024,
@@ -420,10 +482,10 @@ mod tests {
             ..StoreLimits::default()
         };
         let mut s = MemoryStore::new(limits);
-        let bob = s.login_user("bob");
-        let first = s.next_id();
+        let bob = s.login_user("bob").unwrap();
+        let first = s.next_id().unwrap();
         let m = meta(&mut s, "a", "bob", ChatType::Single, false);
-        s.insert_message(first, m);
+        s.insert_message(first, m).unwrap();
         let frame = "x".into();
         s.push_offline_message(
             &bob,
@@ -433,59 +495,61 @@ mod tests {
                 chat_type: ChatType::Single,
                 frame,
             },
-        );
+        )
+        .unwrap();
         for _ in 0..5 {
-            let mid = s.next_id();
+            let mid = s.next_id().unwrap();
             let m = meta(&mut s, "a", "bob", ChatType::Single, false);
-            s.insert_message(mid, m);
+            s.insert_message(mid, m).unwrap();
         }
-        assert!(s.message(first).is_some(), "held by bob's inbox");
+        assert!(s.message(first).unwrap().is_some(), "held by bob's inbox");
         assert_eq!((s.stats().message_records, s.stats().message_records_held), (2, 1));
         assert!(matches!(
-            s.record_receipt(first, ReceiptKind::Delivery),
+            s.record_receipt(first, ReceiptKind::Delivery).unwrap(),
             Recorded::First { .. }
         ));
         // Replayed: the record settles, and goes after those that settled before it.
-        s.take_offline("bob", Inbox::User);
-        let mid = s.next_id();
+        s.take_offline(&id("bob"), Inbox::User).unwrap();
+        let mid = s.next_id().unwrap();
         let m = meta(&mut s, "a", "bob", ChatType::Single, false);
-        s.insert_message(mid, m);
-        assert!(s.message(first).is_some());
-        let mid = s.next_id();
+        s.insert_message(mid, m).unwrap();
+        assert!(s.message(first).unwrap().is_some());
+        let mid = s.next_id().unwrap();
         let m = meta(&mut s, "a", "bob", ChatType::Single, false);
-        s.insert_message(mid, m);
-        assert!(s.message(first).is_none() && s.forgotten(first));
+        s.insert_message(mid, m).unwrap();
+        assert!(s.message(first).unwrap().is_none() && s.forgotten(first).unwrap());
     }
 
     #[test]
     fn group_unread_counts_cost_nothing_per_member_and_follow_membership() {
         let mut s = MemoryStore::default();
-        let owner = s.login_user("o");
-        let m1 = s.intern_user("m1");
+        let owner = s.login_user("o").unwrap();
+        let m1 = s.intern_user("m1").unwrap();
         let g = Group::new(Arc::from("g"), owner.clone(), vec![m1.clone()], vec![]);
-        assert!(s.insert_group(g));
-        assert_eq!(s.groups_owned("o"), 1);
+        assert!(s.insert_group(g).unwrap());
+        assert_eq!(s.groups_owned("o").unwrap(), 1);
         let gid: Arc<str> = Arc::from("g");
         for mid in [10, 11] {
-            s.note_group_message("g", "o", mid);
+            s.note_group_message(&id("g"), &id("o"), mid).unwrap();
         }
         let conv = |s: &MemoryStore, u: &str| {
             s.conversations(u)
+                .unwrap()
                 .iter()
                 .find(|c| &*c.id == "g")
                 .map(|c| (c.unread, c.last_mid))
         };
         assert_eq!(conv(&s, "m1"), Some((2, 11)));
         assert_eq!(conv(&s, "o"), Some((0, 11)), "own messages are not unread");
-        let late = s.intern_user("late");
-        assert!(s.add_member("g", &late));
+        let late = s.intern_user("late").unwrap();
+        assert!(s.add_member("g", &late).unwrap());
         assert_eq!(conv(&s, "late"), None, "nothing since joining");
-        s.note_group_message("g", "m1", 12);
+        s.note_group_message(&id("g"), &id("m1"), 12).unwrap();
         assert_eq!(conv(&s, "late"), Some((1, 12)));
-        s.mark_all_read(&m1, ChatType::Group, &gid, 13);
+        s.mark_all_read(&m1, ChatType::Group, &gid, 13).unwrap();
         assert_eq!(conv(&s, "m1"), Some((0, 12)));
-        assert!(s.remove_member("g", "late"));
-        s.note_group_message("g", "o", 14);
+        assert!(s.remove_member(&id("g"), &id("late")).unwrap());
+        s.note_group_message(&id("g"), &id("o"), 14).unwrap();
         assert_eq!(conv(&s, "late"), Some((1, 12)), "frozen when it left");
         assert_eq!(conv(&s, "m1"), Some((1, 14)));
     }
@@ -498,11 +562,11 @@ mod tests {
         };
         let mut s = MemoryStore::new(limits);
         for _ in 0..3 {
-            let mid = s.next_id();
+            let mid = s.next_id().unwrap();
             let m = meta(&mut s, "a", "b", ChatType::Single, false);
-            s.insert_message(mid, m);
+            s.insert_message(mid, m).unwrap();
         }
-        assert!(s.message(1).is_none());
-        assert!(s.message(2).is_some() && s.message(3).is_some());
+        assert!(s.message(1).unwrap().is_none());
+        assert!(s.message(2).unwrap().is_some() && s.message(3).unwrap().is_some());
     }
 }

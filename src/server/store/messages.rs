@@ -11,8 +11,9 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
-use super::{MessageMeta, UserId};
+use super::{MessageMeta, UserId, intern};
 
 /// Bytes charged per record: the record, its map slot at the usual load, its settle-queue
 /// entry (an estimate, checked against the process's RSS in the bounds tests).
@@ -25,7 +26,7 @@ pub(super) const READER_BYTES: usize = 64;
 /// rehashes 1/64 of that.
 const SHARDS: usize = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct MessageRecord {
     pub meta: MessageMeta,
     pub delivery: Option<u64>,
@@ -39,14 +40,17 @@ pub(super) struct MessageRecord {
 }
 
 /// A group message's reader set: insertion order (for paging) and receipt id per reader.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Readers {
+    #[serde(deserialize_with = "intern::seq")]
     pub order: Vec<UserId>,
+    #[serde(deserialize_with = "intern::keys")]
     pub ids: FxHashMap<UserId, u64>,
 }
 
-/// The records and their eviction order.
-#[derive(Debug)]
+/// The records and their eviction order. (Its caps are not part of its serialized state: a
+/// rebuilt store takes them from the options it is opened with.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct MessageTable {
     shards: Vec<FxHashMap<u64, MessageRecord>>,
     /// (mid, turn) in the order records settled; an entry whose record is held, gone, or
@@ -56,7 +60,9 @@ pub(super) struct MessageTable {
     count: usize,
     bytes: usize,
     held: usize,
+    #[serde(skip)]
     max_count: usize,
+    #[serde(skip)]
     max_bytes: usize,
     evicted: u64,
     newest_evicted: u64,
@@ -106,6 +112,12 @@ impl MessageTable {
         );
         self.count += 1;
         self.bytes += RECORD_BYTES;
+    }
+
+    /// Sets the caps (a table rebuilt from a snapshot).
+    pub(super) fn set_caps(&mut self, max_count: usize, max_bytes: usize) {
+        self.max_count = max_count;
+        self.max_bytes = max_bytes;
     }
 
     pub(super) fn get(&self, mid: u64) -> Option<&MessageRecord> {

@@ -5,7 +5,9 @@
 //! and answers questions about them. It never sees connections, frames in flight or locks: the
 //! hub calls it under its own lock, so implementations are plain single-threaded code. The
 //! in-memory store is [`MemoryStore`]; [`DurableStore`] (`serve --data`) wraps it and logs
-//! every mutating call to a database, committed off the lock (see its module).
+//! every mutating call to a database, committed off the lock (see its module), compacted into
+//! snapshots by a replica off the lock too. Calls are fallible ([`StoreError`]) and return owned
+//! values, so a database could implement the trait; the in-memory store never fails.
 //!
 //! Bounded state: whatever clients send, what a store keeps stays within [`StoreLimits`]
 //! (offline bytes per user and in all, records of users who never logged in, message records
@@ -14,22 +16,28 @@
 
 mod durable;
 mod group;
+mod intern;
+mod journal;
 mod logged;
 mod memory;
 mod messages;
 mod offline;
 mod pending;
 mod sent;
+mod snapshot;
 mod users;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-pub use durable::{DurableError, DurableStore, Journal};
+pub use durable::{DurableError, DurableStore};
 pub use group::Group;
+pub use journal::Journal;
 pub use memory::MemoryStore;
+pub use snapshot::Compaction;
 
 use crate::protocol::ChatType;
 use crate::protocol::server::GroupAckCount;
@@ -40,11 +48,13 @@ pub type UserId = Arc<str>;
 pub type GroupId = Arc<str>;
 
 /// What the store keeps of a message: enough to route and check receipts, not the text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageMeta {
     /// Sender.
+    #[serde(deserialize_with = "intern::one")]
     pub from: UserId,
     /// Recipient user (1:1) or group.
+    #[serde(deserialize_with = "intern::one")]
     pub to: Arc<str>,
     /// One-to-one or group.
     pub chat_type: ChatType,
@@ -61,6 +71,7 @@ pub struct SentRecord {
     /// Server id of the message.
     pub mid: u64,
     /// Recipient user or group, as sent.
+    #[serde(deserialize_with = "intern::one")]
     pub to: Arc<str>,
     /// Server time of the send, ms.
     pub time: u64,
@@ -122,13 +133,14 @@ pub struct ConversationState {
 
 /// A message waiting for an offline user (or for a device whose connection closed before
 /// writing it): its encoded `message` push, shared with every other recipient of the message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfflineMessage {
     /// Server message id (replay merges the 1:1 and group queues by it).
     pub mid: u64,
     /// One-to-one or group (they have separate caps).
     pub chat_type: ChatType,
     /// The encoded push.
+    #[serde(with = "intern::frame_text")]
     pub frame: Utf8Bytes,
 }
 
@@ -143,6 +155,7 @@ pub enum OfflineReceipt {
         /// Message delivered.
         mid: u64,
         /// Recipient of the message.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
     },
     /// A 1:1 read receipt; addressed to the message's sender.
@@ -152,6 +165,7 @@ pub enum OfflineReceipt {
         /// Message read.
         mid: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
     },
     /// A 1:1 channel ack, kept for the peer or for the reader's other devices.
@@ -159,8 +173,10 @@ pub enum OfflineReceipt {
         /// Ack id.
         id: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
         /// The peer (the frame's `to`, also when it is kept for the reader's own devices).
+        #[serde(deserialize_with = "intern::one")]
         to: UserId,
         /// Server time of the ack.
         time: u64,
@@ -174,12 +190,15 @@ pub enum OfflineReceipt {
         /// Message read.
         mid: u64,
         /// Reader.
+        #[serde(deserialize_with = "intern::one")]
         from: UserId,
         /// The group.
+        #[serde(deserialize_with = "intern::one")]
         group: GroupId,
         /// Distinct readers when this receipt was made.
         count: u64,
         /// The reader's `ackContent` (`""` when absent).
+        #[serde(deserialize_with = "intern::one")]
         ack_content: Arc<str>,
     },
 }
@@ -334,82 +353,129 @@ pub struct StoreStats {
     pub sent_ids: u64,
 }
 
+/// Why a store call failed: what a database backend reports. The hub answers the frame with
+/// `internal` (nothing the client did was wrong), counts it in `ackstorm_store_errors_total`,
+/// and carries on; the in-memory store never fails. Cheap to clone: one failed commit is
+/// reported to every connection that waited for it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    /// The store takes no more calls: an earlier write failed, so what is in memory is no
+    /// longer what is on disk (a restart rebuilds it from what is).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(Arc<str>),
+    /// Reading or writing the backend failed.
+    #[error("the store failed to {op}: {reason}")]
+    Io {
+        /// What was being done (`commit`, `write a snapshot`).
+        op: &'static str,
+        /// The backend's error.
+        reason: Arc<str>,
+    },
+    /// What the backend returned cannot be decoded.
+    #[error("the store's data is corrupt: {0}")]
+    Corrupt(Arc<str>),
+}
+
 /// The storage interface the routing hub uses.
 ///
-/// Ids are interned: pass `&str`, get back shared [`UserId`]s. Methods are infallible: a
-/// durable store keeps its working set in memory and writes behind the hub's lock, through
-/// its [`Journal`] (a failed commit stops the server), rather than making every routing
-/// decision fallible.
+/// Ids are interned: pass `&str`, get back shared [`UserId`]s. Every call that reads or
+/// changes state is fallible and returns owned values (cheap: `Arc`s), so that a database can
+/// implement it; each call is all or nothing. The hub calls it under its lock, so an
+/// implementation must not block there on I/O: [`DurableStore`] records changes in memory and
+/// commits them off the lock, through its [`Journal`].
 pub trait Store: Send + 'static {
     /// Allocates the next server id (messages and receipts share one increasing sequence).
-    fn next_id(&mut self) -> u64;
-    /// Newest id allocated so far.
-    fn last_id(&self) -> u64;
+    fn next_id(&mut self) -> Result<u64, StoreError>;
     /// The shared id for `user`, created on first use. A user created here (a recipient, a
     /// group member) who never logs in is kept only within the offline caps.
-    fn intern_user(&mut self, user: &str) -> UserId;
+    fn intern_user(&mut self, user: &str) -> Result<UserId, StoreError>;
     /// The shared id of a user who just logged in; from now on its record is kept.
-    fn login_user(&mut self, user: &str) -> UserId;
+    fn login_user(&mut self, user: &str) -> Result<UserId, StoreError>;
 
     /// Stores a new message's metadata.
-    fn insert_message(&mut self, mid: u64, meta: MessageMeta);
-    /// The metadata of a stored message.
-    fn message(&self, mid: u64) -> Option<&MessageMeta>;
+    fn insert_message(&mut self, mid: u64, meta: MessageMeta) -> Result<(), StoreError>;
+    /// The metadata of a stored message (a copy: its fields are shared).
+    fn message(&self, mid: u64) -> Result<Option<MessageMeta>, StoreError>;
     /// True when `mid` names no stored message but may have named one that was evicted.
-    fn forgotten(&self, mid: u64) -> bool;
+    fn forgotten(&self, mid: u64) -> Result<bool, StoreError>;
     /// Records the first receipt of `kind` for a 1:1 message, allocating its id.
-    fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Recorded;
+    fn record_receipt(&mut self, mid: u64, kind: ReceiptKind) -> Result<Recorded, StoreError>;
     /// Adds `reader` to a group message's reader set, allocating a receipt id if new.
-    fn record_group_read(&mut self, mid: u64, reader: &UserId) -> Recorded;
+    fn record_group_read(&mut self, mid: u64, reader: &UserId) -> Result<Recorded, StoreError>;
     /// A page of a group message's readers, newest first, older than cursor `before`.
-    fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> ReaderPage;
+    fn group_readers(&self, mid: u64, before: Option<usize>, limit: usize) -> Result<ReaderPage, StoreError>;
 
-    /// A group by id.
-    fn group(&self, id: &str) -> Option<&Group>;
+    /// A group by id: shared, not copied (its member list is not cloned per call).
+    fn group(&self, id: &str) -> Result<Option<Arc<Group>>, StoreError>;
     /// Adds a new group (its members' conversations start); false (and no change) if the id
     /// exists.
-    fn insert_group(&mut self, group: Group) -> bool;
+    fn insert_group(&mut self, group: Group) -> Result<bool, StoreError>;
     /// Adds `user` to group `id`; false if no such group or already a member.
-    fn add_member(&mut self, id: &str, user: &UserId) -> bool;
+    fn add_member(&mut self, id: &str, user: &UserId) -> Result<bool, StoreError>;
     /// Removes `user` from group `id` (its conversation's counts freeze); false if no such
     /// group or not a member.
-    fn remove_member(&mut self, id: &str, user: &str) -> bool;
+    fn remove_member(&mut self, id: &str, user: &UserId) -> Result<bool, StoreError>;
     /// Groups `user` created.
-    fn groups_owned(&self, user: &str) -> usize;
+    fn groups_owned(&self, user: &str) -> Result<usize, StoreError>;
 
     /// Notes 1:1 message `mid` in `user`'s conversation with `peer`; `unread` adds one unread.
-    fn note_message(&mut self, user: &UserId, peer: &UserId, mid: u64, unread: bool);
+    fn note_message(&mut self, user: &UserId, peer: &UserId, mid: u64, unread: bool) -> Result<(), StoreError>;
     /// Notes group message `mid` from `sender` in group `id`: one unread more for every other
     /// member, in O(1) whatever the group's size.
-    fn note_group_message(&mut self, id: &str, sender: &str, mid: u64);
+    fn note_group_message(&mut self, id: &GroupId, sender: &UserId, mid: u64) -> Result<(), StoreError>;
     /// A 1:1 read receipt of `mid` by `user`: subtracts one unread if `mid` was still unread
     /// (not covered by a channel ack). Returns whether it counted.
-    fn mark_read(&mut self, user: &str, peer: &str, mid: u64) -> bool;
+    fn mark_read(&mut self, user: &UserId, peer: &UserId, mid: u64) -> Result<bool, StoreError>;
     /// A channel ack: unread to 0, and every message up to `upto` counts as read.
-    fn mark_all_read(&mut self, user: &UserId, chat_type: ChatType, conv: &Arc<str>, upto: u64);
+    fn mark_all_read(
+        &mut self,
+        user: &UserId,
+        chat_type: ChatType,
+        conv: &Arc<str>,
+        upto: u64,
+    ) -> Result<(), StoreError>;
     /// `user`'s conversations, newest first, at most `limits.conversations`.
-    fn conversations(&self, user: &str) -> Vec<ConversationState>;
+    fn conversations(&self, user: &str) -> Result<Vec<ConversationState>, StoreError>;
 
     /// The reply `user`'s accepted send with client id `id` got, if still remembered.
-    fn sent(&self, user: &str, id: &str) -> Option<SentRecord>;
+    fn sent(&self, user: &str, id: &str) -> Result<Option<SentRecord>, StoreError>;
     /// Remembers `user`'s accepted send with client id `id`. Keeps the newest
     /// `limits.sent_ids` of the sender and older ones accepted at or after `cutoff` (server ms),
     /// never more than `limits.sent_ids_max`, and within `limits.sent_ids_total` in all.
     /// Returns how many ids accepted at or after `cutoff` had to be forgotten for the caps.
-    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> usize;
+    fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> Result<usize, StoreError>;
 
     /// Stores a message in one of `user`'s inboxes, dropping what the caps require (counted
     /// in [`StoreStats`]). The message's record is kept while it waits.
-    fn push_offline_message(&mut self, user: &UserId, inbox: Inbox<'_>, message: OfflineMessage);
+    fn push_offline_message(
+        &mut self,
+        user: &UserId,
+        inbox: Inbox<'_>,
+        message: OfflineMessage,
+    ) -> Result<(), StoreError>;
     /// Stores a receipt in one of `user`'s inboxes, dropping what the caps require.
-    fn push_offline_receipt(&mut self, user: &UserId, inbox: Inbox<'_>, receipt: OfflineReceipt);
+    fn push_offline_receipt(
+        &mut self,
+        user: &UserId,
+        inbox: Inbox<'_>,
+        receipt: OfflineReceipt,
+    ) -> Result<(), StoreError>;
     /// Sets the latest group read count of `mid` in one of `user`'s inboxes (a count lower than
     /// the one kept is ignored: counts only grow).
-    fn set_offline_group_count(&mut self, user: &UserId, inbox: Inbox<'_>, mid: u64, group: &GroupId, count: u64);
+    fn set_offline_group_count(
+        &mut self,
+        user: &UserId,
+        inbox: Inbox<'_>,
+        mid: u64,
+        group: &GroupId,
+        count: u64,
+    ) -> Result<(), StoreError>;
     /// Takes everything that waited in one of `user`'s inboxes, in replay order.
-    fn take_offline(&mut self, user: &str, inbox: Inbox<'_>) -> OfflineBatch;
+    fn take_offline(&mut self, user: &UserId, inbox: Inbox<'_>) -> Result<OfflineBatch, StoreError>;
 
-    /// What the store keeps and what it dropped.
+    /// What the store keeps and what it dropped. Infallible: gauges and counters the store
+    /// keeps in process memory whatever its backend (a database keeps them beside its
+    /// connection), read for `/metrics`, which must answer when the backend does not.
     fn stats(&self) -> StoreStats;
 
     /// The journal of a durable store: what the hub's callers wait on before a frame that

@@ -8,19 +8,21 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use super::pending::{Dropped, Pending};
-use super::{Inbox, OfflineBatch};
+use super::{Inbox, OfflineBatch, intern};
 
 /// Bytes charged for each device inbox (its map entry and queues), so that the per-user cap
 /// also bounds how many a user can have (device names are the client's choice).
 const DEVICE_INBOX_BYTES: usize = 256;
 
 /// One user's inboxes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct UserOffline {
     inbox: Pending,
     /// Per device: pushes its closing connection did not write (no entry when empty).
+    #[serde(deserialize_with = "intern::keys")]
     devices: FxHashMap<Arc<str>, Pending>,
     bytes: usize,
 }

@@ -11,8 +11,9 @@ use std::collections::VecDeque;
 
 use indexmap::IndexMap;
 use rustc_hash::FxBuildHasher;
+use serde::{Deserialize, Serialize};
 
-use super::{EntryKind, GroupId, OfflineBatch, OfflineMessage, OfflineReceipt, StoreLimits};
+use super::{EntryKind, GroupId, OfflineBatch, OfflineMessage, OfflineReceipt, StoreLimits, intern};
 use crate::protocol::ChatType;
 use crate::protocol::server::GroupAckCount;
 
@@ -61,11 +62,12 @@ impl Dropped {
 }
 
 /// One inbox.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Pending {
     single: VecDeque<OfflineMessage>,
     group: VecDeque<OfflineMessage>,
     receipts: VecDeque<OfflineReceipt>,
+    #[serde(serialize_with = "intern::as_pairs", deserialize_with = "intern::id_values")]
     counts: IndexMap<u64, (GroupId, u64), FxBuildHasher>,
     bytes: usize,
 }

@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::SentRecord;
+use super::{SentRecord, intern};
 
 /// Client ids up to this many bytes are kept as they are; longer ones (the contract does not
 /// bound them, the frame limit does) as a SHA-256 digest, so one entry stays small.
@@ -34,9 +35,11 @@ pub(super) struct Retention {
 }
 
 /// One sender's remembered sends.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct SentIds {
+    #[serde(deserialize_with = "intern::seq")]
     order: VecDeque<Arc<str>>,
+    #[serde(deserialize_with = "intern::keys")]
     records: FxHashMap<Arc<str>, SentRecord>,
 }
 

@@ -23,13 +23,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
-use super::group::{Group, GroupConv};
+use super::group::{GroupConv, GroupSlot};
 use super::messages::MessageTable;
 use super::offline::UserOffline;
 use super::pending::{Dropped, Pending};
 use super::sent::{Retention, SentIds};
-use super::{ConversationState, DropCause, GroupId, Inbox, OfflineBatch, SentRecord, StoreLimits, UserId};
+use super::{ConversationState, DropCause, GroupId, Inbox, OfflineBatch, SentRecord, StoreLimits, UserId, intern};
 use crate::protocol::ChatType;
 
 /// Bytes charged against the total offline cap for the record of a user who never logged in:
@@ -37,7 +38,7 @@ use crate::protocol::ChatType;
 /// allocation of its inbox (measured: `charges_against_rss` in the bounds tests).
 pub(super) const UNSEEN_USER_BYTES: usize = 1024;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Conv {
     pub unread: u64,
     /// Every message up to this id was covered by a channel ack.
@@ -45,9 +46,11 @@ pub(super) struct Conv {
     pub last_mid: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct UserRecord {
+    #[serde(deserialize_with = "intern::keys")]
     single: FxHashMap<UserId, Conv>,
+    #[serde(deserialize_with = "intern::keys")]
     groups: FxHashMap<GroupId, GroupConv>,
     offline: UserOffline,
     pub sent: SentIds,
@@ -73,7 +76,7 @@ impl UserRecord {
 }
 
 /// Counters of what the caps dropped.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Drops {
     pub kind: [u64; 3],
     pub cause: [u64; 3],
@@ -91,17 +94,23 @@ impl Drops {
     }
 }
 
-/// Every user record, the age index and the offline total.
-#[derive(Debug, Default)]
+/// Every user record, the age index and the offline total. (The caps and the two indexes
+/// are not part of its serialized state: a rebuilt store takes the caps from its options and
+/// rebuilds the indexes from the records' keys, see [`Users::restored`].)
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Users {
+    #[serde(skip)]
     limits: StoreLimits,
     /// Boxed: a map of large inline values wastes its empty slots' worth of them.
+    #[serde(deserialize_with = "intern::keys")]
     map: FxHashMap<UserId, Box<UserRecord>>,
+    #[serde(skip)]
     index: BTreeSet<(u64, UserId)>,
     total: usize,
     unseen: usize,
     drops: Drops,
     /// Senders with more remembered ids than the floor, by the time of their oldest.
+    #[serde(skip)]
     sent_index: BTreeSet<(u64, UserId)>,
     sent_total: usize,
 }
@@ -112,6 +121,21 @@ impl Users {
             limits,
             ..Default::default()
         }
+    }
+
+    /// Sets the caps and rebuilds the indexes (users rebuilt from a snapshot).
+    pub(super) fn restored(&mut self, limits: StoreLimits) {
+        self.limits = limits;
+        self.index = self
+            .map
+            .iter()
+            .filter_map(|(id, r)| r.key.map(|k| (k, id.clone())))
+            .collect();
+        self.sent_index = self
+            .map
+            .iter()
+            .filter_map(|(id, r)| r.sent_key.map(|k| (k, id.clone())))
+            .collect();
     }
 
     pub(super) fn get(&self, user: &str) -> Option<&UserRecord> {
@@ -379,13 +403,13 @@ impl Users {
     pub(super) fn group_conv(
         &mut self,
         user: &str,
-        group: &Group,
+        group: &GroupSlot,
         now: u64,
         holds: &mut MessageTable,
         f: impl FnOnce(&mut GroupConv, (u64, u64)),
     ) {
         let r = self.record_mut(user, now, holds);
-        let c = r.groups.entry(group.id().clone()).or_insert_with(|| GroupConv {
+        let c = r.groups.entry(group.group.id().clone()).or_insert_with(|| GroupConv {
             member: true,
             seq: group.counters().0,
             ..GroupConv::default()
@@ -411,7 +435,7 @@ impl Users {
     }
 
     /// `user`'s conversations, newest first, at most the cap.
-    pub(super) fn conversations(&self, user: &str, groups: &FxHashMap<GroupId, Group>) -> Vec<ConversationState> {
+    pub(super) fn conversations(&self, user: &str, groups: &FxHashMap<GroupId, GroupSlot>) -> Vec<ConversationState> {
         let Some(u) = self.map.get(user) else {
             return Vec::new();
         };
@@ -453,139 +477,5 @@ fn trim(convs: &mut FxHashMap<UserId, Conv>, cap: usize) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::store::OfflineMessage;
-
-    fn limits(total: usize, user: usize) -> StoreLimits {
-        StoreLimits {
-            offline_total_bytes: total,
-            offline_user_bytes: user,
-            conversations: 8,
-            ..StoreLimits::default()
-        }
-    }
-
-    fn push(users: &mut Users, user: &str, mid: u64, holds: &mut MessageTable) {
-        holds.hold(mid);
-        users.with_inbox(user, Inbox::User, mid, holds, |p, l| {
-            p.push_message(
-                l,
-                OfflineMessage {
-                    mid,
-                    chat_type: ChatType::Single,
-                    frame: "x".repeat(36).into(), // 100 bytes charged
-                },
-            )
-        });
-    }
-
-    #[test]
-    fn the_per_user_cap_drops_that_users_oldest() {
-        let mut holds = MessageTable::new(usize::MAX, usize::MAX);
-        let mut users = Users::new(limits(usize::MAX, 250));
-        users.login("u", 0, &mut holds);
-        for mid in 1..=3 {
-            push(&mut users, "u", mid, &mut holds);
-        }
-        let batch = users.take("u", Inbox::User, &mut holds);
-        assert_eq!(batch.messages.iter().map(|m| m.mid).collect::<Vec<_>>(), [2, 3]);
-        assert_eq!(users.drops.cause[DropCause::UserBytes as usize], 1);
-        assert_eq!(users.total, 0);
-    }
-
-    #[test]
-    fn the_total_cap_evicts_never_seen_users_whole_and_oldest_first() {
-        let mut holds = MessageTable::new(usize::MAX, usize::MAX);
-        let total = 3 * (UNSEEN_USER_BYTES + 100);
-        let mut users = Users::new(limits(total, usize::MAX));
-        users.login("real", 0, &mut holds);
-        push(&mut users, "real", 1, &mut holds);
-        for (i, ghost) in ["g1", "g2", "g3", "g4"].into_iter().enumerate() {
-            push(&mut users, ghost, 2 + i as u64, &mut holds);
-        }
-        // real's message (the oldest thing) went first, then g1 whole.
-        assert!(users.get("g1").is_none());
-        assert!(users.get("g2").is_some() && users.get("g4").is_some());
-        assert_eq!(users.take("real", Inbox::User, &mut holds).messages.len(), 0);
-        let (records, unseen, bytes, drops) = users.stats();
-        assert_eq!((records, unseen, bytes), (4, 3, total));
-        assert_eq!(
-            (drops.users_evicted, drops.cause[DropCause::TotalBytes as usize]),
-            (1, 2)
-        );
-        // A ghost who logs in is kept from then on, and is no longer charged for its record.
-        users.login("g2", 9, &mut holds);
-        assert_eq!(users.stats().2, total - UNSEEN_USER_BYTES);
-        assert!(users.index.iter().all(|(_, u)| users.map.contains_key(u)));
-        assert_eq!(users.index.len(), 3, "g2 (its message), g3, g4");
-    }
-
-    #[test]
-    fn ids_beyond_each_senders_floor_go_oldest_first_across_senders() {
-        let mut holds = MessageTable::new(usize::MAX, usize::MAX);
-        let mut users = Users::new(StoreLimits {
-            sent_ids_total: 5,
-            ..StoreLimits::default()
-        });
-        let retention = Retention {
-            keep: 2,
-            max: 100,
-            cutoff: 0,
-        };
-        let record = |time| SentRecord {
-            mid: time,
-            to: Arc::from("x"),
-            time,
-            group_ack: None,
-        };
-        let mut early = 0;
-        for (user, id, time) in [
-            ("a", "a1", 1),
-            ("a", "a2", 2),
-            ("a", "a3", 3),
-            ("b", "b1", 4),
-            ("b", "b2", 5),
-        ] {
-            users.login(user, 0, &mut holds);
-            early += users.remember_sent(user, id, record(time), retention, 0, &mut holds);
-        }
-        assert_eq!((users.sent_ids(), early), (5, 0));
-        // One more: a's oldest (beyond its floor of 2) goes, though b's are not older.
-        early += users.remember_sent("b", "b3", record(6), retention, 0, &mut holds);
-        assert_eq!((users.sent_ids(), early), (5, 1));
-        let sent = |users: &Users, u: &str, id: &str| users.get(u).unwrap().sent.get(id).is_some();
-        assert!(!sent(&users, "a", "a1") && sent(&users, "a", "a2") && sent(&users, "b", "b1"));
-        // Everyone at the floor: the floor wins over the total.
-        early += users.remember_sent("b", "b4", record(7), retention, 0, &mut holds);
-        assert_eq!((users.sent_ids(), early), (5, 2));
-        users.remember_sent("a", "a4", record(8), retention, 0, &mut holds);
-        assert_eq!(users.sent_ids(), 5);
-        assert!(
-            !sent(&users, "a", "a2"),
-            "a's oldest beyond the floor went: older than b's"
-        );
-        users.login("c", 0, &mut holds);
-        users.remember_sent("c", "c1", record(9), retention, 0, &mut holds);
-        users.remember_sent("c", "c2", record(10), retention, 0, &mut holds);
-        assert_eq!(users.sent_ids(), 6, "a, b and c at their floors of 2");
-    }
-
-    #[test]
-    fn conversations_are_trimmed_to_the_most_recent() {
-        let mut holds = MessageTable::new(usize::MAX, usize::MAX);
-        let mut users = Users::new(limits(usize::MAX, usize::MAX));
-        users.login("u", 0, &mut holds);
-        for mid in 1..=9 {
-            let peer: UserId = Arc::from(format!("p{mid}"));
-            users.note_message("u", &peer, mid, true, mid, &mut holds);
-        }
-        assert_eq!(users.get("u").unwrap().single.len(), 9, "within the slack");
-        let peer: UserId = Arc::from("p10");
-        users.note_message("u", &peer, 10, true, 10, &mut holds);
-        let convs = users.conversations("u", &FxHashMap::default());
-        let ids: Vec<&str> = convs.iter().map(|c| &*c.id).collect();
-        assert_eq!(ids, ["p10", "p9", "p8", "p7", "p6", "p5", "p4", "p3"]);
-        assert_eq!(users.drops.conversations, 2);
-    }
-}
+#[path = "users_tests.rs"]
+mod tests;
