@@ -24,3 +24,4 @@ mod server_v11;
 mod tls;
 mod xmpp_driver;
 mod xmpp_servers;
+mod xmpp_smoke;

@@ -1,0 +1,107 @@
+//! `profiles/xmpp-smoke.toml` as a user runs it, against Prosody and against ejabberd started
+//! by `scripts/xmpp-server.sh` (ports and state of their own, so this runs beside the other
+//! XMPP tests): the conformance steps pass or are not available, and the run's audit shows
+//! nothing lost, every receipt kind the XMPP mapping supports measured, and what it cannot give
+//! reported as not available.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::only_folder;
+use crate::xmpp_servers::Server;
+
+/// The shortest run that still has every kind of receipt: 200 users (the profile's), 10 s.
+const OVERRIDES: [&str; 4] = ["--duration", "10s", "--no-progress", "--seed"];
+
+async fn ackstorm(args: &[String]) -> (Option<i32>, String) {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("ends within two minutes")
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+async fn smoke(server: Server) {
+    let Some(running) = server.start_with(&["--users", "200", "--prefix", "u"]) else {
+        return;
+    };
+    let name = running.0.name;
+    let target = running.tcp_url();
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/xmpp-smoke.toml").to_string();
+    let (code, out) = ackstorm(&["conformance".into(), profile.clone(), "--target".into(), target.clone()]).await;
+    assert_eq!(code, Some(0), "{name}: conformance:\n{out}");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "run".into(),
+        profile,
+        "--target".into(),
+        target,
+        "--results".into(),
+        tmp.path().to_str().unwrap().to_string(),
+    ];
+    args.extend(OVERRIDES.iter().map(|s| s.to_string()));
+    args.push("11".into());
+    let (code, out) = ackstorm(&args).await;
+    assert_eq!(code, Some(0), "{name}: run:\n{out}");
+    let dir = only_folder(tmp.path(), "xmpp-smoke-");
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["target"]["protocol"], "xmpp");
+    assert_eq!(s["audit"]["total"]["lost"], 0, "{name}: {}", s["audit"]);
+    let kinds = &s["audit"]["by_kind"];
+    for kind in ["reply", "message", "delivery", "read", "channel", "group_read"] {
+        let k = &kinds[kind];
+        assert!(k["expected"].as_u64().unwrap() > 0, "{name}: {kind}: {k}");
+        assert_eq!(k["arrived"], k["expected"], "{name}: {kind}: {k}");
+        assert_eq!(k["unexpected"], 0, "{name}: {kind}: {k}");
+    }
+    for metric in [
+        "server_ack",
+        "message",
+        "delivery",
+        "read_receipt",
+        "channel",
+        "group_read_first",
+    ] {
+        assert!(
+            s["latencies"][metric]["count"].as_u64().unwrap() > 0,
+            "{name}: {metric} measured"
+        );
+    }
+    let missing: Vec<&str> = s["target"]["not_available"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(missing, ["channel_sync", "read_users_page", "read_users", "statistic"]);
+    for name in &missing {
+        assert!(
+            s["latencies"].get(name).is_none() && kinds.get(name).is_none(),
+            "{name} left out"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_smoke_against_prosody() {
+    smoke(Server::prosody_on(27222, 27280, "ackstorm-xmpp-smoke-test")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_smoke_against_ejabberd() {
+    smoke(Server::ejabberd_on(27232, 27290, 27299, "ackstorm-xmpp-smoke-test")).await;
+}
