@@ -497,8 +497,7 @@ mod tests {
         ] {
             let e = upgrade_against(|_| answer.into_bytes())
                 .await
-                .err()
-                .expect(says)
+                .expect_err(says)
                 .to_string();
             assert!(e.starts_with("websocket handshake failed") && e.contains(says), "{e}");
         }

@@ -20,6 +20,10 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Ws, abort, decode, encode};
 use crate::transport::{Command, FrameStats, Inbound, OutboxReader, ProtocolFault, Stall, Timed};
 
+/// Events yielded in a row, with the socket still readable, after which what was queued is
+/// flushed anyway (actix polls a stream for 16 items, then lets its actor's other work run).
+const FLUSH_AFTER_EVENTS: u8 = 16;
+
 /// Where writing is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Writing {
@@ -42,6 +46,8 @@ pub(super) struct Conn {
     /// The stall's timer, made only while stalled.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     writing: Writing,
+    /// Events yielded since the last flush.
+    unread: u8,
     /// `Closed` has been yielded.
     ended: bool,
 }
@@ -56,6 +62,7 @@ impl Conn {
             stall,
             sleep: None,
             writing: Writing::Open { unflushed: false },
+            unread: 0,
             ended: false,
         }
     }
@@ -72,10 +79,11 @@ impl Conn {
         self.stop_writing();
     }
 
-    /// Moves queued commands into the WebSocket while it takes them, flushes once they are
-    /// all in, and drives a close. Pending states leave `cx` registered with the socket or
-    /// the outbox.
-    fn poll_write(&mut self, cx: &mut Context<'_>) {
+    /// Moves queued commands into the WebSocket while it takes them (it writes to the socket
+    /// by itself only past its write buffer size), and drives a close. With `flush`, frames
+    /// written so far go out once every queued command is in. Pending states leave `cx`
+    /// registered with the socket or the outbox.
+    fn poll_write(&mut self, cx: &mut Context<'_>, flush: bool) {
         loop {
             match self.writing {
                 Writing::Done => return,
@@ -105,7 +113,7 @@ impl Conn {
                         None if self.outbox.senders_gone() => self.writing = Writing::Closing,
                         None => {
                             self.outbox.register(cx.waker());
-                            if unflushed {
+                            if unflushed && flush {
                                 match Pin::new(&mut self.ws).poll_flush(cx) {
                                     Poll::Pending => {}
                                     Poll::Ready(Ok(())) => self.writing = Writing::Open { unflushed: false },
@@ -139,13 +147,26 @@ impl Stream for Conn {
         if this.ended {
             return Poll::Ready(None);
         }
-        this.poll_write(cx);
-        if this.stall.poll_stalled(&mut this.sleep, cx) {
-            return Poll::Pending;
-        }
         loop {
+            // What the events read so far made the user queue (acks, as a rule) goes out in
+            // one write once the socket has nothing more to read, as a writer task woken
+            // after its user's turn would batch it; or after a long run of events.
+            let flush = this.unread >= FLUSH_AFTER_EVENTS;
+            if flush {
+                this.unread = 0;
+            }
+            this.poll_write(cx, flush);
+            if this.stall.poll_stalled(&mut this.sleep, cx) {
+                this.unread = 0;
+                this.poll_write(cx, true);
+                return Poll::Pending;
+            }
             let msg = match Pin::new(&mut this.ws).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    this.unread = 0;
+                    this.poll_write(cx, true);
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(msg))) if !msg.is_close() => msg,
                 Poll::Ready(_) => return this.end(),
             };
@@ -159,6 +180,7 @@ impl Stream for Conn {
                 _ => None,
             };
             if let Some(event) = event {
+                this.unread += 1;
                 return Poll::Ready(Some(Timed { at, event }));
             }
         }
