@@ -1,6 +1,7 @@
 //! One logged-in native connection as a single stream, polled by its user actor: each poll
-//! first writes what the user queued in its [`Outbox`] (everything queued, then one flush),
-//! then reads, timestamps and decodes what the server sent.
+//! moves what the user queued in its [`Outbox`] into the WebSocket, then reads, timestamps
+//! and decodes what the server sent; once there is nothing more to read, what was written
+//! goes out with one flush (so the acks a burst of pushes makes leave together).
 //!
 //! One object per connection, and nothing else: no writer task, no channel, no split of the
 //! WebSocket into two halves behind a lock (together ~4 KiB per idle connection). Writing
@@ -47,7 +48,7 @@ pub(super) struct Conn {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     writing: Writing,
     /// Events yielded since the last flush.
-    unread: u8,
+    since_flush: u8,
     /// `Closed` has been yielded.
     ended: bool,
 }
@@ -62,7 +63,7 @@ impl Conn {
             stall,
             sleep: None,
             writing: Writing::Open { unflushed: false },
-            unread: 0,
+            since_flush: 0,
             ended: false,
         }
     }
@@ -151,19 +152,19 @@ impl Stream for Conn {
             // What the events read so far made the user queue (acks, as a rule) goes out in
             // one write once the socket has nothing more to read, as a writer task woken
             // after its user's turn would batch it; or after a long run of events.
-            let flush = this.unread >= FLUSH_AFTER_EVENTS;
+            let flush = this.since_flush >= FLUSH_AFTER_EVENTS;
             if flush {
-                this.unread = 0;
+                this.since_flush = 0;
             }
             this.poll_write(cx, flush);
             if this.stall.poll_stalled(&mut this.sleep, cx) {
-                this.unread = 0;
+                this.since_flush = 0;
                 this.poll_write(cx, true);
                 return Poll::Pending;
             }
             let msg = match Pin::new(&mut this.ws).poll_next(cx) {
                 Poll::Pending => {
-                    this.unread = 0;
+                    this.since_flush = 0;
                     this.poll_write(cx, true);
                     return Poll::Pending;
                 }
@@ -180,7 +181,7 @@ impl Stream for Conn {
                 _ => None,
             };
             if let Some(event) = event {
-                this.unread += 1;
+                this.since_flush += 1;
                 return Poll::Ready(Some(Timed { at, event }));
             }
         }
