@@ -481,7 +481,11 @@ impl UserSim {
     }
 
     fn channel_ack(&mut self, t: Micros, conv: Conv, out: &mut Vec<Action>) {
-        let state = self.convs.entry(conv).or_default();
+        // A conversation nothing arrived in has no state, and nothing to ack: opening it
+        // makes none (an idle user would otherwise keep one per conversation it looks at).
+        let Some(state) = self.convs.get_mut(&conv) else {
+            return;
+        };
         if state.unacked == 0 && state.unseen.is_empty() {
             return;
         }

@@ -16,13 +16,18 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use rustls::pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::{Response, generate_request};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::http::{StatusCode, Uri};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::either::Either;
 
 use super::TransportError;
@@ -282,9 +287,7 @@ impl Endpoint {
         config: WebSocketConfig,
     ) -> Result<(WebSocketStream<Stream>, RawFd), TransportError> {
         let (stream, fd) = self.stream(source).await?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(self.target.url.as_str(), stream, Some(config))
-            .await
-            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+        let ws = upgrade(stream, &self.target.url, config).await?;
         Ok((ws, fd))
     }
 
@@ -340,6 +343,71 @@ async fn connect_tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<T
     let stream = socket.connect(addr).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Most bytes of an upgrade response's head.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// The WebSocket upgrade of `url` over `stream` (RFC 6455 section 4.1, checked as tungstenite
+/// checks it). Done here rather than by tungstenite's handshake: that one reads the response
+/// into a 4 KiB buffer which then stays the connection's read buffer for good, whatever
+/// `config.read_buffer_size` says; here the head is read into a buffer freed once it is parsed,
+/// and the connection's read buffer is the configured size.
+async fn upgrade(
+    mut stream: Stream,
+    url: &str,
+    config: WebSocketConfig,
+) -> Result<WebSocketStream<Stream>, TransportError> {
+    let failed = |e: tungstenite::Error| TransportError::Handshake(e.to_string());
+    let request = url.into_client_request().map_err(failed)?;
+    let (request, key) = generate_request(request).map_err(failed)?;
+    let io = |e: io::Error| failed(tungstenite::Error::Io(e));
+    stream.write_all(&request).await.map_err(io)?;
+    let mut head = Vec::with_capacity(1024);
+    let (len, response) = loop {
+        if let Some(parsed) = Response::try_parse(&head).map_err(failed)? {
+            break parsed;
+        }
+        if head.len() >= MAX_RESPONSE_HEAD {
+            return Err(TransportError::Handshake(format!(
+                "the upgrade response's head is over {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+        head.reserve(1024);
+        if stream.read_buf(&mut head).await.map_err(io)? == 0 {
+            return Err(failed(tungstenite::Error::ConnectionClosed));
+        }
+    };
+    check_upgrade(&response, &derive_accept_key(key.as_bytes())).map_err(failed)?;
+    // Frames the server sent right behind its response (none, as a rule) are read first.
+    let tail = head[len..].to_vec();
+    drop(head);
+    Ok(WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(config)).await)
+}
+
+/// The server's response accepts the upgrade: 101, `Upgrade: websocket`, `Connection: Upgrade`,
+/// the accept key of the request's key, and no subprotocol (none is asked for).
+fn check_upgrade(response: &Response, accept_key: &str) -> Result<(), tungstenite::Error> {
+    use tungstenite::error::{ProtocolError, SubProtocolError};
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(tungstenite::Error::Http(Box::new(response.clone())));
+    }
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+    if !header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return Err(ProtocolError::MissingUpgradeWebSocketHeader.into());
+    }
+    if !header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("Upgrade")) {
+        return Err(ProtocolError::MissingConnectionUpgradeHeader.into());
+    }
+    if header("Sec-WebSocket-Accept") != Some(accept_key) {
+        return Err(ProtocolError::SecWebSocketAcceptKeyMismatch.into());
+    }
+    if response.headers().contains_key("Sec-WebSocket-Protocol") {
+        return Err(
+            ProtocolError::SecWebSocketSubProtocolError(SubProtocolError::ServerSentSubProtocolNoneRequested).into(),
+        );
+    }
+    Ok(())
 }
 
 /// A failed handshake, with what to do about the usual causes.
@@ -461,6 +529,75 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("bad target URL"), "{e}");
+    }
+
+    /// Upgrades against a server that answers the request with `answer(accept key)`.
+    async fn upgrade_against(
+        answer: impl FnOnce(String) -> Vec<u8>,
+    ) -> Result<WebSocketStream<Stream>, TransportError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let endpoint = Endpoint::resolve(&url, &TlsOptions::default()).unwrap();
+        let server = async {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                assert!(socket.read_buf(&mut request).await.unwrap() > 0);
+            }
+            let request = String::from_utf8(request).unwrap();
+            let key = request
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .expect("a key");
+            socket
+                .write_all(&answer(derive_accept_key(key.as_bytes())))
+                .await
+                .unwrap();
+            socket
+        };
+        let (ws, _socket) = tokio::join!(endpoint.websocket(None, WebSocketConfig::default()), server);
+        ws.map(|(ws, _)| ws)
+    }
+
+    fn switching(accept: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn the_upgrade_keeps_frames_sent_right_behind_the_response() {
+        use futures_util::StreamExt;
+        let mut ws = upgrade_against(|accept| {
+            let mut answer = switching(&accept).into_bytes();
+            answer.extend_from_slice(&[0x81, 2, b'h', b'i']);
+            answer
+        })
+        .await
+        .unwrap();
+        let msg = ws.next().await.unwrap().unwrap();
+        assert_eq!(msg.into_text().unwrap().as_str(), "hi");
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_says_why() {
+        for (answer, says) in [
+            (
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                "404 Not Found",
+            ),
+            (switching("bm90IHRoZSBrZXk="), "Sec-WebSocket-Accept"),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n".to_string(),
+                "Upgrade: websocket",
+            ),
+        ] {
+            let e = upgrade_against(|_| answer.into_bytes())
+                .await
+                .expect_err(says)
+                .to_string();
+            assert!(e.starts_with("websocket handshake failed") && e.contains(says), "{e}");
+        }
     }
 
     #[tokio::test]

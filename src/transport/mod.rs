@@ -21,6 +21,7 @@
 pub mod conformance;
 pub mod connect;
 pub mod native;
+mod outbox;
 pub mod tls;
 pub mod xmpp;
 
@@ -38,7 +39,8 @@ use futures_util::Stream;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use thiserror::Error;
-use tokio::sync::mpsc;
+
+pub use outbox::{Outbox, OutboxReader, outbox};
 
 /// A message's id as its server names it: opaque text, compared only for equality (the
 /// native driver's decimal server ids, an XMPP server's stanza ids). Ids up to 24 bytes are
@@ -388,9 +390,6 @@ pub struct Timed {
     pub event: Inbound,
 }
 
-/// The sending half of a connection.
-pub type Outbox = mpsc::UnboundedSender<Command>;
-
 /// Stops a connection's reader for a while (a fault: the app stops reading its socket, so
 /// the server's writes back up), shared between the connection's stream and its user.
 #[derive(Debug, Clone, Default)]
@@ -406,16 +405,36 @@ impl Stall {
     pub fn wrap<S: Stream + Unpin + 'static>(&self, inner: S) -> Stalled<S> {
         Stalled {
             inner,
-            until: self.0.clone(),
+            stall: self.clone(),
             sleep: None,
         }
+    }
+
+    /// Whether reading is stopped now; if so, `cx` is woken when it may go on. `sleep` is the
+    /// reader's timer, made only while it is stalled.
+    pub fn poll_stalled(&self, sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>, cx: &mut Context<'_>) -> bool {
+        let Some(until) = self.0.get() else {
+            return false;
+        };
+        if until > tokio::time::Instant::now() {
+            let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            if sleep.deadline() != until {
+                sleep.as_mut().reset(until);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return true;
+            }
+        }
+        self.0.set(None);
+        *sleep = None;
+        false
     }
 }
 
 /// A stream that pauses while its [`Stall`] says so.
 pub struct Stalled<S> {
     inner: S,
-    until: Rc<Cell<Option<tokio::time::Instant>>>,
+    stall: Stall,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -423,22 +442,11 @@ impl<S: Stream + Unpin> Stream for Stalled<S> {
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        if let Some(until) = self.until.get() {
-            if until > tokio::time::Instant::now() {
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-                if sleep.deadline() != until {
-                    sleep.as_mut().reset(until);
-                }
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-            }
-            self.until.set(None);
-            self.sleep = None;
+        let this = &mut *self;
+        if this.stall.poll_stalled(&mut this.sleep, cx) {
+            return Poll::Pending;
         }
-        Pin::new(&mut self.inner).poll_next(cx)
+        Pin::new(&mut this.inner).poll_next(cx)
     }
 }
 

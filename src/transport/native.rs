@@ -1,9 +1,9 @@
 //! The native driver: PROTOCOL.md over WebSocket (tokio-tungstenite).
 //!
 //! Each connection is a TCP socket with no-delay (TLS over it for `wss://`; both set up by
-//! [`super::connect`]), a 4 KiB tungstenite read buffer (the default 128 KiB costs ~135 KiB
-//! per connection), a writer task that batches frames (feed everything queued, then flush
-//! once), and a read stream that timestamps and decodes frames.
+//! [`super::connect`]) and, once logged in, one stream ([`conn`]) that writes what its user
+//! queues (everything queued, then one flush) and reads, timestamps and decodes frames.
+//! Its buffers are small, for the tester's memory per idle user ([`ws_config`]).
 //! The actor's request number rides in `req` after a letter naming the op (`s12`, `r13`), so
 //! every reply finds its request. Server frames that do not parse are counted by cause in
 //! [`FrameStats`] and dropped, never fatal.
@@ -14,23 +14,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod conn;
+
 use futures_util::future::LocalBoxFuture;
-use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::connect::{Endpoint, Stream};
 use super::{
-    Capabilities, Chat, Command, Connection, Driver, FrameStats, Inbound, LoginSpec, MsgId, Op, ProtocolFault, Refusal,
-    Reply, Stall, Timed, TransportError,
+    Capabilities, Chat, Connection, Driver, FrameStats, Inbound, LoginSpec, MsgId, Op, ProtocolFault, Refusal, Reply,
+    Stall, TransportError, outbox,
 };
 use crate::profile::Auth;
 use crate::protocol::client::{CLIENT_OPS, MsgConfig, MsgType};
 use crate::protocol::server::{ResultData, SERVER_OPS};
 use crate::protocol::{ChatType, ClientFrame, ErrorCode, Outgoing, ProtocolError, Request, ServerFrame, token};
+use conn::Conn;
 
 type Ws = WebSocketStream<Stream>;
 
@@ -80,9 +81,16 @@ impl NativeDriver {
 }
 
 /// The WebSocket settings of every driver connection.
+///
+/// The read buffer is what an idle connection keeps (the default 128 KiB would cost ~135 KiB
+/// per connection): 1 KiB holds several frames of this protocol, so a burst is still read
+/// with few system calls, and a larger frame grows it (it is then kept at that size). Frames
+/// to send collect in the write buffer until the writer flushes (it does once everything
+/// queued is in), or until 16 KiB are waiting; it grows as they come, so an idle connection
+/// keeps only what its largest batch needed.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
 }
 
@@ -192,34 +200,9 @@ async fn open(
             _ => continue,
         }
     };
-    let (sink, stream) = ws.split();
-    let (out, rx) = mpsc::unbounded_channel();
-    actix_rt::spawn(writer(sink, rx, stats.clone(), fd));
-    // The stream ends at the first error or close frame; `Closed` is then yielded once.
-    let events = stream
-        .scan((), |_, item| {
-            futures_util::future::ready(item.ok().filter(|m| !m.is_close()))
-        })
-        .filter_map(move |msg| {
-            let at = Instant::now();
-            let event = match msg {
-                Message::Text(text) => decode(&text, &stats),
-                Message::Binary(b) => {
-                    stats.fault(ProtocolFault::Binary, b.len());
-                    None
-                }
-                _ => None,
-            };
-            futures_util::future::ready(event.map(|event| Timed { at, event }))
-        })
-        .chain(futures_util::stream::once(async {
-            Timed {
-                at: Instant::now(),
-                event: Inbound::Closed,
-            }
-        }));
+    let (out, outbox) = outbox();
     let stall = Stall::default();
-    let events = stall.wrap(Box::pin(events)).boxed_local();
+    let events = Conn::new(ws, outbox, stats, fd, stall.clone()).boxed_local();
     Ok(Connection {
         out,
         events,
@@ -428,47 +411,14 @@ fn encode(req: u64, op: &Op) -> (usize, String) {
 
 /// Resets the connection: no lingering on close, so the socket is dropped with an RST.
 ///
-/// `fd` belongs to the stream whose sink the caller still holds, so it is open here.
+/// `fd` belongs to the stream the caller holds, so it is open here.
 fn abort(fd: RawFd) {
-    // SAFETY: the caller owns half of the split stream that owns `fd`, so the descriptor
-    // stays open for this borrow.
+    // SAFETY: the caller owns the stream that owns `fd`, so the descriptor stays open for
+    // this borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let sock = socket2::SockRef::from(&fd);
     let _ = sock.set_linger(Some(Duration::ZERO));
     let _ = sock.shutdown(std::net::Shutdown::Both);
-}
-
-/// Writes queued commands: feed all that are ready, flush once.
-async fn writer(
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    stats: Arc<FrameStats>,
-    fd: RawFd,
-) {
-    'outer: while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Command::Request { req, op } => {
-                    let (op_index, text) = encode(req, &op);
-                    stats.sent(op_index, text.len());
-                    if sink.feed(Message::Text(text.into())).await.is_err() {
-                        return;
-                    }
-                }
-                Command::Close => break 'outer,
-                Command::Abort => {
-                    abort(fd);
-                    return;
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 #[cfg(test)]

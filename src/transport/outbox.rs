@@ -1,0 +1,184 @@
+//! A connection's outbox: the commands its user queues, in order, for the driver's writer.
+//!
+//! A connection and its user live on one arbiter, so this is a plain shared queue rather than
+//! a channel between threads: it allocates nothing until the first command (a tokio channel
+//! allocates a block of 32 slots, ~2.6 KiB of `Command`s, when it is made, for every idle
+//! connection), and sending never blocks. The reader side is polled by whatever writes to the
+//! socket (the native driver's connection stream, or a task). This module must not know any
+//! wire protocol.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use super::Command;
+
+/// What both ends share.
+#[derive(Default)]
+struct Queue {
+    commands: RefCell<VecDeque<Command>>,
+    /// The reader, woken by a send (and by the last sender going away).
+    waker: RefCell<Option<Waker>>,
+    /// The reader stopped taking commands: sends fail.
+    closed: Cell<bool>,
+}
+
+impl Queue {
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// The sending half of a connection (cloneable; `!Send`, like the connection).
+#[derive(Clone)]
+pub struct Outbox(Rc<Queue>);
+
+/// The connection's end of its [`Outbox`].
+pub struct OutboxReader(Rc<Queue>);
+
+/// A new outbox and its reader.
+pub fn outbox() -> (Outbox, OutboxReader) {
+    let queue = Rc::new(Queue::default());
+    (Outbox(queue.clone()), OutboxReader(queue))
+}
+
+impl Outbox {
+    /// Queues `cmd`; gives it back when the connection no longer takes commands (its writer
+    /// ended: closed, reset, or failed).
+    pub fn send(&self, cmd: Command) -> Result<(), Command> {
+        if self.0.closed.get() {
+            return Err(cmd);
+        }
+        self.0.commands.borrow_mut().push_back(cmd);
+        self.0.wake();
+        Ok(())
+    }
+
+    /// The connection no longer takes commands.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.get()
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // The last sender (the reader holds the other reference): the reader sees the end.
+        if Rc::strong_count(&self.0) == 2 {
+            self.0.wake();
+        }
+    }
+}
+
+impl OutboxReader {
+    /// The next command, if one is queued.
+    pub fn try_recv(&mut self) -> Option<Command> {
+        self.0.commands.borrow_mut().pop_front()
+    }
+
+    /// Every [`Outbox`] of this connection is gone (and so no command will come).
+    pub fn senders_gone(&self) -> bool {
+        Rc::strong_count(&self.0) == 1
+    }
+
+    /// The next command; pending (with `cx` woken by the next send) when none is queued;
+    /// `None` once the queue is empty and every sender is gone.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Command>> {
+        if let Some(cmd) = self.try_recv() {
+            return Poll::Ready(Some(cmd));
+        }
+        if self.senders_gone() {
+            return Poll::Ready(None);
+        }
+        self.register(cx.waker());
+        Poll::Pending
+    }
+
+    /// The next command, waiting for one; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Command> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Wakes `waker` at the next send.
+    pub fn register(&self, waker: &Waker) {
+        let mut slot = self.0.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Takes no more commands: sends fail from now on; what is queued is dropped.
+    pub fn close(&mut self) {
+        self.0.closed.set(true);
+        self.0.waker.borrow_mut().take();
+        // Dropped outside the borrow: a command's drop never reaches back into the queue.
+        let queued = std::mem::take(&mut *self.0.commands.borrow_mut());
+        drop(queued);
+    }
+}
+
+impl Drop for OutboxReader {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Op;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn ping(req: u64) -> Command {
+        Command::Request { req, op: Op::Ping }
+    }
+
+    #[test]
+    fn commands_come_out_in_order_and_a_send_wakes_the_reader() {
+        let (out, mut rx) = outbox();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        out.send(ping(1)).unwrap();
+        out.clone().send(ping(2)).unwrap();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "woken once: re-registered only by a poll"
+        );
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(ping(1))));
+        assert_eq!(rx.try_recv(), Some(ping(2)));
+        assert_eq!(rx.try_recv(), None);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        drop(out);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "the last sender going away wakes it");
+        assert!(rx.senders_gone());
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn sends_fail_once_the_reader_is_closed_or_gone() {
+        let (out, mut rx) = outbox();
+        out.send(ping(1)).unwrap();
+        rx.close();
+        assert!(out.is_closed());
+        assert_eq!(out.send(ping(2)), Err(ping(2)));
+        assert_eq!(rx.try_recv(), None, "what was queued is dropped");
+        let (out, rx) = outbox();
+        drop(rx);
+        assert_eq!(out.send(Command::Close), Err(Command::Close));
+    }
+}
