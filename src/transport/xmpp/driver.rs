@@ -38,7 +38,8 @@ use super::wire::{StartTlsPolicy, XmppTarget};
 use crate::transport::connect::Endpoint;
 use crate::transport::tls::TlsOptions;
 use crate::transport::{
-    Capabilities, Capability, Command, Connection, Driver, FrameStats, Inbound, LoginSpec, Stall, Timed, TransportError,
+    Capabilities, Capability, Command, Connection, Driver, FrameStats, Inbound, LoginSpec, OutboxReader, Stall, Timed,
+    TransportError, outbox,
 };
 
 /// The accounts' passwords.
@@ -211,7 +212,7 @@ async fn open(
         cfg.stats.clone(),
         counters,
     )));
-    let (out, commands) = mpsc::unbounded_channel();
+    let (out, commands) = outbox();
     let (answers_tx, answers) = mpsc::unbounded_channel();
     actix_rt::spawn(pump(commands, conn.sender, link.clone(), answers_tx));
     // Session events (those that came while joining first) through the link; a `Closed` of our
@@ -294,7 +295,7 @@ async fn join(
 
 /// Sends each command's stanza and records what answers it, in order.
 async fn pump(
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: OutboxReader,
     sender: XmppSender,
     link: Rc<RefCell<Link>>,
     answers: mpsc::UnboundedSender<Timed>,
@@ -302,8 +303,14 @@ async fn pump(
     while let Some(command) = commands.recv().await {
         let (req, op) = match command {
             Command::Request { req, op } => (req, op),
-            Command::Close => return sender.close(),
-            Command::Abort => return sender.abort(),
+            Command::Close => {
+                commands.close();
+                return sender.close();
+            }
+            Command::Abort => {
+                commands.close();
+                return sender.abort();
+            }
         };
         let step = link.borrow().plan(req, &op);
         let answer = match step {
@@ -311,7 +318,7 @@ async fn pump(
             Step::Send { stanza, id, waiting } => match sender.send(stanza) {
                 Ok(n) => link.borrow_mut().sent(n, id, waiting),
                 // Closed: what went unanswered is the user's to audit.
-                Err(_) => return,
+                Err(_) => return commands.close(),
             },
         };
         if let Some(reply) = answer {
