@@ -13,8 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 
-use super::{Capabilities, Capability, Chat, Command, Connection, Driver, Inbound, LoginSpec, MsgId, Op, Reply};
+use super::{
+    Capabilities, Capability, Chat, Command, Connection, Driver, Inbound, LoginSpec, MsgId, Op, Outbox, Reply, Timed,
+};
 
 /// How one step went.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,15 +59,36 @@ pub struct Cast {
 
 /// One user's connection and the events read off it but not yet matched.
 struct Peer {
-    conn: Connection,
+    out: Outbox,
+    /// The connection's events, read by a task of their own: a connection is polled for as
+    /// long as it lives (its writes may depend on it), whichever peer a step waits on.
+    events: mpsc::UnboundedReceiver<Timed>,
     pending: VecDeque<Inbound>,
     next_req: u64,
 }
 
 impl Peer {
+    fn new(conn: Connection) -> Peer {
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut stream = conn.events;
+        actix_rt::spawn(async move {
+            while let Some(t) = stream.next().await {
+                if tx.send(t).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer {
+            out: conn.out,
+            events,
+            pending: VecDeque::new(),
+            next_req: 0,
+        }
+    }
+
     fn request(&mut self, op: Op) -> u64 {
         self.next_req += 1;
-        let _ = self.conn.out.send(Command::Request { req: self.next_req, op });
+        let _ = self.out.send(Command::Request { req: self.next_req, op });
         self.next_req
     }
 
@@ -76,7 +100,7 @@ impl Peer {
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(deadline, self.conn.events.next()).await {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Err(_) => return Err(format!("nothing within {wait:?}")),
                 Ok(None) => return Err("the connection ended".into()),
                 Ok(Some(t)) => {
@@ -161,12 +185,7 @@ pub async fn run(driver: &dyn Driver, cast: &Cast, wait: Duration) -> Vec<Check>
         }
     };
     record("login", Outcome::Passed(started.elapsed()));
-    let peer = |conn| Peer {
-        conn,
-        pending: VecDeque::new(),
-        next_req: 0,
-    };
-    let (mut a, mut b) = (peer(a), peer(b));
+    let (mut a, mut b) = (Peer::new(a), Peer::new(b));
     let group_ok = if creates {
         let t = Instant::now();
         let req = a.request(Op::CreateGroup {
@@ -191,8 +210,8 @@ pub async fn run(driver: &dyn Driver, cast: &Cast, wait: Duration) -> Vec<Check>
         record("group_read", Outcome::Skipped);
     }
     let t = Instant::now();
-    let _ = b.conn.out.send(Command::Close);
-    let _ = a.conn.out.send(Command::Close);
+    let _ = b.out.send(Command::Close);
+    let _ = a.out.send(Command::Close);
     let closed = a
         .expect(wait, |e| (*e == Inbound::Closed).then_some(()))
         .await

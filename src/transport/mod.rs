@@ -454,7 +454,10 @@ impl<S: Stream + Unpin> Stream for Stalled<S> {
 pub struct Connection {
     /// Operations to send, in order.
     pub out: Outbox,
-    /// Everything the server sends, timestamped; ends with [`Inbound::Closed`].
+    /// Everything the server sends, timestamped; ends with [`Inbound::Closed`]. The owner polls
+    /// it for as long as the connection lives: a driver may do all of the connection's I/O,
+    /// writing `out`'s commands included, from this stream (the native driver does, to keep a
+    /// connection to one task's worth of memory).
     pub events: LocalBoxStream<'static, Timed>,
     /// When `loginOk` arrived.
     pub logged_in_at: Instant,
