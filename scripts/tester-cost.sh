@@ -22,8 +22,9 @@ stats=$(mktemp)
 trap 'rm -rf "$results" "$stats"' EXIT
 
 status=0
-/usr/bin/time -f '%M %U %S' -o "$stats" "$BIN" run "$@" --no-progress --results "$results" >/dev/null 2>&1 || status=$?
-read -r peak_kib user_s sys_s <"$stats"
+/usr/bin/time -f "%M %U %S" -o "$stats" "$BIN" run "$@" --no-progress --results "$results" >"$results/run.log" 2>&1 || status=$?
+# GNU time puts "Command exited with non-zero status N" first when the run failed an SLO.
+read -r peak_kib user_s sys_s < <(tail -n 1 "$stats")
 summary=$(find "$results" -name summary.json | head -1)
 [ -n "$summary" ] || { echo "the run wrote no summary (exit $status)" >&2; exit 1; }
 
@@ -46,3 +47,7 @@ print(f"message stanzas sent {messages:,} ({', '.join(f'{k} {v:,}' for k, v in s
 if messages:
     print(f"CPU per message stanza sent: {cpu_us / messages:.0f} us; per frame sent: {cpu_us / frames:.0f} us")
 EOF
+if [ "$status" != 0 ]; then
+    echo "--- the end of the run's output (exit $status):"
+    tail -n 30 "$results/run.log"
+fi

@@ -217,10 +217,23 @@ fn xmpp_options(t: &RawTarget, url: &str, c: &mut Checker) -> XmppOptions {
             StartTls::IfOffered
         }
     };
+    let sasl_plain = match raw.sasl.as_deref() {
+        None => None,
+        Some("plain") => Some(true),
+        Some("scram-sha-1") => Some(false),
+        Some(other) => {
+            c.fail(
+                "target.xmpp.sasl",
+                format!("{other:?} is not one of \"scram-sha-1\", \"plain\""),
+            );
+            None
+        }
+    };
     XmppOptions {
         domain,
         muc_domain,
         starttls,
+        sasl_plain,
     }
 }
 

@@ -267,6 +267,9 @@ pub fn effective_toml(p: &Plan) -> String {
                     muc_domain: Some(x.muc_domain.clone()),
                     password: None,
                     starttls: Some(x.starttls.as_str().to_string()),
+                    sasl: x
+                        .sasl_plain
+                        .map(|plain| if plain { "plain" } else { "scram-sha-1" }.to_string()),
                 }),
             },
             url: Some(url.clone()),

@@ -81,6 +81,9 @@ pub struct XmppOptions {
     pub muc_domain: String,
     /// STARTTLS over TCP.
     pub starttls: StartTls,
+    /// The SASL mechanism: `Some(true)` PLAIN, `Some(false)` SCRAM-SHA-1, `None` SCRAM-SHA-1
+    /// when offered, else PLAIN.
+    pub sasl_plain: Option<bool>,
 }
 
 /// When an `xmpp://` connection upgrades to TLS.

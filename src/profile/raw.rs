@@ -98,6 +98,7 @@ pub struct RawXmpp {
     pub muc_domain: Option<String>,
     pub password: Option<String>,
     pub starttls: Option<String>,
+    pub sasl: Option<String>,
 }
 
 /// `[target.server]`: options of the embedded server.

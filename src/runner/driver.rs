@@ -11,6 +11,7 @@ use crate::profile::{Auth, Plan, Protocol, StartTls, Target};
 use crate::transport::Driver;
 use crate::transport::native::NativeDriver;
 use crate::transport::tls::TlsOptions;
+use crate::transport::xmpp::sasl::Mechanism;
 use crate::transport::xmpp::{Passwords, StartTlsPolicy, XmppDriver, XmppDriverConfig};
 
 /// The driver for `target` (warnings about the plan's source addresses go to `target`).
@@ -50,6 +51,9 @@ pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>,
                 source_ips,
                 timeout: plan.tester.connect_timeout,
                 endpoint: Some(target.endpoint.clone()),
+                mechanism: x
+                    .sasl_plain
+                    .map(|plain| if plain { Mechanism::Plain } else { Mechanism::ScramSha1 }),
             })?;
             Ok(Arc::new(driver))
         }

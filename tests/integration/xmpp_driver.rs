@@ -27,6 +27,7 @@ fn driver(url: String, server: &Running) -> XmppDriver {
         source_ips: vec![],
         timeout: WAIT,
         endpoint: None,
+        mechanism: None,
     })
     .unwrap_or_else(|e| panic!("{}: driver: {e}", server.0.name))
 }

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use super::link::{Link, Step, XmppCounters, condition_name};
 use super::meter;
 use super::outbound::Outbound;
+use super::sasl::Mechanism;
 use super::session::{CloseReason, Event, Stamped, XmppConfig, XmppConn, XmppError, XmppSender};
 use super::wire::{StartTlsPolicy, XmppTarget};
 use crate::transport::connect::Endpoint;
@@ -73,6 +74,8 @@ pub struct XmppDriverConfig {
     pub timeout: Duration,
     /// `url` resolved already (a run resolves its target once); `None`: resolved here.
     pub endpoint: Option<Arc<Endpoint>>,
+    /// The SASL mechanism; `None`: SCRAM-SHA-1 when offered, else PLAIN.
+    pub mechanism: Option<Mechanism>,
 }
 
 /// Opens XMPP connections to one server.
@@ -84,6 +87,7 @@ pub struct XmppDriver {
     source_ips: Vec<Ipv4Addr>,
     next_ip: AtomicUsize,
     timeout: Duration,
+    mechanism: Option<Mechanism>,
     stats: Arc<FrameStats>,
     counters: Arc<XmppCounters>,
 }
@@ -123,6 +127,7 @@ impl XmppDriver {
             source_ips: cfg.source_ips,
             next_ip: AtomicUsize::new(0),
             timeout: cfg.timeout,
+            mechanism: cfg.mechanism,
             stats: Arc::new(meter::frame_stats()),
             counters: Arc::new(XmppCounters::default()),
         })
@@ -164,6 +169,7 @@ impl Driver for XmppDriver {
         cfg.resource = login.device.to_string();
         cfg.source = self.source_ip();
         cfg.timeout = self.timeout;
+        cfg.mechanism = self.mechanism;
         cfg.stats = self.stats.clone();
         let rooms: Vec<String> = (login.groups.iter())
             .map(|g| format!("{}@{}", g.to_ascii_lowercase(), self.muc_domain))

@@ -31,6 +31,7 @@ fn driver(addr: std::net::SocketAddr) -> XmppDriver {
         source_ips: vec![],
         timeout: Duration::from_secs(5),
         endpoint: None,
+        mechanism: None,
     })
     .unwrap()
 }
