@@ -234,6 +234,7 @@ fn xmpp_options(t: &RawTarget, url: &str, c: &mut Checker) -> XmppOptions {
         muc_domain,
         starttls,
         sasl_plain,
+        stream_management: raw.stream_management.unwrap_or(true),
     }
 }
 

@@ -270,6 +270,7 @@ pub fn effective_toml(p: &Plan) -> String {
                     sasl: x
                         .sasl_plain
                         .map(|plain| if plain { "plain" } else { "scram-sha-1" }.to_string()),
+                    stream_management: Some(x.stream_management),
                 }),
             },
             url: Some(url.clone()),

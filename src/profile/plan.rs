@@ -84,6 +84,8 @@ pub struct XmppOptions {
     /// The SASL mechanism: `Some(true)` PLAIN, `Some(false)` SCRAM-SHA-1, `None` SCRAM-SHA-1
     /// when offered, else PLAIN.
     pub sasl_plain: Option<bool>,
+    /// Use XEP-0198 where offered (its `<a/>` is the server ack of a send).
+    pub stream_management: bool,
 }
 
 /// When an `xmpp://` connection upgrades to TLS.

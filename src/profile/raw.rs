@@ -99,6 +99,7 @@ pub struct RawXmpp {
     pub password: Option<String>,
     pub starttls: Option<String>,
     pub sasl: Option<String>,
+    pub stream_management: Option<bool>,
 }
 
 /// `[target.server]`: options of the embedded server.

@@ -162,6 +162,7 @@ fn xmpp_targets_log_in_with_passwords_and_name_their_domains() {
             muc_domain: "conference.chat.example.com".into(),
             starttls: StartTls::IfOffered,
             sasl_plain: None,
+            stream_management: true,
         })
     );
     // The effective profile keeps the protocol and domains, not the password.

@@ -51,6 +51,7 @@ pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>,
                 source_ips,
                 timeout: plan.tester.connect_timeout,
                 endpoint: Some(target.endpoint.clone()),
+                stream_management: x.stream_management,
                 mechanism: x
                     .sasl_plain
                     .map(|plain| if plain { Mechanism::Plain } else { Mechanism::ScramSha1 }),

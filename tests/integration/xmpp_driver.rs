@@ -28,6 +28,7 @@ fn driver(url: String, server: &Running) -> XmppDriver {
         timeout: WAIT,
         endpoint: None,
         mechanism: None,
+        stream_management: true,
     })
     .unwrap_or_else(|e| panic!("{}: driver: {e}", server.0.name))
 }

@@ -193,14 +193,15 @@ fn compaction_bounds_the_log_and_a_reopened_store_is_the_same() {
     assert_eq!(open().inner, reference);
     // Twelve times the history, the same state size: the file does not grow with it (redb
     // reuses the pages a compaction frees; its size steps with redb's allocation regions,
-    // hence the slack). Without compaction it would hold the whole log, over 10 times more.
+    // hence the slack: 1.5 MB from 0.27 MB seen once under a loaded CI run, 4x usually).
+    // Without compaction it holds the whole log: 16 MB, 60 times more.
     let size = || std::fs::metadata(dir.path().join(FILE)).unwrap().len();
     let after_one = size();
     for _ in 0..11 {
         let mut s = open();
         traffic(&mut s, 5_000);
     }
-    assert!(size() < 4 * after_one, "{} bytes, {after_one} before", size());
+    assert!(size() < 10 * after_one, "{} bytes, {after_one} before", size());
 }
 
 #[test]

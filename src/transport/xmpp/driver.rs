@@ -76,6 +76,11 @@ pub struct XmppDriverConfig {
     pub endpoint: Option<Arc<Endpoint>>,
     /// The SASL mechanism; `None`: SCRAM-SHA-1 when offered, else PLAIN.
     pub mechanism: Option<Mechanism>,
+    /// Enable XEP-0198 where offered, with an ack request after each batch of stanzas: each
+    /// send is then answered by the server's `<a/>` (`server_ack`). Off: sends are answered as
+    /// they are written, and server acks are not available (less work for the server: no
+    /// `<r/>`/`<a/>` per stanza either way).
+    pub stream_management: bool,
 }
 
 /// Opens XMPP connections to one server.
@@ -88,6 +93,7 @@ pub struct XmppDriver {
     next_ip: AtomicUsize,
     timeout: Duration,
     mechanism: Option<Mechanism>,
+    stream_management: bool,
     stats: Arc<FrameStats>,
     counters: Arc<XmppCounters>,
 }
@@ -128,6 +134,7 @@ impl XmppDriver {
             next_ip: AtomicUsize::new(0),
             timeout: cfg.timeout,
             mechanism: cfg.mechanism,
+            stream_management: cfg.stream_management,
             stats: Arc::new(meter::frame_stats()),
             counters: Arc::new(XmppCounters::default()),
         })
@@ -170,6 +177,8 @@ impl Driver for XmppDriver {
         cfg.source = self.source_ip();
         cfg.timeout = self.timeout;
         cfg.mechanism = self.mechanism;
+        cfg.stream_management = self.stream_management;
+        cfg.ack_requests = self.stream_management;
         cfg.stats = self.stats.clone();
         let rooms: Vec<String> = (login.groups.iter())
             .map(|g| format!("{}@{}", g.to_ascii_lowercase(), self.muc_domain))
@@ -191,7 +200,10 @@ impl Driver for XmppDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::without(&Self::LACKS)
+        match self.stream_management {
+            true => Capabilities::without(&Self::LACKS),
+            false => Capabilities::without(&[Self::LACKS.as_slice(), &[Capability::ServerAcks]].concat()),
+        }
     }
 
     fn stats(&self) -> &Arc<FrameStats> {

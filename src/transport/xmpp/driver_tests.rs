@@ -32,6 +32,7 @@ fn driver(addr: std::net::SocketAddr) -> XmppDriver {
         timeout: Duration::from_secs(5),
         endpoint: None,
         mechanism: None,
+        stream_management: true,
     })
     .unwrap()
 }
