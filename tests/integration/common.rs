@@ -528,3 +528,20 @@ pub fn only_folder(root: &std::path::Path, prefix: &str) -> std::path::PathBuf {
     assert_eq!(found.len(), 1, "{found:?}");
     found[0].clone()
 }
+
+/// Runs the binary with `args`, killed if it has not ended within `limit`; its exit code and
+/// its stdout then stderr.
+pub async fn ackstorm_within(args: &[&str], limit: std::time::Duration) -> (Option<i32>, String) {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`ackstorm {}` had not ended after {limit:?}: killed", args.join(" ")))
+        .expect("the binary runs");
+    (out.status.code(), output_text(&out))
+}

@@ -2,33 +2,15 @@
 //! against a server written independently from the protocol text (the fake server) the steps
 //! it does not implement, or breaks on purpose, fail and name why, with exit code 1.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
 use crate::fake_server::{FakeServer, Misbehave};
 
-/// Runs `ackstorm conformance` on `args`; (exit code, stdout).
+/// Runs `ackstorm conformance` on `args`; (exit code, output).
 async fn conformance(args: &[&str]) -> (Option<i32>, String) {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
-        .arg("conformance")
-        .args(args)
-        .args(["--wait", "2s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("ends within a minute")
-        .expect("the binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let args = [&["conformance"], args, &["--wait", "2s"]].concat();
+    ackstorm_within(&args, Duration::from_secs(60)).await
 }
 
 /// The outcome column of `step`'s row.

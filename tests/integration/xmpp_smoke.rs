@@ -4,35 +4,19 @@
 //! nothing lost, every receipt kind the XMPP mapping supports measured, and what it cannot give
 //! reported as not available.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::only_folder;
+use crate::common::{ackstorm_within, only_folder};
 use crate::xmpp_servers::Server;
 
 /// The shortest run that still has every kind of receipt: 200 users (the profile's), 10 s.
 const OVERRIDES: [&str; 4] = ["--duration", "10s", "--no-progress", "--seed"];
 
 async fn ackstorm(args: &[String]) -> (Option<i32>, String) {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("ends within two minutes")
-        .expect("the binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ackstorm_within(&args, Duration::from_secs(120)).await
 }
 
 async fn smoke(server: Server) {
