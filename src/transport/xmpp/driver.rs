@@ -249,7 +249,7 @@ async fn open(
             }
         }));
     // Answers the pump gives at once (no stanza, or no XEP-0198 ack to wait for).
-    let answered = stream::unfold(answers, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) });
+    let answered = stream::unfold(answers, |mut rx| async move { rx.recv().await.map(|t| (*t, rx)) });
     // Everything up to the first `Closed`, which ends the stream.
     let events = stream::select(heard, answered).scan(false, |closed, t: Timed| {
         let next = (!*closed).then(|| {
@@ -316,7 +316,8 @@ async fn pump(
     mut commands: OutboxReader,
     sender: XmppSender,
     link: Rc<RefCell<Link>>,
-    answers: mpsc::UnboundedSender<Timed>,
+    // Boxed, as the session's events are: a channel's first block is 32 items.
+    answers: mpsc::UnboundedSender<Box<Timed>>,
 ) {
     while let Some(command) = commands.recv().await {
         let (req, op) = match command {
@@ -340,10 +341,10 @@ async fn pump(
             },
         };
         if let Some(reply) = answer {
-            let _ = answers.send(Timed {
+            let _ = answers.send(Box::new(Timed {
                 at: Instant::now(),
                 event: Inbound::Reply { req: Some(req), reply },
-            });
+            }));
         }
     }
     // Every outbox is gone: nobody can use the connection.

@@ -164,7 +164,7 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let task = Task::new(s, rx, &sender, events_tx, sm, cfg.ack_requests);
     actix_rt::spawn(task.run(early));
-    let events = futures_util::stream::unfold(events_rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    let events = futures_util::stream::unfold(events_rx, |mut rx| async move { rx.recv().await.map(|e| (*e, rx)) });
     Ok(XmppConn {
         jid,
         sender,
