@@ -202,7 +202,7 @@ impl Driver for XmppDriver {
     fn capabilities(&self) -> Capabilities {
         match self.stream_management {
             true => Capabilities::without(&Self::LACKS),
-            false => Capabilities::without(&[Self::LACKS.as_slice(), &[Capability::ServerAcks]].concat()),
+            false => Capabilities::without(&Self::LACKS).without_one(Capability::ServerAcks),
         }
     }
 
