@@ -5,6 +5,7 @@
 //! could not run (bad input, I/O, bind failure); clap's own usage errors also exit with 2.
 
 mod serve;
+mod shard;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,18 @@ enum Command {
         /// Run N times, each kept in run-1..run-N of one folder (for `compare`'s spread).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
         repeat: u32,
+        #[command(flatten)]
+        shard: shard::ShardArgs,
+    },
+    /// Merge the shards of a split run (`run --shard`) into one results folder: histograms
+    /// added exactly, the audit run across shards, SLOs judged on the whole.
+    Merge {
+        /// Shard results folders, or folders holding `shard-*` folders.
+        #[arg(required = true)]
+        dirs: Vec<std::path::PathBuf>,
+        /// Where the merged folder goes (default: `merged` beside the shards).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Run the same seeded workload once per ack strategy and compare them.
     Strategies {
@@ -216,7 +229,8 @@ pub fn exit_code_of(e: &anyhow::Error) -> u8 {
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { run, repeat } => run_profile(&run, repeat),
+        Command::Run { run, repeat, shard } => run_profile(&run, repeat, &shard),
+        Command::Merge { dirs, out } => shard::merge(&dirs, out.as_deref()),
         Command::Strategies { run, strategies } => compare_strategies(&run, &strategies),
         Command::Compare {
             a,
@@ -332,10 +346,35 @@ fn slo_exit(report: &report::Report) -> ExitCode {
     }
 }
 
-fn run_profile(args: &RunArgs, repeat: u32) -> Result<ExitCode> {
-    let plan = args.plan()?;
+fn run_profile(args: &RunArgs, repeat: u32, shards: &shard::ShardArgs) -> Result<ExitCode> {
+    let mut plan = args.plan()?;
+    plan.launch = shards.launch(&plan)?;
+    if plan.launch.shard.is_some() && repeat > 1 {
+        bail!("--repeat cannot be combined with --shard: repeat the whole split run instead");
+    }
     print_plan(&plan, &args.overrides());
     let effective = profile::effective_toml(&plan);
+    if let Some(n) = shards.workers.filter(|n| *n > 1) {
+        if repeat > 1 {
+            bail!("--repeat cannot be combined with --workers");
+        }
+        let start_at = plan.launch.start_at.unwrap_or_else(|| shard::workers_start(&plan));
+        let w = runner::workers::Workers {
+            profile: &args.profile,
+            overrides: &args.overrides(),
+            count: n,
+            start_at,
+            run_id: plan.launch.run_id.clone(),
+        };
+        let out = runner::workers::run(&plan, &w)?;
+        println!("{}", report::render_text(&out.report));
+        println!("results: {}", out.dir.display());
+        println!("report:  {}", out.dir.join("report.html").display());
+        if let Some(sig) = out.interrupted {
+            return Ok(ExitCode::from(runner::interrupt::exit_code(sig)));
+        }
+        return Ok(slo_exit(&out.report));
+    }
     if repeat == 1 {
         let out = runner::run(&plan, &effective)?;
         println!("{}", report::render_text(&out.report));

@@ -7,22 +7,29 @@
 //! collector never touches sockets or actors; it only reads events.
 
 mod audit;
+mod eventlog;
 mod fold;
+pub mod histfile;
 mod intervals;
 mod metric;
 mod presence;
 mod process;
 mod records;
+mod replay;
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::sim::behaviour::{Micros, MsgKey};
 use crate::transport::{Capabilities, Chat, MsgId, Refusal};
 
-pub use fold::Folded;
+pub use eventlog::{EventLogError, EventReader, EventWriter};
+pub use fold::{Folded, latency, new_histogram};
 pub use metric::Metric;
+pub use replay::{Source, replay};
 
 /// The latency metrics and audit kinds a protocol with `caps` cannot give (shown as not
 /// available in reports, never as zero), each name once (a metric and a kind of the same
@@ -42,7 +49,7 @@ pub fn unavailable(caps: Capabilities) -> Vec<&'static str> {
 }
 
 /// Kinds of acks a reader sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckKind {
     /// Delivery receipt of a 1:1 message.
     Delivery,
@@ -57,7 +64,7 @@ pub enum AckKind {
 }
 
 /// Kinds of receipt pushes a sender gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReceiptKind {
     /// `delivery`.
     Delivery,
@@ -68,7 +75,7 @@ pub enum ReceiptKind {
 }
 
 /// What a request was, for the reply audit and for what its answer means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReqKind {
     /// A message.
     Send,
@@ -83,7 +90,7 @@ pub enum ReqKind {
 }
 
 /// How a request was answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
     /// `received` for a send.
     Accepted {
@@ -113,8 +120,9 @@ pub struct Audience {
 }
 
 /// What a user actor reports. Users and messages are indexes and keys of the seeded world;
-/// times are microseconds on the run clock.
-#[derive(Debug)]
+/// times are microseconds on the run clock. A shard writes every event it folds to its event
+/// log (serialized as is), so that `ackstorm merge` folds all shards' events as one run.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Event {
     /// A device logged in.
     Connected {
@@ -316,8 +324,10 @@ pub enum Event {
         done: bool,
     },
     /// Progress snapshot request.
+    #[serde(skip)]
     Snapshot(mpsc::Sender<Snapshot>),
     /// Fold everything and stop.
+    #[serde(skip)]
     Finish(mpsc::Sender<Box<Folded>>),
 }
 
@@ -353,6 +363,8 @@ pub struct Settings {
     pub horizon: Micros,
     /// The interval log file, written as each second closes (`None`: kept in memory only).
     pub hlog_path: Option<std::path::PathBuf>,
+    /// The event log (`events.bin`) of a shard: every event folded, for `ackstorm merge`.
+    pub events_path: Option<std::path::PathBuf>,
     /// The profile's faults, in their numbered order.
     pub faults: Vec<crate::sim::faults::Fault>,
     /// A push missing on a device whose connection dropped within this long after it was

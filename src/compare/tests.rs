@@ -94,6 +94,7 @@ fn summary(read_receipt_p99: f64, server_ack_p99: f64, msgs_per_sec: f64, lost: 
         warnings: vec![],
         interrupted: false,
         faults: Vec::new(),
+        shards: None,
     }
 }
 

@@ -261,6 +261,17 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         delivery_share: c.share("population.delivery_share", p.delivery_share, 1.0),
         contacts: p.contacts.unwrap_or(8).min(users.saturating_sub(1)),
         user_prefix: p.user_prefix.clone().unwrap_or_else(|| "u".to_string()),
+        partition: match p.partition.as_deref().unwrap_or("none") {
+            "none" => Partition::None,
+            "shard" => Partition::Shard,
+            other => {
+                c.fail(
+                    "population.partition",
+                    format!("{other:?} is not one of \"none\", \"shard\""),
+                );
+                Partition::None
+            }
+        },
     };
     if !crate::protocol::is_valid_id(&format!("{}{}", population.user_prefix, users)) {
         c.fail("population.user_prefix", "user ids must match [A-Za-z0-9_.-]{1,64}");
@@ -504,6 +515,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         reconnect,
         faults: Faults::default(),
         notes: Vec::new(),
+        launch: Launch::default(),
     };
     // Fault times are checked against the end of traffic, which needs a valid ramp.
     let ramp_ok = users_per_sec.is_finite() && users_per_sec > 0.0 && duration > Duration::ZERO;

@@ -299,6 +299,7 @@ pub fn effective_toml(p: &Plan) -> String {
             delivery_share: Some(p.population.delivery_share),
             contacts: Some(p.population.contacts),
             user_prefix: Some(p.population.user_prefix.clone()),
+            partition: Some(p.population.partition.as_str().to_string()),
         },
         groups: RawGroups {
             count: Some(p.groups.count),

@@ -167,6 +167,85 @@ pub struct Population {
     pub contacts: u64,
     /// User ids are `<prefix><index>`.
     pub user_prefix: String,
+    /// Who talks with whom when the run is split into shards.
+    pub partition: Partition,
+}
+
+/// How a sharded run's population is split (`population.partition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// Anyone talks with anyone: shards of one run share one server, and a message sent in
+    /// one shard is received in another.
+    None,
+    /// Users talk only within their shard (contacts and groups drawn from it), so each shard
+    /// can have a server of its own (`run --workers` with the embedded server).
+    Shard,
+}
+
+impl Partition {
+    /// Its profile spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partition::None => "none",
+            Partition::Shard => "shard",
+        }
+    }
+}
+
+/// One shard of a run split over processes or machines: it runs the users whose index is
+/// `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, from 0.
+    pub index: u32,
+    /// Shards in the run.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The shard of user `user`.
+    pub fn of(user: u32, count: u32) -> u32 {
+        user % count.max(1)
+    }
+
+    /// Whether user `user` is this shard's.
+    pub fn has(self, user: u32) -> bool {
+        Shard::of(user, self.count) == self.index
+    }
+
+    /// Parses `I/N`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?}: expected I/N, e.g. 0/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: {i:?} is not a shard index"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: {n:?} is not a shard count"))?;
+        if count == 0 || index >= count {
+            return Err(format!(
+                "{text:?}: the index must be below the count (0/{count} to {}/{count})",
+                count.saturating_sub(1)
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// How this process takes part in a run: not part of the workload (the profile hash ignores
+/// it), set from the command line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Launch {
+    /// The shard this process runs (`None`: the whole population).
+    pub shard: Option<Shard>,
+    /// The run id shared by all shards (group ids and message bodies carry it).
+    pub run_id: Option<String>,
+    /// The absolute time the run's clock starts at (a barrier for all shards).
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// Groups and the server's group-receipt options.
@@ -451,6 +530,8 @@ pub struct Plan {
     pub faults: Faults,
     /// Things the profile asked for that the plan ignores, to tell the user.
     pub notes: Vec<String>,
+    /// This process's part in the run (shards); not part of the workload.
+    pub launch: Launch,
 }
 
 impl Plan {
@@ -459,6 +540,15 @@ impl Plan {
         match &self.ramp {
             Ramp::Rate { .. } => self.population.users,
             Ramp::Steps { steps, .. } => steps.iter().map(|s| s.users).max().unwrap_or(0),
+        }
+    }
+
+    /// Users at the peak of the plan in this process's shard (all of them when unsharded).
+    pub fn local_peak_users(&self) -> u64 {
+        let peak = self.peak_users();
+        match self.launch.shard {
+            Some(s) => (peak + u64::from(s.count) - 1 - u64::from(s.index)) / u64::from(s.count),
+            None => peak,
         }
     }
 

@@ -124,6 +124,7 @@ pub struct RawPopulation {
     pub delivery_share: Option<f64>,
     pub contacts: Option<u64>,
     pub user_prefix: Option<String>,
+    pub partition: Option<String>,
 }
 
 /// `[groups]`.

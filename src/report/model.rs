@@ -87,6 +87,50 @@ pub struct Report {
     /// Faults the profile injected, and what they did.
     #[serde(default)]
     pub faults: Vec<FaultReport>,
+    /// A run split into shards: on a shard's own report, which shard it was; on the merged
+    /// report, every shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardSet>,
+}
+
+/// How a run was split over processes or machines.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardSet {
+    /// The run id all shards share.
+    pub run_id: String,
+    /// Shards in the run.
+    pub count: u32,
+    /// This shard, on a shard's own report; `None` on the merged report.
+    pub index: Option<u32>,
+    /// Users talked only within their shard (`population.partition = "shard"`).
+    pub partitioned: bool,
+    /// Every shard (merged report).
+    pub rows: Vec<ShardRow>,
+    /// Which latencies span two processes' clocks, and what they depend on.
+    pub clocks: String,
+}
+
+/// One shard of a merged run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardRow {
+    /// Its index.
+    pub index: u32,
+    /// Its results folder.
+    pub results_dir: String,
+    /// Users it ran (at the peak).
+    pub users: u64,
+    /// Devices logged in at its peak.
+    pub connected_peak: u64,
+    /// Messages it sent.
+    pub messages_sent: u64,
+    /// Its generator's schedule lag p99, ms.
+    pub schedule_lag_p99_ms: f64,
+    /// Its tester's CPU time over the run, seconds.
+    pub cpu_secs: f64,
+    /// Its tester's peak RSS, MiB.
+    pub peak_rss_mb: f64,
+    /// Its clock zero minus the merged run's, ms (0 when all started at `--start-at`).
+    pub clock_offset_ms: f64,
 }
 
 /// One injected fault and its outcome.

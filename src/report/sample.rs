@@ -254,6 +254,7 @@ pub(crate) fn sample_report() -> Report {
             lost: 0,
             lost_in_disconnect: 3,
         }],
+        shards: None,
     }
 }
 

@@ -65,7 +65,7 @@ pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>,
 /// or enough for ~28k ephemeral ports each beyond 25,000 connections); none elsewhere (the OS
 /// chooses; a profile's list is then ignored, with a warning).
 fn source_ips(plan: &Plan, target: &mut Running) -> Vec<std::net::Ipv4Addr> {
-    let connections = plan.peak_users() * plan.population.devices_per_user;
+    let connections = plan.local_peak_users() * plan.population.devices_per_user;
     let mut source_ips = plan.tester.source_ips.clone();
     if !target.endpoint.is_loopback() {
         if !source_ips.is_empty() {

@@ -8,10 +8,13 @@
 pub mod capacity;
 mod driver;
 pub mod interrupt;
+pub mod merge;
 mod progress;
 mod results;
+pub mod shards;
 mod summary;
 pub mod target;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use crate::sim::world::World;
 use crate::transport::conformance::{Cast, Check};
 use crate::transport::{Capability, Command, Driver, Inbound, LoginSpec, Op, Reply, TransportError};
 
-pub use results::{Machine, Manifest, write_compare, write_comparison};
+pub use results::{HISTOGRAMS_FILE, Machine, Manifest, RunData, write_compare, write_comparison};
 pub use summary::LAG_LIMIT_MS;
 
 /// Why a run could not produce results.
@@ -143,9 +146,10 @@ pub fn run_repeated(plan: &Plan, effective: &str, n: u32) -> Result<(PathBuf, Ve
 
 fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Result<RunOutput, RunError> {
     interrupt::install();
-    let tag = run_tag();
+    let tag = plan.launch.run_id.clone().unwrap_or_else(run_tag);
     let world = Arc::new(World::build_tagged(plan, &tag));
-    let dir = results::prepare(plan, dir)?;
+    let shard_dir = plan.launch.shard.map(|s| shards::shard_dir(plan, &tag, s));
+    let dir = results::prepare(plan, dir.or(shard_dir.as_deref()))?;
     let mut target = target::start(plan)?;
     let driver = driver::open(plan, &mut target)?;
     let started_at = SystemTime::now();
@@ -154,8 +158,19 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     target.stop();
     let ended_at = SystemTime::now();
     let interrupted = measured.interrupted;
-    let (report, hlog) = summary::build(plan, &target, driver.as_ref(), measured, started_at, ended_at);
-    results::write(&dir, &report, &hlog, effective)?;
+    let mut sources = summary::Sources::of(&target, driver.as_ref());
+    sources.shards = shards::own(plan, &tag);
+    let clock = measured.clock_zero;
+    let elapsed = measured.elapsed;
+    let mut measured = measured;
+    let histograms = std::mem::take(&mut measured.folded.histograms);
+    let (report, hlog) = summary::build(plan, &sources, measured, started_at, ended_at);
+    let hdr = crate::collector::histfile::write(&histograms, clock, elapsed).map_err(|e| RunError::Io {
+        path: dir.join(results::HISTOGRAMS_FILE),
+        source: std::io::Error::other(e),
+    })?;
+    let data = RunData::of(plan, &tag, clock, sources.capabilities);
+    results::write(&dir, &report, (&hlog, &hdr), effective, data)?;
     Ok(RunOutput {
         report,
         dir,
@@ -166,6 +181,8 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
 /// What the actix part of a run hands back.
 pub(crate) struct Measured {
     folded: collector::Folded,
+    /// The wall-clock time of the run clock's zero.
+    clock_zero: SystemTime,
     before: Option<target::Metrics>,
     after: Option<target::Metrics>,
     elapsed: Duration,
@@ -177,6 +194,41 @@ async fn sleep_or_interrupt(deadline: Instant) -> Option<i32> {
     tokio::select! {
         _ = actix_rt::time::sleep_until(deadline.into()) => interrupt::requested(),
         _ = interrupt::wait() => interrupt::requested(),
+    }
+}
+
+/// How the collector folds a run of `plan` in which `users` of the population take part
+/// (all of them, or a shard's): one place for a run's and a merge's folding.
+pub(crate) fn collector_settings(
+    plan: &Plan,
+    world: &World,
+    users: u64,
+    capabilities: crate::transport::Capabilities,
+) -> collector::Settings {
+    let (single, group) = plan.offered_rates();
+    let share = users as f64 / plan.peak_users().max(1) as f64;
+    // Records live until settled: size the tables for the horizon's worth, not the run's, and
+    // twice over: a hash table whose live entries pass half its capacity doubles once removals
+    // have left enough tombstones (hashbrown's rule), a 70% jump in RSS minutes into a run.
+    let live = traffic_end(plan).min(plan.tester.audit_horizon + plan.drain);
+    let expected = ((single + group) * share * live.as_secs_f64() * 2.2) as usize;
+    let micros = |d: Duration| d.as_micros() as Micros;
+    let stall = plan
+        .faults
+        .stall_readers
+        .iter()
+        .map(|s| s.stall)
+        .max()
+        .unwrap_or_default();
+    collector::Settings {
+        audience: audience(world, plan),
+        expected_messages: expected.min(20_000_000),
+        horizon: micros(plan.tester.audit_horizon),
+        hlog_path: None,
+        events_path: None,
+        faults: crate::sim::faults::list(plan),
+        disconnect_grace: micros(Duration::from_secs(1) + stall),
+        capabilities,
     }
 }
 
@@ -203,8 +255,10 @@ async fn drive(
         Err(_) => return Err(TransportError::Timeout(plan.tester.connect_timeout).into()),
     }
     let before = target.metrics().await;
+    // A shard creates the groups whose owner is one of its users: each group once.
+    let mine = |user: u32| plan.launch.shard.is_none_or(|s| s.has(user));
     tokio::select! {
-        r = actix_rt::time::timeout(plan.tester.setup_timeout, create_groups(world, driver.as_ref(), plan.tester.close_timeout)) => match r {
+        r = actix_rt::time::timeout(plan.tester.setup_timeout, create_groups(world, driver.as_ref(), plan.tester.close_timeout, &mine)) => match r {
             Ok(r) => r?,
             Err(_) => {
                 return Err(RunError::Setup(format!(
@@ -216,35 +270,23 @@ async fn drive(
         _ = interrupt::wait() => return Err(RunError::Setup("interrupted while creating groups".into())),
     }
 
-    let start = Instant::now();
-    let (single, group) = plan.offered_rates();
-    // Records live until settled: size the tables for the horizon's worth, not the run's, and
-    // twice over: a hash table whose live entries pass half its capacity doubles once removals
-    // have left enough tombstones (hashbrown's rule), a 70% jump in RSS minutes into a run.
-    let live = traffic_end(plan).min(plan.tester.audit_horizon + plan.drain);
-    let expected = ((single + group) * live.as_secs_f64() * 2.2) as usize;
-    let micros = |d: Duration| d.as_micros() as Micros;
-    let collector = collector::Handle::start(
-        start,
-        collector::Settings {
-            audience: audience(world, plan),
-            expected_messages: expected.min(20_000_000),
-            horizon: micros(plan.tester.audit_horizon),
-            hlog_path: Some(dir.join("latencies.hlog")),
-            faults: crate::sim::faults::list(plan),
-            disconnect_grace: micros(
-                Duration::from_secs(1)
-                    + plan
-                        .faults
-                        .stall_readers
-                        .iter()
-                        .map(|s| s.stall)
-                        .max()
-                        .unwrap_or_default(),
-            ),
-            capabilities: driver.capabilities(),
+    let start = match plan.launch.start_at {
+        Some(at) => match shards::barrier(at).await {
+            Ok(start) => start,
+            Err(sig) => {
+                return Err(RunError::Setup(format!(
+                    "interrupted (signal {sig}) while waiting for --start-at"
+                )));
+            }
         },
-    );
+        None => Instant::now(),
+    };
+    let clock_zero = SystemTime::now() - start.elapsed();
+    let micros = |d: Duration| d.as_micros() as Micros;
+    let mut settings = collector_settings(plan, world, plan.local_peak_users(), driver.capabilities());
+    settings.hlog_path = Some(dir.join("latencies.hlog"));
+    settings.events_path = plan.launch.shard.map(|_| dir.join(shards::EVENTS_FILE));
+    let collector = collector::Handle::start(start, settings);
     let end = traffic_end(plan);
     let run_end = end + plan.drain;
     let quiet = (plan.drain / 2).min(Duration::from_secs(1));
@@ -265,7 +307,7 @@ async fn drive(
     let timeline = async {
         for ix in 0..world.users.len() as u32 {
             let planned = world.planned_start[ix as usize];
-            if planned == Duration::MAX {
+            if planned == Duration::MAX || !mine(ix) {
                 continue;
             }
             if let Some(sig) = sleep_or_interrupt(start + planned).await {
@@ -302,6 +344,7 @@ async fn drive(
     }
     Ok(Measured {
         folded,
+        clock_zero,
         before,
         after,
         elapsed: start.elapsed(),
@@ -338,54 +381,67 @@ async fn restart_server(plan: &Plan, target: &target::Running, start: Instant, s
 /// Logs each group's owner in on a `setup` device, creates the group, and logs out.
 /// Creates the world's groups, one setup connection per group. A protocol whose groups come
 /// into being as members join (XMPP MUC) has none to create: its users join at login.
-async fn create_groups(world: &World, driver: &dyn Driver, close_timeout: Duration) -> Result<(), RunError> {
+async fn create_groups(
+    world: &World,
+    driver: &dyn Driver,
+    close_timeout: Duration,
+    mine: &dyn Fn(u32) -> bool,
+) -> Result<(), RunError> {
     if !driver.capabilities().has(Capability::CreateGroups) {
         return Ok(());
     }
-    let tasks = world.groups.iter().enumerate().map(|(i, g)| {
-        let owner = world.users[g.owner as usize].clone();
-        let members = g.members.iter().map(|m| world.users[*m as usize].clone()).collect();
-        let admins = g.admins.iter().map(|m| world.users[*m as usize].clone()).collect();
-        // One setup device per group: an owner of several groups must not kick itself.
-        let spec = LoginSpec {
-            user: owner,
-            device: Arc::from(format!("setup{i}")),
-            delivery: false,
-            groups: Arc::from([]),
-        };
-        let group = g.id.clone();
-        async move {
-            let mut conn = driver.connect(spec).await?;
-            let _ = conn.out.send(Command::Request {
-                req: 1,
-                op: Op::CreateGroup {
-                    group: group.clone(),
-                    members,
-                    admins,
-                },
-            });
-            while let Some(t) = conn.events.next().await {
-                match t.event {
-                    Inbound::Reply {
-                        reply: Reply::Error { refusal, message },
-                        ..
-                    } => {
-                        return Err(RunError::Setup(format!(
-                            "createGroup {group}: {}: {message}",
-                            refusal.code
-                        )));
+    let tasks = world
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| mine(g.owner))
+        .map(|(i, g)| {
+            let owner = world.users[g.owner as usize].clone();
+            let members = g.members.iter().map(|m| world.users[*m as usize].clone()).collect();
+            let admins = g.admins.iter().map(|m| world.users[*m as usize].clone()).collect();
+            // One setup device per group: an owner of several groups must not kick itself.
+            let spec = LoginSpec {
+                user: owner,
+                device: Arc::from(format!("setup{i}")),
+                delivery: false,
+                groups: Arc::from([]),
+            };
+            let group = g.id.clone();
+            async move {
+                let mut conn = driver.connect(spec).await?;
+                let _ = conn.out.send(Command::Request {
+                    req: 1,
+                    op: Op::CreateGroup {
+                        group: group.clone(),
+                        members,
+                        admins,
+                    },
+                });
+                while let Some(t) = conn.events.next().await {
+                    match t.event {
+                        Inbound::Reply {
+                            reply: Reply::Error { refusal, message },
+                            ..
+                        } => {
+                            return Err(RunError::Setup(format!(
+                                "createGroup {group}: {}: {message}",
+                                refusal.code
+                            )));
+                        }
+                        Inbound::Reply { req: Some(1), .. } => break,
+                        Inbound::Closed => {
+                            return Err(RunError::Setup(format!("createGroup {group}: connection closed")));
+                        }
+                        _ => {}
                     }
-                    Inbound::Reply { req: Some(1), .. } => break,
-                    Inbound::Closed => return Err(RunError::Setup(format!("createGroup {group}: connection closed"))),
-                    _ => {}
                 }
+                let _ = conn.out.send(Command::Close);
+                // Wait for the close so the setup device is gone before traffic starts.
+                let _ =
+                    actix_rt::time::timeout(close_timeout, async { while conn.events.next().await.is_some() {} }).await;
+                Ok(())
             }
-            let _ = conn.out.send(Command::Close);
-            // Wait for the close so the setup device is gone before traffic starts.
-            let _ = actix_rt::time::timeout(close_timeout, async { while conn.events.next().await.is_some() {} }).await;
-            Ok(())
-        }
-    });
+        });
     let results: Vec<Result<(), RunError>> = futures_util::stream::iter(tasks).buffer_unordered(32).collect().await;
     results.into_iter().collect()
 }

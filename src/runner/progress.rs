@@ -48,7 +48,7 @@ fn snapshot(sink: &Sink) -> Snapshot {
 /// Starts refreshing the line on the current (System) arbiter; `show` false keeps quiet.
 pub fn spawn(sink: Sink, start: Instant, plan: &Plan, run_end: Duration) -> Progress {
     let (stop, mut stopped) = tokio::sync::oneshot::channel();
-    let users = plan.peak_users() * plan.population.devices_per_user;
+    let users = plan.local_peak_users() * plan.population.devices_per_user;
     let tty = std::io::stderr().is_terminal();
     let show = plan.tester.progress;
     let total = run_end.as_secs().max(1);

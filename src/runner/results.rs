@@ -1,6 +1,7 @@
-//! The results folder: `results/<name>-<utc timestamp>/` with `summary.json`, the latency
-//! interval log `latencies.hlog`, the effective `profile.toml` and a self-contained
-//! `report.html`; and the strategies comparison folder.
+//! The results folder: `results/<name>-<utc timestamp>/` with `summary.json`, the whole-run
+//! histograms `histograms.hdr`, the per-second interval log `latencies.hlog`, the
+//! `manifest.json`, the effective `profile.toml` and a self-contained `report.html` (a shard
+//! adds its `events.bin`); and the strategies comparison folder.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -10,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::{RunError, RunOutput};
 use crate::profile::Plan;
 use crate::report::{self, CapacityReport, CompareReport, Comparison, Report};
+use crate::transport::{Capabilities, Capability};
+
+/// The whole-run histograms of a results folder.
+pub const HISTOGRAMS_FILE: &str = "histograms.hdr";
 
 /// `20261125T180125Z`-style UTC stamp for folder names.
 fn stamp(t: SystemTime) -> String {
@@ -32,7 +37,7 @@ pub(super) fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf, RunError> {
     Ok(dir)
 }
 
-fn put(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), RunError> {
+pub(super) fn put(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), RunError> {
     let path = dir.join(file);
     std::fs::write(&path, bytes).map_err(|source| RunError::Io { path, source })
 }
@@ -67,6 +72,42 @@ pub struct Manifest {
     pub ended_at: String,
     /// The command line.
     pub command: Vec<String>,
+    /// What a merge needs beyond the report (absent in folders of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunData>,
+}
+
+/// What `ackstorm merge` needs of each shard besides its report: which run and shard it
+/// was, when its clock started, and what its protocol could report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunData {
+    /// The run id (group ids and message bodies carry it).
+    pub run_id: String,
+    /// This shard's index and the shard count (`None`: an unsharded run).
+    pub shard: Option<(u32, u32)>,
+    /// The run clock's zero, microseconds since the Unix epoch (event times count from it).
+    pub clock_zero_unix_us: u64,
+    /// Capabilities the driver's protocol lacked.
+    pub missing_capabilities: Vec<Capability>,
+}
+
+impl RunData {
+    /// The data of a run of `plan` with id `run_id` whose clock started at `clock_zero`.
+    pub fn of(plan: &Plan, run_id: &str, clock_zero: SystemTime, caps: Capabilities) -> RunData {
+        RunData {
+            run_id: run_id.to_string(),
+            shard: plan.launch.shard.map(|s| (s.index, s.count)),
+            clock_zero_unix_us: clock_zero
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            missing_capabilities: caps.missing(),
+        }
+    }
+
+    /// The run clock's zero.
+    pub fn clock_zero(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(self.clock_zero_unix_us)
+    }
 }
 
 /// The tester's machine.
@@ -101,7 +142,7 @@ impl Machine {
 
 impl Manifest {
     /// The manifest of a finished run.
-    pub fn of(report: &Report) -> Manifest {
+    pub fn of(report: &Report, run: Option<RunData>) -> Manifest {
         Manifest {
             ackstorm_version: env!("CARGO_PKG_VERSION").to_string(),
             name: report.name.clone(),
@@ -116,6 +157,7 @@ impl Manifest {
             started_at: report.started_at.clone(),
             ended_at: report.ended_at.clone(),
             command: std::env::args().collect(),
+            run,
         }
     }
 }
@@ -136,12 +178,20 @@ pub(super) fn prepare(plan: &Plan, dir: Option<&Path>) -> Result<PathBuf, RunErr
     }
 }
 
-/// Writes a finished run's files into its folder; `hlog` is the interval log when it was
-/// kept in memory (empty when it is on disk already).
-pub(super) fn write(dir: &Path, report: &Report, hlog: &[u8], effective: &str) -> Result<(), RunError> {
+/// Writes a finished run's files into its folder: `hlog` is the interval log when it was kept
+/// in memory (empty when it is on disk already), `hdr` the whole-run histograms.
+pub(super) fn write(
+    dir: &Path,
+    report: &Report,
+    logs: (&[u8], &[u8]),
+    effective: &str,
+    run: RunData,
+) -> Result<(), RunError> {
+    let (hlog, hdr) = logs;
     let json = serde_json::to_string_pretty(report).expect("reports serialize");
     put(dir, "summary.json", json.as_bytes())?;
-    let manifest = serde_json::to_string_pretty(&Manifest::of(report)).expect("manifests serialize");
+    put(dir, HISTOGRAMS_FILE, hdr)?;
+    let manifest = serde_json::to_string_pretty(&Manifest::of(report, Some(run))).expect("manifests serialize");
     put(dir, "manifest.json", manifest.as_bytes())?;
     if !hlog.is_empty() || !dir.join("latencies.hlog").exists() {
         put(dir, "latencies.hlog", hlog)?;

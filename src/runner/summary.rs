@@ -7,10 +7,13 @@ use std::time::SystemTime;
 use super::target::Running;
 use super::{Measured, ramp_end, traffic_end};
 use crate::profile::{self, Plan};
+use std::collections::BTreeMap;
+
 use crate::report::{
-    AckEconomics, AckSplit, Counters, PlanSummary, Report, SCHEMA_VERSION, ServerFrames, TargetInfo, Throughput,
+    AckEconomics, AckSplit, Counters, PlanSummary, Report, SCHEMA_VERSION, ServerFrames, ShardSet, TargetInfo,
+    Throughput,
 };
-use crate::transport::{Capability, Driver, FrameStats};
+use crate::transport::{Capabilities, Capability, Driver, FrameStats};
 
 /// Schedule lag p99 above which the generator, not the server, is the bottleneck. The 1 ms
 /// timer and a busy box put a healthy generator's p99 at 2-6 ms; 10 ms means it is behind.
@@ -34,20 +37,67 @@ fn total(a: &AckSplit, b: &AckSplit) -> AckSplit {
     }
 }
 
+/// What the report says of the target and the wire, whoever measured it: one process's
+/// driver and target ([`Sources::of`]), or the sum of a merge's shards.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sources {
+    /// `embedded` or `external`.
+    pub kind: String,
+    /// The target's URL.
+    pub url: String,
+    /// The target's own warnings (e.g. an unverified certificate).
+    pub warnings: Vec<String>,
+    /// The driver's protocol name.
+    pub protocol: String,
+    /// What the protocol can report.
+    pub capabilities: Capabilities,
+    /// Frames sent by op.
+    pub sent_by_op: BTreeMap<String, u64>,
+    /// Frames received by op.
+    pub received_by_op: BTreeMap<String, u64>,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Server frames the tester could not use, by cause.
+    pub faults_by_cause: BTreeMap<String, u64>,
+    /// This process's part in a sharded run (`None`: the whole run, or a merge's).
+    pub shards: Option<ShardSet>,
+}
+
+impl Sources {
+    /// What one process's `target` and `driver` saw.
+    pub fn of(target: &Running, driver: &dyn Driver) -> Sources {
+        let stats: &FrameStats = driver.stats();
+        let map = |v: Vec<(&str, u64)>| v.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+        Sources {
+            kind: target.kind.to_string(),
+            url: target.url.clone(),
+            warnings: target.warnings.clone(),
+            protocol: driver.name().to_string(),
+            capabilities: driver.capabilities(),
+            sent_by_op: map(stats.sent_by_op()),
+            received_by_op: map(stats.received_by_op()),
+            bytes_sent: stats.bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_received: stats.bytes_received.load(std::sync::atomic::Ordering::Relaxed),
+            faults_by_cause: map(stats.faults_by_cause()),
+            shards: None,
+        }
+    }
+}
+
 /// Builds the report; returns it with the `.hlog` text.
-pub(super) fn build(
+pub(crate) fn build(
     plan: &Plan,
-    target: &Running,
-    driver: &dyn Driver,
+    src: &Sources,
     m: Measured,
     started_at: SystemTime,
     ended_at: SystemTime,
 ) -> (Report, Vec<u8>) {
     let f = m.folded;
-    let stats: &FrameStats = driver.stats();
-    let protocol = driver.name();
+    let protocol = src.protocol.as_str();
     // Left out of the latencies and the audit by the collector, named here.
-    let not_available = crate::collector::unavailable(driver.capabilities());
+    let not_available = crate::collector::unavailable(src.capabilities);
     let (offered_single, offered_group) = plan.offered_rates();
     let (steady_from, steady_to) = (ramp_end(plan).as_secs_f64(), traffic_end(plan).as_secs_f64());
     let steady: Vec<_> = f
@@ -60,12 +110,12 @@ pub(super) fn build(
     } else {
         steady.iter().map(|p| p.messages).sum::<u64>() as f64 / steady.len() as f64
     };
-    let frames_sent = stats.total_sent();
+    let frames_sent: u64 = src.sent_by_op.values().sum();
     let errors: u64 = f.errors.values().sum();
-    let nonzero = |v: Vec<(&str, u64)>| {
-        v.into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| (k.to_string(), n))
+    let nonzero = |v: &BTreeMap<String, u64>| {
+        v.iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (k.clone(), *n))
             .collect()
     };
     let server_frames = match (&m.before, &m.after) {
@@ -83,14 +133,10 @@ pub(super) fn build(
     let (one, group) = f.economics;
     let mut connections = f.connections;
     connections.asked =
-        (plan.peak_users() as f64 * plan.reading.online_share).round() as u64 * plan.population.devices_per_user;
+        (plan.local_peak_users() as f64 * plan.reading.online_share).round() as u64 * plan.population.devices_per_user;
     let mut audit = f.audit;
     audit.drain_secs = plan.drain.as_secs_f64();
-    audit.protocol_errors = stats
-        .faults_by_cause()
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
+    audit.protocol_errors = src.faults_by_cause.clone();
 
     let mut report = Report {
         schema_version: SCHEMA_VERSION,
@@ -110,8 +156,8 @@ pub(super) fn build(
             profile_hash: profile::workload_hash(plan),
         },
         target: TargetInfo {
-            kind: target.kind.to_string(),
-            url: target.url.clone(),
+            kind: src.kind.clone(),
+            url: src.url.clone(),
             build_info: m
                 .after
                 .as_ref()
@@ -130,14 +176,14 @@ pub(super) fn build(
             skipped_offline: f.skipped,
             skipped_disconnected: f.skipped_disconnected,
             frames_sent,
-            frames_received: stats.total_received(),
-            bytes_sent: stats.bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
-            bytes_received: stats.bytes_received.load(std::sync::atomic::Ordering::Relaxed),
+            frames_received: src.received_by_op.values().sum(),
+            bytes_sent: src.bytes_sent,
+            bytes_received: src.bytes_received,
         },
         latencies: f.latencies,
         counters: Counters {
-            frames_sent_by_op: nonzero(stats.sent_by_op()),
-            frames_received_by_op: nonzero(stats.received_by_op()),
+            frames_sent_by_op: nonzero(&src.sent_by_op),
+            frames_received_by_op: nonzero(&src.received_by_op),
             receipts_received: f.receipts,
             errors_by_code: f.errors,
             error_rate: if frames_sent == 0 {
@@ -146,7 +192,7 @@ pub(super) fn build(
                 errors as f64 / frames_sent as f64
             },
             rate_limited: f.rate_limited,
-            unparseable: stats.total_faults(),
+            unparseable: src.faults_by_cause.values().sum(),
         },
         ack_economics: AckEconomics {
             strategy: plan.acks.strategy.as_str().to_string(),
@@ -161,10 +207,11 @@ pub(super) fn build(
         warnings: Vec::new(),
         interrupted: m.interrupted.is_some(),
         faults: f.faults,
+        shards: src.shards.clone(),
     };
-    report.warnings = target.warnings.clone();
+    report.warnings = src.warnings.clone();
     report.warnings.extend(warnings(&report, &f.connect_errors));
-    if !driver.capabilities().has(Capability::ServerReadCounts) && report.plan.groups > 0 {
+    if !src.capabilities.has(Capability::ServerReadCounts) && report.plan.groups > 0 {
         report.warnings.push(format!(
             "group read counts are counted by each sender's client from the readers' markers: the {protocol} protocol has no server-side count"
         ));
@@ -174,7 +221,22 @@ pub(super) fn build(
             .warnings
             .push(format!("the interval log could not be written: {e}"));
     }
-    report.slo = plan.slo.iter().map(|c| c.evaluate(&report)).collect();
+    if let Some(e) = &f.events_error {
+        report.warnings.push(format!("the event log could not be written: {e}"));
+    }
+    match &report.shards {
+        Some(s) if s.index.is_some() && s.count > 1 => report.warnings.push(format!(
+            "shard {} of {}: {}; the SLOs are judged on the merged run (`ackstorm merge`)",
+            s.index.unwrap_or(0),
+            s.count,
+            if s.partitioned {
+                "its users talked only within the shard, so its audit is complete"
+            } else {
+                "its audit and the latencies between users of different shards are complete only in the merged run"
+            }
+        )),
+        _ => report.slo = plan.slo.iter().map(|c| c.evaluate(&report)).collect(),
+    }
     (report, f.hlog)
 }
 

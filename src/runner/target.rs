@@ -128,7 +128,7 @@ pub fn start(plan: &Plan) -> Result<Running, RunError> {
         Target::Embedded { mode, threads, .. } => (*mode, *threads),
     };
     let secret = hex::encode(rand::rng().random::<[u8; 16]>());
-    let connections = plan.peak_users() * plan.population.devices_per_user;
+    let connections = plan.local_peak_users() * plan.population.devices_per_user;
     let child = match mode {
         EmbeddedMode::ChildProcess => true,
         EmbeddedMode::InProcess => false,

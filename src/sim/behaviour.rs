@@ -34,7 +34,7 @@ pub enum Conv {
 }
 
 /// Identifies a message across the run: its sender and the sender's message number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct MsgKey {
     /// Sender index.
     pub sender: u32,

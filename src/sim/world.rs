@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
-use crate::profile::{Plan, Ramp};
+use crate::profile::{Partition, Plan, Ramp, Shard};
 
 /// Purposes of the per-user random streams, so that adding one kind of decision never shifts
 /// another.
@@ -106,12 +106,21 @@ impl World {
         let users: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("{prefix}{i}"))).collect();
         let mut rng = stream(plan.seed, u32::MAX, Stream::World);
 
-        let k = plan.population.contacts.min(u64::from(n.saturating_sub(1))) as usize;
+        // Partitioned by shard, users talk only within their shard: contacts and group
+        // members are drawn from it (with one shard, from everyone: the same draws).
+        let parts = match plan.population.partition {
+            Partition::Shard => plan.launch.shard.map_or(1, |s| s.count).clamp(1, n.max(1)),
+            Partition::None => 1,
+        };
+        let pool = |s: u32| (s..n).step_by(parts as usize).collect::<Vec<u32>>();
+        let mut pools: Vec<Vec<u32>> = (0..parts).map(pool).collect();
         let contacts: Vec<Vec<u32>> = (0..n)
             .map(|u| {
+                let mine = &pools[Shard::of(u, parts) as usize];
+                let k = plan.population.contacts.min(mine.len().saturating_sub(1) as u64) as usize;
                 let mut c = Vec::with_capacity(k);
                 while c.len() < k {
-                    let v = rng.random_range(0..n);
+                    let v = mine[rng.random_range(0..mine.len())];
                     if v != u && !c.contains(&v) {
                         c.push(v);
                     }
@@ -121,11 +130,12 @@ impl World {
             .collect();
 
         let mut memberships = vec![Vec::new(); n as usize];
-        let mut all: Vec<u32> = (0..n).collect();
         let groups = (0..plan.groups.count as u32)
             .map(|g| {
                 let size = rng.random_range(plan.groups.size_min..=plan.groups.size_max) as usize;
-                let (chosen, _) = all.partial_shuffle(&mut rng, size.min(n as usize));
+                let all = &mut pools[Shard::of(g, parts) as usize];
+                let take = size.min(all.len());
+                let (chosen, _) = all.partial_shuffle(&mut rng, take);
                 let members = chosen.to_vec();
                 let owner = members[0];
                 let admins: Vec<u32> = members

@@ -38,6 +38,7 @@ use compact_str::CompactString;
 use futures_util::Stream;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use outbox::{Outbox, OutboxReader, outbox};
@@ -46,7 +47,8 @@ pub use stats::{FrameStats, ProtocolFault};
 /// A message's id as its server names it: opaque text, compared only for equality (the
 /// native driver's decimal server ids, an XMPP server's stanza ids). Ids up to 24 bytes are
 /// kept inline, so the common ones cost no allocation.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct MsgId(CompactString);
 
 impl MsgId {
@@ -75,7 +77,7 @@ impl fmt::Display for MsgId {
 }
 
 /// One-to-one or group conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Chat {
     /// Between two users.
     Single,
@@ -85,9 +87,10 @@ pub enum Chat {
 
 /// Why a server refused a request: the protocol's own name for it, and whether it was a
 /// rate limit (the tester then counts the server's pushback apart from failures).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Refusal {
     /// The protocol's code (native: `not_found`, ...; XMPP: the stanza error condition).
+    /// Read back from a shard's event log, a code is interned: each distinct one is kept once.
     pub code: &'static str,
     /// The server refused for its rate limit.
     pub rate_limited: bool,
@@ -95,7 +98,8 @@ pub struct Refusal {
 
 /// Something a protocol may or may not report. A metric or audit kind that needs a
 /// capability the driver lacks is shown as "not available", never as zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Capability {
     /// The server answers each send (`received`; XMPP: XEP-0198 `<a/>` when enabled).
     ServerAcks,
@@ -181,6 +185,35 @@ impl Capabilities {
     /// The same set without `c`.
     pub fn without_one(self, c: Capability) -> Capabilities {
         Capabilities(self.0 & !(1 << c as u32))
+    }
+
+    /// The capabilities not in the set (what a results folder records).
+    pub fn missing(self) -> Vec<Capability> {
+        Capability::ALL.into_iter().filter(|c| !self.has(*c)).collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for Refusal {
+    /// A refusal read back from an event log, its code as the `&'static str` the drivers
+    /// use: each distinct code is leaked once and shared after (a protocol has a handful).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Refusal, D::Error> {
+        #[derive(Deserialize)]
+        struct Owned {
+            code: String,
+            rate_limited: bool,
+        }
+        static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let Owned { code, rate_limited } = Owned::deserialize(d)?;
+        let mut codes = CODES.lock().unwrap_or_else(|e| e.into_inner());
+        let code = match codes.iter().find(|c| **c == code) {
+            Some(c) => *c,
+            None => {
+                let leaked: &'static str = Box::leak(code.into_boxed_str());
+                codes.push(leaked);
+                leaked
+            }
+        };
+        Ok(Refusal { code, rate_limited })
     }
 }
 

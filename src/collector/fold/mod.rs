@@ -14,6 +14,7 @@ mod settle;
 use settle::{FaultTrack, SettledIds};
 
 use super::audit::{Kind, Tally};
+use super::eventlog::EventWriter;
 use super::intervals::{Count, Intervals, LogSink};
 use super::metric::Metric;
 use super::presence::Presence;
@@ -102,10 +103,14 @@ pub struct Folded {
     pub hlog_error: Option<String>,
     /// What each injected fault did.
     pub faults: Vec<FaultReport>,
+    /// Whole-run histograms (µs) of every measured metric: corrected, and uncorrected where
+    /// the metric has a raw view. Late samples included.
+    pub histograms: Vec<super::histfile::MetricHistograms>,
+    /// The first error writing the event log (shards).
+    pub events_error: Option<String>,
 }
 
 pub(super) struct State {
-    start: Instant,
     corrected: [Histogram<u64>; Metric::ALL.len()],
     raw: [Histogram<u64>; Metric::ALL.len()],
     msgs: FxHashMap<MsgKey, MsgRec>,
@@ -176,9 +181,9 @@ fn bit(dev: u8) -> u32 {
 }
 
 impl State {
-    pub(super) fn new(start: Instant, settings: Settings) -> State {
+    /// A fold of a run whose clock started at `start_time` (the interval log's header).
+    pub(super) fn new(start_time: SystemTime, settings: Settings) -> State {
         let n = settings.expected_messages;
-        let start_time = SystemTime::now() - start.elapsed();
         let mut hlog_error = None;
         let log = match &settings.hlog_path {
             Some(path) => match std::fs::File::create(path) {
@@ -195,7 +200,6 @@ impl State {
         }
         let a = &settings.audience;
         State {
-            start,
             corrected: std::array::from_fn(|_| new_histogram()),
             raw: std::array::from_fn(|_| new_histogram()),
             msgs: FxHashMap::with_capacity_and_hasher(n, Default::default()),
@@ -234,10 +238,6 @@ impl State {
                 })
                 .collect(),
         }
-    }
-
-    fn now(&self) -> Micros {
-        self.start.elapsed().as_micros() as Micros
     }
 
     /// Records a latency from `from` (corrected) and `raw_from` (uncorrected) to `to`, in
@@ -427,20 +427,21 @@ impl State {
         }
     }
 
-    /// Once a second: the tester's own resources, and records past the horizon.
-    pub(super) fn tick(&mut self, sampler: &mut Sampler) {
-        let now = self.now();
-        let (rss, cpu) = sampler.sample();
-        let connected = self.presence.connected();
-        self.intervals.resources(now / 1_000_000, connected, rss, cpu);
+    /// Once a second of run time `now`: the tester's own resources (none when folding a
+    /// log), and records past the horizon.
+    pub(super) fn tick(&mut self, now: Micros, resources: Option<(f64, f64)>) {
+        if let Some((rss, cpu)) = resources {
+            let connected = self.presence.connected();
+            self.intervals.resources(now / 1_000_000, connected, rss, cpu);
+        }
         let cutoff = now.saturating_sub(self.horizon);
         self.settled.rotate(now, self.horizon);
         self.settle_before(cutoff);
         self.settle_acks_before(cutoff);
     }
 
-    fn snapshot(&mut self) -> Snapshot {
-        let last_sec = (self.now() / 1_000_000).saturating_sub(1);
+    fn snapshot(&mut self, now: Micros) -> Snapshot {
+        let last_sec = (now / 1_000_000).saturating_sub(1);
         let p99 = |h: &Histogram<u64>| {
             if h.is_empty() {
                 0.0
@@ -463,16 +464,17 @@ impl State {
         self.settle_before(Micros::MAX);
         self.settle_acks_before(Micros::MAX);
         let mut latencies = BTreeMap::new();
+        let mut histograms = Vec::new();
         for m in Metric::ALL {
             if m.needs().is_some_and(|c| !self.capabilities.has(c)) {
                 continue;
             }
             let i = m.index();
-            let mut l = summarize(&self.corrected[i]);
-            if !self.raw[i].is_empty() {
-                l.uncorrected = Some(Box::new(summarize(&self.raw[i])));
-            }
-            latencies.insert(m.name().to_string(), l);
+            let corrected = std::mem::replace(&mut self.corrected[i], new_histogram());
+            let raw = std::mem::replace(&mut self.raw[i], new_histogram());
+            let raw = (!raw.is_empty()).then_some(raw);
+            latencies.insert(m.name().to_string(), latency(&corrected, raw.as_ref()));
+            histograms.push((m, corrected, raw));
         }
         let (timeline, hlog, hlog_error) = self.intervals.finish();
         Folded {
@@ -491,8 +493,18 @@ impl State {
             hlog,
             hlog_error,
             faults: self.faults.into_iter().map(FaultTrack::report).collect(),
+            histograms,
+            events_error: None,
         }
     }
+}
+
+/// A metric's summary from its histograms: percentiles come from these and nothing else
+/// (a merge adds histograms, never summaries).
+pub fn latency(corrected: &Histogram<u64>, raw: Option<&Histogram<u64>>) -> Latency {
+    let mut l = summarize(corrected);
+    l.uncorrected = raw.filter(|h| !h.is_empty()).map(|h| Box::new(summarize(h)));
+    l
 }
 
 /// The collector thread's loop.
@@ -503,28 +515,43 @@ impl State {
 /// millisecond and doubles while the channel stays empty, up to [`IDLE_POLL`], so an idle
 /// run costs next to nothing and a busy one is drained every millisecond.
 pub(super) fn run(start: Instant, settings: Settings, rx: Receiver<Event>) {
-    let mut state = State::new(start, settings);
+    let log = settings.events_path.as_deref().map(EventWriter::create);
+    let log_error = match &log {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    let mut log = log.and_then(Result::ok);
+    let mut state = State::new(SystemTime::now() - start.elapsed(), settings);
     let mut sampler = Sampler::new();
+    let now = || start.elapsed().as_micros() as Micros;
     let mut next_tick = Instant::now();
     let mut poll = BUSY_POLL;
+    let mut fold = |state: &mut State, e: Event| {
+        if let Some(log) = &mut log {
+            log.write(&e);
+        }
+        state.fold(e);
+    };
     loop {
         let mut folded = 0usize;
         loop {
             match rx.try_recv() {
                 Ok(Event::Snapshot(reply)) => {
-                    let _ = reply.send(state.snapshot());
+                    let _ = reply.send(state.snapshot(now()));
                 }
                 Ok(Event::Finish(reply)) => {
                     // Fold what is still queued (events sent before the finish request).
                     while let Ok(e) = rx.try_recv() {
-                        state.fold(e);
+                        fold(&mut state, e);
                     }
-                    state.tick(&mut sampler);
-                    let _ = reply.send(Box::new(state.finish()));
+                    state.tick(now(), Some(sampler.sample()));
+                    let mut f = state.finish();
+                    f.events_error = log_error.or_else(|| log.take().and_then(EventWriter::finish));
+                    let _ = reply.send(Box::new(f));
                     return;
                 }
                 Ok(e) => {
-                    state.fold(e);
+                    fold(&mut state, e);
                     folded += 1;
                 }
                 Err(TryRecvError::Empty) => break,
@@ -532,7 +559,7 @@ pub(super) fn run(start: Instant, settings: Settings, rx: Receiver<Event>) {
             }
         }
         if Instant::now() >= next_tick {
-            state.tick(&mut sampler);
+            state.tick(now(), Some(sampler.sample()));
             next_tick += Duration::from_secs(1);
         }
         poll = if folded > 0 {

@@ -20,7 +20,7 @@ fn key(sender: u32, seq: u64) -> MsgKey {
 /// Four users, one group (0) of alice, bob and carol; `devices` each.
 fn state(devices: u8) -> State {
     State::new(
-        Instant::now(),
+        std::time::SystemTime::now(),
         Settings {
             audience: Audience {
                 groups: vec![vec![ALICE, BOB, CAROL]],
@@ -30,6 +30,7 @@ fn state(devices: u8) -> State {
             expected_messages: 16,
             horizon: ms(60_000),
             hlog_path: None,
+            events_path: None,
             faults: Vec::new(),
             disconnect_grace: ms(1000),
             capabilities: Capabilities::ALL,
