@@ -13,8 +13,9 @@ use std::time::SystemTime;
 
 use super::eventlog::{EventLogError, EventReader};
 use super::fold::{Folded, State};
-use super::{Event, Settings};
+use super::{Answer, Event, Settings};
 use crate::sim::behaviour::Micros;
+use crate::transport::MsgId;
 
 /// How far out of time order a log may be: events are held this long (of event time) before
 /// they are folded, so an earlier event read later from another log still goes first.
@@ -26,6 +27,9 @@ pub struct Source {
     pub reader: EventReader,
     /// Added to every time in it: the shard's clock zero minus the merged run's.
     pub offset: Micros,
+    /// Put before every server message id in it: shards that each had a server of their own
+    /// (partitioned) were given ids from separate counters, which would collide.
+    pub id_prefix: Option<String>,
 }
 
 /// An event waiting in the window, ordered by (time, log, position).
@@ -54,6 +58,7 @@ impl Ord for Pending {
 struct Cursor {
     reader: EventReader,
     offset: Micros,
+    id_prefix: Option<String>,
     /// Time of the last event read (events with no time of their own take it).
     last: Micros,
     read: u64,
@@ -68,6 +73,7 @@ pub fn replay(start_time: SystemTime, settings: Settings, sources: Vec<Source>) 
         .map(|s| Cursor {
             reader: s.reader,
             offset: s.offset,
+            id_prefix: s.id_prefix,
             last: 0,
             read: 0,
             done: false,
@@ -83,6 +89,9 @@ pub fn replay(start_time: SystemTime, settings: Settings, sources: Vec<Source>) 
                     None => c.done = true,
                     Some(mut e) => {
                         shift(&mut e, c.offset);
+                        if let Some(p) = &c.id_prefix {
+                            qualify(&mut e, p);
+                        }
                         c.last = time_of(&e).unwrap_or(c.last);
                         c.read += 1;
                         window.push(Reverse(Pending {
@@ -126,6 +135,21 @@ fn time_of(e: &Event) -> Option<Micros> {
         | Event::Unanswered { .. }
         | Event::Snapshot(_)
         | Event::Finish(_) => None,
+    }
+}
+
+/// Puts `prefix` before every server message id in `e`.
+fn qualify(e: &mut Event, prefix: &str) {
+    let q = |mid: &mut MsgId| *mid = MsgId::new(&format!("{prefix}{mid}"));
+    match e {
+        Event::Replied {
+            answer: Answer::Accepted { mid, .. },
+            ..
+        }
+        | Event::MessagePush { mid, .. }
+        | Event::Receipt { mid, .. } => q(mid),
+        Event::Statistic { counts, .. } => counts.iter_mut().for_each(|(mid, _)| q(mid)),
+        _ => {}
     }
 }
 

@@ -392,6 +392,8 @@ pub fn workload_hash(plan: &Plan) -> String {
     p.label = None;
     p.slo.clear();
     p.tester.progress = true;
+    // Where connections come from is not the workload (`run --workers` gives each its own).
+    p.tester.source_ips.clear();
     p.notes.clear();
     hex::encode(&Sha256::digest(effective_toml(&p).as_bytes())[..8])
 }

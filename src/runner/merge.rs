@@ -227,12 +227,14 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunOutput, MergeErr
         .min()
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let offset = |s: &ShardFolder| s.run.clock_zero().duration_since(zero).unwrap_or_default();
+    let partitioned = plan.population.partition == Partition::Shard;
     let sources = shards
         .iter()
         .map(|s| {
             Ok(Source {
                 reader: EventReader::open(&s.dir.join(EVENTS_FILE))?,
                 offset: offset(s).as_micros() as u64,
+                id_prefix: partitioned.then(|| format!("s{}:", s.index)),
             })
         })
         .collect::<Result<Vec<_>, EventLogError>>()?;
@@ -240,7 +242,6 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunOutput, MergeErr
     settings.hlog_path = Some(out.join("latencies.hlog"));
     let mut folded = collector::replay(zero, settings, sources)?;
 
-    let partitioned = plan.population.partition == Partition::Shard;
     let src = sources_of(&shards, capabilities, partitioned);
     let elapsed = shards
         .iter()

@@ -21,6 +21,7 @@ mod server_session;
 mod server_smoke;
 mod server_store_errors;
 mod server_v11;
+mod shards;
 mod tls;
 mod xmpp_driver;
 mod xmpp_servers;
