@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::fmt;
-use super::model::{AckEconomics, Audit, AuditKind, FaultReport, Latency, Report, StrategyRow};
+use super::model::{AckEconomics, Audit, AuditKind, FaultReport, Latency, Report, ShardRow, ShardSet, StrategyRow};
 
 /// Latency metrics in the order a reader follows a message.
 pub(crate) const METRIC_ORDER: [&str; 15] = super::model::LATENCY_METRICS;
@@ -192,6 +192,45 @@ pub(crate) fn audit_extras(audit: &Audit) -> Vec<String> {
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// The head of a merged run's shards table.
+pub(crate) const SHARD_HEAD: [&str; 8] = [
+    "shard",
+    "users",
+    "peak connected",
+    "messages",
+    "schedule lag p99 ms",
+    "tester CPU s",
+    "tester peak RSS MiB",
+    "clock offset ms",
+];
+
+/// One shard's row under [`SHARD_HEAD`].
+pub(crate) fn shard_cells(r: &ShardRow) -> Vec<String> {
+    vec![
+        r.index.to_string(),
+        fmt::int(r.users),
+        fmt::int(r.connected_peak),
+        fmt::int(r.messages_sent),
+        fmt::ms(r.schedule_lag_p99_ms),
+        format!("{:.1}", r.cpu_secs),
+        format!("{:.0}", r.peak_rss_mb),
+        format!("{:.3}", r.clock_offset_ms),
+    ]
+}
+
+/// What a report says of its shards in one line (`None`: not a split run).
+pub(crate) fn shards_line(s: &ShardSet) -> String {
+    let split = if s.partitioned {
+        ", users talking only within their shard"
+    } else {
+        ""
+    };
+    match s.index {
+        Some(i) => format!("shard {i} of {} of run {}{split}", s.count, s.run_id),
+        None => format!("merged from {} shards of run {}{split}", s.count, s.run_id),
+    }
 }
 
 /// The head of the faults table.

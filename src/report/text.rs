@@ -46,6 +46,9 @@ pub fn render_text(report: &Report) -> String {
         target.protocol,
         fmt::when(&report.started_at)
     );
+    if let Some(shards) = &report.shards {
+        let _ = writeln!(out, "{}", view::shards_line(shards));
+    }
     if !target.not_available.is_empty() {
         let _ = writeln!(
             out,
@@ -108,6 +111,16 @@ pub fn render_text(report: &Report) -> String {
     }
 
     audit(&mut out, report);
+    if let Some(shards) = report.shards.as_ref().filter(|s| !s.rows.is_empty()) {
+        out.push_str("\nShards\n");
+        let mut t = table(&view::SHARD_HEAD);
+        for r in &shards.rows {
+            t.add_row(view::shard_cells(r));
+        }
+        right_align(&mut t, 1);
+        let _ = writeln!(out, "{t}");
+        let _ = writeln!(out, "Clocks: {}", shards.clocks);
+    }
     if !report.faults.is_empty() {
         out.push_str("\nFaults injected\n");
         let mut faults = table(&view::FAULT_HEAD);
@@ -347,6 +360,42 @@ mod tests {
         assert!(text.contains("203 dropped; errors"), "{text}");
         assert!(!text.contains("reconnects") && !text.contains("resent"), "{text}");
         assert!(!text.contains("skipped disconnected"), "{text}");
+    }
+
+    #[test]
+    fn merged_runs_show_their_shards_in_text_and_html() {
+        let mut report = sample_report();
+        assert!(!render_text(&report).contains("Shards"));
+        let row = |index: u32, messages: u64| crate::report::ShardRow {
+            index,
+            results_dir: format!("r/x-t1/shard-{index}"),
+            users: 500,
+            connected_peak: 498,
+            messages_sent: messages,
+            schedule_lag_p99_ms: 3.25,
+            cpu_secs: 12.5,
+            peak_rss_mb: 81.0,
+            clock_offset_ms: 0.0,
+        };
+        report.shards = Some(crate::report::ShardSet {
+            run_id: "t1".into(),
+            count: 2,
+            index: None,
+            partitioned: false,
+            rows: vec![row(0, 1234), row(1, 4321)],
+            clocks: "one clock".into(),
+        });
+        let text = render_text(&report);
+        assert!(text.contains("merged from 2 shards of run t1"), "{text}");
+        assert_eq!(cells(row_of(&text, "1 ")), ["1", "500", "498", "4,321", "3.25", "12.5", "81", "0.000"]);
+        let html = crate::report::render_html(&report).unwrap();
+        assert!(html.contains("<h2>Shards</h2>") && html.contains("4,321"), "no shards section");
+    }
+
+    fn row_of<'a>(text: &'a str, first_cell: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.trim_start_matches(['│', ' ']).starts_with(first_cell) && l.contains("4,321"))
+            .unwrap_or_else(|| panic!("no row {first_cell:?} in\n{text}"))
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{Band, Card, Chip, Fact, Figure, HALF, SMALL, TableView, WIDE, render};
 use crate::report::chart::{self, BASELINE, Bar, Marker, PALETTE, Series, YAxis, metric_color};
 use crate::report::fmt;
-use crate::report::model::{AckSplit, Audit, FaultReport, Report, TimelinePoint};
+use crate::report::model::{AckSplit, Audit, FaultReport, Report, ShardSet, TimelinePoint};
 use crate::report::run_view::{self as view, ordered_latencies};
 use crate::report::{ReportError, SCHEMA_VERSION};
 
@@ -393,12 +393,25 @@ fn faults_table(faults: &[FaultReport]) -> Option<TableView> {
     Some(t)
 }
 
+/// A merged run's shards table, `None` for a run in one process; the clocks note below.
+fn shards_table(shards: Option<&ShardSet>) -> Option<TableView> {
+    let s = shards.filter(|s| !s.rows.is_empty())?;
+    let mut t = TableView::new(&view::shards_line(s), &view::SHARD_HEAD);
+    for r in &s.rows {
+        t.row(view::shard_cells(r), false);
+    }
+    t.note = format!("Clocks: {}", s.clocks);
+    Some(t)
+}
+
 /// The tables of a run page: the audit, then the rest by the width they are laid out at.
 #[derive(Serialize)]
 struct Tables {
     audit: TableView,
     /// Absent when no fault was injected.
     faults: Option<TableView>,
+    /// Absent unless the run was merged from shards.
+    shards: Option<TableView>,
     wide: Vec<TableView>,
     half: Vec<TableView>,
     small: Vec<TableView>,
@@ -516,6 +529,7 @@ fn tables(report: &Report) -> Tables {
     Tables {
         audit: audit_table(&report.audit),
         faults: faults_table(&report.faults),
+        shards: shards_table(report.shards.as_ref()),
         wide: vec![lat],
         half: vec![acks],
         small: vec![
