@@ -346,6 +346,17 @@ fn slo_exit(report: &report::Report) -> ExitCode {
     }
 }
 
+/// Prints a finished run (or merge) and returns its exit code.
+fn finished(out: &runner::RunOutput) -> ExitCode {
+    println!("{}", report::render_text(&out.report));
+    println!("results: {}", out.dir.display());
+    println!("report:  {}", out.dir.join("report.html").display());
+    match out.interrupted {
+        Some(sig) => ExitCode::from(runner::interrupt::exit_code(sig)),
+        None => slo_exit(&out.report),
+    }
+}
+
 fn run_profile(args: &RunArgs, repeat: u32, shards: &shard::ShardArgs) -> Result<ExitCode> {
     let mut plan = args.plan()?;
     plan.launch = shards.launch(&plan)?;
@@ -366,24 +377,10 @@ fn run_profile(args: &RunArgs, repeat: u32, shards: &shard::ShardArgs) -> Result
             start_at,
             run_id: plan.launch.run_id.clone(),
         };
-        let out = runner::workers::run(&plan, &w)?;
-        println!("{}", report::render_text(&out.report));
-        println!("results: {}", out.dir.display());
-        println!("report:  {}", out.dir.join("report.html").display());
-        if let Some(sig) = out.interrupted {
-            return Ok(ExitCode::from(runner::interrupt::exit_code(sig)));
-        }
-        return Ok(slo_exit(&out.report));
+        return Ok(finished(&runner::workers::run(&plan, &w)?));
     }
     if repeat == 1 {
-        let out = runner::run(&plan, &effective)?;
-        println!("{}", report::render_text(&out.report));
-        println!("results: {}", out.dir.display());
-        println!("report:  {}", out.dir.join("report.html").display());
-        if let Some(sig) = out.interrupted {
-            return Ok(ExitCode::from(runner::interrupt::exit_code(sig)));
-        }
-        return Ok(slo_exit(&out.report));
+        return Ok(finished(&runner::run(&plan, &effective)?));
     }
     let (set, outs) = runner::run_repeated(&plan, &effective, repeat)?;
     for (i, o) in outs.iter().enumerate() {

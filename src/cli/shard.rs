@@ -10,7 +10,6 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::profile::{Launch, Plan, Shard};
-use crate::report;
 use crate::runner;
 use crate::runner::shards::{default_run_id, valid_run_id};
 
@@ -87,7 +86,6 @@ impl ShardArgs {
 pub(super) fn merge(dirs: &[PathBuf], out: Option<&std::path::Path>) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let out = runner::merge::merge(dirs, out)?;
-    println!("{}", report::render_text(&out.report));
     if let Some(s) = &out.report.shards {
         eprintln!(
             "merged {} shards of run {} in {:.1} s",
@@ -96,9 +94,7 @@ pub(super) fn merge(dirs: &[PathBuf], out: Option<&std::path::Path>) -> Result<E
             started.elapsed().as_secs_f64()
         );
     }
-    println!("results: {}", out.dir.display());
-    println!("report:  {}", out.dir.join("report.html").display());
-    Ok(super::slo_exit(&out.report))
+    Ok(super::finished(&out))
 }
 
 /// The start time `run --workers` gives its shards: far enough ahead for each to start its

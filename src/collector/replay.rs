@@ -92,7 +92,7 @@ pub fn replay(start_time: SystemTime, settings: Settings, sources: Vec<Source>) 
                         if let Some(p) = &c.id_prefix {
                             qualify(&mut e, p);
                         }
-                        c.last = time_of(&e).unwrap_or(c.last);
+                        c.last = time_of(&mut e).unwrap_or(c.last);
                         c.read += 1;
                         window.push(Reverse(Pending {
                             key: (c.last, i, c.read),
@@ -113,20 +113,20 @@ pub fn replay(start_time: SystemTime, settings: Settings, sources: Vec<Source>) 
     Ok(state.finish())
 }
 
-/// When an event happened, for those that say.
-fn time_of(e: &Event) -> Option<Micros> {
+/// The times an event carries: when it happened (for those that say), and the other time
+/// some carry (a scheduled send or ack, a first request).
+fn times(e: &mut Event) -> (Option<&mut Micros>, Option<&mut Micros>) {
     match e {
         Event::Connected { at, .. }
         | Event::Disconnected { at, .. }
-        | Event::Sent { at, .. }
-        | Event::AckSent { at, .. }
         | Event::Replied { at, .. }
         | Event::MessagePush { at, .. }
         | Event::Receipt { at, .. }
         | Event::ChannelPush { at, .. }
         | Event::Statistic { at, .. }
-        | Event::Fault { at, .. } => Some(*at),
-        Event::ReadUsers { done, .. } => Some(*done),
+        | Event::Fault { at, .. } => (Some(at), None),
+        Event::Sent { scheduled, at, .. } | Event::AckSent { scheduled, at, .. } => (Some(at), Some(scheduled)),
+        Event::ReadUsers { sent, done, .. } => (Some(done), Some(sent)),
         Event::ConnectFailed { .. }
         | Event::Skipped { .. }
         | Event::Resent { .. }
@@ -134,8 +134,13 @@ fn time_of(e: &Event) -> Option<Micros> {
         | Event::StrayReply { .. }
         | Event::Unanswered { .. }
         | Event::Snapshot(_)
-        | Event::Finish(_) => None,
+        | Event::Finish(_) => (None, None),
     }
+}
+
+/// When an event happened, for those that say.
+fn time_of(e: &mut Event) -> Option<Micros> {
+    times(e).0.map(|t| *t)
 }
 
 /// Puts `prefix` before every server message id in `e`.
@@ -155,33 +160,8 @@ fn qualify(e: &mut Event, prefix: &str) {
 
 /// Moves every time in `e` by `by` (a shard whose clock started later than the merged run's).
 fn shift(e: &mut Event, by: Micros) {
-    if by == 0 {
-        return;
-    }
-    match e {
-        Event::Connected { at, .. }
-        | Event::Disconnected { at, .. }
-        | Event::Replied { at, .. }
-        | Event::MessagePush { at, .. }
-        | Event::Receipt { at, .. }
-        | Event::ChannelPush { at, .. }
-        | Event::Statistic { at, .. }
-        | Event::Fault { at, .. } => *at += by,
-        Event::Sent { scheduled, at, .. } | Event::AckSent { scheduled, at, .. } => {
-            *scheduled += by;
-            *at += by;
-        }
-        Event::ReadUsers { sent, done, .. } => {
-            *sent += by;
-            *done += by;
-        }
-        Event::ConnectFailed { .. }
-        | Event::Skipped { .. }
-        | Event::Resent { .. }
-        | Event::Read { .. }
-        | Event::StrayReply { .. }
-        | Event::Unanswered { .. }
-        | Event::Snapshot(_)
-        | Event::Finish(_) => {}
+    let (a, b) = times(e);
+    for t in [a, b].into_iter().flatten() {
+        *t += by;
     }
 }

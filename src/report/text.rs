@@ -387,9 +387,15 @@ mod tests {
         });
         let text = render_text(&report);
         assert!(text.contains("merged from 2 shards of run t1"), "{text}");
-        assert_eq!(cells(row_of(&text, "1 ")), ["1", "500", "498", "4,321", "3.25", "12.5", "81", "0.000"]);
+        assert_eq!(
+            cells(row_of(&text, "1 ")),
+            ["1", "500", "498", "4,321", "3.25", "12.5", "81", "0.000"]
+        );
         let html = crate::report::render_html(&report).unwrap();
-        assert!(html.contains("<h2>Shards</h2>") && html.contains("4,321"), "no shards section");
+        assert!(
+            html.contains("<h2>Shards</h2>") && html.contains("4,321"),
+            "no shards section"
+        );
     }
 
     fn row_of<'a>(text: &'a str, first_cell: &str) -> &'a str {
