@@ -7,6 +7,7 @@ mod bench_cli;
 mod common;
 mod conformance;
 mod fake_server;
+mod live_metrics;
 mod run_cli;
 mod run_signals;
 mod serve_options;
