@@ -183,6 +183,10 @@ struct RunArgs {
     /// No live progress line.
     #[arg(long)]
     no_progress: bool,
+    /// Serve live Prometheus metrics (GET /metrics, /healthz) on ADDR while the run goes,
+    /// e.g. 0.0.0.0:9464 (tester.metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 impl RunArgs {
@@ -206,6 +210,7 @@ impl RunArgs {
         add("target.insecure", self.insecure.then(|| "true".to_string()));
         add("target.label", self.label.as_deref().map(quoted));
         add("run.results_dir", self.results.as_deref().map(quoted));
+        add("tester.metrics_listen", self.metrics_listen.as_deref().map(quoted));
         if self.no_progress {
             o.push("tester.progress=false".to_string());
         }

@@ -113,6 +113,20 @@ impl Tally {
             .fold((0, 0), |(l, d), k| (l + k.lost, d + k.lost_in_disconnect))
     }
 
+    /// Losses so far per kind a protocol with `caps` can give.
+    pub(super) fn losses_by_kind(&self, caps: Capabilities) -> Vec<super::Loss> {
+        Kind::ALL
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(k, _)| k.needs().is_none_or(|c| caps.has(c)))
+            .map(|(k, a)| super::Loss {
+                kind: k.name(),
+                lost: a.lost,
+                lost_in_disconnect: a.lost_in_disconnect,
+            })
+            .collect()
+    }
+
     /// A request refused with `code`.
     pub(super) fn refused(&mut self, code: &str) {
         self.kind(Kind::Reply).refused += 1;

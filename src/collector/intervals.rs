@@ -16,6 +16,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
 use super::fold::new_histogram;
 use super::metric::Metric;
+use super::window::{Window, WindowLatency};
 use crate::report::TimelinePoint;
 
 /// Where the interval log goes.
@@ -88,6 +89,8 @@ pub(super) struct Intervals {
     serializer: V2DeflateSerializer,
     /// The first write error (later seconds are still kept in the timeline).
     log_error: Option<String>,
+    /// The live window of the last closed seconds (`None`: no live exporter to feed).
+    window: Option<Window>,
 }
 
 impl Default for Intervals {
@@ -106,6 +109,7 @@ impl Intervals {
             log,
             serializer: V2DeflateSerializer::new(),
             log_error: None,
+            window: None,
         };
         let mut builder = IntervalLogWriterBuilder::new();
         builder
@@ -116,6 +120,20 @@ impl Intervals {
         let header = builder.begin_log_with(&mut iv.log, &mut iv.serializer).map(|_| ());
         iv.note(header.map_err(|e| e.to_string()));
         iv
+    }
+
+    /// Keeps a live window of the last `secs` closed seconds (0: none).
+    pub fn with_window(mut self, secs: u64) -> Intervals {
+        self.window = (secs > 0).then(|| Window::new(secs));
+        self
+    }
+
+    /// The live window's length in seconds and its figures (0 and none without a window).
+    pub fn window(&self) -> (u64, &[WindowLatency]) {
+        match &self.window {
+            Some(w) => (w.secs(), w.figures()),
+            None => (0, &[][..]),
+        }
     }
 
     fn note(&mut self, r: Result<(), String>) {
@@ -218,6 +236,9 @@ impl Intervals {
             rss_mb: interval.rss_mb,
             cpu_pct: interval.cpu_pct,
         });
+        if let Some(w) = &mut self.window {
+            w.close(sec, &interval.hists);
+        }
         let r = self.write_second(sec, &interval);
         self.note(r);
     }

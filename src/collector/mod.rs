@@ -16,7 +16,9 @@ mod presence;
 mod process;
 mod records;
 mod replay;
+mod window;
 
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
@@ -30,6 +32,7 @@ pub use eventlog::{EventLogError, EventReader, EventWriter};
 pub use fold::{Folded, latency, new_histogram};
 pub use metric::Metric;
 pub use replay::{Source, replay};
+pub use window::{DEFAULT_WINDOW_SECS, WINDOW_QUANTILES, WindowLatency};
 
 /// The latency metrics and audit kinds a protocol with `caps` cannot give (shown as not
 /// available in reports, never as zero), each name once (a metric and a kind of the same
@@ -61,6 +64,33 @@ pub enum AckKind {
     Channel,
     /// Group channel ack.
     GroupChannel,
+}
+
+impl AckKind {
+    /// Every kind, in the order of [`AckKind::index`].
+    pub const ALL: [AckKind; 5] = [
+        AckKind::Delivery,
+        AckKind::Read,
+        AckKind::GroupRead,
+        AckKind::Channel,
+        AckKind::GroupChannel,
+    ];
+
+    /// Its name in live metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckKind::Delivery => "delivery",
+            AckKind::Read => "read",
+            AckKind::GroupRead => "group_read",
+            AckKind::Channel => "channel",
+            AckKind::GroupChannel => "group_channel",
+        }
+    }
+
+    /// Its position in [`AckKind::ALL`] (counter arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Kinds of receipt pushes a sender gets.
@@ -348,6 +378,41 @@ pub struct Snapshot {
     pub schedule_lag_p99: f64,
     /// Error replies so far.
     pub errors: u64,
+    /// Messages sent so far: (one-to-one, group).
+    pub sent: (u64, u64),
+    /// Acks sent so far, by [`AckKind`] (every kind, in [`AckKind::ALL`] order).
+    pub acks: Vec<(AckKind, u64)>,
+    /// Receipt pushes received so far by kind (`delivery`, `read`, `group_read`, `channel`,
+    /// `statistic`), as in the report.
+    pub receipts: BTreeMap<String, u64>,
+    /// Error replies so far by code.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Connections that could not be opened or logged in.
+    pub connect_failed: u64,
+    /// Connections that dropped (not closed by the simulation).
+    pub dropped: u64,
+    /// Logins again after a drop.
+    pub reconnects: u64,
+    /// The audit's losses so far, per kind the protocol can give. Only records settled so
+    /// far are judged (`tester.audit_horizon` after they were sent): one not settled yet is
+    /// not lost yet.
+    pub lost: Vec<Loss>,
+    /// Seconds merged into [`Snapshot::window`] (0: no window kept, see
+    /// [`Settings::live_window_secs`]).
+    pub window_secs: u64,
+    /// Latency quantiles over the last closed seconds, per metric with samples there.
+    pub window: Vec<WindowLatency>,
+}
+
+/// One audit kind's losses so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// The audit kind (`message`, `delivery`, `read`, ... as in the report's audit).
+    pub kind: &'static str,
+    /// Expected and never arrived.
+    pub lost: u64,
+    /// Missing, but due on a device whose connection dropped (protocol v1 allows it).
+    pub lost_in_disconnect: u64,
 }
 
 /// How the collector is set up for a run.
@@ -373,6 +438,9 @@ pub struct Settings {
     /// What the driver's protocol can report: the metrics and audit kinds it cannot are
     /// left out of the result (reported as not available, not as zero).
     pub capabilities: Capabilities,
+    /// Seconds of latency kept for the live window of snapshots ([`DEFAULT_WINDOW_SECS`]
+    /// when a live exporter reads it; 0: none, which costs nothing).
+    pub live_window_secs: u64,
 }
 
 /// Cloneable sender of events; one per actor.

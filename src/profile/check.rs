@@ -457,6 +457,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
             ts.audit_horizon.as_ref(),
             Duration::from_secs(60),
         ),
+        metrics_listen: super::check_live::metrics_listen(c, ts.metrics_listen.as_deref()),
     };
     if tester.audit_horizon < drain {
         c.fail(

@@ -9,6 +9,7 @@
 
 mod check;
 mod check_faults;
+mod check_live;
 mod check_target;
 mod lenient;
 pub mod plan;
@@ -355,6 +356,7 @@ pub fn effective_toml(p: &Plan) -> String {
             setup_timeout: Some(secs(p.tester.setup_timeout)),
             close_timeout: Some(secs(p.tester.close_timeout)),
             audit_horizon: Some(secs(p.tester.audit_horizon)),
+            metrics_listen: p.tester.metrics_listen.map(|a| a.to_string()),
         },
         reconnect: RawReconnect {
             enabled: Some(p.reconnect.enabled),
@@ -394,6 +396,8 @@ pub fn workload_hash(plan: &Plan) -> String {
     p.tester.progress = true;
     // Where connections come from is not the workload (`run --workers` gives each its own).
     p.tester.source_ips.clear();
+    // Nor where live metrics are served.
+    p.tester.metrics_listen = None;
     p.notes.clear();
     hex::encode(&Sha256::digest(effective_toml(&p).as_bytes())[..8])
 }

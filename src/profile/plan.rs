@@ -413,6 +413,8 @@ pub struct Tester {
     /// Per-message records older than this are settled and dropped (memory stays flat on
     /// long runs); at least `run.drain`, so every record outlives the drain.
     pub audit_horizon: Duration,
+    /// Serve live Prometheus metrics on this address while the run goes (`None`: not).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Reconnecting after a connection drops, as the SDKs do: exponential backoff with jitter,

@@ -215,6 +215,7 @@ pub struct RawTester {
     pub setup_timeout: Option<String>,
     pub close_timeout: Option<String>,
     pub audit_horizon: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// `[reconnect]`.

@@ -8,6 +8,7 @@
 pub mod capacity;
 mod driver;
 pub mod interrupt;
+mod live;
 pub mod merge;
 mod progress;
 mod results;
@@ -54,6 +55,14 @@ pub enum RunError {
         /// What was being written.
         path: PathBuf,
         /// The error.
+        source: std::io::Error,
+    },
+    /// The live metrics address (`tester.metrics_listen`) could not be bound.
+    #[error("tester.metrics_listen: cannot listen on {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
     /// Rendering the report failed.
@@ -229,6 +238,7 @@ pub(crate) fn collector_settings(
         faults: crate::sim::faults::list(plan),
         disconnect_grace: micros(Duration::from_secs(1) + stall),
         capabilities,
+        live_window_secs: 0,
     }
 }
 
@@ -249,6 +259,10 @@ async fn drive(
     tag: &str,
     dir: &std::path::Path,
 ) -> Result<Measured, RunError> {
+    let metrics_listener = match plan.tester.metrics_listen {
+        Some(addr) => Some(live::bind(addr).await?),
+        None => None,
+    };
     // A certificate the tester does not trust fails the run here, once, with its reason.
     match actix_rt::time::timeout(plan.tester.connect_timeout, target.endpoint.check_tls()).await {
         Ok(r) => r?,
@@ -286,7 +300,9 @@ async fn drive(
     let mut settings = collector_settings(plan, world, plan.local_peak_users(), driver.capabilities());
     settings.hlog_path = Some(dir.join("latencies.hlog"));
     settings.events_path = plan.launch.shard.map(|_| dir.join(shards::EVENTS_FILE));
+    settings.live_window_secs = metrics_listener.as_ref().map_or(0, |_| collector::DEFAULT_WINDOW_SECS);
     let collector = collector::Handle::start(start, settings);
+    let live = metrics_listener.map(|l| l.serve(collector.sink(), tag, &plan.name, start));
     let end = traffic_end(plan);
     let run_end = end + plan.drain;
     let quiet = (plan.drain / 2).min(Duration::from_secs(1));
@@ -337,6 +353,9 @@ async fn drive(
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     progress.stop();
     let after = target.metrics().await;
+    if let Some(live) = live {
+        live.stop().await;
+    }
     let folded = collector.finish();
     for a in arbiters {
         a.stop();

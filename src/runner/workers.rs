@@ -86,6 +86,15 @@ pub fn run(plan: &Plan, w: &Workers) -> Result<RunOutput, RunError> {
     let per_worker = connections.div_ceil(u64::from(w.count));
     let ips_each = per_worker.div_ceil(PER_SOURCE_ADDRESS).max(1);
     let start = humantime::format_rfc3339_millis(w.start_at).to_string();
+    // Each worker serves its live metrics on a port of its own (checked before any starts).
+    let live_addrs = (0..w.count)
+        .map(|i| {
+            plan.tester
+                .metrics_listen
+                .map(|a| super::live::worker_addr(a, i))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut children: Vec<(u32, Child, PathBuf)> = Vec::new();
     for i in 0..w.count {
         let mut sets: Vec<String> = w.overrides.to_vec();
@@ -95,6 +104,9 @@ pub fn run(plan: &Plan, w: &Workers) -> Result<RunOutput, RunError> {
                 .map(|j| format!("\"127.0.0.{}\"", 1 + u64::from(i) * ips_each + j))
                 .collect();
             sets.push(format!("tester.source_ips=[{}]", ips.join(",")));
+        }
+        if let Some(addr) = &live_addrs[i as usize] {
+            sets.push(format!("tester.metrics_listen={}", toml_str(&addr.to_string())));
         }
         let log = dir.join(format!("worker-{i}.log"));
         let out = std::fs::File::create(&log).map_err(|source| RunError::Io {
@@ -129,6 +141,9 @@ pub fn run(plan: &Plan, w: &Workers) -> Result<RunOutput, RunError> {
         w.count,
         dir.display()
     );
+    if let (Some(first), Some(Some(last))) = (plan.tester.metrics_listen, live_addrs.last()) {
+        eprintln!("workers: live metrics on {first} to {last}, one port per worker");
+    }
     let mut failed = Vec::new();
     for (i, mut child, log) in children {
         let status = child

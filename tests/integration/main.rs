@@ -8,6 +8,7 @@ mod common;
 mod conformance;
 mod fake_server;
 mod kubernetes;
+mod live_metrics;
 mod run_cli;
 mod run_signals;
 mod serve_options;

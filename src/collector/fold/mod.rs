@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 
+mod live;
 mod pushes;
 mod settle;
 
@@ -146,6 +147,8 @@ pub(super) struct State {
     receipts: BTreeMap<String, u64>,
     econ: (Econ, Econ),
     faults: Vec<FaultTrack>,
+    /// Acks sent, by [`crate::collector::AckKind::index`] (live metrics).
+    acks: [u64; crate::collector::AckKind::ALL.len()],
 }
 
 fn ms(us: u64) -> f64 {
@@ -216,7 +219,7 @@ impl State {
             presence: Presence::new(a.users, a.devices),
             audience: settings.audience,
             tally: Tally::default(),
-            intervals: Intervals::new(log, start_time),
+            intervals: Intervals::new(log, start_time).with_window(settings.live_window_secs),
             conn: Connections::default(),
             connect_errors: Vec::new(),
             sent: (0, 0),
@@ -237,6 +240,7 @@ impl State {
                     lost_in_disconnect: 0,
                 })
                 .collect(),
+            acks: Default::default(),
         }
     }
 
@@ -457,6 +461,7 @@ impl State {
             read_receipt_p99: p99(&self.corrected[Metric::ReadReceipt.index()]),
             schedule_lag_p99: p99(&self.corrected[Metric::ScheduleLag.index()]),
             errors: self.errors.values().sum(),
+            ..self.live_snapshot()
         }
     }
 

@@ -52,6 +52,7 @@ impl State {
         scheduled: Micros,
         at: Micros,
     ) {
+        self.acks[kind.index()] += 1;
         let m = key.and_then(|k| self.msgs.get_mut(&k));
         match kind {
             AckKind::Delivery => {

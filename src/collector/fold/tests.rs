@@ -34,6 +34,7 @@ fn state(devices: u8) -> State {
             faults: Vec::new(),
             disconnect_grace: ms(1000),
             capabilities: Capabilities::ALL,
+            live_window_secs: 3,
         },
     )
 }
