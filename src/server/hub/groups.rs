@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use super::{Hub, Reply, Session, now_ms, reject};
+use super::{Hub, Reply, Session, reject};
 use crate::protocol::ErrorCode;
 use crate::protocol::server::{Conversation, ReadUsers, ResultData};
 use crate::protocol::{ChatType, ServerFrame};
@@ -186,7 +186,7 @@ impl<S: Store> Hub<S> {
                 userlist: page.users.iter().map(|u| Cow::Owned(u.to_string())).collect(),
                 is_last: page.next.is_none(),
                 next_key: page.next.map(|n| Cow::Owned(n.to_string())),
-                timestamp: now_ms(),
+                timestamp: self.now_ms(),
             }),
         })
     }

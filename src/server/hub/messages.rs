@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Hub, Reply, Session, encode_push, now_ms, reject};
+use super::{Hub, Reply, Session, encode_push, reject};
 use crate::protocol::client::{MsgConfig, MsgType};
 use crate::protocol::{ChatType, ErrorCode, ServerFrame};
 use crate::server::store::{MessageMeta, OfflineMessage, SentRecord, Store};
@@ -35,7 +35,7 @@ impl<S: Store> Hub<S> {
         msg: &str,
         msg_config: Option<MsgConfig>,
     ) -> Reply<'a> {
-        let now = now_ms();
+        let now = self.now_ms();
         let asked = msg_config.is_some_and(|c| c.allow_group_ack);
         let mut guard = self.lock();
         let st = &mut *guard;

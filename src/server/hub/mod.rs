@@ -95,7 +95,11 @@ fn reject(code: ErrorCode, message: impl Into<String>) -> Reject {
 
 type Reply<'a> = Result<ServerFrame<'a>, Reject>;
 
-/// Milliseconds since the Unix epoch.
+/// The hub's clock: milliseconds since the Unix epoch (server timestamps, unread-since times).
+/// Passed in, so a simulation can drive the same routing rules on a virtual clock.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Milliseconds since the Unix epoch: the clock of a hub serving sockets.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -343,11 +347,18 @@ pub struct Hub<S> {
     slowdown: Option<super::slowdown::Slowdown>,
     /// A durable store's journal: frames wait for it (see [`Hub::settled_to`]).
     journal: Option<Arc<Journal>>,
+    /// Where time comes from ([`now_ms`] unless a caller passes another).
+    clock: Clock,
 }
 
 impl<S: Store> Hub<S> {
-    /// A hub over `store`.
+    /// A hub over `store` on the system clock.
     pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>, store: S) -> Self {
+        Hub::with_clock(config, metrics, store, Arc::new(now_ms))
+    }
+
+    /// A hub over `store` whose time comes from `clock`.
+    pub fn with_clock(config: Arc<ServerConfig>, metrics: Arc<Metrics>, store: S, clock: Clock) -> Self {
         let slowdown = super::slowdown::Slowdown::new(config.delay, config.throttle);
         let journal = store.journal();
         Hub {
@@ -361,7 +372,13 @@ impl<S: Store> Hub<S> {
             next_conn: AtomicU64::new(1),
             slowdown,
             journal,
+            clock,
         }
+    }
+
+    /// Now, on the hub's clock (ms since the Unix epoch).
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
     }
 
     /// True with a durable store (replies then wait for its commits).
@@ -470,7 +487,7 @@ impl<S: Store> Hub<S> {
                 key,
             } => self.group_msg_read_users(session, group_id, *msg_id, *limit, key.as_deref()),
             ClientFrame::GetConversations {} => self.conversations(session),
-            ClientFrame::Ping {} => Ok(ServerFrame::Pong { time: now_ms() }),
+            ClientFrame::Ping {} => Ok(ServerFrame::Pong { time: self.now_ms() }),
         };
         let frame = result.unwrap_or_else(|r| self.error_frame(r));
         Outgoing::reply(request.req.clone(), frame)

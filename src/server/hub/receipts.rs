@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Hub, Reply, Session, now_ms, receipt_push, reject};
+use super::{Hub, Reply, Session, receipt_push, reject};
 use crate::protocol::{ChatType, ErrorCode, ServerFrame};
 use crate::server::metrics::ReceiptMetric;
 use crate::server::store::{Inbox, OfflineReceipt, ReceiptKind, Recorded, Store};
@@ -98,7 +98,7 @@ impl<S: Store> Hub<S> {
                 "group read receipts are disabled on this server",
             ));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(group) = st.store.group(to)? else {
@@ -172,7 +172,7 @@ impl<S: Store> Hub<S> {
     /// `channel {chatType, to}`: unread to zero; 1:1 acks go to the peer's devices (or wait
     /// for its login) and to the reader's other devices; group acks push nothing.
     pub(super) fn channel<'a>(&self, s: &Session, chat_type: ChatType, to: &str) -> Reply<'a> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut guard = self.lock();
         let st = &mut *guard;
         let id = match chat_type {

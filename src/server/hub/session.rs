@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Hub, Login, Session, State, encode_push, now_ms, receipt_push};
+use super::{Hub, Login, Session, State, encode_push, receipt_push};
 use crate::protocol::server::StatisticLocation;
 use crate::protocol::{ClientFrame, ErrorCode, Outgoing, Request, ServerFrame, token};
 use crate::server::online::{ConnId, Device};
@@ -62,7 +62,7 @@ impl<S: Store> Hub<S> {
             return Login::Refused(unauthorized("bad token"));
         }
         let device: Arc<str> = Arc::from(device.as_deref().unwrap_or("web"));
-        let now = now_ms();
+        let now = self.now_ms();
         let mut guard = self.lock();
         let st = &mut *guard;
         let user_id = match st.store.login_user(user) {

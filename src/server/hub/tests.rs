@@ -379,3 +379,28 @@ fn a_queue_over_its_bound_is_taken_offline_and_stored_within_the_push() {
     let expected: Vec<String> = mids.iter().map(|m| format!("message:{m}")).collect();
     assert_eq!(summary(&written(&out)), expected);
 }
+
+#[test]
+fn the_hub_keeps_the_time_of_the_clock_it_is_given() {
+    let at = Arc::new(AtomicU64::new(1_700_000_000_000));
+    let now = at.clone();
+    let hub = Hub::with_clock(
+        Arc::new(ServerConfig {
+            secret: SECRET.to_vec(),
+            rate_limit: None,
+            ..ServerConfig::default()
+        }),
+        Arc::new(Metrics::new(String::new())),
+        MemoryStore::default(),
+        Arc::new(move || now.load(Ordering::Relaxed)),
+    );
+    let (a, _) = login(&hub, "a");
+    let (_b, b_out) = login(&hub, "b");
+    assert_eq!(request(&hub, &a, json!({"op":"ping"}))["time"], 1_700_000_000_000u64);
+    at.store(1_700_000_000_500, Ordering::Relaxed);
+    send(&hub, &a, "b", "m1");
+    let pushes = b_out.take_all();
+    let push: Value = serde_json::from_str(pushes[0].text().as_str()).unwrap();
+    assert_eq!(push["op"], "message", "{push}");
+    assert_eq!(push["time"], 1_700_000_000_500u64, "{push}");
+}
