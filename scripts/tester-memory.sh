@@ -15,7 +15,8 @@
 #   BIN  the ackstorm binary (default target/release/ackstorm; build it with
 #        `cargo build --release` first: this script builds nothing)
 # Environment: BASE users of the baseline (default 100), SETTLE seconds after the last login
-# (default 3), SAMPLES one-second RSS samples (default 5).
+# (default 3), SAMPLES one-second RSS samples (default 5), RUN_ARGS more arguments for
+# `ackstorm run` (e.g. RUN_ARGS="--shard 0/1 --run-id m": a shard, writing its event log).
 set -euo pipefail
 
 N=${1:-10000}
@@ -65,7 +66,7 @@ measure() {
     # Long enough a steady phase to ramp (2,000 users/s), settle and sample.
     local duration=$((users / 2000 + SETTLE + SAMPLES + 15))
     "$BIN" run profiles/idle.toml --target "ws://$addr/ws" --secret s --users "$users" \
-        --duration "${duration}s" --no-progress --results "$RESULTS" >"$RESULTS/tester.log" 2>&1 &
+        --duration "${duration}s" --no-progress --results "$RESULTS" ${RUN_ARGS:-} >"$RESULTS/tester.log" 2>&1 &
     TESTER=$!
 
     local deadline=$((SECONDS + duration))
