@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 mod live;
 mod pushes;
 mod settle;
+mod table;
 
 use settle::{FaultTrack, SettledIds};
 
@@ -20,7 +21,6 @@ use super::intervals::{Count, Intervals, LogSink};
 use super::metric::Metric;
 use super::presence::Presence;
 use super::process::Sampler;
-use super::records::MsgRec;
 use super::{Audience, Event, Settings, Snapshot};
 use crate::report::{AckSplit, Audit, Connections, FaultReport, Latency, TimelinePoint};
 use crate::sim::behaviour::{Micros, MsgKey};
@@ -114,9 +114,8 @@ pub struct Folded {
 pub(super) struct State {
     corrected: [Histogram<u64>; Metric::ALL.len()],
     raw: [Histogram<u64>; Metric::ALL.len()],
-    msgs: FxHashMap<MsgKey, MsgRec>,
-    /// Messages in send order, for settling the oldest.
-    order: VecDeque<(Micros, MsgKey)>,
+    /// Per-message records, in send order (settled oldest first).
+    msgs: table::Table,
     by_mid: FxHashMap<MsgId, MsgKey>,
     /// Highest message number each user sent (a push of a higher one was never sent).
     max_seq: Vec<u64>,
@@ -205,8 +204,7 @@ impl State {
         State {
             corrected: std::array::from_fn(|_| new_histogram()),
             raw: std::array::from_fn(|_| new_histogram()),
-            msgs: FxHashMap::with_capacity_and_hasher(n, Default::default()),
-            order: VecDeque::with_capacity(n),
+            msgs: table::Table::with_capacity(n),
             by_mid: FxHashMap::with_capacity_and_hasher(n, Default::default()),
             max_seq: vec![0; a.users as usize],
             settled: SettledIds::default(),

@@ -18,6 +18,7 @@ impl State {
         let group = chat == Chat::Group;
         self.msgs.insert(
             key,
+            at,
             MsgRec {
                 scheduled,
                 sent: at,
@@ -26,7 +27,6 @@ impl State {
                 ..Default::default()
             },
         );
-        self.order.push_back((at, key));
         if let Some(m) = self.max_seq.get_mut(key.sender as usize) {
             *m = (*m).max(key.seq);
         }

@@ -104,12 +104,7 @@ impl SettledIds {
 impl State {
     /// Settles every record sent before `cutoff` into the audit and drops it.
     pub(super) fn settle_before(&mut self, cutoff: Micros) {
-        while let Some(&(sent, key)) = self.order.front() {
-            if sent >= cutoff {
-                break;
-            }
-            self.order.pop_front();
-            let Some(m) = self.msgs.remove(&key) else { continue };
+        while let Some((key, sent, m)) = self.msgs.pop_before(cutoff) {
             if let Some(mid) = &m.mid {
                 self.by_mid.remove(mid);
                 self.settled.insert(mid);
