@@ -41,7 +41,10 @@ messages = sum(v for k, v in sent.items() if k in message_kinds)
 frames = sum(sent.values())
 cpu_us = (user_s + sys_s) * 1e6
 print(f"run exit {status}: {s['name']}, {users} users, {s['connections']['achieved']} logged in, audit lost {s['audit']['total']['lost']}")
-print(f"tester peak RSS {peak_kib / 1024:.1f} MiB: {peak_kib / users:.1f} KiB per user")
+achieved = s["connections"]["achieved"]
+# Per logged-in user too: a saturated server logs in fewer, and those hold the connections.
+per_logged_in = f", {peak_kib / achieved:.1f} per user logged in" if achieved else ""
+print(f"tester peak RSS {peak_kib / 1024:.1f} MiB: {peak_kib / users:.1f} KiB per user{per_logged_in}")
 print(f"tester CPU {user_s:.2f} s user + {sys_s:.2f} s system over {s['elapsed_secs']:.0f} s")
 print(f"message stanzas sent {messages:,} ({', '.join(f'{k} {v:,}' for k, v in sorted(sent.items()))})")
 if messages:

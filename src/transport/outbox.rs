@@ -1,4 +1,5 @@
-//! A connection's outbox: the commands its user queues, in order, for the driver's writer.
+//! A connection's outbox: the commands its user queues, in order, for the driver's writer
+//! (generic over what is queued: the XMPP session queues its stanzas in one too).
 //!
 //! A connection and its user live on one arbiter, so this is a plain shared queue rather than
 //! a channel between threads: it allocates nothing until the first command (a tokio channel
@@ -15,17 +16,29 @@ use std::task::{Context, Poll, Waker};
 
 use super::Command;
 
+/// Commands an emptied queue keeps room for (a burst's larger block is given back).
+const KEPT: usize = 8;
+
 /// What both ends share.
-#[derive(Default)]
-struct Queue {
-    commands: RefCell<VecDeque<Command>>,
+struct Queue<T> {
+    commands: RefCell<VecDeque<T>>,
     /// The reader, woken by a send (and by the last sender going away).
     waker: RefCell<Option<Waker>>,
     /// The reader stopped taking commands: sends fail.
     closed: Cell<bool>,
 }
 
-impl Queue {
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue {
+            commands: RefCell::new(VecDeque::new()),
+            waker: RefCell::new(None),
+            closed: Cell::new(false),
+        }
+    }
+}
+
+impl<T> Queue<T> {
     fn wake(&self) {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
@@ -34,22 +47,27 @@ impl Queue {
 }
 
 /// The sending half of a connection (cloneable; `!Send`, like the connection).
-#[derive(Clone)]
-pub struct Outbox(Rc<Queue>);
+pub struct Outbox<T = Command>(Rc<Queue<T>>);
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox(self.0.clone())
+    }
+}
 
 /// The connection's end of its [`Outbox`].
-pub struct OutboxReader(Rc<Queue>);
+pub struct OutboxReader<T = Command>(Rc<Queue<T>>);
 
 /// A new outbox and its reader.
-pub fn outbox() -> (Outbox, OutboxReader) {
+pub fn outbox<T>() -> (Outbox<T>, OutboxReader<T>) {
     let queue = Rc::new(Queue::default());
     (Outbox(queue.clone()), OutboxReader(queue))
 }
 
-impl Outbox {
+impl<T> Outbox<T> {
     /// Queues `cmd`; gives it back when the connection no longer takes commands (its writer
     /// ended: closed, reset, or failed).
-    pub fn send(&self, cmd: Command) -> Result<(), Command> {
+    pub fn send(&self, cmd: T) -> Result<(), T> {
         if self.0.closed.get() {
             return Err(cmd);
         }
@@ -64,7 +82,7 @@ impl Outbox {
     }
 }
 
-impl Drop for Outbox {
+impl<T> Drop for Outbox<T> {
     fn drop(&mut self) {
         // The last sender (the reader holds the other reference): the reader sees the end.
         if Rc::strong_count(&self.0) == 2 {
@@ -73,10 +91,26 @@ impl Drop for Outbox {
     }
 }
 
-impl OutboxReader {
-    /// The next command, if one is queued.
-    pub fn try_recv(&mut self) -> Option<Command> {
-        self.0.commands.borrow_mut().pop_front()
+impl<T> OutboxReader<T> {
+    /// The next command, if one is queued. An emptied queue that grew gives its room back.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let mut commands = self.0.commands.borrow_mut();
+        let cmd = commands.pop_front();
+        if commands.is_empty() && commands.capacity() > KEPT {
+            *commands = VecDeque::new();
+        }
+        cmd
+    }
+
+    /// Queues `cmd` of the reader's own behind what is queued (an answer that must keep its
+    /// place in the order); whether it was: not once the reader is closed or every sender is
+    /// gone (the writer is ending then).
+    pub fn push(&self, cmd: T) -> bool {
+        let open = !self.0.closed.get() && !self.senders_gone();
+        if open {
+            self.0.commands.borrow_mut().push_back(cmd);
+        }
+        open
     }
 
     /// Every [`Outbox`] of this connection is gone (and so no command will come).
@@ -86,7 +120,7 @@ impl OutboxReader {
 
     /// The next command; pending (with `cx` woken by the next send) when none is queued;
     /// `None` once the queue is empty and every sender is gone.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Command>> {
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if let Some(cmd) = self.try_recv() {
             return Poll::Ready(Some(cmd));
         }
@@ -98,7 +132,7 @@ impl OutboxReader {
     }
 
     /// The next command, waiting for one; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Command> {
+    pub async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
@@ -120,7 +154,7 @@ impl OutboxReader {
     }
 }
 
-impl Drop for OutboxReader {
+impl<T> Drop for OutboxReader<T> {
     fn drop(&mut self) {
         self.close();
     }

@@ -5,8 +5,9 @@
 //! SCRAM-SHA-1 or PLAIN, XEP-0198 with ack requests, initial presence), joins every room of
 //! [`LoginSpec::groups`] (`group@muc_domain`, nick = the user id, no history replayed) and
 //! waits for each room's self-presence; only then is it handed over, logged in at the last
-//! join. A pump task turns [`Command`]s into stanzas; the event stream turns session events
-//! into [`Inbound`]s; both go through the connection's [`Link`] (see there for the mapping).
+//! join. Its events stream, polled by the user, turns [`Command`]s into stanzas and session
+//! events into [`Inbound`]s, both through the connection's [`Link`] (see there for the
+//! mapping): with the session's task, one task per connection.
 //!
 //! Capabilities (all but [`XmppDriver::LACKS`]): server acks (XEP-0198), delivery receipts
 //! (XEP-0184), group read counts (counted by the sender's client from XEP-0333 markers) and
@@ -18,23 +19,24 @@
 //! and every server this targets offers it), but such a connection answers each send as soon
 //! as it is queued and is counted in [`XmppCounters::without_sm`], for the run to warn.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
-use std::rc::Rc;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
-use futures_util::{FutureExt, StreamExt, stream};
-use tokio::sync::mpsc;
+use futures_util::{FutureExt, StreamExt};
 
 use super::link::{Link, Step, XmppCounters, condition_name};
 use super::meter;
 use super::outbound::Outbound;
 use super::sasl::Mechanism;
-use super::session::{CloseReason, Event, Stamped, XmppConfig, XmppConn, XmppError, XmppSender};
+use super::session::{
+    CloseReason, Event, Events as SessionEvents, Stamped, XmppConfig, XmppConn, XmppError, XmppSender,
+};
 use super::wire::{StartTlsPolicy, XmppTarget};
 use crate::transport::connect::Endpoint;
 use crate::transport::tls::TlsOptions;
@@ -222,50 +224,137 @@ async fn open(
         counters.without_sm.fetch_add(1, Relaxed);
     }
     let (early, joined_at) = join(&mut conn, &rooms, &login.user).await?;
-    let link = Rc::new(RefCell::new(Link::new(
+    let link = Link::new(
         login.user.clone(),
         &cfg.domain,
         &muc_domain,
         conn.sm,
         cfg.stats.clone(),
         counters,
-    )));
+    );
     let (out, commands) = outbox();
-    let (answers_tx, answers) = mpsc::unbounded_channel();
-    actix_rt::spawn(pump(commands, conn.sender, link.clone(), answers_tx));
-    // Session events (those that came while joining first) through the link; a `Closed` of our
-    // own in case the session's stream ends without one.
-    let heard = stream::iter(early)
-        .chain(conn.events)
-        .flat_map(move |Stamped { at, event }| {
-            let mut inbound = Vec::new();
-            link.borrow_mut().on_event(event, &mut inbound);
-            stream::iter(inbound.into_iter().map(move |event| Timed { at, event }))
-        })
-        .chain(stream::once(async {
-            Timed {
-                at: Instant::now(),
-                event: Inbound::Closed,
-            }
-        }));
-    // Answers the pump gives at once (no stanza, or no XEP-0198 ack to wait for).
-    let answered = stream::unfold(answers, |mut rx| async move { rx.recv().await.map(|t| (*t, rx)) });
-    // Everything up to the first `Closed`, which ends the stream.
-    let events = stream::select(heard, answered).scan(false, |closed, t: Timed| {
-        let next = (!*closed).then(|| {
-            *closed = t.event == Inbound::Closed;
-            t
-        });
-        futures_util::future::ready(next)
-    });
     let stall = Stall::default();
-    let events = stall.wrap(Box::pin(events)).boxed_local();
+    let mut events = Events {
+        commands,
+        writing: true,
+        sender: conn.sender,
+        link,
+        session: conn.events,
+        ready: VecDeque::new(),
+        stall: stall.clone(),
+        sleep: None,
+        ended: false,
+    };
+    // Those that came while joining first.
+    for Stamped { at, event } in early {
+        events.hear(at, event);
+    }
     Ok(Connection {
         out,
-        events,
+        events: events.boxed_local(),
         logged_in_at: joined_at.unwrap_or(conn.logged_in_at),
         stall,
     })
+}
+
+/// A connection as the user sees it, polled by the user: each poll first turns the commands
+/// queued in the outbox into stanzas for the session's task (through the [`Link`], which also
+/// gives the answers due at once), then yields what the session heard, as [`Inbound`]s. One
+/// object, no task or channel of its own. A [`Stall`] stops the yielding, not the sending.
+/// It ends after the first [`Inbound::Closed`] (its own, should the session end without one).
+struct Events {
+    commands: OutboxReader,
+    /// The outbox is still read (no `Close` or `Abort` yet, the session takes stanzas).
+    writing: bool,
+    sender: XmppSender,
+    link: Link,
+    session: SessionEvents,
+    /// Inbounds to yield, in order.
+    ready: VecDeque<Timed>,
+    stall: Stall,
+    /// The stall's timer, made only while stalled.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    ended: bool,
+}
+
+impl Events {
+    /// Sends each queued command's stanza and records what answers it, in order.
+    fn pump(&mut self, cx: &mut Context<'_>) {
+        while self.writing {
+            let (req, op) = match self.commands.poll_recv(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Some(Command::Request { req, op })) => (req, op),
+                Poll::Ready(Some(Command::Close) | None) => {
+                    // `None`: every outbox is gone, so nobody can use the connection.
+                    self.stop_writing();
+                    return self.sender.close();
+                }
+                Poll::Ready(Some(Command::Abort)) => {
+                    self.stop_writing();
+                    return self.sender.abort();
+                }
+            };
+            let answer = match self.link.plan(req, &op) {
+                Step::Answer(reply) => Some(reply),
+                Step::Send { stanza, id, waiting } => match self.sender.send(stanza) {
+                    Ok(n) => self.link.sent(n, id, waiting),
+                    // Closed: what went unanswered is the user's to audit.
+                    Err(_) => return self.stop_writing(),
+                },
+            };
+            if let Some(reply) = answer {
+                self.ready.push_back(Timed {
+                    at: Instant::now(),
+                    event: Inbound::Reply { req: Some(req), reply },
+                });
+            }
+        }
+    }
+
+    fn stop_writing(&mut self) {
+        self.writing = false;
+        self.commands.close();
+    }
+
+    /// A session event, as the user's inbounds.
+    fn hear(&mut self, at: Instant, event: Event) {
+        let mut inbound = Vec::new();
+        self.link.on_event(event, &mut inbound);
+        (self.ready).extend(inbound.into_iter().map(|event| Timed { at, event }));
+    }
+}
+
+impl futures_util::Stream for Events {
+    type Item = Timed;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Timed>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        this.pump(cx);
+        if this.stall.poll_stalled(&mut this.sleep, cx) {
+            return Poll::Pending;
+        }
+        loop {
+            if let Some(t) = this.ready.pop_front() {
+                if t.event == Inbound::Closed {
+                    this.ended = true;
+                    this.stop_writing();
+                    this.ready = VecDeque::new();
+                }
+                return Poll::Ready(Some(t));
+            }
+            match Pin::new(&mut this.session).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Stamped { at, event })) => this.hear(at, event),
+                Poll::Ready(None) => this.ready.push_back(Timed {
+                    at: Instant::now(),
+                    event: Inbound::Closed,
+                }),
+            }
+        }
+    }
 }
 
 /// Joins `rooms` (all asked at once) and waits for each self-presence; returns the events
@@ -309,46 +398,6 @@ async fn join(
         }
     }
     Ok((early, last))
-}
-
-/// Sends each command's stanza and records what answers it, in order.
-async fn pump(
-    mut commands: OutboxReader,
-    sender: XmppSender,
-    link: Rc<RefCell<Link>>,
-    // Boxed, as the session's events are: a channel's first block is 32 items.
-    answers: mpsc::UnboundedSender<Box<Timed>>,
-) {
-    while let Some(command) = commands.recv().await {
-        let (req, op) = match command {
-            Command::Request { req, op } => (req, op),
-            Command::Close => {
-                commands.close();
-                return sender.close();
-            }
-            Command::Abort => {
-                commands.close();
-                return sender.abort();
-            }
-        };
-        let step = link.borrow().plan(req, &op);
-        let answer = match step {
-            Step::Answer(reply) => Some(reply),
-            Step::Send { stanza, id, waiting } => match sender.send(stanza) {
-                Ok(n) => link.borrow_mut().sent(n, id, waiting),
-                // Closed: what went unanswered is the user's to audit.
-                Err(_) => return commands.close(),
-            },
-        };
-        if let Some(reply) = answer {
-            let _ = answers.send(Box::new(Timed {
-                at: Instant::now(),
-                event: Inbound::Reply { req: Some(req), reply },
-            }));
-        }
-    }
-    // Every outbox is gone: nobody can use the connection.
-    sender.close();
 }
 
 /// A connection that ended while joining.

@@ -12,24 +12,22 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::meter::{self, Sent};
 use super::outbound::{self as out, Outbound};
 use super::parser::StreamParser;
 use super::sasl::{self, Mechanism, SaslError, Scram};
-use super::session::{EVENT_QUEUE, XmppConfig, XmppConn, XmppError, XmppSender};
+use super::session::{EVENT_QUEUE, Events, XmppConfig, XmppConn, XmppError, XmppSender};
 use super::stanza::{Features, Incoming, Iq, IqType};
 use super::task::Task;
 use super::wire::{StartTlsPolicy, Wire};
-use crate::transport::FrameStats;
+use crate::transport::{FrameStats, outbox};
 
 /// The login-time view of a stream: send text, take the next typed item.
 pub(super) struct Stream {
     pub(super) wire: Wire,
     pub(super) parser: StreamParser,
-    pub(super) buf: Vec<u8>,
     domain: String,
     pub(super) stats: Arc<FrameStats>,
 }
@@ -51,7 +49,7 @@ impl Stream {
                     other => Ok(other),
                 };
             }
-            let n = (self.wire.read_into(&mut self.parser, &mut self.buf).await).map_err(XmppError::Io)?;
+            let n = (self.wire.read_into(&mut self.parser).await).map_err(XmppError::Io)?;
             self.stats.bytes_received.fetch_add(n as u64, Relaxed);
             if n == 0 {
                 return Err(XmppError::Closed);
@@ -89,7 +87,6 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
     let mut s = Stream {
         wire,
         parser: StreamParser::default(),
-        buf: vec![0; 4096],
         domain: cfg.domain.clone(),
         stats: cfg.stats.clone(),
     };
@@ -110,14 +107,12 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
             let Stream {
                 wire,
                 parser,
-                buf,
                 domain,
                 stats,
             } = s;
             s = Stream {
                 wire: cfg.target.starttls(wire, &cfg.domain).await?,
                 parser,
-                buf,
                 domain,
                 stats,
             };
@@ -151,7 +146,7 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
             }
         }
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = outbox();
     let sender = XmppSender {
         tx,
         seq: Rc::new(Cell::new(0)),
@@ -164,11 +159,10 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let task = Task::new(s, rx, &sender, events_tx, sm, cfg.ack_requests);
     actix_rt::spawn(task.run(early));
-    let events = futures_util::stream::unfold(events_rx, |mut rx| async move { rx.recv().await.map(|e| (*e, rx)) });
     Ok(XmppConn {
         jid,
         sender,
-        events: events.boxed_local(),
+        events: Events(events_rx),
         sm,
         logged_in_at,
     })

@@ -86,6 +86,9 @@ pub enum ParseError {
     TooLarge(usize),
 }
 
+/// Room kept beyond the start of a stanza still arriving.
+const KEEP: usize = 1024;
+
 /// Incremental parser of one inbound stream.
 #[derive(Debug)]
 pub struct StreamParser {
@@ -119,9 +122,28 @@ impl StreamParser {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The buffer to read from the socket into, with room for at least `room` more bytes
+    /// (what is appended is parsed by [`StreamParser::next_item`]). A connection reads into it
+    /// directly: it has no read buffer of its own.
+    pub fn read_buf(&mut self, room: usize) -> &mut Vec<u8> {
+        self.buf.reserve(room);
+        &mut self.buf
+    }
+
     /// Bytes received and not yet part of a yielded item.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Everything complete was taken: the room that is not needed goes back to the allocator.
+    /// An empty buffer is freed (an idle connection holds none: the next read allocates
+    /// again); one holding the start of a stanza keeps little more than that start.
+    fn give_back(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else if self.buf.capacity() > 2 * self.buf.len() + KEEP {
+            self.buf.shrink_to(self.buf.len() + KEEP);
+        }
     }
 
     /// Forgets everything: a stream restart (after STARTTLS or SASL success).
@@ -148,6 +170,9 @@ impl StreamParser {
         self.buf.drain(..consumed);
         if item.is_none() && self.buf.len() > self.limit {
             return Err(ParseError::TooLarge(self.limit));
+        }
+        if item.is_none() {
+            self.give_back();
         }
         for (prefix, uri) in declared {
             match prefix {

@@ -22,7 +22,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::LocalBoxStream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -32,7 +35,7 @@ use super::parser::ParseError;
 use super::sasl::{Mechanism, SaslError};
 use super::stanza::{Message, Presence, StanzaError};
 use super::wire::XmppTarget;
-use crate::transport::{FrameStats, TransportError};
+use crate::transport::{FrameStats, Outbox, TransportError};
 
 /// One user's login.
 #[derive(Clone)]
@@ -235,10 +238,10 @@ pub(super) enum Cmd {
 pub struct Closed;
 
 /// Queues stanzas on a connection (cheap to clone; the connection closes politely when every
-/// clone is dropped).
+/// clone is dropped). The queue is an [`Outbox`]: nothing allocated until a stanza is queued.
 #[derive(Clone)]
 pub struct XmppSender {
-    pub(super) tx: mpsc::UnboundedSender<Cmd>,
+    pub(super) tx: Outbox<Cmd>,
     /// Stanzas queued so far in this stream (XEP-0198 numbering).
     pub(super) seq: Rc<Cell<u32>>,
 }
@@ -280,7 +283,7 @@ pub struct XmppConn {
     /// Queues stanzas.
     pub sender: XmppSender,
     /// Everything heard, stamped; ends after [`Event::Closed`].
-    pub events: LocalBoxStream<'static, Stamped>,
+    pub events: Events,
     /// XEP-0198 is on (acks will come).
     pub sm: bool,
     /// When the login completed (initial presence written).
@@ -289,6 +292,18 @@ pub struct XmppConn {
 
 /// Events buffered between the task and a slow consumer before the socket stops being read.
 pub(super) const EVENT_QUEUE: usize = 1024;
+
+/// What a connection hears, from its task (boxed: a channel's first block holds 32 items at
+/// once, which unboxed, 264 bytes an event, would cost every connection 8 KiB).
+pub struct Events(pub(super) mpsc::Receiver<Box<Stamped>>);
+
+impl Stream for Events {
+    type Item = Stamped;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Stamped>> {
+        self.0.poll_recv(cx).map(|e| e.map(|e| *e))
+    }
+}
 
 impl XmppConn {
     /// Connects and logs in (within `cfg.timeout`); the connection's task runs on the calling

@@ -22,7 +22,7 @@ use super::session::{CloseReason, Cmd, Event, Stamped, XmppSender};
 use super::stanza::{Incoming, IqType};
 use super::wire::Wire;
 use super::{bare, resource};
-use crate::transport::{FrameStats, ProtocolFault};
+use crate::transport::{FrameStats, OutboxReader, ProtocolFault};
 
 /// How long a polite close waits for the server's own close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -30,11 +30,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub(super) struct Task {
     wire: Wire,
     parser: StreamParser,
-    buf: Vec<u8>,
     ws: bool,
-    rx: mpsc::UnboundedReceiver<Cmd>,
-    /// Queues pongs behind what the user queued (weak: does not keep the connection open).
-    pongs: mpsc::WeakUnboundedSender<Cmd>,
+    /// What the senders queue; the task queues its pongs behind (it is not a sender: the
+    /// connection closes once every sender is gone).
+    rx: OutboxReader<Cmd>,
     /// The senders' XEP-0198 numbering, advanced for pongs too.
     seq: Rc<Cell<u32>>,
     /// Boxed: a channel's first block holds 32 items at once, which unboxed (264 bytes an
@@ -59,7 +58,7 @@ enum After {
 impl Task {
     pub(super) fn new(
         stream: Stream,
-        rx: mpsc::UnboundedReceiver<Cmd>,
+        rx: OutboxReader<Cmd>,
         sender: &XmppSender,
         events: mpsc::Sender<Box<Stamped>>,
         sm: bool,
@@ -69,10 +68,8 @@ impl Task {
             ws: stream.wire.is_ws(),
             wire: stream.wire,
             parser: stream.parser,
-            buf: stream.buf,
             stats: stream.stats,
             rx,
-            pongs: sender.tx.downgrade(),
             seq: sender.seq.clone(),
             events,
             sm,
@@ -107,7 +104,7 @@ impl Task {
                         }
                     }
                 }
-                read = self.wire.read_into(&mut self.parser, &mut self.buf) => {
+                read = self.wire.read_into(&mut self.parser) => {
                     match read {
                         Ok(0) => break CloseReason::Eof,
                         Err(e) => break CloseReason::Io(e.to_string()),
@@ -151,7 +148,7 @@ impl Task {
                 }
                 Cmd::Abort => return Ok(After::Abort),
             }
-            next = self.rx.try_recv().ok();
+            next = self.rx.try_recv();
         }
         if stanzas > 0 && self.ack_requests {
             self.push(&mut texts, Sent::Sm, out::SM_REQUEST.to_string());
@@ -248,9 +245,7 @@ impl Task {
 
     /// Queues an answer behind what the user queued, keeping the XEP-0198 numbering.
     fn queue(&self, stanza: Outbound) {
-        if let Some(tx) = self.pongs.upgrade()
-            && tx.send(Cmd::Answer(stanza)).is_ok()
-        {
+        if self.rx.push(Cmd::Answer(stanza)) {
             self.seq.set(self.seq.get().wrapping_add(1));
         }
     }
@@ -264,7 +259,7 @@ impl Task {
         }
         let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
         loop {
-            let read = tokio::time::timeout_at(deadline, self.wire.read_into(&mut self.parser, &mut self.buf)).await;
+            let read = tokio::time::timeout_at(deadline, self.wire.read_into(&mut self.parser)).await;
             match read {
                 Ok(Ok(n)) if n > 0 => {
                     self.stats.bytes_received.fetch_add(n as u64, Relaxed);

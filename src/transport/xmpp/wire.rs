@@ -32,6 +32,9 @@ use crate::transport::connect::{self, Endpoint, Scheme, Stream, TargetUrl};
 use crate::transport::native::ws_config;
 use crate::transport::tls::{self, TlsOptions};
 
+/// Room taken in the parser's buffer for one read (given back once parsed).
+const READ_ROOM: usize = 4096;
+
 /// When to upgrade a TCP (`xmpp://`) stream with STARTTLS; WebSocket targets ignore it
 /// (`wss://` is TLS already).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,10 +190,19 @@ impl Wire {
     }
 
     /// Reads what is available into `parser`; `Ok(0)` at end of stream. Cancel-safe.
-    pub async fn read_into(&mut self, parser: &mut StreamParser, buf: &mut [u8]) -> io::Result<usize> {
+    ///
+    /// Plain TCP waits for the socket to be readable before taking room in the parser's
+    /// buffer, so an idle connection holds no read buffer; TLS reads into room taken first.
+    pub async fn read_into(&mut self, parser: &mut StreamParser) -> io::Result<usize> {
         match self {
-            Wire::Tcp(s) => read_some(s, parser, buf).await,
-            Wire::Tls(s) => read_some(s.as_mut(), parser, buf).await,
+            Wire::Tcp(s) => loop {
+                s.readable().await?;
+                match s.try_read_buf(parser.read_buf(READ_ROOM)) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    read => return read,
+                }
+            },
+            Wire::Tls(s) => s.read_buf(parser.read_buf(READ_ROOM)).await,
             Wire::Ws(ws) => loop {
                 match ws.next().await {
                     None | Some(Ok(WsMessage::Close(_))) => return Ok(0),
@@ -248,10 +260,4 @@ async fn write_joined<W: AsyncWriteExt + Unpin, S: AsRef<str>>(w: &mut W, texts:
     }
     w.flush().await?;
     Ok(bytes)
-}
-
-async fn read_some<R: AsyncReadExt + Unpin>(r: &mut R, parser: &mut StreamParser, buf: &mut [u8]) -> io::Result<usize> {
-    let n = r.read(buf).await?;
-    parser.feed(&buf[..n]);
-    Ok(n)
 }
