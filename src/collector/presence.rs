@@ -44,6 +44,8 @@ pub(super) struct Presence {
     online: Vec<u8>,
     /// Last login of any device of the user.
     last_login: Vec<Option<Micros>>,
+    /// Devices online now: the sum of `online`, kept as it changes (it is asked per event).
+    connected: u64,
 }
 
 impl Presence {
@@ -54,6 +56,7 @@ impl Presence {
             per_user,
             online: vec![0; users as usize],
             last_login: vec![None; users as usize],
+            connected: 0,
         }
     }
 
@@ -75,6 +78,7 @@ impl Presence {
             d.since = at;
             d.seen = true;
             self.online[user as usize] += 1;
+            self.connected += 1;
         }
         let last = &mut self.last_login[user as usize];
         *last = Some(last.map_or(at, |l| l.max(at)));
@@ -89,6 +93,7 @@ impl Presence {
             d.drops[d.drop_count % DROPS] = at;
             d.drop_count += 1;
             self.online[user as usize] -= 1;
+            self.connected -= 1;
         }
     }
 
@@ -129,7 +134,8 @@ impl Presence {
 
     /// Devices online now.
     pub(super) fn connected(&self) -> u64 {
-        self.online.iter().map(|n| u64::from(*n)).sum()
+        debug_assert_eq!(self.connected, self.online.iter().map(|n| u64::from(*n)).sum::<u64>());
+        self.connected
     }
 }
 

@@ -190,3 +190,24 @@ async fn a_refused_address_falls_back_to_the_next_one() {
         "the address that answered goes first"
     );
 }
+
+#[tokio::test]
+async fn connections_leave_from_the_source_address_they_are_given() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let source = Ipv4Addr::new(127, 0, 0, 2);
+    let mut kept = Vec::new();
+    for _ in 0..20 {
+        let client = connect_tcp(addr, Some(source)).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), IpAddr::V4(source));
+        assert_eq!(client.local_addr().unwrap(), peer);
+        kept.push(client);
+    }
+    // Toward a destination that is not loopback the source is left to the system; here, with no
+    // source, the system's choice for loopback.
+    let client = connect_tcp(addr, None).await.unwrap();
+    let (_, peer) = listener.accept().await.unwrap();
+    assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    drop(client);
+}
