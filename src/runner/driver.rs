@@ -61,8 +61,15 @@ pub(super) fn open(plan: &Plan, target: &mut Running) -> Result<Arc<dyn Driver>,
     }
 }
 
+/// Connections per loopback source address. The kernel picks a connection's source port by
+/// walking the ephemeral range (~28,000 ports) from a random point until a port is free for
+/// that destination (`__inet_check_established`): with 16,000 ports of one address in use a
+/// connect walked so far that it took a fifth of the machine's CPU at the end of a 48,000-user
+/// ramp (`perf`). A few thousand per address keeps the walk short; 127.0.0.0/8 has plenty.
+pub(super) const CONNECTIONS_PER_SOURCE_ADDRESS: u64 = 4_000;
+
 /// Source addresses of the run's connections: 127.0.0.x to a loopback target (the profile's,
-/// or enough for ~28k ephemeral ports each beyond 25,000 connections); none elsewhere (the OS
+/// or one per [`CONNECTIONS_PER_SOURCE_ADDRESS`] beyond that many); none elsewhere (the OS
 /// chooses; a profile's list is then ignored, with a warning).
 fn source_ips(plan: &Plan, target: &mut Running) -> Vec<std::net::Ipv4Addr> {
     let connections = plan.local_peak_users() * plan.population.devices_per_user;
@@ -78,11 +85,37 @@ fn source_ips(plan: &Plan, target: &mut Running) -> Vec<std::net::Ipv4Addr> {
         }
         return Vec::new();
     }
-    if source_ips.is_empty() && connections > 25_000 {
-        // ~28k ephemeral ports per source address: spread over 127.0.0.1, .2, ...
-        source_ips = (1..=connections.div_ceil(25_000) as u8)
-            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
-            .collect();
+    if source_ips.is_empty() && connections > CONNECTIONS_PER_SOURCE_ADDRESS {
+        source_ips = loopback_sources(0, connections.div_ceil(CONNECTIONS_PER_SOURCE_ADDRESS));
     }
     source_ips
+}
+
+/// `n` loopback source addresses from the `first`-th on: 127.0.0.1, .2, ..., then 127.0.1.0,
+/// ... (every address of 127.0.0.0/8 is this machine's).
+pub(super) fn loopback_sources(first: u64, n: u64) -> Vec<std::net::Ipv4Addr> {
+    (first..first + n)
+        .map(|i| {
+            let a = (1 + i).min(0x00FF_FFFE) as u32;
+            std::net::Ipv4Addr::from(0x7F00_0000 | a)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_sources_count_on_from_127_0_0_1() {
+        let ips = loopback_sources(0, 3);
+        assert_eq!(
+            ips,
+            ["127.0.0.1", "127.0.0.2", "127.0.0.3"].map(|s| s.parse::<std::net::Ipv4Addr>().unwrap())
+        );
+        let later = loopback_sources(254, 3);
+        assert_eq!(later[0].to_string(), "127.0.0.255");
+        assert_eq!(later[1].to_string(), "127.0.1.0");
+        assert!(later.iter().all(|ip| ip.is_loopback()));
+    }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::SystemTime;
 
+use super::driver::{CONNECTIONS_PER_SOURCE_ADDRESS, loopback_sources};
 use super::merge::{MergeError, merge};
 use super::shards::{self, run_dir};
 use super::{RunError, RunOutput, interrupt, target};
@@ -18,9 +19,6 @@ use crate::profile::{Auth, EmbeddedMode, Partition, Plan, Target};
 /// Connections one child server takes for all workers: its sockets stay under the 20,000 file
 /// limit with room for its own files.
 const ONE_SERVER_MAX_CONNECTIONS: u64 = 18_000;
-
-/// Connections per loopback source address before the next one (~28k ephemeral ports each).
-const PER_SOURCE_ADDRESS: u64 = 25_000;
 
 /// How a worker run is started.
 pub struct Workers<'a> {
@@ -84,7 +82,7 @@ pub fn run(plan: &Plan, w: &Workers) -> Result<RunOutput, RunError> {
         }),
     };
     let per_worker = connections.div_ceil(u64::from(w.count));
-    let ips_each = per_worker.div_ceil(PER_SOURCE_ADDRESS).max(1);
+    let ips_each = per_worker.div_ceil(CONNECTIONS_PER_SOURCE_ADDRESS).max(1);
     let start = humantime::format_rfc3339_millis(w.start_at).to_string();
     // Each worker serves its live metrics on a port of its own (checked before any starts).
     let live_addrs = (0..w.count)
@@ -100,8 +98,9 @@ pub fn run(plan: &Plan, w: &Workers) -> Result<RunOutput, RunError> {
         let mut sets: Vec<String> = w.overrides.to_vec();
         sets.extend(extra.iter().cloned());
         if loopback && plan.tester.source_ips.is_empty() {
-            let ips: Vec<String> = (0..ips_each)
-                .map(|j| format!("\"127.0.0.{}\"", 1 + u64::from(i) * ips_each + j))
+            let ips: Vec<String> = loopback_sources(u64::from(i) * ips_each, ips_each)
+                .iter()
+                .map(|ip| format!("\"{ip}\""))
                 .collect();
             sets.push(format!("tester.source_ips=[{}]", ips.join(",")));
         }
