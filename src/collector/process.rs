@@ -31,12 +31,19 @@ pub fn cpu_secs() -> Option<f64> {
 #[derive(Debug)]
 pub(super) struct Sampler {
     last: Option<(Instant, f64)>,
+    /// The last share measured, repeated for a sample that comes too soon after it.
+    cpu: f64,
 }
+
+/// CPU time is counted in ticks of 10 ms: over less than this a share means nothing (a
+/// sample right after the first read 28,000%).
+const MIN_SPAN: f64 = 0.5;
 
 impl Sampler {
     pub(super) fn new() -> Sampler {
         Sampler {
             last: cpu_secs().map(|c| (Instant::now(), c)),
+            cpu: 0.0,
         }
     }
 
@@ -47,8 +54,11 @@ impl Sampler {
         let cpu = match (cpu_secs(), self.last) {
             (Some(c), Some((t, c0))) => {
                 let wall = now.duration_since(t).as_secs_f64();
-                self.last = Some((now, c));
-                if wall > 0.0 { 100.0 * (c - c0) / wall } else { 0.0 }
+                if wall >= MIN_SPAN {
+                    self.last = Some((now, c));
+                    self.cpu = 100.0 * (c - c0) / wall;
+                }
+                self.cpu
             }
             (Some(c), None) => {
                 self.last = Some((now, c));
@@ -78,5 +88,21 @@ mod tests {
         }
         assert!(x > 0);
         assert!(cpu_secs().unwrap() >= before);
+    }
+
+    #[test]
+    fn a_sample_too_soon_repeats_the_last_share_instead_of_dividing_by_nothing() {
+        if !std::path::Path::new("/proc/self/stat").exists() {
+            return;
+        }
+        let mut s = Sampler::new();
+        // Busy for 20 ms, then sampled at once: far too short a span to mean anything.
+        let t = Instant::now();
+        while t.elapsed().as_millis() < 20 {
+            std::hint::black_box(0u64);
+        }
+        let (_, cpu) = s.sample();
+        assert_eq!(cpu, 0.0);
+        assert!(s.cpu <= 100.0 * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64);
     }
 }
