@@ -532,7 +532,21 @@ pub fn only_folder(root: &std::path::Path, prefix: &str) -> std::path::PathBuf {
 /// Runs the binary with `args`, killed if it has not ended within `limit`; its exit code and
 /// its stdout then stderr.
 pub async fn ackstorm_within(args: &[&str], limit: std::time::Duration) -> (Option<i32>, String) {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+    ackstorm_in_env(args, None, limit).await
+}
+
+/// [`ackstorm_within`] with exactly the environment `env` when one is given (nothing
+/// inherited: a pod's environment).
+pub async fn ackstorm_in_env(
+    args: &[&str],
+    env: Option<&std::collections::BTreeMap<String, String>>,
+    limit: std::time::Duration,
+) -> (Option<i32>, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"));
+    if let Some(env) = env {
+        cmd.env_clear().envs(env);
+    }
+    let child = cmd
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

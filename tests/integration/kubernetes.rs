@@ -744,20 +744,8 @@ fn metrics_on_loopback(argv: &mut [String]) {
 /// Runs the binary with exactly `env` (a pod's environment: nothing inherited), killed if it
 /// has not ended within `limit`; its exit code and output.
 async fn run_as_pod(args: &[String], env: &BTreeMap<String, String>, limit: Duration) -> (Option<i32>, String) {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("`ackstorm {}` had not ended after {limit:?}: killed", args.join(" ")))
-        .expect("the binary runs");
-    (out.status.code(), crate::common::output_text(&out))
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::common::ackstorm_in_env(&args, Some(env), limit).await
 }
 
 fn messages_sent(summary: &Path) -> u64 {
