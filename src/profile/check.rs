@@ -516,7 +516,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         reconnect,
         faults: Faults::default(),
         notes: Vec::new(),
-        launch: Launch::default(),
+        launch: super::Launch::default(),
     };
     // Fault times are checked against the end of traffic, which needs a valid ramp.
     let ramp_ok = users_per_sec.is_finite() && users_per_sec > 0.0 && duration > Duration::ZERO;

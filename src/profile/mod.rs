@@ -11,6 +11,7 @@ mod check;
 mod check_faults;
 mod check_live;
 mod check_target;
+mod launch;
 mod lenient;
 pub mod plan;
 pub mod raw;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use launch::{Launch, Shard};
 pub use plan::*;
 pub use raw::RawProfile;
 pub use slo::SloCheck;
