@@ -192,7 +192,6 @@ impl Partition {
     }
 }
 
-
 /// Groups and the server's group-receipt options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Groups {
