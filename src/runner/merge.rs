@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-use super::results::{self, HISTOGRAMS_FILE, Manifest, RunData};
+use super::results::{Manifest, RunData};
 use super::shards::{CLOCKS_NOTE, EVENTS_FILE};
-use super::summary::{self, Sources};
-use super::{Measured, RunOutput, collector_settings};
+use super::summary::Sources;
+use super::{Measured, RunOutput, collector_settings, conclude};
 use crate::collector::{self, EventLogError, EventReader, Source};
 use crate::profile::{self, Launch, Partition, Plan, Shard};
 use crate::report::{Report, ServerFrames, ShardRow, ShardSet};
@@ -240,7 +240,7 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunOutput, MergeErr
         .collect::<Result<Vec<_>, EventLogError>>()?;
     let mut settings = collector_settings(&plan, &world, plan.peak_users(), capabilities);
     settings.hlog_path = Some(out.join("latencies.hlog"));
-    let mut folded = collector::replay(zero, settings, sources)?;
+    let folded = collector::replay(zero, settings, sources)?;
 
     let src = sources_of(&shards, capabilities, partitioned);
     let elapsed = shards
@@ -248,50 +248,45 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunOutput, MergeErr
         .map(|s| offset(s) + Duration::from_secs_f64(s.report.elapsed_secs))
         .max()
         .unwrap_or_default();
-    let histograms = std::mem::take(&mut folded.histograms);
+    let interrupted = shards.iter().any(|s| s.report.interrupted);
     let measured = Measured {
         folded,
         clock_zero: zero,
         before: None,
         after: None,
         elapsed,
-        interrupted: shards.iter().any(|s| s.report.interrupted).then_some(0),
+        interrupted: interrupted.then_some(0),
     };
-    let started = zero;
-    let ended = zero + elapsed;
-    let (mut report, hlog) = summary::build(&plan, &src, measured, started, ended);
-    report.interrupted = shards.iter().any(|s| s.report.interrupted);
-    if partitioned {
-        // One server per shard: their frames add up.
-        report.ack_economics.server_frames = sum_server_frames(&shards);
-    }
-    add_resources(&mut report, &shards, offset);
-    for s in &shards {
-        for w in s.report.warnings.iter().filter(|w| shard_warning(w)) {
-            report.warnings.push(format!("shard {}: {w}", s.index));
-        }
-    }
-    report.shards = Some(ShardSet {
-        run_id: run_id.clone(),
-        count,
-        index: None,
-        partitioned,
-        rows: shards.iter().map(|s| row(s, offset(s))).collect(),
-        clocks: CLOCKS_NOTE.to_string(),
-    });
-    let hdr = collector::histfile::write(&histograms, zero, elapsed).map_err(|reason| MergeError::Read {
-        path: out.join(HISTOGRAMS_FILE),
-        reason,
-    })?;
-    let data = RunData {
-        run_id,
-        shard: None,
-        clock_zero_unix_us: zero
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64),
-        missing_capabilities: capabilities.missing(),
-    };
-    results::write(&out, &report, (&hlog, &hdr), &effective, data)?;
+    let data = RunData::of(&plan, &run_id, zero, capabilities);
+    let report = conclude(
+        &plan,
+        &src,
+        measured,
+        (zero, zero + elapsed),
+        &out,
+        (&effective, data),
+        |report| {
+            report.interrupted = interrupted;
+            if partitioned {
+                // One server per shard: their frames add up.
+                report.ack_economics.server_frames = sum_server_frames(&shards);
+            }
+            add_resources(report, &shards, offset);
+            for s in &shards {
+                for w in s.report.warnings.iter().filter(|w| shard_warning(w)) {
+                    report.warnings.push(format!("shard {}: {w}", s.index));
+                }
+            }
+            report.shards = Some(ShardSet {
+                run_id: run_id.clone(),
+                count,
+                index: None,
+                partitioned,
+                rows: shards.iter().map(|s| row(s, offset(s))).collect(),
+                clocks: CLOCKS_NOTE.to_string(),
+            });
+        },
+    )?;
     Ok(RunOutput {
         report,
         dir: out,

@@ -169,22 +169,45 @@ fn run_into(plan: &Plan, effective: &str, dir: Option<&std::path::Path>) -> Resu
     let interrupted = measured.interrupted;
     let mut sources = summary::Sources::of(&target, driver.as_ref());
     sources.shards = shards::own(plan, &tag);
-    let clock = measured.clock_zero;
-    let elapsed = measured.elapsed;
-    let mut measured = measured;
-    let histograms = std::mem::take(&mut measured.folded.histograms);
-    let (report, hlog) = summary::build(plan, &sources, measured, started_at, ended_at);
-    let hdr = crate::collector::histfile::write(&histograms, clock, elapsed).map_err(|e| RunError::Io {
-        path: dir.join(results::HISTOGRAMS_FILE),
-        source: std::io::Error::other(e),
-    })?;
-    let data = RunData::of(plan, &tag, clock, sources.capabilities);
-    results::write(&dir, &report, (&hlog, &hdr), effective, data)?;
+    let data = RunData::of(plan, &tag, measured.clock_zero, sources.capabilities);
+    let report = conclude(
+        plan,
+        &sources,
+        measured,
+        (started_at, ended_at),
+        &dir,
+        (effective, data),
+        |_| {},
+    )?;
     Ok(RunOutput {
         report,
         dir,
         interrupted,
     })
+}
+
+/// The report of what was measured, written with everything beside it into `dir` (summary,
+/// `histograms.hdr`, interval log, manifest with `run`, effective profile, HTML): one place for
+/// a run's results and a merge's. `amend` adds what only the caller knows.
+pub(crate) fn conclude(
+    plan: &Plan,
+    src: &summary::Sources,
+    mut m: Measured,
+    (started, ended): (SystemTime, SystemTime),
+    dir: &std::path::Path,
+    (effective, run): (&str, RunData),
+    amend: impl FnOnce(&mut Report),
+) -> Result<Report, RunError> {
+    let histograms = std::mem::take(&mut m.folded.histograms);
+    let (clock, elapsed) = (m.clock_zero, m.elapsed);
+    let (mut report, hlog) = summary::build(plan, src, m, started, ended);
+    amend(&mut report);
+    let hdr = collector::histfile::write(&histograms, clock, elapsed).map_err(|e| RunError::Io {
+        path: dir.join(results::HISTOGRAMS_FILE),
+        source: std::io::Error::other(e),
+    })?;
+    results::write(dir, &report, (&hlog, &hdr), effective, run)?;
+    Ok(report)
 }
 
 /// What the actix part of a run hands back.
