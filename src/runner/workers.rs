@@ -144,21 +144,41 @@ pub fn run(plan: &Plan, w: &Workers) -> Result<RunOutput, RunError> {
         eprintln!("workers: live metrics on {first} to {last}, one port per worker");
     }
     let mut failed = Vec::new();
-    for (i, mut child, log) in children {
-        let status = child
-            .wait()
-            .map_err(|e| RunError::Target(format!("waiting for worker {i}: {e}")))?;
-        match status.code() {
-            Some(0) | Some(1) => eprintln!("workers: shard {i} done"),
-            _ => {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                failed.push(format!(
-                    "shard {i} ({status}): {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ));
+    let mut running = children;
+    let mut forwarded = false;
+    while !running.is_empty() {
+        // A signal to this process alone (a SIGTERM from a supervisor) goes on to the workers,
+        // which then stop, drain and write their results like any interrupted run.
+        if let (Some(sig), false) = (interrupt::requested(), forwarded) {
+            forwarded = true;
+            for (_, child, _) in &running {
+                // SAFETY: kill(2) on the pid of a child not yet reaped by this process.
+                unsafe { libc::kill(child.id() as libc::pid_t, sig) };
             }
         }
+        let mut still = Vec::new();
+        for (i, mut child, log) in running {
+            let status = child
+                .try_wait()
+                .map_err(|e| RunError::Target(format!("waiting for worker {i}: {e}")))?;
+            let Some(status) = status else {
+                still.push((i, child, log));
+                continue;
+            };
+            match status.code() {
+                Some(0) | Some(1) => eprintln!("workers: shard {i} done"),
+                _ => {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                    failed.push(format!(
+                        "shard {i} ({status}): {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    ));
+                }
+            }
+        }
+        running = still;
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     if let Some(mut s) = server {
         s.stop();

@@ -3,6 +3,7 @@
 //! single process; `merge` refuses what is not one run; `--workers` splits and merges by itself;
 //! partitioned shards each with their own embedded server audit clean.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -311,5 +312,48 @@ async fn partitioned_shards_with_servers_of_their_own_audit_clean() {
     assert_eq!(merged["shards"]["partitioned"], true);
     assert_eq!(merged["audit"]["total"]["lost"], 0);
     assert!(merged["throughput"]["messages_sent"].as_u64().unwrap() > 100);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_signal_to_the_workers_parent_stops_them_all_and_merges_what_ran() {
+    let dir = scratch("workers-signal");
+    let results = dir.join("r");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+        .args([
+            "run",
+            s(&dir.join("p.toml")),
+            "--workers",
+            "2",
+            "--duration",
+            "60s",
+            "--no-progress",
+        ])
+        .args(["--results", s(&results)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0) // the signal reaches the parent alone, as a supervisor's would
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the workers' parent did not end within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(143));
+    let run_dir = only_folder(&results, "split-");
+    let merged = json(&run_dir.join("merged/summary.json"));
+    assert_eq!(merged["interrupted"], true);
+    assert_eq!(merged["shards"]["count"], 2);
+    assert!(merged["throughput"]["messages_sent"].as_u64().unwrap() > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
