@@ -19,7 +19,7 @@ use super::config::{exp_sample, next_arrival};
 use super::faults::Planned;
 use super::world::{Role, Stream, World, stream};
 use crate::profile::Strategy;
-use crate::transport::MsgId;
+use crate::transport::{Chat, MsgId};
 
 /// Simulation time: microseconds since the run started.
 pub type Micros = u64;
@@ -397,7 +397,29 @@ impl UserSim {
         }
     }
 
-    /// A message arrived (pushed live or replayed at login).
+    /// A message reached device `dev` (pushed live or replayed at login): on the primary
+    /// device (0), the user sees it ([`UserSim::on_message`]); on every device that sends
+    /// delivery receipts, a one-to-one message is owed one (returned: the caller sends it, on
+    /// that device). `conv` and `key` are `None` for a message that is not this run's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_push(
+        &mut self,
+        dev: u8,
+        now: Micros,
+        chat: Chat,
+        mid: MsgId,
+        seen: Option<(Conv, MsgKey)>,
+        receipts: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let owes_delivery = chat == Chat::Single && self.world.delivery[self.ix as usize] && self.acks_allowed(now);
+        if let (0, Some((conv, key))) = (dev, seen) {
+            self.on_message(now, mid, key, conv, receipts, out);
+        }
+        owes_delivery
+    }
+
+    /// A message arrived at the primary device (pushed live or replayed at login).
     pub fn on_message(
         &mut self,
         now: Micros,

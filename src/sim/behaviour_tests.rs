@@ -310,3 +310,56 @@ warmup = "2s"
         assert!(sends(&out) > 10, "user {ix} sends at 10/s after it");
     }
 }
+
+#[test]
+fn a_push_is_seen_on_the_primary_device_and_owes_a_delivery_receipt_on_every_device() {
+    let (cfg, world) = setup("per_message", "");
+    // Delivery receipts are on for everyone by default (population.delivery_share = 1).
+    assert!(world.delivery[0]);
+    let mut u = UserSim::new(0, cfg, world);
+    let peer = Conv::Peer(1);
+    let mut out = Vec::new();
+    // The same message on a second device and on the primary: each owes a delivery receipt,
+    // and the user sees it once (on the primary), read after 100 ms.
+    assert!(u.on_push(
+        1,
+        0,
+        Chat::Single,
+        MsgId::from(1),
+        Some((peer, key(1))),
+        false,
+        &mut out
+    ));
+    assert!(u.on_push(
+        0,
+        0,
+        Chat::Single,
+        MsgId::from(1),
+        Some((peer, key(1))),
+        false,
+        &mut out
+    ));
+    u.advance(SEC, &mut out);
+    assert_eq!((reads(&out), read_acks(&out)), (1, 1), "{out:?}");
+    // Group messages get no delivery receipt; messages not of this run are not seen.
+    assert!(!u.on_push(
+        0,
+        3 * SEC,
+        Chat::Group,
+        MsgId::from(2),
+        Some((Conv::Group(0), key(2))),
+        false,
+        &mut out
+    ));
+    assert!(u.on_push(0, 3 * SEC, Chat::Single, MsgId::from(3), None, false, &mut out));
+    // After the acks end (110 s here), nothing more is owed.
+    assert!(!u.on_push(
+        0,
+        111 * SEC,
+        Chat::Single,
+        MsgId::from(4),
+        Some((peer, key(4))),
+        false,
+        &mut out
+    ));
+}

@@ -2,8 +2,8 @@
 //!
 //! It connects through the transport [`Driver`] on its own arbiter, feeds arriving messages
 //! and the clock to its [`UserSim`], performs the actions that come back (send, ack, go
-//! offline), answers messages with delivery receipts when its devices have them on, and emits
-//! raw events to the collector. One timer per actor, set to the behaviour's next due time;
+//! offline), sends the delivery receipts the behaviour says a push is owed, and emits raw
+//! events to the collector. What a user decides is the behaviour's; the actor only does I/O. One timer per actor, set to the behaviour's next due time;
 //! latencies start at the scheduled time, not at the timer's wake-up.
 //!
 //! Every request gets a number, unique for the user over the run, and waits in `in_flight`
@@ -354,7 +354,15 @@ impl UserActor {
                     mid: mid.clone(),
                     at,
                 });
-                if chat == Chat::Single && world.delivery[self.ix as usize] && self.sim.acks_allowed(at) {
+                let conv = match chat {
+                    Chat::Single => world.user_index(&from).map(Conv::Peer),
+                    Chat::Group => world.group_index(&to).map(Conv::Group),
+                };
+                let seen = conv.zip(key);
+                let owes_delivery =
+                    self.sim
+                        .on_push(dev as u8, at, chat, mid.clone(), seen, receipts, &mut self.actions);
+                if owes_delivery {
                     let to_user: Arc<str> = world
                         .user_index(&from)
                         .map_or_else(|| Arc::from(from.as_str()), |i| world.users[i as usize].clone());
@@ -373,15 +381,7 @@ impl UserActor {
                     };
                     self.request(dev, op, ReqKind::Ack(AckKind::Delivery), key, 0, Some(event));
                 }
-                if !primary {
-                    return;
-                }
-                let conv = match chat {
-                    Chat::Single => world.user_index(&from).map(Conv::Peer),
-                    Chat::Group => world.group_index(&to).map(Conv::Group),
-                };
-                if let (Some(conv), Some(key)) = (conv, key) {
-                    self.sim.on_message(at, mid, key, conv, receipts, &mut self.actions);
+                if primary && seen.is_some() {
                     self.perform(ctx);
                     self.arm(ctx);
                 }
