@@ -61,6 +61,13 @@ pub fn run(plan: &Plan, w: &Workers) -> Result<RunOutput, RunError> {
             };
             extra.push(format!("target.url={}", toml_str(&running.url)));
             extra.push(format!("target.secret={}", toml_str(secret)));
+            if plan.label.is_none() {
+                // The workers see an external URL: say what it is.
+                extra.push(format!(
+                    "target.label={}",
+                    toml_str("embedded reference server (one for all workers)")
+                ));
+            }
             eprintln!(
                 "workers: one server for all {connections} connections at {}",
                 running.url
