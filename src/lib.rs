@@ -21,4 +21,5 @@ pub mod report;
 pub mod runner;
 pub mod server;
 pub mod sim;
+pub mod simulate;
 pub mod transport;

@@ -6,6 +6,7 @@
 
 mod serve;
 mod shard;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,29 @@ enum Command {
         repeat: u32,
         #[command(flatten)]
         shard: shard::ShardArgs,
+    },
+    /// Simulate a profile in virtual time against a cost model of the reference server: the
+    /// same users and behaviour as `run`, no sockets, deterministic per seed; results, report
+    /// and `compare` as for a run, marked simulated.
+    Simulate {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The server's cost model (TOML from `ackstorm calibrate`); default: the profile's
+        /// model.file, else the calibration shipped with ackstorm.
+        #[arg(long, value_name = "FILE")]
+        model: Option<std::path::PathBuf>,
+    },
+    /// Derive a server cost model for `simulate` from a socket run's results folder (its
+    /// server frames, server and tester CPU, latencies); writes DIR/model.toml or --out.
+    Calibrate {
+        /// The run's results folder.
+        dir: std::path::PathBuf,
+        /// Where the model goes.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The model's name (default: from the run's target and machine).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Merge the shards of a split run (`run --shard`) into one results folder: histograms
     /// added exactly, the audit run across shards, SLOs judged on the whole.
@@ -236,6 +260,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { run, repeat, shard } => run_profile(&run, repeat, &shard),
         Command::Merge { dirs, out } => shard::merge(&dirs, out.as_deref()),
+        Command::Simulate { run, model } => simulate::run(&run, model.as_deref()),
+        Command::Calibrate { dir, out, name } => simulate::calibrate(&dir, out.as_deref(), name.as_deref()),
         Command::Strategies { run, strategies } => compare_strategies(&run, &strategies),
         Command::Compare {
             a,

@@ -13,7 +13,7 @@ pub mod histfile;
 mod intervals;
 mod metric;
 mod presence;
-mod process;
+pub mod process;
 mod records;
 mod replay;
 mod window;
@@ -490,5 +490,37 @@ impl Handle {
             let _ = t.join();
         }
         folded
+    }
+}
+
+/// A collector folded on the caller's thread, for a caller that produces events in time
+/// order itself (a virtual-time simulation): the same fold a run's collector thread does, with
+/// the clock in the caller's hands.
+pub struct Inline(fold::State);
+
+impl Inline {
+    /// A fold of a run whose clock started at `start_time`.
+    pub fn new(start_time: std::time::SystemTime, settings: Settings) -> Inline {
+        Inline(fold::State::new(start_time, settings))
+    }
+
+    /// Folds one event.
+    pub fn fold(&mut self, e: Event) {
+        self.0.fold(e);
+    }
+
+    /// Once a second of run time `now`: settles the records past the horizon.
+    pub fn tick(&mut self, now: Micros) {
+        self.0.tick(now, None);
+    }
+
+    /// Current figures at run time `now`.
+    pub fn snapshot(&mut self, now: Micros) -> Snapshot {
+        self.0.snapshot(now)
+    }
+
+    /// Folds everything.
+    pub fn finish(self) -> Folded {
+        self.0.finish()
     }
 }

@@ -1,5 +1,6 @@
 //! The tester's own resources, sampled once a second for the timeline, so that a reader sees
-//! a generator in trouble (memory growing, a core saturated) beside the server's numbers.
+//! a generator in trouble (memory growing, a core saturated) beside the server's numbers; the
+//! server's `/metrics` reports its process's CPU time from here too.
 //! Linux `/proc/self`; elsewhere every sample is `None`.
 
 use std::time::Instant;

@@ -66,6 +66,7 @@ fn summary(read_receipt_p99: f64, server_ack_p99: f64, msgs_per_sec: f64, lost: 
             label: None,
             protocol: "native".into(),
             not_available: Vec::new(),
+            server_cpu_secs: None,
         },
         connections: Connections {
             asked: 10,
@@ -95,6 +96,7 @@ fn summary(read_receipt_p99: f64, server_ack_p99: f64, msgs_per_sec: f64, lost: 
         interrupted: false,
         faults: Vec::new(),
         shards: None,
+        simulation: None,
     }
 }
 

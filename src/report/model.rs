@@ -91,6 +91,67 @@ pub struct Report {
     /// report, every shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<ShardSet>,
+    /// A simulation's (`ackstorm simulate`): the model it ran against and what it predicts.
+    /// Its latencies are the model's predictions; `None` on a run against a real server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<Simulation>,
+}
+
+/// What a simulation ran against and predicts beside the run's own figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Simulation {
+    /// The server's cost model.
+    pub model: SimModel,
+    /// Wall time the simulation took, seconds.
+    pub wall_secs: f64,
+    /// Discrete events it handled.
+    pub events: u64,
+    /// Predicted server cores busy in the busiest second.
+    pub peak_server_cores: f64,
+    /// Predicted server cores busy, mean over the steady phase.
+    pub mean_server_cores: f64,
+    /// Receipt pushes routed per second, mean over the steady phase.
+    pub receipts_per_sec: f64,
+    /// Per second of run time.
+    pub series: Vec<SimPoint>,
+}
+
+/// The cost model of a simulation, as the report shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimModel {
+    /// What it models.
+    pub name: String,
+    /// Cores.
+    pub cores: u32,
+    /// Client to server (and back) latency, µs.
+    pub one_way_us: f64,
+    /// Server CPU per frame read, µs.
+    pub frame_in_us: f64,
+    /// Server CPU per frame written, µs.
+    pub frame_out_us: f64,
+    /// Generator CPU per frame, µs (with `colocated`).
+    pub tester_frame_us: f64,
+    /// The generator shares the server's cores.
+    pub colocated: bool,
+    /// The results folder it was calibrated from, if it was.
+    pub calibrated_from: Option<String>,
+}
+
+/// One second of a simulation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimPoint {
+    /// Seconds since the run started.
+    pub t: f64,
+    /// Predicted server cores busy.
+    pub server_cores: f64,
+    /// Predicted generator cores busy (a colocated model's).
+    pub tester_cores: f64,
+    /// Frames the server read.
+    pub frames_in: u64,
+    /// Frames the server wrote.
+    pub frames_out: u64,
+    /// Receipt pushes routed.
+    pub receipts: u64,
 }
 
 /// How a run was split over processes or machines.
@@ -204,6 +265,10 @@ pub struct TargetInfo {
     /// [`Report::latencies`] and the audit, shown as not available (never as zero).
     #[serde(default)]
     pub not_available: Vec<String>,
+    /// The server's CPU time over the run, seconds (`process_cpu_seconds_total` of its
+    /// `/metrics`), when the server is a process of its own that says; what `calibrate` uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_secs: Option<f64>,
 }
 
 /// The protocol of reports written before drivers were named.

@@ -162,6 +162,7 @@ pub(crate) fn sample_report() -> Report {
             label: Some("reference server, in-memory store".to_string()),
             protocol: "native".to_string(),
             not_available: Vec::new(),
+            server_cpu_secs: None,
         },
         connections: Connections {
             asked: 4_000,
@@ -255,6 +256,7 @@ pub(crate) fn sample_report() -> Report {
             lost_in_disconnect: 3,
         }],
         shards: None,
+        simulation: None,
     }
 }
 

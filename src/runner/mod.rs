@@ -35,7 +35,9 @@ use crate::transport::conformance::{Cast, Check};
 use crate::transport::{Capability, Command, Driver, Inbound, LoginSpec, Op, Reply, TransportError};
 
 pub use results::{HISTOGRAMS_FILE, Machine, Manifest, RunData, write_compare, write_comparison};
+pub(crate) use results::prepare;
 pub use summary::LAG_LIMIT_MS;
+pub(crate) use summary::Sources;
 
 /// Why a run could not produce results.
 #[derive(Debug, Error)]
@@ -219,6 +221,25 @@ pub(crate) struct Measured {
     after: Option<target::Metrics>,
     elapsed: Duration,
     interrupted: Option<i32>,
+}
+
+impl Measured {
+    /// What a run that did not use a collector thread measured (a simulation).
+    pub(crate) fn of(
+        folded: collector::Folded,
+        clock_zero: SystemTime,
+        (before, after): (Option<target::Metrics>, Option<target::Metrics>),
+        elapsed: Duration,
+    ) -> Measured {
+        Measured {
+            folded,
+            clock_zero,
+            before,
+            after,
+            elapsed,
+            interrupted: None,
+        }
+    }
 }
 
 /// Sleeps until `deadline`; returns early with the signal if the run is interrupted.

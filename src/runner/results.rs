@@ -165,7 +165,7 @@ impl Manifest {
 /// Makes a run's folder before it starts (`dir`, or a fresh one under the plan's results
 /// folder), so that what is written while it runs (the interval log) has a place, and an
 /// interrupted run leaves its results there too.
-pub(super) fn prepare(plan: &Plan, dir: Option<&Path>) -> Result<PathBuf, RunError> {
+pub(crate) fn prepare(plan: &Plan, dir: Option<&Path>) -> Result<PathBuf, RunError> {
     match dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|source| RunError::Io {

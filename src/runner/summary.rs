@@ -63,6 +63,8 @@ pub(crate) struct Sources {
     pub faults_by_cause: BTreeMap<String, u64>,
     /// This process's part in a sharded run (`None`: the whole run, or a merge's).
     pub shards: Option<ShardSet>,
+    /// The server runs in the tester's process: its `/metrics` CPU time is both's.
+    pub server_in_process: bool,
 }
 
 impl Sources {
@@ -82,6 +84,7 @@ impl Sources {
             bytes_received: stats.bytes_received.load(std::sync::atomic::Ordering::Relaxed),
             faults_by_cause: map(stats.faults_by_cause()),
             shards: None,
+            server_in_process: target.in_process(),
         }
     }
 }
@@ -166,6 +169,10 @@ pub(crate) fn build(
             label: plan.label.clone(),
             protocol: protocol.to_string(),
             not_available: not_available.iter().map(|n| n.to_string()).collect(),
+            server_cpu_secs: match (&m.before, &m.after) {
+                (Some(b), Some(a)) if !src.server_in_process => a.cpu_secs.zip(b.cpu_secs).map(|(a, b)| (a - b).max(0.0)),
+                _ => None,
+            },
         },
         connections,
         throughput: Throughput {
@@ -208,6 +215,7 @@ pub(crate) fn build(
         interrupted: m.interrupted.is_some(),
         faults: f.faults,
         shards: src.shards.clone(),
+        simulation: None,
     };
     report.warnings = src.warnings.clone();
     report.warnings.extend(warnings(&report, &f.connect_errors));

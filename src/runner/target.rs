@@ -268,6 +268,11 @@ fn start_child(config: &ServerConfig, threads: Option<usize>, listen: &str) -> R
 }
 
 impl Running {
+    /// The embedded server runs in this process.
+    pub fn in_process(&self) -> bool {
+        matches!(self.server, Server::InProcess { .. })
+    }
+
     /// Stops an embedded server (external targets are left alone).
     pub fn stop(&mut self) {
         match &mut self.server {
@@ -353,6 +358,8 @@ pub struct Metrics {
     pub frames_out: BTreeMap<String, u64>,
     /// The labels of `ackstorm_build_info`, as `k="v",...`.
     pub build_info: Option<String>,
+    /// `process_cpu_seconds_total`: the server process's CPU time, when it says.
+    pub cpu_secs: Option<f64>,
 }
 
 impl Metrics {
@@ -379,6 +386,7 @@ impl Metrics {
                     };
                     map.insert(op.to_string(), value as u64);
                 }
+                "process_cpu_seconds_total" => m.cpu_secs = Some(value),
                 "ackstorm_build_info" => {
                     let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
                     labels.sort();

@@ -406,6 +406,14 @@ impl Metrics {
         );
         out.header("build_info", "gauge", "Server build and options");
         let _ = writeln!(out.0, "ackstorm_build_info{{{}}} 1", self.build_info);
+        // The standard process metric: what a calibration divides among the frames served
+        // (the whole process's: a server sharing its process with the tester says so itself).
+        if let Some(cpu) = crate::collector::process::cpu_secs() {
+            let _ = writeln!(
+                out.0,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+            );
+        }
         out.0
     }
 }

@@ -141,7 +141,13 @@ struct Inner {
     queue: Mutex<Queue>,
     ready: Notify,
     bound: QueueBound,
+    /// A driver with no tasks to wake (a simulation) learns which queues have something.
+    watch: Option<(u64, Woken)>,
 }
+
+/// The ids of watched queues woken since the watcher last looked, in wake order (repeats
+/// included): a virtual-time simulation drains them instead of running a task per queue.
+pub type Woken = Arc<Mutex<Vec<u64>>>;
 
 /// A connection's push queue; clones share it (the hub's registry holds one, the
 /// connection's task another).
@@ -164,7 +170,26 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             bound,
+            watch: None,
         }))
+    }
+
+    /// A queue that, besides waking its (absent) task, writes `id` into `woken` whenever it
+    /// would wake it: for a driver that has no task per connection.
+    pub fn watched(bound: QueueBound, id: u64, woken: Woken) -> Self {
+        Outbox(Arc::new(Inner {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            bound,
+            watch: Some((id, woken)),
+        }))
+    }
+
+    fn notify(&self) {
+        self.0.ready.notify_one();
+        if let Some((id, woken)) = &self.0.watch {
+            woken.lock().push(*id);
+        }
     }
 
     /// Queues a live push (never blocks). Returns false when the queue is now over its bound:
@@ -191,19 +216,19 @@ impl Outbox {
 
     /// Wakes the connection's task for what was queued quietly.
     pub fn wake(&self) {
-        self.0.ready.notify_one();
+        self.notify();
     }
 
     /// Queues a push the bound does not apply to: the login replay and `kicked`.
     pub fn push_uncounted(&self, push: Push) {
         self.0.queue.lock().items.push_back(Item { push, counted: false });
-        self.0.ready.notify_one();
+        self.notify();
     }
 
     /// Puts back, first in line, a push that was taken but could not be written.
     pub fn put_back(&self, push: Push) {
         self.0.queue.lock().items.push_front(Item { push, counted: false });
-        self.0.ready.notify_one();
+        self.notify();
     }
 
     /// The next push, if one is queued.
@@ -253,7 +278,7 @@ impl Outbox {
     pub fn close(&self) -> Vec<Push> {
         let taken = self.take_all();
         self.0.queue.lock().closed = true;
-        self.0.ready.notify_one();
+        self.notify();
         taken
     }
 

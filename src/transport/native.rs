@@ -165,17 +165,8 @@ async fn open(
     stats: Arc<FrameStats>,
 ) -> Result<Connection, TransportError> {
     let (mut ws, fd) = endpoint.websocket(source, ws_config()).await?;
-    let frame = Request {
-        req: "l0".into(),
-        frame: ClientFrame::Login {
-            user: login.user.as_ref().into(),
-            token: token.into(),
-            device: Some(login.device.as_ref().into()),
-            delivery: login.delivery,
-        },
-    };
-    let text = frame.encode();
-    stats.sent(frame.frame.op_index(), text.len());
+    let (op, text) = login_frame(&login, token);
+    stats.sent(op, text.len());
     ws.send(Message::Text(text.into()))
         .await
         .map_err(|e| TransportError::Handshake(e.to_string()))?;
@@ -211,6 +202,20 @@ async fn open(
     })
 }
 
+/// The `login` frame of a device connection: its op index and text.
+pub(crate) fn login_frame(login: &LoginSpec, token: String) -> (usize, String) {
+    let frame = Request {
+        req: "l0".into(),
+        frame: ClientFrame::Login {
+            user: login.user.as_ref().into(),
+            token: token.into(),
+            device: Some(login.device.as_ref().into()),
+            delivery: login.delivery,
+        },
+    };
+    (frame.frame.op_index(), frame.encode())
+}
+
 /// The request number in a `req` this driver wrote (`s12` -> 12); `None` for anything else.
 fn req_number(req: Option<&str>) -> Option<u64> {
     let req = req?;
@@ -233,7 +238,7 @@ fn fault_of(e: &ProtocolError) -> ProtocolFault {
 }
 
 /// Turns a server frame into an event; counts it (or its fault).
-fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
+pub(crate) fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
     let frame = match Outgoing::parse(text.as_str()) {
         Ok(f) => f,
         Err(e) => {
@@ -340,7 +345,7 @@ fn decode(text: &Utf8Bytes, stats: &FrameStats) -> Option<Inbound> {
 }
 
 /// Encodes one request as its wire frame; `req` becomes `<letter><number>`.
-fn encode(req: u64, op: &Op) -> (usize, String) {
+pub(crate) fn encode(req: u64, op: &Op) -> (usize, String) {
     let (prefix, frame) = match op {
         Op::Send {
             id,

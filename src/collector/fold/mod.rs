@@ -442,7 +442,7 @@ impl State {
         self.settle_acks_before(cutoff);
     }
 
-    fn snapshot(&mut self, now: Micros) -> Snapshot {
+    pub(super) fn snapshot(&mut self, now: Micros) -> Snapshot {
         let last_sec = (now / 1_000_000).saturating_sub(1);
         let p99 = |h: &Histogram<u64>| {
             if h.is_empty() {

@@ -1,0 +1,673 @@
+//! One simulated user in virtual time: what the user actor does around its [`UserSim`], on a
+//! link that never fails (no sockets, no faults).
+//!
+//! The behaviour is `sim/behaviour.rs` itself, not a copy: this module only turns its
+//! [`Action`]s into requests, numbers them and keeps each until its reply, sends the delivery
+//! receipts [`UserSim::on_push`] says a push is owed, fetches reader lists, and emits the
+//! same collector [`Event`]s the actor emits, with the same times (the virtual clock's). It
+//! does no I/O: what leaves is handed back as [`Leave`] for the engine to route.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::collector::{AckKind, Answer, Event, ReceiptKind, ReqKind};
+use crate::sim::behaviour::{Action, Conv, Micros, MsgKey, SimConfig, UserSim};
+use crate::sim::user::{body, parse_body};
+use crate::sim::world::World;
+use crate::transport::{Chat, Inbound, MsgId, Op, Reply};
+
+/// Group messages with receipts a user remembers until their first count (as the actor).
+const RECEIPTED: usize = 4096;
+
+/// What a user's turn sends on its way, for the engine to route.
+#[derive(Debug)]
+pub(super) enum Leave {
+    /// Device `dev` connects and logs in.
+    Login {
+        /// Device.
+        dev: u8,
+    },
+    /// A request on device `dev`'s connection.
+    Request {
+        /// Device.
+        dev: u8,
+        /// Its number.
+        req: u64,
+        /// What it asks.
+        op: Op,
+    },
+    /// Device `dev` closes its connection.
+    Close {
+        /// Device.
+        dev: u8,
+    },
+}
+
+/// What a user's turn needs from the run: the world, the time, and where events and frames go.
+pub(super) struct Env<'a> {
+    /// Now, on the run clock.
+    pub now: Micros,
+    /// The seeded world.
+    pub world: &'a World,
+    /// Behaviour settings.
+    pub cfg: &'a SimConfig,
+    /// The run's tag (first in message bodies and client ids).
+    pub tag: &'a str,
+    /// Message body size.
+    pub message_bytes: usize,
+    /// Events for the collector, in time order.
+    pub events: &'a mut Vec<Event>,
+    /// Frames and connection changes leaving.
+    pub out: &'a mut Vec<Leave>,
+    /// Scratch for the behaviour's actions.
+    pub actions: &'a mut Vec<Action>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Device {
+    up: bool,
+    connecting: bool,
+    logged_in_once: bool,
+    /// Bumped per connection, so what reaches a closed one is told apart.
+    generation: u32,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    dev: u8,
+    op: Op,
+    kind: ReqKind,
+    key: Option<MsgKey>,
+    conv: u32,
+    written: bool,
+    event: Option<Event>,
+}
+
+#[derive(Debug)]
+struct Query {
+    key: MsgKey,
+    mid: MsgId,
+    group: u32,
+    page: u32,
+    started: Micros,
+    page_sent: Micros,
+    pages: Vec<Micros>,
+    users: Vec<u32>,
+    unknown: u32,
+}
+
+/// One user: its behaviour, its devices and its requests in flight.
+#[derive(Debug)]
+pub(super) struct Client {
+    ix: u32,
+    sim: UserSim,
+    devices: SmallVec<[Device; 1]>,
+    next_req: u64,
+    in_flight: FxHashMap<u64, InFlight>,
+    waiting_sends: usize,
+    receipted: FxHashMap<MsgId, (MsgKey, u32)>,
+    receipted_order: VecDeque<MsgId>,
+    queries: FxHashMap<u64, Query>,
+    closing: bool,
+}
+
+impl Client {
+    /// User `ix` with `devices` devices.
+    pub(super) fn new(ix: u32, cfg: Arc<SimConfig>, world: Arc<World>, devices: u8) -> Client {
+        Client {
+            ix,
+            sim: UserSim::new(ix, cfg, world),
+            devices: (0..devices.max(1)).map(|_| Device::default()).collect(),
+            next_req: 0,
+            in_flight: FxHashMap::default(),
+            waiting_sends: 0,
+            receipted: FxHashMap::default(),
+            receipted_order: VecDeque::new(),
+            queries: FxHashMap::default(),
+            closing: false,
+        }
+    }
+
+    /// When the behaviour next has something to do.
+    pub(super) fn next_due(&self) -> Option<Micros> {
+        self.sim.next_due()
+    }
+
+    /// The device's current connection.
+    pub(super) fn generation(&self, dev: u8) -> u32 {
+        self.devices[dev as usize].generation
+    }
+
+    /// The user's planned start: connect (when online) and run the behaviour.
+    pub(super) fn start(&mut self, env: &mut Env<'_>) {
+        if self.sim.online() {
+            self.connect_all(env);
+        }
+        self.tick(env);
+    }
+
+    /// Runs the behaviour up to now.
+    pub(super) fn tick(&mut self, env: &mut Env<'_>) {
+        self.sim.advance(env.now, env.actions);
+        self.perform(env);
+    }
+
+    fn connect_all(&mut self, env: &mut Env<'_>) {
+        for dev in 0..self.devices.len() as u8 {
+            let d = &mut self.devices[dev as usize];
+            if d.up || d.connecting {
+                continue;
+            }
+            d.connecting = true;
+            d.generation += 1;
+            env.out.push(Leave::Login { dev });
+        }
+    }
+
+    fn close_all(&mut self, env: &mut Env<'_>) {
+        for dev in 0..self.devices.len() as u8 {
+            let d = &mut self.devices[dev as usize];
+            let was_up = d.up;
+            if d.up || d.connecting {
+                d.up = false;
+                d.connecting = false;
+                d.generation += 1;
+                env.out.push(Leave::Close { dev });
+            }
+            if was_up {
+                env.events.push(Event::Disconnected {
+                    user: self.ix,
+                    dev,
+                    at: env.now,
+                    expected: true,
+                });
+            }
+        }
+        if env.cfg.reconnect.is_none() {
+            let reqs: Vec<u64> = self.in_flight.keys().copied().collect();
+            for req in reqs {
+                let f = self.in_flight.remove(&req).expect("listed");
+                self.settle_unanswered(f, true, env);
+            }
+        }
+    }
+
+    /// `loginOk` reached device `dev` on connection `generation`.
+    pub(super) fn logged_in(&mut self, dev: u8, generation: u32, env: &mut Env<'_>) {
+        let d = &mut self.devices[dev as usize];
+        if d.generation != generation || !d.connecting {
+            return;
+        }
+        d.connecting = false;
+        if self.closing || !self.sim.online() {
+            d.generation += 1;
+            env.out.push(Leave::Close { dev });
+            return;
+        }
+        d.up = true;
+        let first = !d.logged_in_once;
+        d.logged_in_once = true;
+        env.events.push(Event::Connected {
+            user: self.ix,
+            dev,
+            at: env.now,
+            first,
+            reconnect: None,
+        });
+        self.flush(dev, env);
+    }
+
+    /// Writes what waited for device `dev`'s connection, oldest first.
+    fn flush(&mut self, dev: u8, env: &mut Env<'_>) {
+        let mut waiting: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.dev == dev)
+            .map(|(r, _)| *r)
+            .collect();
+        waiting.sort_unstable();
+        let mut resent = 0;
+        for req in waiting {
+            let f = self.in_flight.get_mut(&req).expect("listed");
+            env.out.push(Leave::Request {
+                dev,
+                req,
+                op: f.op.clone(),
+            });
+            if f.written {
+                resent += 1;
+                continue;
+            }
+            f.written = true;
+            if f.kind == ReqKind::Send {
+                self.waiting_sends -= 1;
+            }
+            if let Some(mut e) = f.event.take() {
+                if let Event::Sent { at, waited, .. } | Event::AckSent { at, waited, .. } = &mut e {
+                    *at = env.now;
+                    *waited = true;
+                }
+                env.events.push(e);
+            }
+        }
+        if resent > 0 {
+            env.events.push(Event::Resent { n: resent });
+        }
+    }
+
+    /// Sends `op` on `dev`, or keeps it for the connection being opened.
+    fn request(
+        &mut self,
+        dev: u8,
+        op: Op,
+        (kind, key, conv): (ReqKind, Option<MsgKey>, u32),
+        mut event: Option<Event>,
+        env: &mut Env<'_>,
+    ) -> Option<u64> {
+        let d = self.devices[dev as usize];
+        if !d.up {
+            let full = kind == ReqKind::Send && self.waiting_sends >= env.cfg.outbox;
+            if !d.connecting || full {
+                if kind == ReqKind::Send {
+                    env.events.push(Event::Skipped {
+                        n: 1,
+                        disconnected: true,
+                    });
+                }
+                return None;
+            }
+            if kind == ReqKind::Send {
+                self.waiting_sends += 1;
+            }
+        }
+        self.next_req += 1;
+        let req = self.next_req;
+        if d.up {
+            env.out.push(Leave::Request {
+                dev,
+                req,
+                op: op.clone(),
+            });
+            if let Some(mut e) = event.take() {
+                if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
+                    *at = env.now;
+                }
+                env.events.push(e);
+            }
+        }
+        self.in_flight.insert(
+            req,
+            InFlight {
+                dev,
+                op,
+                kind,
+                key,
+                conv,
+                written: d.up,
+                event,
+            },
+        );
+        Some(req)
+    }
+
+    fn settle_unanswered(&mut self, f: InFlight, in_disconnect: bool, env: &mut Env<'_>) {
+        if f.written {
+            env.events.push(Event::Unanswered {
+                user: self.ix,
+                kind: f.kind,
+                in_disconnect,
+            });
+        } else if f.kind == ReqKind::Send {
+            self.waiting_sends -= 1;
+            env.events.push(Event::Skipped {
+                n: 1,
+                disconnected: true,
+            });
+        }
+    }
+
+    fn conv_target(world: &World, conv: Conv) -> (Chat, Arc<str>) {
+        match conv {
+            Conv::Peer(p) => (Chat::Single, world.users[p as usize].clone()),
+            Conv::Group(g) => (Chat::Group, world.groups[g as usize].id.clone()),
+        }
+    }
+
+    fn perform(&mut self, env: &mut Env<'_>) {
+        let mut actions = std::mem::take(env.actions);
+        for a in actions.drain(..) {
+            self.act(a, env);
+        }
+        *env.actions = actions;
+    }
+
+    fn act(&mut self, a: Action, env: &mut Env<'_>) {
+        let world = env.world;
+        match a {
+            Action::Send {
+                seq,
+                conv,
+                allow_group_ack,
+                scheduled,
+            } => {
+                let (chat, to) = Self::conv_target(world, conv);
+                let key = MsgKey { sender: self.ix, seq };
+                let index = match conv {
+                    Conv::Peer(i) | Conv::Group(i) => i,
+                };
+                let op = Op::Send {
+                    id: format!("{}.{seq}", env.tag),
+                    chat,
+                    to,
+                    body: body(env.tag, key, env.message_bytes),
+                    allow_group_ack,
+                };
+                let event = Event::Sent {
+                    key,
+                    chat,
+                    conv: index,
+                    scheduled,
+                    at: scheduled,
+                    waited: false,
+                };
+                self.request(0, op, (ReqKind::Send, Some(key), index), Some(event), env);
+            }
+            Action::ReadAck {
+                conv,
+                scheduled,
+                mid,
+                key,
+            } => {
+                let (chat, to) = Self::conv_target(world, conv);
+                let (kind, to) = match conv {
+                    Conv::Peer(_) => (AckKind::Read, world.users[key.sender as usize].clone()),
+                    Conv::Group(_) => (AckKind::GroupRead, to),
+                };
+                let event = Event::AckSent {
+                    reader: self.ix,
+                    kind,
+                    key: Some(key),
+                    conv: 0,
+                    scheduled,
+                    at: scheduled,
+                    waited: false,
+                };
+                let op = Op::Read { chat, mid, to };
+                self.request(0, op, (ReqKind::Ack(kind), Some(key), 0), Some(event), env);
+            }
+            Action::ChannelAck {
+                conv,
+                scheduled,
+                newest,
+            } => {
+                let (chat, to) = Self::conv_target(world, conv);
+                let (kind, index) = match conv {
+                    Conv::Peer(p) => (AckKind::Channel, p),
+                    Conv::Group(g) => (AckKind::GroupChannel, g),
+                };
+                let event = Event::AckSent {
+                    reader: self.ix,
+                    kind,
+                    key: newest.as_ref().map(|(_, k)| *k),
+                    conv: index,
+                    scheduled,
+                    at: scheduled,
+                    waited: false,
+                };
+                let op = Op::Channel {
+                    chat,
+                    to,
+                    newest: newest.map(|(m, _)| m),
+                };
+                self.request(0, op, (ReqKind::Ack(kind), None, index), Some(event), env);
+            }
+            Action::Read { conv } => env.events.push(Event::Read {
+                group: matches!(conv, Conv::Group(_)),
+            }),
+            Action::Skipped(n) => env.events.push(Event::Skipped { n, disconnected: false }),
+            Action::Offline => self.close_all(env),
+            Action::Online => self.connect_all(env),
+            // Profiles with faults are refused before a simulation starts.
+            Action::Fault(_) => {}
+            Action::ReadUsers { key, mid, group, page } => {
+                let q = Query {
+                    key,
+                    mid,
+                    group,
+                    page,
+                    started: env.now,
+                    page_sent: env.now,
+                    pages: Vec::new(),
+                    users: Vec::new(),
+                    unknown: 0,
+                };
+                self.ask_page(q, None, env);
+            }
+        }
+    }
+
+    fn ask_page(&mut self, mut q: Query, next: Option<String>, env: &mut Env<'_>) {
+        let op = Op::ReadUsers {
+            group: env.world.groups[q.group as usize].id.clone(),
+            mid: q.mid.clone(),
+            limit: q.page,
+            key: next,
+        };
+        q.page_sent = env.now;
+        if let Some(req) = self.request(0, op, (ReqKind::ReadUsers, Some(q.key), q.group), None, env) {
+            self.queries.insert(req, q);
+        }
+    }
+
+    fn group_receipt(&mut self, mid: &MsgId, env: &mut Env<'_>) {
+        if let Some((key, group)) = self.receipted.remove(mid) {
+            self.sim.on_first_group_receipt(env.now, key, mid.clone(), group);
+        }
+    }
+
+    /// What reached device `dev` on connection `generation` (ignored when that connection is
+    /// gone: what a closed socket held is lost).
+    pub(super) fn inbound(&mut self, dev: u8, generation: u32, event: Inbound, env: &mut Env<'_>) {
+        let d = self.devices[dev as usize];
+        if d.generation != generation || !d.up {
+            return;
+        }
+        let at = env.now;
+        let world = env.world;
+        let user_of = |id: &str| world.user_index(id).unwrap_or(u32::MAX);
+        match event {
+            Inbound::Reply { req, reply } => self.on_reply(req, reply, env),
+            Inbound::Message {
+                mid,
+                from,
+                to,
+                chat,
+                body,
+                receipts,
+            } => {
+                let key = parse_body(env.tag, &body);
+                env.events.push(Event::MessagePush {
+                    user: self.ix,
+                    dev,
+                    key,
+                    mid: mid.clone(),
+                    at,
+                });
+                let conv = match chat {
+                    Chat::Single => world.user_index(&from).map(Conv::Peer),
+                    Chat::Group => world.group_index(&to).map(Conv::Group),
+                };
+                let seen = conv.zip(key);
+                let owes = self.sim.on_push(dev, at, chat, mid.clone(), seen, receipts, env.actions);
+                if owes {
+                    let to_user: Arc<str> = world
+                        .user_index(&from)
+                        .map_or_else(|| Arc::from(from.as_str()), |i| world.users[i as usize].clone());
+                    let event = Event::AckSent {
+                        reader: self.ix,
+                        kind: AckKind::Delivery,
+                        key,
+                        conv: 0,
+                        scheduled: at,
+                        at,
+                        waited: false,
+                    };
+                    let op = Op::Delivery { mid, to: to_user };
+                    self.request(dev, op, (ReqKind::Ack(AckKind::Delivery), key, 0), Some(event), env);
+                }
+                if dev == 0 && seen.is_some() {
+                    self.perform(env);
+                }
+            }
+            Inbound::Delivery { mid, from, .. } => env.events.push(Event::Receipt {
+                user: self.ix,
+                dev,
+                kind: ReceiptKind::Delivery,
+                mid,
+                from: user_of(&from),
+                count: None,
+                at,
+            }),
+            Inbound::Read { mid, from, count, .. } => {
+                if count.is_some() {
+                    self.group_receipt(&mid, env);
+                }
+                env.events.push(Event::Receipt {
+                    user: self.ix,
+                    dev,
+                    kind: if count.is_some() {
+                        ReceiptKind::GroupRead
+                    } else {
+                        ReceiptKind::Read
+                    },
+                    mid,
+                    from: user_of(&from),
+                    count,
+                    at,
+                });
+            }
+            Inbound::Channel { from, to, .. } => env.events.push(Event::ChannelPush {
+                user: self.ix,
+                dev,
+                from: user_of(&from),
+                to: user_of(&to),
+                at,
+            }),
+            Inbound::ReadCounts(entries) => {
+                for (mid, ..) in &entries {
+                    self.group_receipt(mid, env);
+                }
+                let counts = entries.into_iter().map(|(mid, _, count)| (mid, count)).collect();
+                env.events.push(Event::Statistic {
+                    user: self.ix,
+                    counts,
+                    at,
+                });
+            }
+            Inbound::Closed => {}
+        }
+    }
+
+    fn on_reply(&mut self, req: Option<u64>, reply: Reply, env: &mut Env<'_>) {
+        let refused = match &reply {
+            Reply::Error { refusal, .. } => Some(*refusal),
+            _ => None,
+        };
+        let Some(f) = req.and_then(|r| self.in_flight.remove(&r)) else {
+            env.events.push(Event::StrayReply {
+                user: self.ix,
+                duplicated: req.is_some_and(|r| r <= self.next_req),
+                refused,
+            });
+            return;
+        };
+        if let (
+            ReqKind::Send,
+            Reply::Accepted {
+                mid,
+                group_ack: Some(true),
+                ..
+            },
+            Some(key),
+        ) = (f.kind, &reply, f.key)
+        {
+            if self.receipted_order.len() >= RECEIPTED
+                && let Some(old) = self.receipted_order.pop_front()
+            {
+                self.receipted.remove(&old);
+            }
+            self.receipted.insert(mid.clone(), (key, f.conv));
+            self.receipted_order.push_back(mid.clone());
+        }
+        if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
+            self.next_page(q, &reply, env);
+        }
+        let answer = match reply {
+            Reply::Error { refusal, .. } => Answer::Refused(refusal),
+            Reply::Accepted {
+                mid,
+                group_ack,
+                duplicate,
+            } => Answer::Accepted {
+                mid,
+                group_ack,
+                duplicate,
+            },
+            Reply::Acked | Reply::ReadUsers { .. } | Reply::Result | Reply::Pong => Answer::Ok,
+        };
+        env.events.push(Event::Replied {
+            user: self.ix,
+            kind: f.kind,
+            key: f.key,
+            conv: f.conv,
+            answer,
+            at: env.now,
+        });
+    }
+
+    fn next_page(&mut self, mut q: Query, reply: &Reply, env: &mut Env<'_>) {
+        let Reply::ReadUsers {
+            users,
+            next_key,
+            is_last,
+        } = reply
+        else {
+            return;
+        };
+        q.pages.push(env.now.saturating_sub(q.page_sent));
+        for u in users {
+            match env.world.user_index(u) {
+                Some(i) => q.users.push(i),
+                None => q.unknown += 1,
+            }
+        }
+        match next_key {
+            Some(k) if !is_last => self.ask_page(q, Some(k.clone()), env),
+            _ => env.events.push(Event::ReadUsers {
+                sender: self.ix,
+                key: q.key,
+                sent: q.started,
+                done: env.now,
+                users: q.users,
+                unknown: q.unknown,
+                pages: q.pages,
+            }),
+        }
+    }
+
+    /// The run is over: what was never answered is reported, connections close.
+    pub(super) fn stop(&mut self, env: &mut Env<'_>) {
+        self.closing = true;
+        let mut reqs: Vec<u64> = self.in_flight.keys().copied().collect();
+        reqs.sort_unstable();
+        for req in reqs {
+            let f = self.in_flight.remove(&req).expect("listed");
+            let down = !self.devices[f.dev as usize].up;
+            self.settle_unanswered(f, down, env);
+        }
+        self.close_all(env);
+    }
+}
