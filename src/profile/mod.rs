@@ -11,6 +11,7 @@ mod check;
 mod check_faults;
 mod check_live;
 mod check_target;
+pub mod curve;
 mod launch;
 mod lenient;
 pub mod plan;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use curve::Curve;
 pub use launch::{Launch, Shard};
 pub use plan::*;
 pub use raw::RawProfile;
@@ -330,6 +332,8 @@ pub fn effective_toml(p: &Plan) -> String {
                 ContactChoice::Uniform => None,
             },
             warmup: p.traffic.warmup.map(secs),
+            curve: p.traffic.curve.as_ref().map(|c| c.factors().to_vec()),
+            curve_step: p.traffic.curve.as_ref().map(|c| secs(c.step())),
         },
         reading: RawReading {
             online_share: Some(p.reading.online_share),
@@ -411,3 +415,7 @@ mod tests;
 #[cfg(test)]
 #[path = "tests_target.rs"]
 mod tests_target;
+
+#[cfg(test)]
+#[path = "tests_curve.rs"]
+mod tests_curve;

@@ -154,6 +154,8 @@ pub struct RawTraffic {
     pub contact_choice: Option<String>,
     pub zipf_exponent: Option<f64>,
     pub warmup: Option<String>,
+    pub curve: Option<Vec<f64>>,
+    pub curve_step: Option<String>,
 }
 
 /// `[reading]`.
