@@ -196,6 +196,17 @@ fn traffic_curve(tr: &RawTraffic, c: &mut Checker) -> Option<Curve> {
     }
 }
 
+/// `[model]`: a non-empty `file` (not read here).
+fn model(raw: Option<&RawModel>, c: &mut Checker) -> Option<ModelSpec> {
+    let raw = raw?;
+    match raw.file.as_deref() {
+        None => c.fail("model.file", "missing: the server cost model file, e.g. \"model.toml\""),
+        Some(f) if f.trim().is_empty() => c.fail("model.file", "must not be empty"),
+        Some(f) => return Some(ModelSpec { file: PathBuf::from(f) }),
+    }
+    None
+}
+
 /// Checks a raw profile; `errors` collects every problem (not just the first).
 pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
     let r = &raw.run;
@@ -540,6 +551,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         tester,
         reconnect,
         faults: Faults::default(),
+        model: model(raw.model.as_ref(), c),
         notes: Vec::new(),
         launch: super::Launch::default(),
     };

@@ -373,14 +373,17 @@ pub fn effective_toml(p: &Plan) -> String {
             outbox: Some(p.reconnect.outbox),
         },
         faults: faults_raw(&p.faults),
+        model: p.model.as_ref().map(|m| RawModel {
+            file: Some(m.file.display().to_string()),
+        }),
     };
     toml::to_string(&raw).expect("the raw profile always serializes")
 }
 
 /// Short hex hash of the **workload** of a plan: everything that decides what the simulated
-/// users do (users, groups, traffic, reading, acks, reconnects, faults, seed, durations), and
-/// not where they do it (target, server options, labels), what is checked (SLOs) or where
-/// results go. Two runs of different server builds with the same workload have the same hash.
+/// users do (users, groups, traffic and its curve, reading, acks, reconnects, faults, seed,
+/// durations), and not where they do it (target, server options, labels, the server model of
+/// a simulation), what is checked (SLOs) or where results go. Two runs of different server builds with the same workload have the same hash.
 pub fn workload_hash(plan: &Plan) -> String {
     let mut p = plan.clone();
     p.name = String::new();
@@ -404,6 +407,8 @@ pub fn workload_hash(plan: &Plan) -> String {
     p.tester.source_ips.clear();
     // Nor where live metrics are served.
     p.tester.metrics_listen = None;
+    // Nor the server model a simulation uses (the workload is the same).
+    p.model = None;
     p.notes.clear();
     hex::encode(&Sha256::digest(effective_toml(&p).as_bytes())[..8])
 }
@@ -417,5 +422,5 @@ mod tests;
 mod tests_target;
 
 #[cfg(test)]
-#[path = "tests_curve.rs"]
-mod tests_curve;
+#[path = "tests_curve_model.rs"]
+mod tests_curve_model;

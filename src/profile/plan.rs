@@ -441,6 +441,16 @@ impl Faults {
     }
 }
 
+/// `[model]`: the cost model of the server that `ackstorm simulate` runs the workload
+/// against. `run` does not use it, and the plan does not read the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// The model file (TOML), as written: a relative path is relative to the current
+    /// directory, as every path in a profile is (`target.token_file`, `target.ca_file`,
+    /// `run.results_dir`).
+    pub file: PathBuf,
+}
+
 /// A validated profile: what `ackstorm run` executes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -478,6 +488,9 @@ pub struct Plan {
     pub reconnect: Reconnect,
     /// Faults injected during the run.
     pub faults: Faults,
+    /// The server cost model for `ackstorm simulate` (`None`: none given); not part of the
+    /// workload, and ignored by `run`.
+    pub model: Option<ModelSpec>,
     /// Things the profile asked for that the plan ignores, to tell the user.
     pub notes: Vec<String>,
     /// This process's part in the run (shards); not part of the workload.

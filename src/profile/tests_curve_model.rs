@@ -1,6 +1,7 @@
-//! `traffic.curve`, `traffic.curve_step`: parsing, errors, the offered rates, the effective
-//! profile and the workload hash.
+//! `traffic.curve`, `traffic.curve_step` and `model.file`: parsing, errors, the offered
+//! rates, the effective profile and the workload hash.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::tests::{MINIMAL, parse_text, problems};
@@ -138,4 +139,43 @@ fn the_curve_round_trips_through_the_effective_profile_and_is_part_of_the_worklo
     for set in ["traffic.curve=[0.25, 1, 1.7, 0, 3e-2]", "traffic.curve_step=91s"] {
         assert_ne!(workload_hash(&parse_text(&text, &[set]).unwrap()), base, "{set}");
     }
+}
+
+#[test]
+fn no_model_by_default_and_a_model_file_is_carried_as_written() {
+    assert_eq!(parse_text(MINIMAL, &[]).unwrap().model, None);
+    for file in ["models/server.toml", "/etc/ackstorm/model.toml", "../m.toml"] {
+        let p = parse_text(&format!("{MINIMAL}[model]\nfile = \"{file}\"\n"), &[]).unwrap();
+        assert_eq!(p.model, Some(ModelSpec { file: file.into() }));
+    }
+    // Never read: a file that does not exist is fine.
+    let p = parse_text(MINIMAL, &["model.file=nowhere/model.toml"]).unwrap();
+    assert_eq!(p.model.unwrap().file, Path::new("nowhere/model.toml"));
+}
+
+#[test]
+fn bad_model_tables_are_errors_naming_the_key() {
+    let found = problems(&format!("{MINIMAL}[model]\nfile = \"\"\n"), &[]);
+    assert_eq!(message(&found, "model.file"), "must not be empty");
+    let found = problems(&format!("{MINIMAL}[model]\n"), &[]);
+    assert!(message(&found, "model.file").starts_with("missing"));
+    let found = problems(&format!("{MINIMAL}[model]\nfile = 3\n"), &[]);
+    assert!(message(&found, "model.file").contains("expected a string, got 3"));
+    let found = problems(&format!("{MINIMAL}[model]\nfiles = \"m.toml\"\n"), &[]);
+    assert_eq!(message(&found, "model.files"), "unknown key, did you mean `file`?");
+    let found = problems(&format!("{MINIMAL}[modle]\nfile = \"m.toml\"\n"), &[]);
+    assert_eq!(message(&found, "modle"), "unknown key, did you mean `model`?");
+}
+
+#[test]
+fn the_model_round_trips_through_the_effective_profile_and_is_not_the_workload() {
+    let text = format!("{MINIMAL}[model]\nfile = \"models/server.toml\"\n[[faults.server_restarts]]\nat = \"5s\"\n");
+    let p = parse_text(&text, &["traffic.curve=[1, 2]"]).unwrap();
+    let eff = effective_toml(&p);
+    assert!(eff.contains("[model]\nfile = \"models/server.toml\""), "{eff}");
+    let back = parse_text(&eff, &[]).unwrap_or_else(|e| panic!("{e}\n{eff}"));
+    assert_eq!(back, p, "{eff}");
+    assert!(!effective_toml(&parse_text(MINIMAL, &[]).unwrap()).contains("model"));
+    let without = parse_text(&text, &["traffic.curve=[1, 2]", "model.file=other.toml"]).unwrap();
+    assert_eq!(workload_hash(&without), workload_hash(&p));
 }
