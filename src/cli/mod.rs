@@ -358,6 +358,14 @@ fn print_plan(plan: &Plan, overrides: &[String]) {
         humantime::format_duration(plan.duration),
         humantime::format_duration(plan.drain)
     );
+    if let Some(c) = &plan.traffic.curve {
+        eprintln!(
+            "  traffic curve: {} factors of {} each, mean {:.3} over the run (in the offered rates)",
+            c.factors().len(),
+            humantime::format_duration(c.step()),
+            plan.curve_mean()
+        );
+    }
     if !overrides.is_empty() {
         eprintln!("  overrides: {}", overrides.join(" "));
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::check_faults;
 use super::check_target;
+use super::curve::Curve;
 use super::plan::*;
 use super::raw::*;
 use super::secs;
@@ -170,6 +171,40 @@ impl Checker {
             _ => Delay::Exp(self.duration(&format!("{key}.mean"), raw.mean.as_ref(), Duration::from_millis(800))),
         }
     }
+}
+
+/// `traffic.curve` and its `traffic.curve_step` (1h by default).
+fn traffic_curve(tr: &RawTraffic, c: &mut Checker) -> Option<Curve> {
+    let Some(factors) = &tr.curve else {
+        if tr.curve_step.is_some() {
+            c.note("traffic.curve_step has no effect without traffic.curve");
+        }
+        return None;
+    };
+    let step = c.duration("traffic.curve_step", tr.curve_step.as_ref(), Curve::DEFAULT_STEP);
+    if step < Duration::from_micros(1) {
+        c.fail("traffic.curve_step", "must be at least 1us");
+        return None;
+    }
+    match Curve::new(factors.clone(), step) {
+        Ok(curve) => Some(curve),
+        Err((index, message)) => {
+            let key = index.map_or("traffic.curve".to_string(), |i| format!("traffic.curve[{i}]"));
+            c.fail(&key, message);
+            None
+        }
+    }
+}
+
+/// `[model]`: a non-empty `file` (not read here).
+fn model(raw: Option<&RawModel>, c: &mut Checker) -> Option<ModelSpec> {
+    let raw = raw?;
+    match raw.file.as_deref() {
+        None => c.fail("model.file", "missing: the server cost model file, e.g. \"model.toml\""),
+        Some(f) if f.trim().is_empty() => c.fail("model.file", "must not be empty"),
+        Some(f) => return Some(ModelSpec { file: PathBuf::from(f) }),
+    }
+    None
 }
 
 /// Checks a raw profile; `errors` collects every problem (not just the first).
@@ -358,6 +393,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
             .warmup
             .as_ref()
             .map(|w| c.duration("traffic.warmup", Some(w), Duration::ZERO)),
+        curve: traffic_curve(tr, c),
     };
 
     let rd = &raw.reading;
@@ -515,6 +551,7 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         tester,
         reconnect,
         faults: Faults::default(),
+        model: model(raw.model.as_ref(), c),
         notes: Vec::new(),
         launch: super::Launch::default(),
     };

@@ -11,6 +11,7 @@ mod check;
 mod check_faults;
 mod check_live;
 mod check_target;
+pub mod curve;
 mod launch;
 mod lenient;
 pub mod plan;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use curve::Curve;
 pub use launch::{Launch, Shard};
 pub use plan::*;
 pub use raw::RawProfile;
@@ -330,6 +332,8 @@ pub fn effective_toml(p: &Plan) -> String {
                 ContactChoice::Uniform => None,
             },
             warmup: p.traffic.warmup.map(secs),
+            curve: p.traffic.curve.as_ref().map(|c| c.factors().to_vec()),
+            curve_step: p.traffic.curve.as_ref().map(|c| secs(c.step())),
         },
         reading: RawReading {
             online_share: Some(p.reading.online_share),
@@ -369,14 +373,17 @@ pub fn effective_toml(p: &Plan) -> String {
             outbox: Some(p.reconnect.outbox),
         },
         faults: faults_raw(&p.faults),
+        model: p.model.as_ref().map(|m| RawModel {
+            file: Some(m.file.display().to_string()),
+        }),
     };
     toml::to_string(&raw).expect("the raw profile always serializes")
 }
 
 /// Short hex hash of the **workload** of a plan: everything that decides what the simulated
-/// users do (users, groups, traffic, reading, acks, reconnects, faults, seed, durations), and
-/// not where they do it (target, server options, labels), what is checked (SLOs) or where
-/// results go. Two runs of different server builds with the same workload have the same hash.
+/// users do (users, groups, traffic and its curve, reading, acks, reconnects, faults, seed,
+/// durations), and not where they do it (target, server options, labels, the server model of
+/// a simulation), what is checked (SLOs) or where results go. Two runs of different server builds with the same workload have the same hash.
 pub fn workload_hash(plan: &Plan) -> String {
     let mut p = plan.clone();
     p.name = String::new();
@@ -400,6 +407,8 @@ pub fn workload_hash(plan: &Plan) -> String {
     p.tester.source_ips.clear();
     // Nor where live metrics are served.
     p.tester.metrics_listen = None;
+    // Nor the server model a simulation uses (the workload is the same).
+    p.model = None;
     p.notes.clear();
     hex::encode(&Sha256::digest(effective_toml(&p).as_bytes())[..8])
 }
@@ -411,3 +420,7 @@ mod tests;
 #[cfg(test)]
 #[path = "tests_target.rs"]
 mod tests_target;
+
+#[cfg(test)]
+#[path = "tests_curve_model.rs"]
+mod tests_curve_model;

@@ -244,6 +244,10 @@ pub struct Traffic {
     /// after the last user's planned login (a rate ramp only), so every user is in (and in
     /// its rooms) before the first message; the steady phase starts then.
     pub warmup: Option<Duration>,
+    /// `None`: the rates are constant. `Some`: both rates are multiplied by the curve's
+    /// factor at each moment of the run clock (a day's profile in hourly factors), arrivals
+    /// drawn as a non-homogeneous Poisson process.
+    pub curve: Option<super::Curve>,
 }
 
 /// A delay distribution.
@@ -437,6 +441,16 @@ impl Faults {
     }
 }
 
+/// `[model]`: the cost model of the server that `ackstorm simulate` runs the workload
+/// against. `run` does not use it, and the plan does not read the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// The model file (TOML), as written: a relative path is relative to the current
+    /// directory, as every path in a profile is (`target.token_file`, `target.ca_file`,
+    /// `run.results_dir`).
+    pub file: PathBuf,
+}
+
 /// A validated profile: what `ackstorm run` executes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -474,6 +488,9 @@ pub struct Plan {
     pub reconnect: Reconnect,
     /// Faults injected during the run.
     pub faults: Faults,
+    /// The server cost model for `ackstorm simulate` (`None`: none given); not part of the
+    /// workload, and ignored by `run`.
+    pub model: Option<ModelSpec>,
     /// Things the profile asked for that the plan ignores, to tell the user.
     pub notes: Vec<String>,
     /// This process's part in the run (shards); not part of the workload.
@@ -528,7 +545,27 @@ impl Plan {
         self.traffic_end().saturating_sub(self.duration)
     }
 
-    /// Offered one-to-one and group messages per second across all users.
+    /// When sending may start, from run start: at the end of the ramp and its warm-up with
+    /// `traffic.warmup`, else at once (each user from its own login).
+    pub fn traffic_start(&self) -> Duration {
+        match self.traffic.warmup {
+            Some(_) => self.ramp_end(),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The mean factor of `traffic.curve` over the traffic window (from
+    /// [`Plan::traffic_start`] to [`Plan::traffic_end`]); 1 without a curve.
+    pub fn curve_mean(&self) -> f64 {
+        self.traffic
+            .curve
+            .as_ref()
+            .map_or(1.0, |c| c.mean(self.traffic_start(), self.traffic_end()))
+    }
+
+    /// Offered one-to-one and group messages per second across all users at the peak: the
+    /// base rates times the curve's mean factor over the traffic window ([`Plan::curve_mean`];
+    /// the collector sizes its tables from these, so a mean rather than the peak factor).
     pub fn offered_rates(&self) -> (f64, f64) {
         let users = self.peak_users() as f64;
         let share = self.reading.online_share;
@@ -541,9 +578,10 @@ impl Plan {
         } else {
             users * (1.0 - outside)
         };
+        let curve = self.curve_mean();
         (
-            users * share * self.traffic.one_to_one_per_min / 60.0,
-            in_groups * share * self.traffic.group_per_min / 60.0,
+            users * share * self.traffic.one_to_one_per_min * curve / 60.0,
+            in_groups * share * self.traffic.group_per_min * curve / 60.0,
         )
     }
 }

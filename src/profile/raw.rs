@@ -43,6 +43,9 @@ pub struct RawProfile {
     /// `[faults]`: written only when there are faults.
     #[serde(default, skip_serializing_if = "RawFaults::is_empty")]
     pub faults: RawFaults,
+    /// `[model]`: written only when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<RawModel>,
 }
 
 /// `[run]`.
@@ -154,6 +157,8 @@ pub struct RawTraffic {
     pub contact_choice: Option<String>,
     pub zipf_exponent: Option<f64>,
     pub warmup: Option<String>,
+    pub curve: Option<Vec<f64>>,
+    pub curve_step: Option<String>,
 }
 
 /// `[reading]`.
@@ -272,4 +277,11 @@ pub struct RawStall {
 #[serde(deny_unknown_fields)]
 pub struct RawRestart {
     pub at: Option<String>,
+}
+
+/// `[model]`: the server cost model of `ackstorm simulate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub file: Option<String>,
 }

@@ -192,12 +192,22 @@ impl UserSim {
         let in_groups = !world.memberships[ix as usize].is_empty();
         let sends_from = start.max(cfg.traffic_start);
         let next_single = if has_contacts {
-            sends_from.saturating_add(next_arrival(&mut rng_single, cfg.single_per_us))
+            sends_from.saturating_add(next_arrival(
+                &mut rng_single,
+                cfg.single_per_us,
+                cfg.curve.as_ref(),
+                sends_from,
+            ))
         } else {
             Micros::MAX
         };
         let next_group = if in_groups {
-            sends_from.saturating_add(next_arrival(&mut rng_group, cfg.group_per_us))
+            sends_from.saturating_add(next_arrival(
+                &mut rng_group,
+                cfg.group_per_us,
+                cfg.curve.as_ref(),
+                sends_from,
+            ))
         } else {
             Micros::MAX
         };
@@ -319,14 +329,16 @@ impl UserSim {
         } else if self.next_churn == t {
             self.churn(t, out);
         } else if self.next_single == t {
-            self.next_single = t.saturating_add(next_arrival(&mut self.rng_single, self.cfg.single_per_us));
+            let gap = next_arrival(&mut self.rng_single, self.cfg.single_per_us, self.cfg.curve.as_ref(), t);
+            self.next_single = t.saturating_add(gap);
             let contacts = &self.world.contacts[self.ix as usize];
             let u: f64 = self.rng_single.random();
             let i = self.cfg.contact_cdf.partition_point(|c| *c < u).min(contacts.len() - 1);
             let conv = Conv::Peer(contacts[i]);
             self.send(t, conv, false, out);
         } else if self.next_group == t {
-            self.next_group = t.saturating_add(next_arrival(&mut self.rng_group, self.cfg.group_per_us));
+            let gap = next_arrival(&mut self.rng_group, self.cfg.group_per_us, self.cfg.curve.as_ref(), t);
+            self.next_group = t.saturating_add(gap);
             let groups = &self.world.memberships[self.ix as usize];
             let (g, role) = groups[self.rng_group.random_range(0..groups.len())];
             let may_ask = self.cfg.ack_anyone || role != Role::Member;

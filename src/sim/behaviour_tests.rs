@@ -344,3 +344,38 @@ fn a_push_is_seen_on_the_primary_device_and_owes_a_delivery_receipt_on_every_dev
     // Read after 100 ms: message 1, once (the group's conversation is not the open one).
     assert_eq!((reads(&out), read_acks(&out)), (1, 1), "{out:?}");
 }
+
+#[test]
+fn with_a_curve_users_send_only_while_its_factor_is_above_zero() {
+    let text = r#"
+[run]
+duration = "100s"
+seed = 3
+[population]
+users = 10
+contacts = 3
+[traffic]
+one_to_one_per_min = 600
+group_per_min = 0
+curve = [1, 0, 3]
+curve_step = "2s"
+"#;
+    let plan = profile::parse(std::path::Path::new("t.toml"), text, &[]).unwrap();
+    let cfg = Arc::new(SimConfig::new(&plan, 100 * SEC, 110 * SEC));
+    let world = Arc::new(World::build(&plan));
+    let mut per_step = [0usize; 3];
+    for ix in 0..10 {
+        let mut u = UserSim::new(ix, cfg.clone(), world.clone());
+        let mut out = Vec::new();
+        u.advance(60 * SEC, &mut out);
+        for a in &out {
+            if let Action::Send { scheduled, .. } = a {
+                per_step[((scheduled / (2 * SEC)) % 3) as usize] += 1;
+            }
+        }
+    }
+    // 10 users at 10/s for 20 s of factor 1 and 20 s of factor 3 (60 s, 10 periods).
+    assert_eq!(per_step[1], 0, "{per_step:?}");
+    assert!((1700..2300).contains(&per_step[0]), "{per_step:?}");
+    assert!((5300..6700).contains(&per_step[2]), "{per_step:?}");
+}
