@@ -57,11 +57,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         model: Option<std::path::PathBuf>,
     },
-    /// Derive a server cost model for `simulate` from a socket run's results folder (its
-    /// server frames, server and tester CPU, latencies); writes DIR/model.toml or --out.
+    /// Derive a server cost model for `simulate` from socket runs' results folders (server
+    /// frames, server and tester CPU, latencies): one run, or one workload at several loads
+    /// (the CPU is then fitted as a base plus a cost per frame); writes model.toml into the
+    /// first folder, or --out.
     Calibrate {
-        /// The run's results folder.
-        dir: std::path::PathBuf,
+        /// The runs' results folders.
+        #[arg(required = true)]
+        dirs: Vec<std::path::PathBuf>,
         /// Where the model goes.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -131,6 +134,14 @@ enum Command {
         /// the generator counts as saturated.
         #[arg(long, default_value_t = crate::runner::LAG_LIMIT_MS)]
         max_lag_ms: f64,
+        /// Simulate each step in virtual time against a server cost model, instead of
+        /// running it on sockets (see `simulate`).
+        #[arg(long)]
+        simulate: bool,
+        /// With --simulate: the cost model (default: the profile's model.file, else the
+        /// shipped calibration).
+        #[arg(long, value_name = "FILE", requires = "simulate")]
+        model: Option<std::path::PathBuf>,
     },
     /// Check the profile's target and driver through every step of the receipt chains (two
     /// users, one group): what passes, fails, or is not available with the protocol. Exits 1
@@ -261,7 +272,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { run, repeat, shard } => run_profile(&run, repeat, &shard),
         Command::Merge { dirs, out } => shard::merge(&dirs, out.as_deref()),
         Command::Simulate { run, model } => simulate::run(&run, model.as_deref()),
-        Command::Calibrate { dir, out, name } => simulate::calibrate(&dir, out.as_deref(), name.as_deref()),
+        Command::Calibrate { dirs, out, name } => simulate::calibrate(&dirs, out.as_deref(), name.as_deref()),
         Command::Strategies { run, strategies } => compare_strategies(&run, &strategies),
         Command::Compare {
             a,
@@ -279,6 +290,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             max_steps,
             tolerance,
             max_lag_ms,
+            simulate: simulated,
+            model,
         } => {
             let slo = slo
                 .iter()
@@ -300,7 +313,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 max_steps: max_steps.max(1),
                 max_lag_ms,
             };
-            find_capacity(&run, &search)
+            find_capacity(&run, &search, simulated.then_some(model.as_deref()))
         }
         Command::Conformance { run, wait } => conformance(&run, wait),
         Command::Serve(args) => serve(args),
@@ -500,10 +513,21 @@ fn compare_results(
     })
 }
 
-fn find_capacity(args: &RunArgs, search: &runner::capacity::Search) -> Result<ExitCode> {
+/// `ackstorm capacity`; `simulated` holds `--model` when each step is simulated.
+fn find_capacity(
+    args: &RunArgs,
+    search: &runner::capacity::Search,
+    simulated: Option<Option<&std::path::Path>>,
+) -> Result<ExitCode> {
     let plan = args.plan()?;
     print_plan(&plan, &args.overrides());
-    let (report, dir) = runner::capacity::capacity(&plan, search, profile::effective_toml)?;
+    let (report, dir) = match simulated {
+        Some(flag) => {
+            let model = simulate::model_of(&plan, flag)?;
+            crate::simulate::capacity(&plan, search, profile::effective_toml, &model)?
+        }
+        None => runner::capacity::capacity(&plan, search, profile::effective_toml)?,
+    };
     println!("{}", report::render_capacity_text(&report));
     println!("capacity: {}", dir.join("capacity.html").display());
     Ok(ExitCode::SUCCESS)

@@ -13,8 +13,9 @@ use crate::simulate::{self, model::Model};
 /// The model a simulation of `plan` uses: `--model`, else the profile's `model.file`, else the
 /// calibration that ships with ackstorm.
 pub(super) fn model_of(plan: &Plan, flag: Option<&Path>) -> Result<Model> {
-    let _ = plan;
-    let file = flag.map(Path::to_path_buf);
+    let file = flag
+        .map(Path::to_path_buf)
+        .or_else(|| plan.model.as_ref().map(|m| m.file.clone()));
     Ok(match file {
         Some(f) => Model::load(&f)?,
         None => Model::shipped(),
@@ -38,12 +39,12 @@ pub(super) fn run(args: &RunArgs, model: Option<&Path>) -> Result<ExitCode> {
     Ok(finished(&out))
 }
 
-/// `ackstorm calibrate RESULTS_DIR`.
-pub(super) fn calibrate(dir: &Path, out: Option<&Path>, name: Option<&str>) -> Result<ExitCode> {
-    let (model, header) = simulate::calibrate::from_results(dir, name)?;
-    let path: PathBuf = out.map_or_else(|| dir.join("model.toml"), Path::to_path_buf);
-    std::fs::write(&path, model.to_toml(&header))
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+/// `ackstorm calibrate RESULTS_DIR...`.
+pub(super) fn calibrate(dirs: &[PathBuf], out: Option<&Path>, name: Option<&str>) -> Result<ExitCode> {
+    let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let (model, header) = simulate::calibrate::from_results(&refs, name)?;
+    let path: PathBuf = out.map_or_else(|| dirs[0].join("model.toml"), Path::to_path_buf);
+    std::fs::write(&path, model.to_toml(&header)).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     println!("{}", model.to_toml(&header));
     println!("model: {}", path.display());
     Ok(ExitCode::SUCCESS)

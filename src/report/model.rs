@@ -123,16 +123,28 @@ pub struct SimModel {
     pub name: String,
     /// Cores.
     pub cores: u32,
-    /// Client to server (and back) latency, µs.
+    /// Client to server (and back) latency, µs (median).
     pub one_way_us: f64,
+    /// Its log-normal spread.
+    #[serde(default)]
+    pub one_way_sigma: f64,
     /// Server CPU per frame read, µs.
     pub frame_in_us: f64,
     /// Server CPU per frame written, µs.
     pub frame_out_us: f64,
+    /// Server CPU whatever the load, cores.
+    #[serde(default)]
+    pub server_base_cores: f64,
+    /// Generator CPU whatever the load, cores (colocated).
+    #[serde(default)]
+    pub tester_base_cores: f64,
     /// Generator CPU per frame, µs (with `colocated`).
     pub tester_frame_us: f64,
     /// The generator shares the server's cores.
     pub colocated: bool,
+    /// The clients' timer resolution, µs.
+    #[serde(default)]
+    pub timer_us: u64,
     /// The results folder it was calibrated from, if it was.
     pub calibrated_from: Option<String>,
 }

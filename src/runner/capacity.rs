@@ -152,11 +152,25 @@ fn step_of(load: f64, plan: &Plan, out: &RunOutput, slo: &[SloCheck], max_lag_ms
     }
 }
 
-/// Runs the search; returns the report and its folder.
+/// Runs the search with socket runs; returns the report and its folder.
 pub fn capacity(
     plan: &Plan,
     search: &Search,
     effective: impl Fn(&Plan) -> String,
+) -> Result<(CapacityReport, PathBuf), RunError> {
+    capacity_with(plan, search, effective, &mut |p, e, dir| run_into(p, e, Some(dir)))
+}
+
+/// One step of a search: the plan at a load, its effective profile text, and the folder its
+/// results go to.
+pub type Step<'a> = dyn FnMut(&Plan, &str, &std::path::Path) -> Result<RunOutput, RunError> + 'a;
+
+/// Runs the search, each step by `step` (a socket run, or a simulation).
+pub fn capacity_with(
+    plan: &Plan,
+    search: &Search,
+    effective: impl Fn(&Plan) -> String,
+    step: &mut Step<'_>,
 ) -> Result<(CapacityReport, PathBuf), RunError> {
     if matches!(plan.ramp, Ramp::Steps { .. }) && search.vary == Vary::Users {
         return Err(RunError::Setup(
@@ -175,7 +189,7 @@ pub fn capacity(
     }
     let set = results::fresh_dir(&plan.results_dir, &format!("{}-capacity", plan.name))?;
     let mut steps: Vec<CapacityStep> = Vec::new();
-    let run_step = |load: f64, steps: &mut Vec<CapacityStep>| -> Result<bool, RunError> {
+    let mut run_step = |load: f64, steps: &mut Vec<CapacityStep>| -> Result<bool, RunError> {
         let mut p = at_load(plan, search.vary, load);
         p.slo = slo.clone();
         let load = base_load(&p, search.vary);
@@ -185,7 +199,7 @@ pub fn capacity(
             search.vary.as_str()
         );
         let dir = set.join(format!("step-{:02}-{}-{load}", steps.len() + 1, search.vary.as_str()));
-        let out = run_into(&p, &effective(&p), Some(&dir))?;
+        let out = step(&p, &effective(&p), &dir)?;
         if let Some(signal) = out.interrupted {
             return Err(RunError::Interrupted { signal, dir: out.dir });
         }

@@ -34,8 +34,8 @@ use crate::sim::world::World;
 use crate::transport::conformance::{Cast, Check};
 use crate::transport::{Capability, Command, Driver, Inbound, LoginSpec, Op, Reply, TransportError};
 
-pub use results::{HISTOGRAMS_FILE, Machine, Manifest, RunData, write_compare, write_comparison};
 pub(crate) use results::prepare;
+pub use results::{HISTOGRAMS_FILE, Machine, Manifest, RunData, write_compare, write_comparison};
 pub use summary::LAG_LIMIT_MS;
 pub(crate) use summary::Sources;
 

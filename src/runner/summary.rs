@@ -170,7 +170,9 @@ pub(crate) fn build(
             protocol: protocol.to_string(),
             not_available: not_available.iter().map(|n| n.to_string()).collect(),
             server_cpu_secs: match (&m.before, &m.after) {
-                (Some(b), Some(a)) if !src.server_in_process => a.cpu_secs.zip(b.cpu_secs).map(|(a, b)| (a - b).max(0.0)),
+                (Some(b), Some(a)) if !src.server_in_process => {
+                    a.cpu_secs.zip(b.cpu_secs).map(|(a, b)| (a - b).max(0.0))
+                }
                 _ => None,
             },
         },

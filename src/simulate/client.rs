@@ -501,7 +501,9 @@ impl Client {
                     Chat::Group => world.group_index(&to).map(Conv::Group),
                 };
                 let seen = conv.zip(key);
-                let owes = self.sim.on_push(dev, at, chat, mid.clone(), seen, receipts, env.actions);
+                let owes = self
+                    .sim
+                    .on_push(dev, at, chat, mid.clone(), seen, receipts, env.actions);
                 if owes {
                     let to_user: Arc<str> = world
                         .user_index(&from)

@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use super::client::{Client, Env, Leave};
-use super::model::{Cores, Job, Model};
+use super::model::{Cores, Job, Model, Network};
 use super::server::Server;
 use crate::collector::{Event, Inline};
 use crate::sim::behaviour::{Action, Micros, SimConfig};
@@ -89,6 +89,8 @@ pub(super) struct Setup {
     pub tag: String,
     /// When the run stops (traffic and drain).
     pub end: Micros,
+    /// The workload's seed (the network's draws come from it).
+    pub seed: u64,
 }
 
 /// Counts of one second of the simulation.
@@ -121,6 +123,7 @@ pub(super) struct Engine {
     seq: u64,
     now: Micros,
     cores: Cores,
+    net: Network,
     seconds: Vec<Second>,
     events: Vec<Event>,
     out: Vec<Leave>,
@@ -133,7 +136,12 @@ impl Engine {
     /// An engine with every user's start queued.
     pub(super) fn new(s: Setup) -> Engine {
         let n = s.world.users.len();
-        let cores = Cores::new(s.model.cores);
+        let m = &s.model;
+        let cores = Cores::new(
+            m.cores,
+            m.server_base_cores + if m.colocated { m.tester_base_cores } else { 0.0 },
+        );
+        let net = Network::new(&s.model, n * usize::from(s.devices.max(1)), s.seed);
         let mut e = Engine {
             clients: (0..n).map(|_| None).collect(),
             armed: vec![Micros::MAX; n],
@@ -141,6 +149,7 @@ impl Engine {
             seq: 0,
             now: 0,
             cores,
+            net,
             seconds: Vec::new(),
             events: Vec::new(),
             out: Vec::new(),
@@ -272,7 +281,9 @@ impl Engine {
         if let Some(due) = due
             && due < self.armed[u as usize]
         {
-            let due = due.max(self.now);
+            // A timer fires at its next tick, not at the instant it was set for.
+            let tick = self.s.model.timer_us;
+            let due = if tick > 0 { due.next_multiple_of(tick) } else { due }.max(self.now);
             self.armed[u as usize] = due;
             self.at(due, Ev::Due(u));
         }
@@ -280,29 +291,31 @@ impl Engine {
 
     /// Sends what a user's turn let go towards the server.
     fn route(&mut self, u: u32, leave: Leave, server: &mut Server) {
-        let one_way = self.s.model.one_way();
-        let sent = |e: &mut Engine| {
-            if e.s.model.colocated {
+        let sent = |e: &mut Engine, dev: u8| {
+            let t = if e.s.model.colocated {
                 e.cores.run(e.now, e.s.model.tester_frame_us, Job::Tester)
             } else {
                 e.now
-            }
+            };
+            let id = e.device_id(u, dev) as usize;
+            e.net.up(id, t)
         };
         match leave {
             Leave::Login { dev } => {
                 let generation = self.clients[u as usize].as_ref().map_or(0, |c| c.generation(dev));
-                let t = sent(self) + one_way;
+                let t = sent(self, dev);
                 self.at(t, Ev::AtServer(u, dev, Frame::Login(generation)));
             }
             Leave::Request { dev, req, op } => {
-                let t = sent(self) + one_way;
+                let t = sent(self, dev);
                 self.at(t, Ev::AtServer(u, dev, Frame::Request(req, op)));
             }
             Leave::Close { dev } => {
                 if self.now >= self.s.end {
                     server.logout(self.device_id(u, dev));
                 } else {
-                    self.at(self.now + one_way, Ev::AtServer(u, dev, Frame::Logout));
+                    let t = self.net.up(self.device_id(u, dev) as usize, self.now);
+                    self.at(t, Ev::AtServer(u, dev, Frame::Logout));
                 }
             }
         }
@@ -353,7 +366,6 @@ impl Engine {
         let written = server.drain(|id, g, i| pushes.push((id, g, i)));
         let cost = model.frame_in_us + model.frame_out_us * (1 + written) as f64;
         let done = self.cores.run(self.now, cost, Job::Server);
-        let arrive = done + model.one_way();
         let receipts = pushes
             .iter()
             .filter(|(_, _, i)| !matches!(i, Inbound::Message { .. }))
@@ -363,10 +375,12 @@ impl Engine {
         s.frames_out += 1 + written as u64;
         s.receipts += receipts;
         if let Some(what) = reply {
+            let arrive = self.net.down(id as usize, done);
             self.deliver(arrive, u, dev, generation, what);
         }
-        for (id, g, inbound) in pushes.drain(..) {
-            let (user, dev) = self.device_of(id);
+        for (to, g, inbound) in pushes.drain(..) {
+            let (user, dev) = self.device_of(to);
+            let arrive = self.net.down(to as usize, done);
             self.deliver(arrive, user, dev, g, Delivery::Inbound(inbound));
         }
         self.pushes = pushes;

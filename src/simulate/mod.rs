@@ -49,7 +49,27 @@ pub enum SimulateError {
 /// The run tag of a simulation: fixed per seed, so that two simulations of one profile are
 /// the same run.
 fn tag(plan: &Plan) -> String {
-    plan.launch.run_id.clone().unwrap_or_else(|| format!("sim{:x}", plan.seed))
+    plan.launch
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("sim{:x}", plan.seed))
+}
+
+/// `ackstorm capacity --simulate`: the capacity search of `run`'s, each step simulated.
+pub fn capacity(
+    plan: &Plan,
+    search: &runner::capacity::Search,
+    effective: impl Fn(&Plan) -> String,
+    model: &Model,
+) -> Result<(crate::report::CapacityReport, std::path::PathBuf), SimulateError> {
+    check(plan)?;
+    let mut step = |p: &Plan, e: &str, dir: &std::path::Path| {
+        simulate_into(p, e, model, Some(dir)).map_err(|err| match err {
+            SimulateError::Run(r) => r,
+            other => RunError::Setup(other.to_string()),
+        })
+    };
+    Ok(runner::capacity::capacity_with(plan, search, effective, &mut step)?)
 }
 
 /// What a simulation needs that `run` does not support, or the other way round.
@@ -70,12 +90,22 @@ fn check(plan: &Plan) -> Result<(), SimulateError> {
 /// Simulates `plan` against `model`; `effective` is the effective profile text (saved with
 /// the results).
 pub fn simulate(plan: &Plan, effective: &str, model: &Model) -> Result<RunOutput, SimulateError> {
+    simulate_into(plan, effective, model, None)
+}
+
+/// [`simulate`], its results in `dir` (default: a fresh folder under the results folder).
+pub fn simulate_into(
+    plan: &Plan,
+    effective: &str,
+    model: &Model,
+    dir: Option<&std::path::Path>,
+) -> Result<RunOutput, SimulateError> {
     check(plan)?;
     let wall = Instant::now();
     let started_at = SystemTime::now();
     let tag = tag(plan);
     let world = Arc::new(World::build_tagged(plan, &tag));
-    let dir = runner::prepare(plan, None)?;
+    let dir = runner::prepare(plan, dir)?;
     let micros = |d: Duration| d.as_micros() as Micros;
     let end = plan.traffic_end();
     let run_end = end + plan.drain;
@@ -98,6 +128,7 @@ pub fn simulate(plan: &Plan, effective: &str, model: &Model) -> Result<RunOutput
         message_bytes: plan.traffic.message_bytes,
         tag: tag.clone(),
         end: micros(run_end),
+        seed: plan.seed,
     });
     let outcome = engine.run(&mut server, &mut fold);
     let after = Some(Metrics::parse(&server.metrics_text()));
@@ -198,8 +229,12 @@ fn simulation(model: &Model, plan: &Plan, o: &engine::Outcome, wall_secs: f64) -
             let (server, tester) = o.busy.get(i).copied().unwrap_or_default();
             SimPoint {
                 t: i as f64,
-                server_cores: server,
-                tester_cores: tester,
+                server_cores: server + model.server_base_cores,
+                tester_cores: if model.colocated {
+                    tester + model.tester_base_cores
+                } else {
+                    0.0
+                },
                 frames_in: s.frames_in,
                 frames_out: s.frames_out,
                 receipts: s.receipts,
@@ -207,7 +242,10 @@ fn simulation(model: &Model, plan: &Plan, o: &engine::Outcome, wall_secs: f64) -
         })
         .collect();
     let (from, to) = (plan.ramp_end().as_secs_f64(), plan.traffic_end().as_secs_f64());
-    let steady: Vec<&SimPoint> = series.iter().filter(|p| p.t >= from.ceil() && p.t + 1.0 <= to).collect();
+    let steady: Vec<&SimPoint> = series
+        .iter()
+        .filter(|p| p.t >= from.ceil() && p.t + 1.0 <= to)
+        .collect();
     let mean = |f: fn(&SimPoint) -> f64| {
         if steady.is_empty() {
             0.0

@@ -12,6 +12,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 
+use rand::{RngExt, SeedableRng};
+use rand_distr::StandardNormal;
+use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -42,26 +45,28 @@ pub enum ModelError {
     },
 }
 
-/// Where a calibrated model came from.
+/// Where a calibrated model came from: the runs, each figure in the runs' order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
-    /// The results folder it was derived from.
-    pub results: String,
-    /// When that run started (RFC 3339).
-    pub run_started_at: String,
-    /// The server build it measured (`ackstorm_build_info` labels, or the run's label).
+    /// The results folders it was derived from.
+    pub results: Vec<String>,
+    /// The server build it measured (label, or the version of `ackstorm_build_info`).
     pub server: String,
-    /// Chains per second offered in that run.
-    pub messages_per_sec: f64,
-    /// Server CPU over that run, seconds.
-    pub server_cpu_secs: f64,
-    /// Tester CPU over that run, seconds.
-    pub tester_cpu_secs: f64,
-    /// Frames the server read and wrote in that run.
-    pub server_frames: u64,
-    /// `server_ack` p50 measured, ms (what the one-way latency was fitted to).
-    pub server_ack_p50_ms: f64,
+    /// Messages per second in each run.
+    pub messages_per_sec: Vec<f64>,
+    /// Server CPU over each run, seconds.
+    pub server_cpu_secs: Vec<f64>,
+    /// Tester CPU over each run, seconds.
+    pub tester_cpu_secs: Vec<f64>,
+    /// Frames the server read and wrote in each run.
+    pub server_frames: Vec<u64>,
+    /// `server_ack` p50 measured, ms.
+    pub server_ack_p50_ms: Vec<f64>,
+    /// `read_receipt` p50 measured, ms (the one-way latency is fitted to the lightest run's).
+    pub read_receipt_p50_ms: Vec<f64>,
+    /// `read_receipt` p99 measured, ms (and its spread).
+    pub read_receipt_p99_ms: Vec<f64>,
 }
 
 /// A server's costs and the path to it.
@@ -73,19 +78,35 @@ pub struct Model {
     /// Cores the server (and, when `colocated`, the load generator) runs on.
     pub cores: u32,
     /// Time from a client handing a frame over to the server starting on it (and back), µs:
-    /// the network, both kernels and the client's own reading.
+    /// the network, both kernels and the client's own reading. The median, with `one_way_sigma`.
     pub one_way_us: f64,
+    /// Spread of the one-way time: log-normal with this shape (the standard deviation of its
+    /// logarithm); 0: always `one_way_us`. A frame never overtakes one sent before it on the
+    /// same connection.
+    #[serde(default)]
+    pub one_way_sigma: f64,
     /// CPU per frame the server reads, µs (handling it included).
     pub frame_in_us: f64,
     /// CPU per frame the server writes (reply or push), µs.
     pub frame_out_us: f64,
+    /// Server CPU spent whatever the load, cores: what a busier server saves per frame (it
+    /// writes more frames per system call) shows up as this, with a smaller cost per frame.
+    #[serde(default)]
+    pub server_base_cores: f64,
     /// CPU the load generator spends per frame it sends or reads, µs (only with `colocated`).
     #[serde(default)]
     pub tester_frame_us: f64,
+    /// Generator CPU spent whatever the load, cores (only with `colocated`).
+    #[serde(default)]
+    pub tester_base_cores: f64,
     /// The load generator shares the server's cores (a calibration on one box). Off, the model
     /// predicts a server on its own hardware, with clients elsewhere.
     #[serde(default)]
     pub colocated: bool,
+    /// The clients' timer resolution, µs: a planned send or ack leaves at the next multiple
+    /// of it, as an SDK's (and ackstorm's own, tokio's 1 ms) timers fire. 0: on time.
+    #[serde(default)]
+    pub timer_us: u64,
     /// Where the figures came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
@@ -125,17 +146,41 @@ impl Model {
             name: "free".into(),
             cores: 1,
             one_way_us,
+            one_way_sigma: 0.0,
             frame_in_us: 0.0,
             frame_out_us: 0.0,
+            server_base_cores: 0.0,
             tester_frame_us: 0.0,
+            tester_base_cores: 0.0,
             colocated: false,
+            timer_us: 0,
             calibration: None,
         }
     }
 
     fn check(&self) -> Result<(), String> {
+        if !self.one_way_sigma.is_finite() || !(0.0..=5.0).contains(&self.one_way_sigma) {
+            return Err(format!(
+                "one_way_sigma must be between 0 and 5, got {}",
+                self.one_way_sigma
+            ));
+        }
+        if self.timer_us > 60_000_000 {
+            return Err(format!("timer_us must be at most 60,000,000, got {}", self.timer_us));
+        }
         if self.cores == 0 || self.cores > 4096 {
             return Err(format!("cores must be 1 to 4096, got {}", self.cores));
+        }
+        let base = self.server_base_cores + if self.colocated { self.tester_base_cores } else { 0.0 };
+        if !base.is_finite()
+            || self.server_base_cores < 0.0
+            || self.tester_base_cores < 0.0
+            || base >= f64::from(self.cores)
+        {
+            return Err(format!(
+                "server_base_cores and tester_base_cores must be at least 0 and leave some of the {} cores, got {} and {}",
+                self.cores, self.server_base_cores, self.tester_base_cores
+            ));
         }
         for (key, v) in [
             ("one_way_us", self.one_way_us),
@@ -164,9 +209,54 @@ impl Model {
         out
     }
 
-    /// One-way latency in whole µs.
+    /// One-way latency in whole µs (its median).
     pub fn one_way(&self) -> Micros {
         self.one_way_us.round() as Micros
+    }
+}
+
+/// The clients' connections: each frame's one-way time drawn from the model (seeded), in
+/// order per connection and direction.
+#[derive(Debug)]
+pub struct Network {
+    median: f64,
+    sigma: f64,
+    rng: Pcg64Mcg,
+    /// Latest arrival so far per device: (at the server, at the client).
+    last: Vec<(Micros, Micros)>,
+}
+
+impl Network {
+    /// The network of `model` for `devices` devices, drawn from `seed`.
+    pub fn new(model: &Model, devices: usize, seed: u64) -> Network {
+        Network {
+            median: model.one_way_us,
+            sigma: model.one_way_sigma,
+            rng: Pcg64Mcg::seed_from_u64(seed ^ 0x006e_6574_776f_726b),
+            last: vec![(0, 0); devices],
+        }
+    }
+
+    fn draw(&mut self) -> Micros {
+        if self.sigma == 0.0 {
+            return self.median.round() as Micros;
+        }
+        let z: f64 = self.rng.sample(StandardNormal);
+        (self.median * (self.sigma * z).exp()).round() as Micros
+    }
+
+    /// When a frame device `dev` sends at `t` reaches the server.
+    pub fn up(&mut self, dev: usize, t: Micros) -> Micros {
+        let at = (t + self.draw()).max(self.last[dev].0);
+        self.last[dev].0 = at;
+        at
+    }
+
+    /// When a frame the server sends device `dev` at `t` reaches it.
+    pub fn down(&mut self, dev: usize, t: Micros) -> Micros {
+        let at = (t + self.draw()).max(self.last[dev].1);
+        self.last[dev].1 = at;
+        at
     }
 }
 
@@ -176,11 +266,15 @@ impl From<Model> for crate::report::SimModel {
             name: m.name,
             cores: m.cores,
             one_way_us: m.one_way_us,
+            one_way_sigma: m.one_way_sigma,
             frame_in_us: m.frame_in_us,
             frame_out_us: m.frame_out_us,
             tester_frame_us: m.tester_frame_us,
             colocated: m.colocated,
-            calibrated_from: m.calibration.map(|c| c.results),
+            timer_us: m.timer_us,
+            server_base_cores: m.server_base_cores,
+            tester_base_cores: m.tester_base_cores,
+            calibrated_from: m.calibration.map(|c| c.results.join(" ")),
         }
     }
 }
@@ -189,6 +283,8 @@ impl From<Model> for crate::report::SimModel {
 /// run time, by who asked (the server, or the generator sharing its cores).
 #[derive(Debug)]
 pub struct Cores {
+    /// Share of each core left to jobs (what the load-independent base leaves).
+    speed: f64,
     /// When each core comes free, ns on the run clock.
     free: BinaryHeap<Reverse<u64>>,
     /// Busy ns per second of run time: (server, tester).
@@ -205,10 +301,12 @@ pub enum Job {
 }
 
 impl Cores {
-    /// `n` idle cores.
-    pub fn new(n: u32) -> Cores {
+    /// `n` idle cores, `base` of them kept busy whatever the load (spread over all `n`).
+    pub fn new(n: u32, base: f64) -> Cores {
+        let n = n.max(1);
         Cores {
-            free: (0..n.max(1)).map(|_| Reverse(0)).collect(),
+            speed: ((f64::from(n) - base) / f64::from(n)).clamp(0.01, 1.0),
+            free: (0..n).map(|_| Reverse(0)).collect(),
             busy: Vec::new(),
         }
     }
@@ -221,7 +319,7 @@ impl Cores {
         let cost = (cost_us * 1000.0).round() as u64;
         let Reverse(free) = self.free.pop().expect("at least one core");
         let start = free.max(t.saturating_mul(1000));
-        let done = start + cost;
+        let done = start + (cost as f64 / self.speed).round() as u64;
         self.free.push(Reverse(done));
         let sec = (start / 1_000_000_000) as usize;
         if self.busy.len() <= sec {
@@ -265,23 +363,29 @@ mod tests {
 
     #[test]
     fn bad_models_say_what_is_wrong() {
-        let e = Model::parse("name='x'\ncores=0\none_way_us=1\nframe_in_us=1\nframe_out_us=1", "m.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Model::parse(
+            "name='x'\ncores=0\none_way_us=1\nframe_in_us=1\nframe_out_us=1",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("m.toml") && e.contains("cores"), "{e}");
         let e = Model::parse("name='x'\ncores=1\none_way_us=-1\nframe_in_us=1\nframe_out_us=1", "m")
             .unwrap_err()
             .to_string();
         assert!(e.contains("one_way_us"), "{e}");
-        let e = Model::parse("name='x'\ncores=1\none_way_us=1\nframe_in_us=1\nframe_out_us=1\nspeed=2", "m")
-            .unwrap_err()
-            .to_string();
+        let e = Model::parse(
+            "name='x'\ncores=1\none_way_us=1\nframe_in_us=1\nframe_out_us=1\nspeed=2",
+            "m",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("speed"), "{e}");
     }
 
     #[test]
     fn jobs_queue_for_the_first_free_core() {
-        let mut c = Cores::new(2);
+        let mut c = Cores::new(2, 0.0);
         assert_eq!(c.run(0, 10.0, Job::Server), 10);
         assert_eq!(c.run(0, 10.0, Job::Server), 10);
         // Both busy until 10: the third waits.
@@ -290,6 +394,17 @@ mod tests {
         assert_eq!(c.run(30, 1.5, Job::Server), 32);
         assert_eq!(c.run(40, 0.0, Job::Server), 40, "a free job does not queue");
         let busy = c.busy_per_sec();
-        assert!((busy[0].0 - 21.5e-6).abs() < 1e-12 && (busy[0].1 - 10e-6).abs() < 1e-12, "{busy:?}");
+        assert!(
+            (busy[0].0 - 21.5e-6).abs() < 1e-12 && (busy[0].1 - 10e-6).abs() < 1e-12,
+            "{busy:?}"
+        );
+    }
+
+    #[test]
+    fn a_base_load_slows_every_job_by_the_share_it_takes() {
+        // Half of each of 2 cores is taken: a 10 µs job takes 20 µs, and counts as 10 µs.
+        let mut c = Cores::new(2, 1.0);
+        assert_eq!(c.run(0, 10.0, Job::Server), 20);
+        assert!((c.busy_per_sec()[0].0 - 10e-6).abs() < 1e-12);
     }
 }
