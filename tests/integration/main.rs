@@ -24,6 +24,7 @@ mod server_smoke;
 mod server_store_errors;
 mod server_v11;
 mod shards;
+mod simulate;
 mod tls;
 mod xmpp_driver;
 mod xmpp_servers;
