@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use super::fmt;
-use super::model::{AckEconomics, Audit, AuditKind, FaultReport, Latency, Report, ShardRow, ShardSet, StrategyRow};
+use super::model::{
+    AckEconomics, Audit, AuditKind, FaultReport, Latency, Report, ShardRow, ShardSet, Simulation, StrategyRow,
+};
 
 /// Latency metrics in the order a reader follows a message.
 pub(crate) const METRIC_ORDER: [&str; 15] = super::model::LATENCY_METRICS;
@@ -218,6 +220,60 @@ pub(crate) fn shard_cells(r: &ShardRow) -> Vec<String> {
         format!("{:.0}", r.peak_rss_mb),
         format!("{:.3}", r.clock_offset_ms),
     ]
+}
+
+/// What a simulation ran against and predicts, as (what, value) rows: one place for the text
+/// and HTML reports.
+pub(crate) fn simulation_rows(s: &Simulation) -> Vec<(&'static str, String)> {
+    let m = &s.model;
+    let mut rows = vec![
+        ("model", m.name.clone()),
+        ("cores", m.cores.to_string()),
+        (
+            "one-way latency",
+            format!(
+                "{:.0} µs median, log-normal spread {:.2}",
+                m.one_way_us, m.one_way_sigma
+            ),
+        ),
+        (
+            "server CPU",
+            format!(
+                "{:.2} µs a frame read, {:.2} µs a frame written, {:.2} cores base",
+                m.frame_in_us, m.frame_out_us, m.server_base_cores
+            ),
+        ),
+    ];
+    if m.colocated {
+        rows.push((
+            "generator on the same cores",
+            format!(
+                "{:.2} µs a frame, {:.2} cores base",
+                m.tester_frame_us, m.tester_base_cores
+            ),
+        ));
+    }
+    if let Some(c) = &m.calibrated_from {
+        rows.push(("calibrated from", c.clone()));
+    }
+    rows.extend([
+        (
+            "predicted server cores",
+            format!(
+                "{:.2} peak, {:.2} steady mean",
+                s.peak_server_cores, s.mean_server_cores
+            ),
+        ),
+        (
+            "receipts routed",
+            format!("{}/s steady mean", fmt::int(s.receipts_per_sec.round() as u64)),
+        ),
+        (
+            "simulation",
+            format!("{} events in {:.1} s of wall time", fmt::int(s.events), s.wall_secs),
+        ),
+    ]);
+    rows
 }
 
 /// What a report says of its shards in one line (`None`: not a split run).

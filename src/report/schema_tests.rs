@@ -57,6 +57,46 @@ fn absent_options_and_empty_collections_match_the_summary_schema() {
 }
 
 #[test]
+fn a_simulations_summary_matches_the_schema() {
+    let v = validator(SUMMARY_SCHEMA);
+    let mut r = sample_report();
+    r.target.kind = "simulated".into();
+    r.target.server_cpu_secs = Some(12.5);
+    r.simulation = Some(crate::report::Simulation {
+        model: crate::report::SimModel {
+            name: "reference server".into(),
+            cores: 2,
+            one_way_us: 80.0,
+            one_way_sigma: 1.1,
+            frame_in_us: 4.4,
+            frame_out_us: 4.4,
+            server_base_cores: 0.25,
+            tester_base_cores: 0.3,
+            tester_frame_us: 4.7,
+            colocated: true,
+            timer_us: 1000,
+            calibrated_from: Some("results/calibration".into()),
+        },
+        wall_secs: 3.5,
+        events: 1_000_000,
+        peak_server_cores: 0.9,
+        mean_server_cores: 0.8,
+        receipts_per_sec: 20_000.0,
+        series: vec![crate::report::SimPoint {
+            t: 0.0,
+            server_cores: 0.8,
+            tester_cores: 0.9,
+            frames_in: 45_000,
+            frames_out: 90_000,
+            receipts: 20_000,
+        }],
+    });
+    let doc = summary(&r);
+    assert_eq!(errors(&v, &doc), Vec::<String>::new());
+    assert_eq!(serde_json::from_value::<Report>(doc).unwrap(), r);
+}
+
+#[test]
 fn broken_summaries_are_rejected() {
     let v = validator(SUMMARY_SCHEMA);
     let good = summary(&sample_report());

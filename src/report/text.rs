@@ -49,6 +49,12 @@ pub fn render_text(report: &Report) -> String {
     if let Some(shards) = &report.shards {
         let _ = writeln!(out, "{}", view::shards_line(shards));
     }
+    if let Some(sim) = &report.simulation {
+        out.push_str("\nSimulated in virtual time: latencies and cores below are the model's predictions\n");
+        for (k, v) in view::simulation_rows(sim) {
+            let _ = writeln!(out, "  {k}: {v}");
+        }
+    }
     if !target.not_available.is_empty() {
         let _ = writeln!(
             out,
@@ -360,6 +366,40 @@ mod tests {
         assert!(text.contains("203 dropped; errors"), "{text}");
         assert!(!text.contains("reconnects") && !text.contains("resent"), "{text}");
         assert!(!text.contains("skipped disconnected"), "{text}");
+    }
+
+    #[test]
+    fn simulations_say_so_and_show_their_model_in_text_and_html() {
+        let mut report = sample_report();
+        assert!(!render_text(&report).contains("Simulated"));
+        report.simulation = Some(crate::report::Simulation {
+            model: crate::report::SimModel {
+                name: "reference, 2 cores".into(),
+                cores: 2,
+                one_way_us: 80.0,
+                frame_in_us: 4.4,
+                frame_out_us: 4.4,
+                colocated: true,
+                calibrated_from: Some("results/calibration-x".into()),
+                ..Default::default()
+            },
+            peak_server_cores: 1.25,
+            mean_server_cores: 0.75,
+            receipts_per_sec: 12_345.0,
+            events: 1_000,
+            ..Default::default()
+        });
+        let text = render_text(&report);
+        assert!(text.contains("Simulated in virtual time"), "{text}");
+        assert!(
+            text.contains("predicted server cores: 1.25 peak, 0.75 steady mean"),
+            "{text}"
+        );
+        assert!(text.contains("receipts routed: 12,345/s"), "{text}");
+        assert!(text.contains("calibrated from: results/calibration-x"), "{text}");
+        let html = crate::report::render_html(&report).unwrap();
+        assert!(html.contains("Simulated: the model and its predictions"));
+        assert!(html.contains("reference, 2 cores"));
     }
 
     #[test]

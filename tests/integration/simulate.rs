@@ -133,10 +133,20 @@ async fn simulate_and_run_give_exactly_the_same_counts_when_reading_ignores_timi
     assert_eq!(run["audit"]["total"]["lost"], 0);
     // Marked simulated, with the model and its predictions beside the run's figures.
     assert_eq!(sim["target"]["kind"], "simulated");
-    assert!(sim["simulation"]["model"]["name"].as_str().is_some(), "{}", sim["simulation"]);
+    assert!(
+        sim["simulation"]["model"]["name"].as_str().is_some(),
+        "{}",
+        sim["simulation"]
+    );
     assert!(sim["simulation"]["series"].as_array().unwrap().len() >= 6);
     assert!(run.get("simulation").is_none());
-    for f in ["report.html", "histograms.hdr", "manifest.json", "profile.toml", "latencies.hlog"] {
+    for f in [
+        "report.html",
+        "histograms.hdr",
+        "manifest.json",
+        "profile.toml",
+        "latencies.hlog",
+    ] {
         assert!(folder.join(f).is_file(), "{f}");
     }
 }
@@ -167,7 +177,10 @@ async fn a_simulation_is_the_same_twice_for_one_seed() {
     let (a, _) = summary("simulate", &dir, "a", &[]).await;
     let (b, _) = summary("simulate", &dir, "b", &[]).await;
     assert_eq!(counts(&a), counts(&b));
-    assert_eq!(a["latencies"], b["latencies"], "latencies are the model's, drawn from the seed");
+    assert_eq!(
+        a["latencies"], b["latencies"],
+        "latencies are the model's, drawn from the seed"
+    );
     let (c, _) = summary("simulate", &dir, "c", &["--seed", "43"]).await;
     assert_ne!(counts(&a), counts(&c), "another seed, another workload");
 }
@@ -282,16 +295,33 @@ async fn a_model_calibrated_from_runs_predicts_their_latencies() {
         ];
         let (_, out) = ackstorm_within(&args, LIMIT).await;
         let sim = json(&only_folder(&results, "").join("summary.json"));
-        assert!(sim["simulation"]["model"]["calibrated_from"].as_str().is_some(), "{out}");
+        assert!(
+            sim["simulation"]["model"]["calibrated_from"].as_str().is_some(),
+            "{out}"
+        );
         for m in ["server_ack", "read_receipt"] {
-            let (r50, s50, r99, s99) = (ms(run, m, "p50"), ms(&sim, m, "p50"), ms(run, m, "p99"), ms(&sim, m, "p99"));
+            let (r50, s50, r99, s99) = (
+                ms(run, m, "p50"),
+                ms(&sim, m, "p50"),
+                ms(run, m, "p99"),
+                ms(&sim, m, "p99"),
+            );
             if *name == "past" {
                 // Past the knee both break a 50 ms SLO.
-                assert!(r99 > 50.0 && s99 > 50.0, "{m} past the knee: run p99 {r99} ms, simulated {s99} ms");
+                assert!(
+                    r99 > 50.0 && s99 > 50.0,
+                    "{m} past the knee: run p99 {r99} ms, simulated {s99} ms"
+                );
             } else {
                 let within = |a: f64, b: f64, f: f64| b <= a * f && a <= b * f;
-                assert!(within(r50, s50, P50_FACTOR), "{name} {m} p50: run {r50} ms, simulated {s50} ms");
-                assert!(within(r99, s99, P99_FACTOR), "{name} {m} p99: run {r99} ms, simulated {s99} ms");
+                assert!(
+                    within(r50, s50, P50_FACTOR),
+                    "{name} {m} p50: run {r50} ms, simulated {s50} ms"
+                );
+                assert!(
+                    within(r99, s99, P99_FACTOR),
+                    "{name} {m} p99: run {r99} ms, simulated {s99} ms"
+                );
             }
         }
     }

@@ -526,19 +526,27 @@ fn tables(report: &Report) -> Tables {
     ] {
         volume.row(vec![k.to_string(), v], false);
     }
+    let mut small = vec![
+        TableView::counts("Frames sent", ["op", "frames"], &c.frames_sent_by_op),
+        TableView::counts("Frames received", ["op", "frames"], &c.frames_received_by_op),
+        server,
+        TableView::counts("Receipts received", ["kind", "pushes"], &c.receipts_received),
+        errors,
+        volume,
+    ];
+    if let Some(sim) = &report.simulation {
+        let mut t = TableView::new("Simulated: the model and its predictions", &["", "value"]);
+        for (k, v) in view::simulation_rows(sim) {
+            t.row(vec![k.to_string(), v], false);
+        }
+        small.insert(0, t);
+    }
     Tables {
         audit: audit_table(&report.audit),
         faults: faults_table(&report.faults),
         shards: shards_table(report.shards.as_ref()),
         wide: vec![lat],
         half: vec![acks],
-        small: vec![
-            TableView::counts("Frames sent", ["op", "frames"], &c.frames_sent_by_op),
-            TableView::counts("Frames received", ["op", "frames"], &c.frames_received_by_op),
-            server,
-            TableView::counts("Receipts received", ["kind", "pushes"], &c.receipts_received),
-            errors,
-            volume,
-        ],
+        small,
     }
 }
