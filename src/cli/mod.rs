@@ -56,6 +56,13 @@ enum Command {
         /// model.file, else the calibration shipped with ackstorm.
         #[arg(long, value_name = "FILE")]
         model: Option<std::path::PathBuf>,
+        /// Give the modelled server this many cores (the model's own otherwise).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        cores: Option<u32>,
+        /// Predict the server on hardware of its own, the clients elsewhere: the generator's
+        /// CPU, which a one-box calibration shares the cores with, is left out.
+        #[arg(long)]
+        server_only: bool,
     },
     /// Derive a server cost model for `simulate` from socket runs' results folders (server
     /// frames, server and tester CPU, latencies): one run, or one workload at several loads
@@ -271,7 +278,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { run, repeat, shard } => run_profile(&run, repeat, &shard),
         Command::Merge { dirs, out } => shard::merge(&dirs, out.as_deref()),
-        Command::Simulate { run, model } => simulate::run(&run, model.as_deref()),
+        Command::Simulate {
+            run,
+            model,
+            cores,
+            server_only,
+        } => simulate::run(&run, model.as_deref(), cores, server_only),
         Command::Calibrate { dirs, out, name } => simulate::calibrate(&dirs, out.as_deref(), name.as_deref()),
         Command::Strategies { run, strategies } => compare_strategies(&run, &strategies),
         Command::Compare {

@@ -23,9 +23,17 @@ pub(super) fn model_of(plan: &Plan, flag: Option<&Path>) -> Result<Model> {
 }
 
 /// `ackstorm simulate PROFILE`.
-pub(super) fn run(args: &RunArgs, model: Option<&Path>) -> Result<ExitCode> {
+pub(super) fn run(args: &RunArgs, model: Option<&Path>, cores: Option<u32>, server_only: bool) -> Result<ExitCode> {
     let plan = args.plan()?;
-    let model = model_of(&plan, model)?;
+    let mut model = model_of(&plan, model)?;
+    if let Some(n) = cores {
+        model.name = format!("{}, given {n} cores", model.name);
+        model.cores = n;
+    }
+    if server_only && model.colocated {
+        model.name = format!("{}, server only", model.name);
+        model.colocated = false;
+    }
     print_plan(&plan, &args.overrides());
     eprintln!("  simulated: virtual time, model {:?}", model.name);
     let effective = profile::effective_toml(&plan);
