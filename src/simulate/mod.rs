@@ -15,6 +15,7 @@ pub mod calibrate;
 mod client;
 mod engine;
 pub mod model;
+mod queue;
 mod server;
 
 use std::sync::Arc;
