@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use super::client::{Client, Env, Leave};
+use super::folder::{Sink, with_sink};
 use super::model::{Cores, Job, Model, Network};
 use super::queue::Queue;
 use super::server::Server;
@@ -158,7 +159,11 @@ impl Engine {
     }
 
     /// Runs to the end, folding every event into `fold`.
-    pub(super) fn run(mut self, server: &mut Server, fold: &mut Inline) -> Outcome {
+    pub(super) fn run(self, server: &mut Server, fold: &mut Inline) -> Outcome {
+        with_sink(fold, |sink| self.run_into(server, sink))
+    }
+
+    fn run_into(mut self, server: &mut Server, fold: &mut Sink<'_>) -> Outcome {
         let mut next_tick: Micros = 1_000_000;
         while let Some((t, ev)) = self.queue.pop() {
             self.now = t;
@@ -228,7 +233,7 @@ impl Engine {
 
     /// Gives user `u` a turn at the current time, then folds what it emitted, routes what it
     /// sent and sets its next due time.
-    fn turn(&mut self, u: u32, server: &mut Server, fold: &mut Inline, f: impl FnOnce(&mut Client, &mut Env<'_>)) {
+    fn turn(&mut self, u: u32, server: &mut Server, fold: &mut Sink<'_>, f: impl FnOnce(&mut Client, &mut Env<'_>)) {
         let Some(client) = self.clients[u as usize].as_mut() else {
             return;
         };
@@ -245,7 +250,7 @@ impl Engine {
         f(client, &mut env);
         let due = client.next_due();
         for e in self.events.drain(..) {
-            fold.fold(e);
+            fold.event(e);
         }
         let mut out = std::mem::take(&mut self.out);
         for leave in out.drain(..) {

@@ -14,6 +14,7 @@
 pub mod calibrate;
 mod client;
 mod engine;
+mod folder;
 pub mod model;
 mod queue;
 mod server;

@@ -56,7 +56,7 @@ const WINDOW_US: Micros = BUCKET_US * BUCKETS;
 pub(super) struct Queue<T> {
     /// The current bucket's keys (and any at or before it), as a heap.
     near: BinaryHeap<Reverse<Key>>,
-    /// The current bucket's number (`t >> SHIFT`).
+    /// The current bucket's number (`t / BUCKET_US`).
     cur: u64,
     /// Bucket `k` for `cur < k < cur + BUCKETS` at `k % BUCKETS`, unsorted.
     buckets: Vec<Vec<Reverse<Key>>>,
@@ -102,7 +102,7 @@ impl<T> Queue<T> {
     }
 
     fn place(&mut self, key: Reverse<Key>) {
-        let k = key.0.t >> SHIFT;
+        let k = key.0.t / BUCKET_US;
         if k <= self.cur {
             self.near.push(key);
         } else if k < self.cur + BUCKETS {
@@ -120,7 +120,7 @@ impl<T> Queue<T> {
             let Some(Reverse(first)) = self.far.peek() else {
                 return false;
             };
-            self.cur = first.t >> SHIFT;
+            self.cur = first.t / BUCKET_US;
         } else {
             self.cur += 1;
             let bucket = &mut self.buckets[(self.cur % BUCKETS) as usize];
@@ -132,7 +132,7 @@ impl<T> Queue<T> {
         }
         // The window now reaches one bucket further (or somewhere new).
         while let Some(Reverse(k)) = self.far.peek()
-            && k.t >> SHIFT < self.cur + BUCKETS
+            && k.t / BUCKET_US < self.cur + BUCKETS
         {
             let key = self.far.pop().expect("peeked");
             self.place(key);
