@@ -86,6 +86,37 @@ struct InFlight {
     event: Option<Event>,
 }
 
+/// Requests in flight, by number. Numbers only grow and replies come back mostly in order,
+/// so a queue in number order, searched from its front, beats a hash map (and iterates in
+/// number order, oldest first).
+#[derive(Debug, Default)]
+struct Pending(VecDeque<(u64, InFlight)>);
+
+impl Pending {
+    /// Adds request `req`, numbered after every request in it.
+    fn push(&mut self, req: u64, f: InFlight) {
+        debug_assert!(self.0.back().is_none_or(|(r, _)| *r < req));
+        self.0.push_back((req, f));
+    }
+
+    fn find(&self, req: u64) -> Option<usize> {
+        match self.0.front() {
+            Some((r, _)) if *r == req => Some(0),
+            _ => self.0.binary_search_by_key(&req, |(r, _)| *r).ok(),
+        }
+    }
+
+    fn remove(&mut self, req: u64) -> Option<InFlight> {
+        let i = self.find(req)?;
+        self.0.remove(i).map(|(_, f)| f)
+    }
+
+    /// Everything, oldest first, leaving it empty.
+    fn take_all(&mut self) -> Vec<InFlight> {
+        self.0.drain(..).map(|(_, f)| f).collect()
+    }
+}
+
 #[derive(Debug)]
 struct Query {
     key: MsgKey,
@@ -106,7 +137,7 @@ pub(super) struct Client {
     sim: UserSim,
     devices: SmallVec<[Device; 1]>,
     next_req: u64,
-    in_flight: FxHashMap<u64, InFlight>,
+    in_flight: Pending,
     waiting_sends: usize,
     receipted: FxHashMap<MsgId, (MsgKey, u32)>,
     receipted_order: VecDeque<MsgId>,
@@ -122,7 +153,7 @@ impl Client {
             sim: UserSim::new(ix, cfg, world),
             devices: (0..devices.max(1)).map(|_| Device::default()).collect(),
             next_req: 0,
-            in_flight: FxHashMap::default(),
+            in_flight: Pending::default(),
             waiting_sends: 0,
             receipted: FxHashMap::default(),
             receipted_order: VecDeque::new(),
@@ -187,9 +218,7 @@ impl Client {
             }
         }
         if env.cfg.reconnect.is_none() {
-            let reqs: Vec<u64> = self.in_flight.keys().copied().collect();
-            for req in reqs {
-                let f = self.in_flight.remove(&req).expect("listed");
+            for f in self.in_flight.take_all() {
                 self.settle_unanswered(f, true, env);
             }
         }
@@ -222,16 +251,12 @@ impl Client {
 
     /// Writes what waited for device `dev`'s connection, oldest first.
     fn flush(&mut self, dev: u8, env: &mut Env<'_>) {
-        let mut waiting: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.dev == dev)
-            .map(|(r, _)| *r)
-            .collect();
-        waiting.sort_unstable();
         let mut resent = 0;
-        for req in waiting {
-            let f = self.in_flight.get_mut(&req).expect("listed");
+        for (req, f) in self.in_flight.0.iter_mut() {
+            if f.dev != dev {
+                continue;
+            }
+            let req = *req;
             env.out.push(Leave::Request {
                 dev,
                 req,
@@ -298,7 +323,7 @@ impl Client {
                 env.events.push(e);
             }
         }
-        self.in_flight.insert(
+        self.in_flight.push(
             req,
             InFlight {
                 dev,
@@ -578,7 +603,7 @@ impl Client {
             Reply::Error { refusal, .. } => Some(*refusal),
             _ => None,
         };
-        let Some(f) = req.and_then(|r| self.in_flight.remove(&r)) else {
+        let Some(f) = req.and_then(|r| self.in_flight.remove(r)) else {
             env.events.push(Event::StrayReply {
                 user: self.ix,
                 duplicated: req.is_some_and(|r| r <= self.next_req),
@@ -604,7 +629,9 @@ impl Client {
             self.receipted.insert(mid.clone(), (key, f.conv));
             self.receipted_order.push_back(mid.clone());
         }
-        if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
+        if !self.queries.is_empty()
+            && let Some(q) = req.and_then(|r| self.queries.remove(&r))
+        {
             self.next_page(q, &reply, env);
         }
         let answer = match reply {
@@ -663,10 +690,7 @@ impl Client {
     /// The run is over: what was never answered is reported, connections close.
     pub(super) fn stop(&mut self, env: &mut Env<'_>) {
         self.closing = true;
-        let mut reqs: Vec<u64> = self.in_flight.keys().copied().collect();
-        reqs.sort_unstable();
-        for req in reqs {
-            let f = self.in_flight.remove(&req).expect("listed");
+        for f in self.in_flight.take_all() {
             let down = !self.devices[f.dev as usize].up;
             self.settle_unanswered(f, down, env);
         }

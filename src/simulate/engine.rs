@@ -8,12 +8,12 @@
 //! but one task and channel per user and per connection cost several times more per event,
 //! and a paused runtime only jumps the clock once every task is idle.)
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use super::client::{Client, Env, Leave};
+use super::folder::{Sink, with_sink};
 use super::model::{Cores, Job, Model, Network};
+use super::queue::Queue;
 use super::server::Server;
 use crate::collector::{Event, Inline};
 use crate::sim::behaviour::{Action, Micros, SimConfig};
@@ -48,29 +48,6 @@ enum Frame {
 enum Delivery {
     LoggedIn,
     Inbound(Inbound),
-}
-
-struct Entry {
-    t: Micros,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.t, self.seq) == (o.t, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.t, self.seq).cmp(&(o.t, o.seq))
-    }
 }
 
 /// What the engine was given.
@@ -119,8 +96,7 @@ pub(super) struct Engine {
     s: Setup,
     clients: Vec<Option<Client>>,
     armed: Vec<Micros>,
-    queue: BinaryHeap<Reverse<Entry>>,
-    seq: u64,
+    queue: Queue<Ev>,
     now: Micros,
     cores: Cores,
     net: Network,
@@ -145,8 +121,7 @@ impl Engine {
         let mut e = Engine {
             clients: (0..n).map(|_| None).collect(),
             armed: vec![Micros::MAX; n],
-            queue: BinaryHeap::with_capacity(n * 2),
-            seq: 0,
+            queue: Queue::with_capacity(n * 2),
             now: 0,
             cores,
             net,
@@ -167,9 +142,12 @@ impl Engine {
         e
     }
 
+    /// Queues `ev` at `t`; what would happen after the run's end never happens, so it is not
+    /// kept (the loop stops at the first event past the end).
     fn at(&mut self, t: Micros, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Entry { t, seq: self.seq, ev }));
+        if t <= self.s.end {
+            self.queue.push(t, ev);
+        }
     }
 
     fn second(&mut self, t: Micros) -> &mut Second {
@@ -181,19 +159,20 @@ impl Engine {
     }
 
     /// Runs to the end, folding every event into `fold`.
-    pub(super) fn run(mut self, server: &mut Server, fold: &mut Inline) -> Outcome {
+    pub(super) fn run(self, server: &mut Server, fold: &mut Inline) -> Outcome {
+        with_sink(fold, |sink| self.run_into(server, sink))
+    }
+
+    fn run_into(mut self, server: &mut Server, fold: &mut Sink<'_>) -> Outcome {
         let mut next_tick: Micros = 1_000_000;
-        while let Some(Reverse(entry)) = self.queue.pop() {
-            if entry.t > self.s.end {
-                break;
-            }
-            self.now = entry.t;
+        while let Some((t, ev)) = self.queue.pop() {
+            self.now = t;
             while next_tick <= self.now {
                 fold.tick(next_tick);
                 next_tick += 1_000_000;
             }
             self.handled += 1;
-            match entry.ev {
+            match ev {
                 Ev::Start(u) => {
                     let c = Client::new(u, self.s.cfg.clone(), self.s.world.clone(), self.s.devices);
                     self.clients[u as usize] = Some(c);
@@ -254,7 +233,7 @@ impl Engine {
 
     /// Gives user `u` a turn at the current time, then folds what it emitted, routes what it
     /// sent and sets its next due time.
-    fn turn(&mut self, u: u32, server: &mut Server, fold: &mut Inline, f: impl FnOnce(&mut Client, &mut Env<'_>)) {
+    fn turn(&mut self, u: u32, server: &mut Server, fold: &mut Sink<'_>, f: impl FnOnce(&mut Client, &mut Env<'_>)) {
         let Some(client) = self.clients[u as usize].as_mut() else {
             return;
         };
@@ -271,7 +250,7 @@ impl Engine {
         f(client, &mut env);
         let due = client.next_due();
         for e in self.events.drain(..) {
-            fold.fold(e);
+            fold.event(e);
         }
         let mut out = std::mem::take(&mut self.out);
         for leave in out.drain(..) {

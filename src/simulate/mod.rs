@@ -14,7 +14,9 @@
 pub mod calibrate;
 mod client;
 mod engine;
+mod folder;
 pub mod model;
+mod queue;
 mod server;
 
 use std::sync::Arc;
