@@ -247,6 +247,14 @@ pub fn compare(a: &Path, b: &Path, opts: &Options) -> Result<CompareReport, Comp
             side_a.profile_hash, side_b.profile_hash
         ));
     }
+    for (name, runs) in [("A", &ra), ("B", &rb)] {
+        if let Some(sim) = runs.iter().find_map(|r| r.report.simulation.as_ref()) {
+            warnings.push(format!(
+                "{name} is a simulation (model {:?}): its latencies are the model's predictions, its counts the reference server's routing",
+                sim.model.name
+            ));
+        }
+    }
     let t = opts.threshold_pct.unwrap_or(0.0) / 100.0;
     let mut rows = Vec::new();
     for (metric, unit, better) in specs {

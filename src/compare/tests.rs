@@ -250,6 +250,26 @@ fn single_runs_use_a_block_bootstrap_over_seconds() {
 }
 
 #[test]
+fn a_simulated_side_is_named_as_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut sim = summary(10.0, 5.0, 1000.0, 0, "h1");
+    sim.simulation = Some(crate::report::Simulation {
+        model: crate::report::SimModel {
+            name: "ref-2core".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    write_run(&a, &sim, None);
+    write_run(&b, &summary(10.0, 5.0, 1000.0, 0, "h1"), None);
+    let r = compare(&a, &b, &Options::default()).unwrap();
+    let named: Vec<&String> = r.warnings.iter().filter(|w| w.contains("simulation")).collect();
+    assert_eq!(named.len(), 1, "{:?}", r.warnings);
+    assert!(named[0].starts_with("A is a simulation") && named[0].contains("ref-2core"));
+}
+
+#[test]
 fn different_workloads_are_flagged_and_bad_input_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
