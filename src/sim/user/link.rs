@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use rand::RngExt;
 
 use super::{InFlight, UserActor};
-use crate::collector::{Answer, Event, ReqKind};
+use crate::collector::{Event, ReqKind};
 use crate::sim::behaviour::{Micros, MsgKey};
 use crate::sim::faults::{FaultAction, Planned};
 use crate::transport::{Command, LoginSpec, Op, Reply};
@@ -256,19 +256,7 @@ impl UserActor {
         if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
             self.next_page(q, &reply, at);
         }
-        let answer = match reply {
-            Reply::Error { refusal, .. } => Answer::Refused(refusal),
-            Reply::Accepted {
-                mid,
-                group_ack,
-                duplicate,
-            } => Answer::Accepted {
-                mid,
-                group_ack,
-                duplicate,
-            },
-            Reply::Acked | Reply::ReadUsers { .. } | Reply::Result | Reply::Pong => Answer::Ok,
-        };
+        let answer = super::requests::answer(reply);
         self.emit(Event::Replied {
             user: self.ix,
             kind: f.kind,

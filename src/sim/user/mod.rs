@@ -19,6 +19,7 @@
 
 mod link;
 mod queries;
+pub mod requests;
 
 use queries::Query;
 
@@ -186,108 +187,17 @@ impl UserActor {
         !self.closing && self.sim.online()
     }
 
-    fn conv_target(&self, conv: Conv) -> (Chat, Arc<str>) {
-        let w = &self.shared.world;
-        match conv {
-            Conv::Peer(p) => (Chat::Single, w.users[p as usize].clone()),
-            Conv::Group(g) => (Chat::Group, w.groups[g as usize].id.clone()),
-        }
-    }
-
     fn perform(&mut self, ctx: &mut Context<Self>) {
         let mut actions = std::mem::take(&mut self.actions);
         for a in actions.drain(..) {
             match a {
                 Action::Send { .. } if self.quiet => {}
-                Action::Send {
-                    seq,
-                    conv,
-                    allow_group_ack,
-                    scheduled,
-                } => {
-                    let (chat, to) = self.conv_target(conv);
-                    let key = MsgKey { sender: self.ix, seq };
-                    let index = match conv {
-                        Conv::Peer(i) | Conv::Group(i) => i,
+                a @ (Action::Send { .. } | Action::ReadAck { .. } | Action::ChannelAck { .. }) => {
+                    let w = &self.shared.world;
+                    let Ok(r) = requests::of_action(self.ix, a, w, &self.shared.tag, self.shared.message_bytes) else {
+                        unreachable!("sends and acks are requests")
                     };
-                    let op = Op::Send {
-                        // The run's tag keeps ids of earlier runs on the same server apart.
-                        id: format!("{}.{seq}", self.shared.tag),
-                        chat,
-                        to,
-                        body: body(&self.shared.tag, key, self.shared.message_bytes),
-                        allow_group_ack,
-                    };
-                    let event = Event::Sent {
-                        key,
-                        chat,
-                        conv: index,
-                        scheduled,
-                        at: scheduled,
-                        waited: false,
-                    };
-                    self.request(0, op, ReqKind::Send, Some(key), index, Some(event));
-                }
-                Action::ReadAck {
-                    conv,
-                    scheduled,
-                    mid,
-                    key,
-                } => {
-                    let (chat, to) = self.conv_target(conv);
-                    let (kind, to) = match conv {
-                        Conv::Peer(_) => (AckKind::Read, self.shared.world.users[key.sender as usize].clone()),
-                        Conv::Group(_) => (AckKind::GroupRead, to),
-                    };
-                    let event = Event::AckSent {
-                        reader: self.ix,
-                        kind,
-                        key: Some(key),
-                        conv: 0,
-                        scheduled,
-                        at: scheduled,
-                        waited: false,
-                    };
-                    self.request(
-                        0,
-                        Op::Read { chat, mid, to },
-                        ReqKind::Ack(kind),
-                        Some(key),
-                        0,
-                        Some(event),
-                    );
-                }
-                Action::ChannelAck {
-                    conv,
-                    scheduled,
-                    newest,
-                } => {
-                    let (chat, to) = self.conv_target(conv);
-                    let (kind, index) = match conv {
-                        Conv::Peer(p) => (AckKind::Channel, p),
-                        Conv::Group(g) => (AckKind::GroupChannel, g),
-                    };
-                    let event = Event::AckSent {
-                        reader: self.ix,
-                        kind,
-                        key: newest.as_ref().map(|(_, k)| *k),
-                        conv: index,
-                        scheduled,
-                        at: scheduled,
-                        waited: false,
-                    };
-                    self.request(
-                        0,
-                        Op::Channel {
-                            chat,
-                            to,
-                            newest: newest.as_ref().map(|(m, _)| m.clone()),
-                        },
-                        ReqKind::Ack(kind),
-                        None,
-                        index,
-                        Some(event),
-                    );
+                    self.request(0, r.op, r.kind, r.key, r.conv, Some(r.event));
                 }
                 Action::Read { conv } => self.emit(Event::Read {
                     group: matches!(conv, Conv::Group(_)),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Client, Env, RECEIPTED};
-use crate::collector::{AckKind, Answer, Event, ReceiptKind, ReqKind};
+use crate::collector::{AckKind, Event, ReceiptKind, ReqKind};
 use crate::sim::behaviour::{Conv, Micros, MsgKey};
 use crate::sim::user::parse_body;
 use crate::transport::{Chat, Inbound, MsgId, Op, Reply};
@@ -184,19 +184,7 @@ impl Client {
         {
             self.next_page(q, &reply, env);
         }
-        let answer = match reply {
-            Reply::Error { refusal, .. } => Answer::Refused(refusal),
-            Reply::Accepted {
-                mid,
-                group_ack,
-                duplicate,
-            } => Answer::Accepted {
-                mid,
-                group_ack,
-                duplicate,
-            },
-            Reply::Acked | Reply::ReadUsers { .. } | Reply::Result | Reply::Pong => Answer::Ok,
-        };
+        let answer = crate::sim::user::requests::answer(reply);
         env.events.push(Event::Replied {
             user: self.ix,
             kind: f.kind,

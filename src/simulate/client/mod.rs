@@ -16,11 +16,11 @@ mod inbound;
 use inbound::Query;
 use smallvec::SmallVec;
 
-use crate::collector::{AckKind, Event, ReqKind};
+use crate::collector::{Event, ReqKind};
 use crate::sim::behaviour::{Action, Conv, Micros, MsgKey, SimConfig, UserSim};
-use crate::sim::user::body;
+use crate::sim::user::requests;
 use crate::sim::world::World;
-use crate::transport::{Chat, MsgId, Op};
+use crate::transport::{MsgId, Op};
 
 /// Group messages with receipts a user remembers until their first count (as the actor).
 const RECEIPTED: usize = 4096;
@@ -344,13 +344,6 @@ impl Client {
         }
     }
 
-    fn conv_target(world: &World, conv: Conv) -> (Chat, Arc<str>) {
-        match conv {
-            Conv::Peer(p) => (Chat::Single, world.users[p as usize].clone()),
-            Conv::Group(g) => (Chat::Group, world.groups[g as usize].id.clone()),
-        }
-    }
-
     fn perform(&mut self, env: &mut Env<'_>) {
         let mut actions = std::mem::take(env.actions);
         for a in actions.drain(..) {
@@ -362,82 +355,11 @@ impl Client {
     fn act(&mut self, a: Action, env: &mut Env<'_>) {
         let world = env.world;
         match a {
-            Action::Send {
-                seq,
-                conv,
-                allow_group_ack,
-                scheduled,
-            } => {
-                let (chat, to) = Self::conv_target(world, conv);
-                let key = MsgKey { sender: self.ix, seq };
-                let index = match conv {
-                    Conv::Peer(i) | Conv::Group(i) => i,
+            a @ (Action::Send { .. } | Action::ReadAck { .. } | Action::ChannelAck { .. }) => {
+                let Ok(r) = requests::of_action(self.ix, a, world, env.tag, env.message_bytes) else {
+                    unreachable!("sends and acks are requests")
                 };
-                let op = Op::Send {
-                    id: format!("{}.{seq}", env.tag),
-                    chat,
-                    to,
-                    body: body(env.tag, key, env.message_bytes),
-                    allow_group_ack,
-                };
-                let event = Event::Sent {
-                    key,
-                    chat,
-                    conv: index,
-                    scheduled,
-                    at: scheduled,
-                    waited: false,
-                };
-                self.request(0, op, (ReqKind::Send, Some(key), index), Some(event), env);
-            }
-            Action::ReadAck {
-                conv,
-                scheduled,
-                mid,
-                key,
-            } => {
-                let (chat, to) = Self::conv_target(world, conv);
-                let (kind, to) = match conv {
-                    Conv::Peer(_) => (AckKind::Read, world.users[key.sender as usize].clone()),
-                    Conv::Group(_) => (AckKind::GroupRead, to),
-                };
-                let event = Event::AckSent {
-                    reader: self.ix,
-                    kind,
-                    key: Some(key),
-                    conv: 0,
-                    scheduled,
-                    at: scheduled,
-                    waited: false,
-                };
-                let op = Op::Read { chat, mid, to };
-                self.request(0, op, (ReqKind::Ack(kind), Some(key), 0), Some(event), env);
-            }
-            Action::ChannelAck {
-                conv,
-                scheduled,
-                newest,
-            } => {
-                let (chat, to) = Self::conv_target(world, conv);
-                let (kind, index) = match conv {
-                    Conv::Peer(p) => (AckKind::Channel, p),
-                    Conv::Group(g) => (AckKind::GroupChannel, g),
-                };
-                let event = Event::AckSent {
-                    reader: self.ix,
-                    kind,
-                    key: newest.as_ref().map(|(_, k)| *k),
-                    conv: index,
-                    scheduled,
-                    at: scheduled,
-                    waited: false,
-                };
-                let op = Op::Channel {
-                    chat,
-                    to,
-                    newest: newest.map(|(m, _)| m),
-                };
-                self.request(0, op, (ReqKind::Ack(kind), None, index), Some(event), env);
+                self.request(0, r.op, (r.kind, r.key, r.conv), Some(r.event), env);
             }
             Action::Read { conv } => env.events.push(Event::Read {
                 group: matches!(conv, Conv::Group(_)),
