@@ -262,8 +262,10 @@ const P99_FACTOR: f64 = 4.0;
 async fn a_model_calibrated_from_runs_predicts_their_latencies() {
     let dir = scratch("calibrated", CHAINS);
     // Below the knee, towards it, and well past it (this build's, whatever it is: the model
-    // is calibrated from these very runs).
-    let loads = [("low", 240), ("mid", 960), ("past", 7_200)];
+    // is calibrated from the first two). "Past" must be past for the real server whatever the
+    // build and the box's mood: 20,000 chains/s. (6,000/s was not always: a busy server
+    // writes more frames per system call, so its CPU per frame falls below the calibrated one.)
+    let loads = [("low", 240), ("mid", 960), ("past", 24_000)];
     let mut runs = Vec::new();
     for (name, per_min) in loads {
         let set = format!("traffic.one_to_one_per_min={per_min}");
