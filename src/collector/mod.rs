@@ -420,10 +420,6 @@ pub struct Loss {
 pub struct Settings {
     /// Who gets what.
     pub audience: Audience,
-    /// Capacity of the per-message tables, set up front: growing a table of a million
-    /// messages costs a share of a core the users and the server need, and a table that grows
-    /// mid-run is a step in the tester's memory.
-    pub expected_messages: usize,
     /// Per-message records are settled (audited and dropped) once this old.
     pub horizon: Micros,
     /// The interval log file, written as each second closes (`None`: kept in memory only).

@@ -238,7 +238,7 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunOutput, MergeErr
             })
         })
         .collect::<Result<Vec<_>, EventLogError>>()?;
-    let mut settings = collector_settings(&plan, &world, plan.peak_users(), capabilities);
+    let mut settings = collector_settings(&plan, &world, capabilities);
     settings.hlog_path = Some(out.join("latencies.hlog"));
     let folded = collector::replay(zero, settings, sources)?;
 

@@ -250,21 +250,13 @@ async fn sleep_or_interrupt(deadline: Instant) -> Option<i32> {
     }
 }
 
-/// How the collector folds a run of `plan` in which `users` of the population take part
-/// (all of them, or a shard's): one place for a run's and a merge's folding.
+/// How the collector folds a run of `plan`: one place for a run's, a merge's and a
+/// simulation's folding.
 pub(crate) fn collector_settings(
     plan: &Plan,
     world: &World,
-    users: u64,
     capabilities: crate::transport::Capabilities,
 ) -> collector::Settings {
-    let (single, group) = plan.offered_rates();
-    let share = users as f64 / plan.peak_users().max(1) as f64;
-    // Records live until settled: size the tables for the horizon's worth, not the run's, and
-    // twice over: a hash table whose live entries pass half its capacity doubles once removals
-    // have left enough tombstones (hashbrown's rule), a 70% jump in RSS minutes into a run.
-    let live = traffic_end(plan).min(plan.tester.audit_horizon + plan.drain);
-    let expected = ((single + group) * share * live.as_secs_f64() * 2.2) as usize;
     let micros = |d: Duration| d.as_micros() as Micros;
     let stall = plan
         .faults
@@ -275,7 +267,6 @@ pub(crate) fn collector_settings(
         .unwrap_or_default();
     collector::Settings {
         audience: audience(world, plan),
-        expected_messages: expected.min(20_000_000),
         horizon: micros(plan.tester.audit_horizon),
         hlog_path: None,
         events_path: None,
@@ -341,7 +332,7 @@ async fn drive(
     };
     let clock_zero = SystemTime::now() - start.elapsed();
     let micros = |d: Duration| d.as_micros() as Micros;
-    let mut settings = collector_settings(plan, world, plan.local_peak_users(), driver.capabilities());
+    let mut settings = collector_settings(plan, world, driver.capabilities());
     settings.hlog_path = Some(dir.join("latencies.hlog"));
     settings.events_path = plan.launch.shard.map(|_| dir.join(shards::EVENTS_FILE));
     settings.live_window_secs = metrics_listener.as_ref().map_or(0, |_| collector::DEFAULT_WINDOW_SECS);

@@ -119,7 +119,7 @@ struct Unseen {
 
 #[derive(Debug, Default)]
 struct ConvState {
-    /// Arrived while the conversation was not open.
+    /// Arrived while the conversation was not open, to be read once it is.
     unseen: VecDeque<Unseen>,
     /// Messages not yet covered by a read ack or channel ack.
     unacked: u32,
@@ -451,7 +451,9 @@ impl UserSim {
         state.newest = Some((mid.clone(), key));
         if visible {
             self.see(now, conv, mid, key, receipts);
-        } else {
+        } else if self.cfg.read_decision(key, self.ix).is_some() {
+            // Kept for when the conversation opens. One the user will never read is not: seeing
+            // it then does nothing, and a user who reads little would hold every message.
             state.unseen.push_back(Unseen { mid, key, receipts });
         }
         // A read due at once (no read delay) leaves with this turn's other frames.
@@ -585,7 +587,7 @@ impl UserSim {
         let unseen: Vec<Unseen> = self
             .convs
             .get_mut(&conv)
-            .map(|s| s.unseen.drain(..).collect())
+            .map(|s| std::mem::take(&mut s.unseen).into())
             .unwrap_or_default();
         for u in unseen {
             self.see(t, conv, u.mid, u.key, u.receipts);

@@ -120,7 +120,7 @@ pub fn simulate_into(
     let mut server = server::Server::new(target::server_config(plan, "simulated"), zero_ms);
     let before = Some(Metrics::parse(&server.metrics_text()));
     create_groups(&world, &mut server)?;
-    let settings = runner::collector_settings(plan, &world, plan.peak_users(), Capabilities::ALL);
+    let settings = runner::collector_settings(plan, &world, Capabilities::ALL);
     let mut fold = Inline::new(clock_zero, settings);
     let engine = engine::Engine::new(engine::Setup {
         world: world.clone(),

@@ -60,7 +60,6 @@ mod tests {
                     users: 2,
                     devices: 1,
                 },
-                expected_messages: 16,
                 horizon: 60 * SEC,
                 capabilities: Capabilities::ALL,
                 live_window_secs: 2,

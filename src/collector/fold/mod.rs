@@ -185,7 +185,6 @@ fn bit(dev: u8) -> u32 {
 impl State {
     /// A fold of a run whose clock started at `start_time` (the interval log's header).
     pub(super) fn new(start_time: SystemTime, settings: Settings) -> State {
-        let n = settings.expected_messages;
         let mut hlog_error = None;
         let log = match &settings.hlog_path {
             Some(path) => match std::fs::File::create(path) {
@@ -204,8 +203,8 @@ impl State {
         State {
             corrected: std::array::from_fn(|_| new_histogram()),
             raw: std::array::from_fn(|_| new_histogram()),
-            msgs: table::Table::with_capacity(n),
-            by_mid: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            msgs: table::Table::default(),
+            by_mid: FxHashMap::default(),
             max_seq: vec![0; a.users as usize],
             settled: SettledIds::default(),
             horizon: settings.horizon.max(1),

@@ -27,7 +27,6 @@ fn state(devices: u8) -> State {
                 users: 4,
                 devices,
             },
-            expected_messages: 16,
             horizon: ms(60_000),
             hlog_path: None,
             events_path: None,
