@@ -112,6 +112,8 @@ enum Focus {
 
 #[derive(Debug, Clone)]
 struct Unseen {
+    /// When it arrived.
+    at: Micros,
     mid: MsgId,
     key: MsgKey,
     receipts: bool,
@@ -123,8 +125,6 @@ struct ConvState {
     unseen: VecDeque<Unseen>,
     /// Messages not yet covered by a read ack or channel ack.
     unacked: u32,
-    /// Arrival of the oldest unacked message (for choosing what to open).
-    oldest_unacked: Micros,
     /// Bumped by every channel ack: reads scheduled before it are covered.
     epoch: u32,
     /// The newest message that arrived.
@@ -444,9 +444,6 @@ impl UserSim {
         self.advance(now, out);
         let visible = self.visible(conv);
         let state = self.convs.entry(conv).or_default();
-        if state.unacked == 0 {
-            state.oldest_unacked = now;
-        }
         state.unacked += 1;
         state.newest = Some((mid.clone(), key));
         if visible {
@@ -454,7 +451,12 @@ impl UserSim {
         } else if self.cfg.read_decision(key, self.ix).is_some() {
             // Kept for when the conversation opens. One the user will never read is not: seeing
             // it then does nothing, and a user who reads little would hold every message.
-            state.unseen.push_back(Unseen { mid, key, receipts });
+            state.unseen.push_back(Unseen {
+                at: now,
+                mid,
+                key,
+                receipts,
+            });
         }
         // A read due at once (no read delay) leaves with this turn's other frames.
         self.advance(now, out);
@@ -558,16 +560,18 @@ impl UserSim {
         }
     }
 
-    /// The conversation with the oldest unacknowledged message, else a random one of the
-    /// user's contacts and groups.
+    /// The conversation with the oldest message waiting to be read, else a random one of the
+    /// user's contacts and groups. (Not the oldest unacknowledged one: a message the user
+    /// never reads stays unacknowledged, and would keep the user in its conversation for the
+    /// rest of the run, everything else unread.)
     fn choose_conversation(&mut self) -> Option<Conv> {
-        let pending = self
+        let waiting = self
             .convs
             .iter()
-            .filter(|(_, s)| s.unacked > 0)
-            .min_by_key(|(c, s)| (s.oldest_unacked, **c));
-        if let Some((conv, _)) = pending {
-            return Some(*conv);
+            .filter_map(|(c, s)| s.unseen.front().map(|u| (u.at, *c)))
+            .min();
+        if let Some((_, conv)) = waiting {
+            return Some(conv);
         }
         let contacts = &self.world.contacts[self.ix as usize];
         let groups = &self.world.memberships[self.ix as usize];

@@ -379,3 +379,38 @@ curve_step = "2s"
     assert!((1700..2300).contains(&per_step[0]), "{per_step:?}");
     assert!((5300..6700).contains(&per_step[2]), "{per_step:?}");
 }
+
+#[test]
+fn a_message_never_to_be_read_does_not_keep_the_user_in_its_conversation() {
+    // The user looks at a conversation for about a second, then away for about a second, and
+    // reads half of what it sees.
+    let text = format!(
+        "[run]\nduration = \"100s\"\nseed = 3\n[population]\nusers = 10\ncontacts = 3\n[groups]\ncount = 1\nsize_min = 10\nsize_max = 10\n[traffic]\none_to_one_per_min = 0\ngroup_per_min = 0\n[reading]\nopen = \"1s\"\naway = \"1s\"\nread_probability = 0.5\nread_delay = {{ dist = \"fixed\", value = \"100ms\" }}\n[acks]\nstrategy = \"per_message\"\n"
+    );
+    let plan = profile::parse(std::path::Path::new("t.toml"), &text, &[]).unwrap();
+    let world = Arc::new(World::build(&plan));
+    let cfg = Arc::new(SimConfig::new(&plan, 100 * SEC, 110 * SEC));
+    let mut u = UserSim::new(0, cfg.clone(), world);
+    let mut out = Vec::new();
+    // First, a group message the user will never read; then messages it will, from a peer.
+    let never = (1..).map(key).find(|k| cfg.read_decision(*k, 0).is_none()).unwrap();
+    u.on_message(0, MsgId::from(never.seq), never, Conv::Group(0), true, &mut out);
+    let will: Vec<MsgKey> = (1..)
+        .map(|s| MsgKey { sender: 2, seq: s })
+        .filter(|k| cfg.read_decision(*k, 0).is_some())
+        .take(5)
+        .collect();
+    for (i, k) in will.iter().enumerate() {
+        u.on_message(
+            SEC / 2 + i as u64,
+            MsgId::from(100 + k.seq),
+            *k,
+            Conv::Peer(2),
+            false,
+            &mut out,
+        );
+    }
+    u.advance(60 * SEC, &mut out);
+    let read_from_peer = count(&out, |a| matches!(a, Action::Read { conv: Conv::Peer(2) }));
+    assert_eq!(read_from_peer, will.len(), "{out:?}");
+}

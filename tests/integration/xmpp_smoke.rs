@@ -12,7 +12,21 @@ use crate::common::{ackstorm_within, only_folder};
 use crate::xmpp_servers::Server;
 
 /// The shortest run that still has every kind of receipt: 200 users (the profile's), 10 s.
-const OVERRIDES: [&str; 4] = ["--duration", "10s", "--no-progress", "--seed"];
+/// Ten seconds, busier than the profile so every receipt kind comes up more than a few
+/// times: under hybrid acks a 1:1 read ack needs a message to land in the conversation the
+/// reader has open (seed 11 at the profile's own rates: 1 such read, or none).
+const OVERRIDES: [&str; 10] = [
+    "--duration",
+    "10s",
+    "--no-progress",
+    "--set",
+    "traffic.one_to_one_per_min=30",
+    "--set",
+    "reading.open=4s",
+    "--set",
+    "reading.away=2s",
+    "--seed",
+];
 
 async fn ackstorm(args: &[String]) -> (Option<i32>, String) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
