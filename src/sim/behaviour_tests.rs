@@ -384,10 +384,29 @@ curve_step = "2s"
 fn a_message_never_to_be_read_does_not_keep_the_user_in_its_conversation() {
     // The user looks at a conversation for about a second, then away for about a second, and
     // reads half of what it sees.
-    let text = format!(
-        "[run]\nduration = \"100s\"\nseed = 3\n[population]\nusers = 10\ncontacts = 3\n[groups]\ncount = 1\nsize_min = 10\nsize_max = 10\n[traffic]\none_to_one_per_min = 0\ngroup_per_min = 0\n[reading]\nopen = \"1s\"\naway = \"1s\"\nread_probability = 0.5\nread_delay = {{ dist = \"fixed\", value = \"100ms\" }}\n[acks]\nstrategy = \"per_message\"\n"
-    );
-    let plan = profile::parse(std::path::Path::new("t.toml"), &text, &[]).unwrap();
+    let text = r#"
+[run]
+duration = "100s"
+seed = 3
+[population]
+users = 10
+contacts = 3
+[groups]
+count = 1
+size_min = 10
+size_max = 10
+[traffic]
+one_to_one_per_min = 0
+group_per_min = 0
+[reading]
+open = "1s"
+away = "1s"
+read_probability = 0.5
+read_delay = { dist = "fixed", value = "100ms" }
+[acks]
+strategy = "per_message"
+"#;
+    let plan = profile::parse(std::path::Path::new("t.toml"), text, &[]).unwrap();
     let world = Arc::new(World::build(&plan));
     let cfg = Arc::new(SimConfig::new(&plan, 100 * SEC, 110 * SEC));
     let mut u = UserSim::new(0, cfg.clone(), world);
