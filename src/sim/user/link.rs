@@ -9,9 +9,9 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use rand::RngExt;
 
-use super::{InFlight, UserActor};
+use super::{InFlight, UserActor, What, requests};
 use crate::collector::{Event, ReqKind};
-use crate::sim::behaviour::{Micros, MsgKey};
+use crate::sim::behaviour::{Action, Micros, MsgKey};
 use crate::sim::faults::{FaultAction, Planned};
 use crate::transport::{Command, LoginSpec, Op, Reply};
 
@@ -117,7 +117,7 @@ impl UserActor {
 
     /// Reports a request that will get no reply.
     pub(super) fn settle_unanswered(&mut self, f: InFlight, in_disconnect: bool) {
-        if f.written {
+        if f.written() {
             self.emit(Event::Unanswered {
                 user: self.ix,
                 kind: f.kind,
@@ -140,26 +140,43 @@ impl UserActor {
         let now = self.now();
         let mut resent = 0;
         let mut events = Vec::new();
+        let shared = self.shared.clone();
         for (req, f) in self.in_flight.iter_mut().filter(|(_, f)| f.dev as usize == dev) {
+            if matches!(f.what, What::Planned(_)) {
+                let What::Planned(a) = std::mem::replace(&mut f.what, What::Written(Op::Ping)) else {
+                    unreachable!("looked at it")
+                };
+                let r = requests::of_action(self.ix, a, &shared.world, &shared.tag, shared.message_bytes)
+                    .expect("only sends and acks are planned");
+                f.what = What::Built(r.op, Some(Box::new(r.event)));
+            }
+            let (What::Built(op, _) | What::Written(op)) = &f.what else {
+                unreachable!("built above")
+            };
             if out
                 .send(Command::Request {
                     req: *req,
-                    op: f.op.clone(),
+                    op: op.clone(),
                 })
                 .is_err()
             {
                 break;
             }
-            if f.written {
-                resent += 1;
-            } else {
-                f.written = true;
-                if f.kind == ReqKind::Send {
-                    self.waiting_sends -= 1;
+            match std::mem::replace(&mut f.what, What::Written(Op::Ping)) {
+                What::Written(op) => {
+                    resent += 1;
+                    f.what = What::Written(op);
                 }
-                if let Some(e) = f.event.take() {
-                    events.push(e);
+                What::Built(op, event) => {
+                    if f.kind == ReqKind::Send {
+                        self.waiting_sends -= 1;
+                    }
+                    if let Some(e) = event {
+                        events.push(*e);
+                    }
+                    f.what = What::Written(op);
                 }
+                What::Planned(_) => unreachable!("built above"),
             }
         }
         for mut e in events {
@@ -174,6 +191,51 @@ impl UserActor {
         }
     }
 
+    /// Makes the request of a send or ack action on the first device: built and written at
+    /// once when its connection is up, else kept as the action until it is.
+    pub(super) fn request_action(&mut self, a: Action) {
+        if self.devices[0].out.is_some() {
+            let s = &self.shared;
+            let r = requests::of_action(self.ix, a, &s.world, &s.tag, s.message_bytes).expect("a send or ack");
+            self.request(0, r.op, r.kind, r.key, r.conv, Some(r.event));
+            return;
+        }
+        let (kind, key, conv) = requests::filing(self.ix, &a).expect("a send or ack");
+        if self.may_wait(0, kind) {
+            self.next_req += 1;
+            let f = InFlight {
+                dev: 0,
+                kind,
+                key,
+                conv,
+                what: What::Planned(a),
+            };
+            self.in_flight.insert(self.next_req, f);
+        }
+    }
+
+    /// Whether a request of `kind` may wait for `dev`'s connection, which is down: only if it
+    /// is coming back and, for a send, the outbox has room (a send that may not is reported
+    /// as skipped).
+    fn may_wait(&mut self, dev: usize, kind: ReqKind) -> bool {
+        let d = &self.devices[dev];
+        let coming = d.connecting || d.retry.is_some();
+        let full = kind == ReqKind::Send && self.waiting_sends >= self.shared.cfg.outbox;
+        if !coming || full {
+            if kind == ReqKind::Send {
+                self.emit(Event::Skipped {
+                    n: 1,
+                    disconnected: true,
+                });
+            }
+            return false;
+        }
+        if kind == ReqKind::Send {
+            self.waiting_sends += 1;
+        }
+        true
+    }
+
     /// Sends `op` on `dev` (or queues it for the device's connection) and emits `event` when
     /// it actually leaves, stamped with that instant.
     pub(super) fn request(
@@ -185,45 +247,36 @@ impl UserActor {
         conv: u32,
         event: Option<Event>,
     ) -> Option<u64> {
-        let d = &self.devices[dev];
-        let waiting = d.out.is_none();
-        if waiting {
-            let coming = d.connecting || d.retry.is_some();
-            let full = kind == ReqKind::Send && self.waiting_sends >= self.shared.cfg.outbox;
-            if !coming || full {
-                if kind == ReqKind::Send {
-                    self.emit(Event::Skipped {
-                        n: 1,
-                        disconnected: true,
-                    });
-                }
-                return None;
-            }
-            if kind == ReqKind::Send {
-                self.waiting_sends += 1;
-            }
+        if self.devices[dev].out.is_none() && !self.may_wait(dev, kind) {
+            return None;
         }
         self.next_req += 1;
         let req = self.next_req;
-        let mut f = InFlight {
-            dev: dev as u8,
-            op,
-            kind,
-            key,
-            conv,
-            written: false,
-            event,
-        };
         let out = self.devices[dev].out.as_ref();
-        if out.is_some_and(|out| out.send(Command::Request { req, op: f.op.clone() }).is_ok()) {
-            f.written = true;
-            if let Some(mut e) = f.event.take() {
+        let connected = out.is_some();
+        let written = out.is_some_and(|out| out.send(Command::Request { req, op: op.clone() }).is_ok());
+        if connected && !written && kind == ReqKind::Send {
+            // Its connection closed under it: it waits for the next one like any other.
+            self.waiting_sends += 1;
+        }
+        let what = if written {
+            if let Some(mut e) = event {
                 if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
                     *at = self.now();
                 }
                 self.emit(e);
             }
-        }
+            What::Written(op)
+        } else {
+            What::Built(op, event.map(Box::new))
+        };
+        let f = InFlight {
+            dev: dev as u8,
+            kind,
+            key,
+            conv,
+            what,
+        };
         self.in_flight.insert(req, f);
         Some(req)
     }

@@ -80,14 +80,30 @@ struct Device {
 /// A request waiting for its reply.
 struct InFlight {
     dev: u8,
-    op: Op,
     kind: ReqKind,
     key: Option<MsgKey>,
     conv: u32,
+    what: What,
+}
+
+impl InFlight {
     /// Written to a connection at least once (else it waits for one).
-    written: bool,
-    /// Emitted when it first leaves, stamped with that instant.
-    event: Option<Event>,
+    fn written(&self) -> bool {
+        matches!(self.what, What::Written(_))
+    }
+}
+
+/// What a request sends.
+enum What {
+    /// A send or ack waiting for its connection, kept as the action it is built from when it
+    /// leaves: a few dozen bytes, where the built request is its id and body and the event
+    /// that says it left (users whose login a saturated server leaves unanswered hold up to
+    /// `reconnect.outbox` of these each).
+    Planned(Action),
+    /// Built and waiting for its connection, with the event to emit when it leaves.
+    Built(Op, Option<Box<Event>>),
+    /// Written at least once; kept for a resend on the next connection.
+    Written(Op),
 }
 
 /// Stops sending new messages (an interrupted run drains what is in flight); acks go on.
@@ -193,11 +209,7 @@ impl UserActor {
             match a {
                 Action::Send { .. } if self.quiet => {}
                 a @ (Action::Send { .. } | Action::ReadAck { .. } | Action::ChannelAck { .. }) => {
-                    let w = &self.shared.world;
-                    let Ok(r) = requests::of_action(self.ix, a, w, &self.shared.tag, self.shared.message_bytes) else {
-                        unreachable!("sends and acks are requests")
-                    };
-                    self.request(0, r.op, r.kind, r.key, r.conv, Some(r.event));
+                    self.request_action(a);
                 }
                 Action::Read { conv } => self.emit(Event::Read {
                     group: matches!(conv, Conv::Group(_)),

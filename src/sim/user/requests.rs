@@ -32,9 +32,41 @@ pub fn target(world: &World, conv: Conv) -> (Chat, Arc<str>) {
     }
 }
 
+/// How the reply audit files the request of user `ix`'s send, read ack or channel ack (its
+/// kind, message and peer or group), without building it; `None` for any other action.
+pub fn filing(ix: u32, a: &Action) -> Option<(ReqKind, Option<MsgKey>, u32)> {
+    Some(match *a {
+        Action::Send { seq, conv, .. } => (ReqKind::Send, Some(MsgKey { sender: ix, seq }), index(conv)),
+        Action::ReadAck { conv, key, .. } => {
+            let kind = match conv {
+                Conv::Peer(_) => AckKind::Read,
+                Conv::Group(_) => AckKind::GroupRead,
+            };
+            (ReqKind::Ack(kind), Some(key), 0)
+        }
+        Action::ChannelAck { conv, .. } => {
+            let kind = match conv {
+                Conv::Peer(_) => AckKind::Channel,
+                Conv::Group(_) => AckKind::GroupChannel,
+            };
+            (ReqKind::Ack(kind), None, index(conv))
+        }
+        _ => return None,
+    })
+}
+
+fn index(conv: Conv) -> u32 {
+    match conv {
+        Conv::Peer(i) | Conv::Group(i) => i,
+    }
+}
+
 /// The request of user `ix`'s send, read ack or channel ack; any other action comes back as
 /// it was. `tag` is the run's (first in bodies and client ids).
 pub fn of_action(ix: u32, a: Action, world: &World, tag: &str, message_bytes: usize) -> Result<Request, Action> {
+    let Some((kind, req_key, conv_index)) = filing(ix, &a) else {
+        return Err(a);
+    };
     Ok(match a {
         Action::Send {
             seq,
@@ -44,9 +76,6 @@ pub fn of_action(ix: u32, a: Action, world: &World, tag: &str, message_bytes: us
         } => {
             let (chat, to) = target(world, conv);
             let key = MsgKey { sender: ix, seq };
-            let index = match conv {
-                Conv::Peer(i) | Conv::Group(i) => i,
-            };
             Request {
                 op: Op::Send {
                     // The run's tag keeps ids of earlier runs on the same server apart.
@@ -56,13 +85,13 @@ pub fn of_action(ix: u32, a: Action, world: &World, tag: &str, message_bytes: us
                     body: super::body(tag, key, message_bytes),
                     allow_group_ack,
                 },
-                kind: ReqKind::Send,
-                key: Some(key),
-                conv: index,
+                kind,
+                key: req_key,
+                conv: conv_index,
                 event: Event::Sent {
                     key,
                     chat,
-                    conv: index,
+                    conv: conv_index,
                     scheduled,
                     at: scheduled,
                     waited: false,
@@ -76,20 +105,23 @@ pub fn of_action(ix: u32, a: Action, world: &World, tag: &str, message_bytes: us
             key,
         } => {
             let (chat, to) = target(world, conv);
-            let (kind, to) = match conv {
-                Conv::Peer(_) => (AckKind::Read, world.users[key.sender as usize].clone()),
-                Conv::Group(_) => (AckKind::GroupRead, to),
+            let to = match conv {
+                Conv::Peer(_) => world.users[key.sender as usize].clone(),
+                Conv::Group(_) => to,
+            };
+            let ReqKind::Ack(ack) = kind else {
+                unreachable!("filed as an ack")
             };
             Request {
                 op: Op::Read { chat, mid, to },
-                kind: ReqKind::Ack(kind),
-                key: Some(key),
-                conv: 0,
+                kind,
+                key: req_key,
+                conv: conv_index,
                 event: Event::AckSent {
                     reader: ix,
-                    kind,
+                    kind: ack,
                     key: Some(key),
-                    conv: 0,
+                    conv: conv_index,
                     scheduled,
                     at: scheduled,
                     waited: false,
@@ -102,16 +134,15 @@ pub fn of_action(ix: u32, a: Action, world: &World, tag: &str, message_bytes: us
             newest,
         } => {
             let (chat, to) = target(world, conv);
-            let (kind, index) = match conv {
-                Conv::Peer(p) => (AckKind::Channel, p),
-                Conv::Group(g) => (AckKind::GroupChannel, g),
+            let ReqKind::Ack(ack) = kind else {
+                unreachable!("filed as an ack")
             };
             Request {
                 event: Event::AckSent {
                     reader: ix,
-                    kind,
+                    kind: ack,
                     key: newest.as_ref().map(|(_, k)| *k),
-                    conv: index,
+                    conv: conv_index,
                     scheduled,
                     at: scheduled,
                     waited: false,
@@ -121,12 +152,12 @@ pub fn of_action(ix: u32, a: Action, world: &World, tag: &str, message_bytes: us
                     to,
                     newest: newest.map(|(m, _)| m),
                 },
-                kind: ReqKind::Ack(kind),
-                key: None,
-                conv: index,
+                kind,
+                key: req_key,
+                conv: conv_index,
             }
         }
-        other => return Err(other),
+        other => unreachable!("filed above: {other:?}"),
     })
 }
 
