@@ -5,9 +5,20 @@ use crate::profile::{self, Delay};
 
 const SEC: Micros = 1_000_000;
 
-/// A plan whose user 0 reads everything after a fixed 100 ms and opens conversations almost
-/// at once and keeps them open for a long time, unless `extra` says otherwise.
+/// How user 0 reads unless a test says otherwise: everything, after a fixed 100 ms, opening
+/// conversations almost at once and keeping them open for a long time.
+const READS_ALL: &str = r#"open = "1000s"
+away = "1us"
+read_probability = 1.0
+read_delay = { dist = "fixed", value = "100ms" }"#;
+
+/// A plan whose user 0 reads as [`READS_ALL`] says, unless `extra` says otherwise.
 fn setup(strategy: &str, extra: &str) -> (Arc<SimConfig>, Arc<World>) {
+    setup_reading(strategy, READS_ALL, extra)
+}
+
+/// A plan whose user 0 reads as `reading` (the `[reading]` keys) says.
+fn setup_reading(strategy: &str, reading: &str, extra: &str) -> (Arc<SimConfig>, Arc<World>) {
     let text = format!(
         r#"
 [run]
@@ -24,10 +35,7 @@ size_max = 10
 one_to_one_per_min = 0
 group_per_min = 0
 [reading]
-open = "1000s"
-away = "1us"
-read_probability = 1.0
-read_delay = {{ dist = "fixed", value = "100ms" }}
+{reading}
 {extra}
 [acks]
 strategy = "{strategy}"
@@ -384,31 +392,11 @@ curve_step = "2s"
 fn a_message_never_to_be_read_does_not_keep_the_user_in_its_conversation() {
     // The user looks at a conversation for about a second, then away for about a second, and
     // reads half of what it sees.
-    let text = r#"
-[run]
-duration = "100s"
-seed = 3
-[population]
-users = 10
-contacts = 3
-[groups]
-count = 1
-size_min = 10
-size_max = 10
-[traffic]
-one_to_one_per_min = 0
-group_per_min = 0
-[reading]
-open = "1s"
+    let half = r#"open = "1s"
 away = "1s"
 read_probability = 0.5
-read_delay = { dist = "fixed", value = "100ms" }
-[acks]
-strategy = "per_message"
-"#;
-    let plan = profile::parse(std::path::Path::new("t.toml"), text, &[]).unwrap();
-    let world = Arc::new(World::build(&plan));
-    let cfg = Arc::new(SimConfig::new(&plan, 100 * SEC, 110 * SEC));
+read_delay = { dist = "fixed", value = "100ms" }"#;
+    let (cfg, world) = setup_reading("per_message", half, "");
     let mut u = UserSim::new(0, cfg.clone(), world);
     let mut out = Vec::new();
     // First, a group message the user will never read; then messages it will, from a peer.
