@@ -14,95 +14,13 @@ use rand::RngExt;
 use rand_pcg::Pcg64Mcg;
 use rustc_hash::FxHashMap;
 
+pub use super::action::{Action, Conv, Micros, MsgKey};
 pub use super::config::{Backoff, SimConfig};
 use super::config::{exp_sample, next_arrival};
 use super::faults::Planned;
 use super::world::{Role, Stream, World, stream};
 use crate::profile::Strategy;
 use crate::transport::{Chat, MsgId};
-
-/// Simulation time: microseconds since the run started.
-pub type Micros = u64;
-
-/// A conversation as seen by one user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Conv {
-    /// One-to-one with this user.
-    Peer(u32),
-    /// This group.
-    Group(u32),
-}
-
-/// Identifies a message across the run: its sender and the sender's message number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct MsgKey {
-    /// Sender index.
-    pub sender: u32,
-    /// Sender's message number.
-    pub seq: u64,
-}
-
-/// What the actor must do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Send message `seq` (planned for `scheduled`).
-    Send {
-        /// Message number.
-        seq: u64,
-        /// Where.
-        conv: Conv,
-        /// Ask for group read receipts.
-        allow_group_ack: bool,
-        /// Planned send time (latencies are measured from it).
-        scheduled: Micros,
-    },
-    /// A per-message read ack (1:1 `read`, or group `read` for a message with receipts).
-    ReadAck {
-        /// Conversation.
-        conv: Conv,
-        /// When the user read it (the ack's latencies start here).
-        scheduled: Micros,
-        /// Server id of the message.
-        mid: MsgId,
-        /// The message.
-        key: MsgKey,
-    },
-    /// A channel ack for the conversation.
-    ChannelAck {
-        /// Conversation.
-        conv: Conv,
-        /// When the behaviour decided it (the ack's latencies start here).
-        scheduled: Micros,
-        /// The newest message that had arrived in the conversation: the ack covers it and
-        /// every message its sender sent there before it.
-        newest: Option<(MsgId, MsgKey)>,
-    },
-    /// The user read a message an ack could cover: any 1:1 message, or a group message
-    /// that keeps receipts (counted for ack economics).
-    Read {
-        /// Conversation.
-        conv: Conv,
-    },
-    /// Sends that fell while offline.
-    Skipped(u64),
-    /// Go offline (close the connections).
-    Offline,
-    /// Come back online (reconnect).
-    Online,
-    /// Inject a planned fault.
-    Fault(Planned),
-    /// Ask who read one of this user's group messages (`getGroupMsgReadUser`, to the end).
-    ReadUsers {
-        /// The message.
-        key: MsgKey,
-        /// Its server id.
-        mid: MsgId,
-        /// Its group.
-        group: u32,
-        /// Page size.
-        page: u32,
-    },
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Focus {
@@ -114,6 +32,8 @@ enum Focus {
 struct Unseen {
     /// When it arrived.
     at: Micros,
+    /// How long after it is seen it is read.
+    delay: Micros,
     mid: MsgId,
     key: MsgKey,
     receipts: bool,
@@ -448,11 +368,11 @@ impl UserSim {
         state.newest = Some((mid.clone(), key));
         if visible {
             self.see(now, conv, mid, key, receipts);
-        } else if self.cfg.read_decision(key, self.ix).is_some() {
-            // Kept for when the conversation opens. One the user will never read is not: seeing
-            // it then does nothing, and a user who reads little would hold every message.
+        } else if let Some(delay) = self.cfg.read_decision(key, self.ix) {
+            // Kept for when the conversation opens; one the user will never read is not.
             state.unseen.push_back(Unseen {
                 at: now,
+                delay,
                 mid,
                 key,
                 receipts,
@@ -465,16 +385,21 @@ impl UserSim {
     /// The user sees a message: decide whether and when it is read.
     fn see(&mut self, now: Micros, conv: Conv, mid: MsgId, key: MsgKey, receipts: bool) {
         if let Some(delay) = self.cfg.read_decision(key, self.ix) {
-            let epoch = self.convs.get(&conv).map_or(0, |c| c.epoch);
-            self.reads.push(Reverse(PendingRead {
-                due: now.saturating_add(delay),
-                conv,
-                mid,
-                key,
-                receipts,
-                epoch,
-            }));
+            self.read_after(now.saturating_add(delay), conv, mid, key, receipts);
         }
+    }
+
+    /// Plans the read of a message seen, due at `due`.
+    fn read_after(&mut self, due: Micros, conv: Conv, mid: MsgId, key: MsgKey, receipts: bool) {
+        let epoch = self.convs.get(&conv).map_or(0, |c| c.epoch);
+        self.reads.push(Reverse(PendingRead {
+            due,
+            conv,
+            mid,
+            key,
+            receipts,
+            epoch,
+        }));
     }
 
     fn fire_read(&mut self, t: Micros, r: PendingRead, out: &mut Vec<Action>) {
@@ -594,7 +519,7 @@ impl UserSim {
             .map(|s| std::mem::take(&mut s.unseen).into())
             .unwrap_or_default();
         for u in unseen {
-            self.see(t, conv, u.mid, u.key, u.receipts);
+            self.read_after(t.saturating_add(u.delay), conv, u.mid, u.key, u.receipts);
         }
         if self.cfg.strategy != Strategy::PerMessage && matches!(conv, Conv::Peer(_)) {
             self.channel_ack(t, conv, out);

@@ -142,16 +142,15 @@ impl UserActor {
         let mut events = Vec::new();
         let shared = self.shared.clone();
         for (req, f) in self.in_flight.iter_mut().filter(|(_, f)| f.dev as usize == dev) {
-            if matches!(f.what, What::Planned(_)) {
-                let What::Planned(a) = std::mem::replace(&mut f.what, What::Written(Op::Ping)) else {
-                    unreachable!("looked at it")
-                };
-                let r = requests::of_action(self.ix, a, &shared.world, &shared.tag, shared.message_bytes)
-                    .expect("only sends and acks are planned");
-                f.what = What::Built(r.op, Some(Box::new(r.event)));
-            }
-            let (What::Built(op, _) | What::Written(op)) = &f.what else {
-                unreachable!("built above")
+            // (op, the event that says it left, first time out)
+            let (op, event, fresh) = match std::mem::replace(&mut f.what, What::Written(Op::Ping)) {
+                What::Planned(a) => {
+                    let r = requests::of_action(self.ix, a, &shared.world, &shared.tag, shared.message_bytes)
+                        .expect("only sends and acks are planned");
+                    (r.op, Some(r.event), true)
+                }
+                What::Built(op, event) => (op, event.map(|e| *e), true),
+                What::Written(op) => (op, None, false),
             };
             if out
                 .send(Command::Request {
@@ -160,24 +159,22 @@ impl UserActor {
                 })
                 .is_err()
             {
+                f.what = if fresh {
+                    What::Built(op, event.map(Box::new))
+                } else {
+                    What::Written(op)
+                };
                 break;
             }
-            match std::mem::replace(&mut f.what, What::Written(Op::Ping)) {
-                What::Written(op) => {
-                    resent += 1;
-                    f.what = What::Written(op);
-                }
-                What::Built(op, event) => {
-                    if f.kind == ReqKind::Send {
-                        self.waiting_sends -= 1;
-                    }
-                    if let Some(e) = event {
-                        events.push(*e);
-                    }
-                    f.what = What::Written(op);
-                }
-                What::Planned(_) => unreachable!("built above"),
+            f.what = What::Written(op);
+            if !fresh {
+                resent += 1;
+                continue;
             }
+            if f.kind == ReqKind::Send {
+                self.waiting_sends -= 1;
+            }
+            events.extend(event);
         }
         for mut e in events {
             if let Event::Sent { at, waited, .. } | Event::AckSent { at, waited, .. } = &mut e {
