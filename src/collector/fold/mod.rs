@@ -112,8 +112,10 @@ pub struct Folded {
 }
 
 pub(super) struct State {
-    corrected: [Histogram<u64>; Metric::ALL.len()],
-    raw: [Histogram<u64>; Metric::ALL.len()],
+    /// Whole-run histograms by metric, made at a metric's first sample (about 190 KB each:
+    /// a driver that cannot measure half the metrics does not hold their histograms).
+    corrected: [Option<Histogram<u64>>; Metric::ALL.len()],
+    raw: [Option<Histogram<u64>>; Metric::ALL.len()],
     /// Per-message records, in send order (settled oldest first).
     msgs: table::Table,
     by_mid: FxHashMap<MsgId, MsgKey>,
@@ -201,8 +203,8 @@ impl State {
         }
         let a = &settings.audience;
         State {
-            corrected: std::array::from_fn(|_| new_histogram()),
-            raw: std::array::from_fn(|_| new_histogram()),
+            corrected: Default::default(),
+            raw: Default::default(),
             msgs: table::Table::default(),
             by_mid: FxHashMap::default(),
             max_seq: vec![0; a.users as usize],
@@ -252,9 +254,12 @@ impl State {
     /// Records in the run totals only; returns the corrected value.
     fn record_total(&mut self, metric: Metric, to: Micros, from: Micros, raw_from: Option<Micros>) -> u64 {
         let v = to.saturating_sub(from).max(1);
-        self.corrected[metric.index()].saturating_record(v);
+        let i = metric.index();
+        self.corrected[i].get_or_insert_with(new_histogram).saturating_record(v);
         if let Some(r) = raw_from {
-            self.raw[metric.index()].saturating_record(to.saturating_sub(r).max(1));
+            self.raw[i]
+                .get_or_insert_with(new_histogram)
+                .saturating_record(to.saturating_sub(r).max(1));
         }
         v
     }
@@ -443,12 +448,9 @@ impl State {
 
     pub(super) fn snapshot(&mut self, now: Micros) -> Snapshot {
         let last_sec = (now / 1_000_000).saturating_sub(1);
-        let p99 = |h: &Histogram<u64>| {
-            if h.is_empty() {
-                0.0
-            } else {
-                ms(h.value_at_quantile(0.99))
-            }
+        let p99 = |h: &Option<Histogram<u64>>| match h {
+            Some(h) if !h.is_empty() => ms(h.value_at_quantile(0.99)),
+            _ => 0.0,
         };
         Snapshot {
             connected: self.presence.connected(),
@@ -472,9 +474,8 @@ impl State {
                 continue;
             }
             let i = m.index();
-            let corrected = std::mem::replace(&mut self.corrected[i], new_histogram());
-            let raw = std::mem::replace(&mut self.raw[i], new_histogram());
-            let raw = (!raw.is_empty()).then_some(raw);
+            let corrected = self.corrected[i].take().unwrap_or_else(new_histogram);
+            let raw = self.raw[i].take().filter(|h| !h.is_empty());
             latencies.insert(m.name().to_string(), latency(&corrected, raw.as_ref()));
             histograms.push((m, corrected, raw));
         }

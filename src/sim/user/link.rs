@@ -107,10 +107,10 @@ impl UserActor {
             .in_flight
             .iter()
             .filter(|(_, f)| f.dev as usize == dev)
-            .map(|(r, _)| *r)
+            .map(|(r, _)| r)
             .collect();
         for req in reqs {
-            let f = self.in_flight.remove(&req).expect("listed");
+            let f = self.in_flight.remove(req).expect("listed");
             self.settle_unanswered(f, true);
         }
     }
@@ -152,13 +152,7 @@ impl UserActor {
                 What::Built(op, event) => (op, event.map(|e| *e), true),
                 What::Written(op) => (op, None, false),
             };
-            if out
-                .send(Command::Request {
-                    req: *req,
-                    op: op.clone(),
-                })
-                .is_err()
-            {
+            if out.send(Command::Request { req, op: op.clone() }).is_err() {
                 f.what = if fresh {
                     What::Built(op, event.map(Box::new))
                 } else {
@@ -283,7 +277,7 @@ impl UserActor {
             Reply::Error { refusal, .. } => Some(*refusal),
             _ => None,
         };
-        let Some(f) = req.and_then(|r| self.in_flight.remove(&r)) else {
+        let Some(f) = req.and_then(|r| self.in_flight.remove(r)) else {
             self.emit(Event::StrayReply {
                 user: self.ix,
                 duplicated: req.is_some_and(|r| r <= self.next_req),

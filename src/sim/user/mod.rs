@@ -18,12 +18,14 @@
 //! it, so the audit can check every device.
 
 mod link;
+mod pending;
 mod queries;
 pub mod requests;
 
+use pending::Pending;
 use queries::Query;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,7 +122,7 @@ pub struct UserActor {
     sink: Sink,
     devices: Vec<Device>,
     next_req: u64,
-    in_flight: BTreeMap<u64, InFlight>,
+    in_flight: Pending<InFlight>,
     /// Sends in `in_flight` not yet written (bounded by the outbox).
     waiting_sends: usize,
     rng: Pcg64Mcg,
@@ -173,7 +175,7 @@ impl UserActor {
             sink,
             devices,
             next_req: 0,
-            in_flight: BTreeMap::new(),
+            in_flight: Pending::default(),
             waiting_sends: 0,
             rng,
             timer: None,
@@ -394,7 +396,7 @@ impl Handler<Stop> for UserActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         self.closing = true;
-        for f in std::mem::take(&mut self.in_flight).into_values() {
+        for f in self.in_flight.take_all() {
             let down = self.devices[f.dev as usize].out.is_none();
             self.settle_unanswered(f, down);
         }

@@ -135,10 +135,16 @@ impl StreamParser {
         self.buf.len()
     }
 
+    /// Bytes the buffer holds room for.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Everything complete was taken: the room that is not needed goes back to the allocator.
     /// An empty buffer is freed (an idle connection holds none: the next read allocates
     /// again); one holding the start of a stanza keeps little more than that start.
-    fn give_back(&mut self) {
+    pub fn give_back(&mut self) {
         if self.buf.is_empty() {
             self.buf = Vec::new();
         } else if self.buf.capacity() > 2 * self.buf.len() + KEEP {

@@ -198,7 +198,12 @@ impl Wire {
             Wire::Tcp(s) => loop {
                 s.readable().await?;
                 match s.try_read_buf(parser.read_buf(READ_ROOM)) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Readiness that was stale (the last read took everything): the room
+                        // goes back rather than wait with the connection, idle, holding it.
+                        parser.give_back();
+                        continue;
+                    }
                     read => return read,
                 }
             },
@@ -260,4 +265,36 @@ async fn write_joined<W: AsyncWriteExt + Unpin, S: AsRef<str>>(w: &mut W, texts:
     }
     w.flush().await?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::xmpp::parser::Item;
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_bytes_holds_no_read_room() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut server, _) = accepted.unwrap();
+        let mut wire = Wire::Tcp(client.unwrap());
+        let mut parser = StreamParser::default();
+        server
+            .write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><a/>")
+            .await
+            .unwrap();
+        let mut items = Vec::new();
+        while items.len() < 2 {
+            assert!(wire.read_into(&mut parser).await.unwrap() > 0);
+            while let Some(item) = parser.next_item().unwrap() {
+                items.push(item);
+            }
+        }
+        assert!(matches!(&items[1], Item::Element(e) if e.name == "a"));
+        // Nothing more comes: the read waits, and holds no buffer while it does.
+        let waited = tokio::time::timeout(Duration::from_millis(50), wire.read_into(&mut parser)).await;
+        assert!(waited.is_err(), "nothing was sent");
+        assert_eq!(parser.capacity(), 0);
+    }
 }
