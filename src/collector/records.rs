@@ -2,6 +2,8 @@
 //! which receipts were asked for and which arrived), and how a record is settled into the
 //! audit once it is old enough that nothing more is due, or at the end of the run.
 
+use std::hash::BuildHasher;
+
 use smallvec::SmallVec;
 
 use super::audit::{Kind, Tally};
@@ -43,6 +45,19 @@ impl Judge<'_> {
     }
 }
 
+/// A message id as the collector keeps it: its 64-bit hash (SipHash, fixed keys). Ids are
+/// opaque strings (a UUID is 36 bytes, on the heap) and each live message's id was held twice,
+/// in its record and in the index by id. Two live ids of a run sharing a hash would be taken
+/// for one: the odds are about n²/2⁶⁵, 3·10⁻¹⁰ with 100,000 messages live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct IdHash(u64);
+
+impl IdHash {
+    pub(super) fn of(id: &MsgId) -> IdHash {
+        IdHash(std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id))
+    }
+}
+
 /// One recipient user of a message, as the server should have seen it when routing.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Recipient {
@@ -73,6 +88,23 @@ pub(super) struct GroupRead {
     pub(super) repeats: u32,
 }
 
+/// What a group message's readers did: kept apart, made at the first read or count, so that
+/// a one-to-one message's record (most of them) does not carry it.
+#[derive(Debug, Default)]
+pub(super) struct GroupRec {
+    pub(super) reads: Vec<GroupRead>,
+    /// The highest read count the sender got, and when.
+    pub(super) max: u64,
+    pub(super) max_at: Micros,
+    /// A count above zero arrived.
+    pub(super) first: bool,
+    /// A group read was accepted while the sender was surely offline, at this time: a
+    /// statistic frame is due at its next login.
+    pub(super) stat_due: Option<Micros>,
+    /// Latest statistic entry for this message.
+    pub(super) stat_at: Option<Micros>,
+}
+
 /// What one message went through. Times are µs on the run clock.
 #[derive(Debug, Default)]
 pub(super) struct MsgRec {
@@ -81,12 +113,13 @@ pub(super) struct MsgRec {
     /// When its sender got `received` (`None`: never; its pushes are then not judged).
     pub(super) accepted: Option<Micros>,
     /// Server id, once `received` or a push told it.
-    pub(super) mid: Option<MsgId>,
+    pub(super) mid: Option<IdHash>,
     pub(super) group: bool,
     /// Peer or group index.
     pub(super) conv: u32,
     pub(super) receipts: bool,
-    pub(super) recipients: Vec<Recipient>,
+    /// One inline (a one-to-one message's), a group's on the heap.
+    pub(super) recipients: SmallVec<[Recipient; 1]>,
     /// Pushes that arrived before the sender's `received` (user, device).
     pub(super) early: SmallVec<[(u32, u8); 2]>,
     // Delivery and 1:1 read receipts: (ack sent, ack accepted at, devices reached, repeats).
@@ -97,15 +130,8 @@ pub(super) struct MsgRec {
     /// When that read ack left (the uncorrected start of `read_receipt`).
     pub(super) read_sent_at: Option<Micros>,
     pub(super) read_learned: bool,
-    pub(super) group_reads: Vec<GroupRead>,
-    pub(super) group_max: u64,
-    pub(super) group_max_at: Micros,
-    pub(super) group_first: bool,
-    /// A group read was accepted while the sender was surely offline, at this time: a
-    /// statistic frame is due at its next login.
-    pub(super) stat_due: Option<Micros>,
-    /// Latest statistic entry for this message.
-    pub(super) stat_at: Option<Micros>,
+    /// Group reads (group messages read or counted only).
+    pub(super) reads: Option<Box<GroupRec>>,
 }
 
 /// A per-message receipt kind (delivery, 1:1 read).
@@ -152,6 +178,16 @@ fn bits(mask: u32) -> u64 {
 }
 
 impl MsgRec {
+    /// The group reads, made at the first use.
+    pub(super) fn group_mut(&mut self) -> &mut GroupRec {
+        self.reads.get_or_insert_with(Default::default)
+    }
+
+    /// The group reads acked.
+    pub(super) fn group_reads(&self) -> &[GroupRead] {
+        self.reads.as_deref().map_or(&[], |g| &g.reads)
+    }
+
     /// Recipient `user`'s entry, if the message was routed to it.
     pub(super) fn recipient(&mut self, user: u32) -> Option<&mut Recipient> {
         self.recipients.iter_mut().find(|r| r.user == user)
@@ -260,12 +296,15 @@ impl MsgRec {
     }
 
     fn settle_group(&self, sender: u32, judge: &Judge, tally: &mut Tally) {
+        let Some(g) = self.reads.as_deref() else {
+            return;
+        };
         let presence = judge.presence;
-        let accepted = self.group_reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
-        let sent = self.group_reads.len() as u64;
-        if accepted > 0 || self.group_max > 0 {
+        let accepted = g.reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
+        let sent = g.reads.len() as u64;
+        if accepted > 0 || g.max > 0 {
             let k = tally.kind(Kind::GroupRead);
-            let arrived = self.group_max.min(accepted);
+            let arrived = g.max.min(accepted);
             let missing = accepted - arrived;
             k.arrived += arrived;
             k.expected += arrived;
@@ -278,17 +317,17 @@ impl MsgRec {
             } else {
                 k.not_due += missing;
             }
-            k.unexpected += self.group_max.saturating_sub(sent);
+            k.unexpected += g.max.saturating_sub(sent);
         }
-        let repeats: u32 = self.group_reads.iter().map(|r| r.repeats).sum();
+        let repeats: u32 = g.reads.iter().map(|r| r.repeats).sum();
         tally.kind(Kind::GroupRead).duplicated += u64::from(repeats);
-        if let Some(due) = self.stat_due {
-            match self.stat_at {
+        if let Some(due) = g.stat_due {
+            match g.stat_at {
                 Some(at) if at >= due => tally.ok(Kind::Statistic),
                 _ if presence.logged_in_after(sender, due) => tally.lost(Kind::Statistic),
                 _ => tally.kind(Kind::Statistic).not_due += 1,
             }
-        } else if self.stat_at.is_some() {
+        } else if g.stat_at.is_some() {
             // A count replayed for reads whose timing was uncertain: counted, not owed.
             tally.ok(Kind::Statistic);
         }

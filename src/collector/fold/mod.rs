@@ -21,10 +21,11 @@ use super::intervals::{Count, Intervals, LogSink};
 use super::metric::Metric;
 use super::presence::Presence;
 use super::process::Sampler;
+use super::records::IdHash;
 use super::{Audience, Event, Settings, Snapshot};
 use crate::report::{AckSplit, Audit, Connections, FaultReport, Latency, TimelinePoint};
 use crate::sim::behaviour::{Micros, MsgKey};
-use crate::transport::{Capabilities, MsgId};
+use crate::transport::Capabilities;
 
 /// Microseconds, 1 µs to 1 hour, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
@@ -118,7 +119,8 @@ pub(super) struct State {
     raw: [Option<Histogram<u64>>; Metric::ALL.len()],
     /// Per-message records, in send order (settled oldest first).
     msgs: table::Table,
-    by_mid: FxHashMap<MsgId, MsgKey>,
+    /// Records by server id.
+    by_mid: FxHashMap<IdHash, MsgKey>,
     /// Highest message number each user sent (a push of a higher one was never sent).
     max_seq: Vec<u64>,
     /// Ids of recently settled records (a receipt for one is late).
@@ -404,10 +406,10 @@ impl State {
             Event::Statistic { user, counts, at } => {
                 Self::count(&mut self.receipts, "statistic");
                 for (mid, count) in counts {
-                    match self.by_mid.get(&mid).copied() {
+                    match self.by_mid.get(&IdHash::of(&mid)).copied() {
                         Some(key) if key.sender == user => {
                             if let Some(m) = self.msgs.get_mut(&key) {
-                                m.stat_at = Some(at);
+                                m.group_mut().stat_at = Some(at);
                             }
                             self.group_count(key, count, at);
                         }

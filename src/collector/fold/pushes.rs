@@ -8,7 +8,7 @@ use crate::collector::audit::Kind;
 use crate::collector::intervals::Count;
 use crate::collector::metric::Metric;
 use crate::collector::presence::Over;
-use crate::collector::records::{GroupRead, MsgRec};
+use crate::collector::records::{GroupRead, IdHash, MsgRec};
 use crate::collector::{AckKind, Answer, ReceiptKind, ReqKind};
 use crate::sim::behaviour::{Micros, MsgKey};
 use crate::transport::{Chat, MsgId};
@@ -72,7 +72,7 @@ impl State {
             AckKind::GroupRead => {
                 self.econ.1.read_acks += 1;
                 if let Some(m) = m {
-                    m.group_reads.push(GroupRead {
+                    m.group_mut().reads.push(GroupRead {
                         reader,
                         scheduled,
                         sent: at,
@@ -149,14 +149,11 @@ impl State {
                 let Some(key) = key else { return };
                 let sender_off = self.presence.user_off(key.sender, at);
                 let Some(m) = self.msgs.get_mut(&key) else { return };
-                if let Some(r) = m
-                    .group_reads
-                    .iter_mut()
-                    .find(|r| r.reader == user && r.accepted.is_none())
-                {
+                let g = m.group_mut();
+                if let Some(r) = g.reads.iter_mut().find(|r| r.reader == user && r.accepted.is_none()) {
                     r.accepted = Some(at);
                     if sender_off && self.presence.user_off(key.sender, r.sent) {
-                        m.stat_due.get_or_insert(at);
+                        g.stat_due.get_or_insert(at);
                     }
                 }
             }
@@ -181,7 +178,8 @@ impl State {
             return;
         }
         m.accepted = Some(at);
-        if let Some(old) = m.mid.replace(mid.clone()) {
+        let id = IdHash::of(&mid);
+        if let Some(old) = m.mid.replace(id) {
             self.by_mid.remove(&old);
         }
         m.receipts = group_ack == Some(true);
@@ -192,14 +190,14 @@ impl State {
         } else {
             m.route(std::iter::once(m.conv), &self.presence);
         }
-        self.by_mid.insert(mid, key);
+        self.by_mid.insert(id, key);
         self.record(Metric::ServerAck, at, scheduled, Some(sent));
     }
 
     /// A push naming a message or id the run does not hold: late when its record was settled
     /// already, else unexpected.
     pub(super) fn stray(&mut self, kind: Kind, mid: &MsgId) {
-        let late = self.settled.contains(mid);
+        let late = self.settled.contains(IdHash::of(mid));
         let k = self.tally.kind(kind);
         if late {
             k.late += 1;
@@ -225,8 +223,9 @@ impl State {
         };
         if m.mid.is_none() {
             // Its `received` has not come (or never will): the push tells the id.
-            m.mid = Some(mid.clone());
-            self.by_mid.insert(mid, key);
+            let id = IdHash::of(&mid);
+            m.mid = Some(id);
+            self.by_mid.insert(id, key);
         }
         if !m.arrive(user, dev) {
             self.tally.kind(Kind::Message).unexpected += 1;
@@ -259,7 +258,7 @@ impl State {
             ReceiptKind::GroupRead => ("group_read", Kind::GroupRead),
         };
         Self::count(&mut self.receipts, name);
-        let key = match self.by_mid.get(&mid) {
+        let key = match self.by_mid.get(&IdHash::of(&mid)) {
             Some(k) if k.sender == user => *k,
             _ => return self.stray(audit, &mid),
         };
@@ -291,7 +290,7 @@ impl State {
             }
             ReceiptKind::GroupRead => {
                 let mut first_from_reader = None;
-                if let Some(r) = m.group_reads.iter_mut().find(|r| r.reader == from) {
+                if let Some(r) = m.group_mut().reads.iter_mut().find(|r| r.reader == from) {
                     if r.pushed == 0 {
                         first_from_reader = Some((r.scheduled, r.sent));
                     }
@@ -310,12 +309,13 @@ impl State {
 
     pub(super) fn group_count(&mut self, key: MsgKey, count: u64, at: Micros) {
         let Some(m) = self.msgs.get_mut(&key) else { return };
-        if count > m.group_max {
-            m.group_max = count;
-            m.group_max_at = at;
+        let g = m.group_mut();
+        if count > g.max {
+            g.max = count;
+            g.max_at = at;
         }
-        if !m.group_first && count > 0 {
-            m.group_first = true;
+        if !g.first && count > 0 {
+            g.first = true;
             let (scheduled, sent) = (m.scheduled, m.sent);
             self.record(Metric::GroupReadFirst, at, scheduled, Some(sent));
         }
@@ -423,7 +423,7 @@ impl State {
         let k = self.tally.kind(Kind::ReadUsers);
         k.duplicated += (before - listed.len()) as u64;
         k.unexpected += u64::from(unknown);
-        for r in &m.group_reads {
+        for r in m.group_reads() {
             let on_list = listed.binary_search(&r.reader).is_ok();
             if r.accepted.is_some_and(|a| a < sent) {
                 k.expected += 1;
@@ -434,7 +434,7 @@ impl State {
                 }
             }
         }
-        let allowed = |u: &u32| m.group_reads.iter().any(|r| r.reader == *u && r.sent < done);
+        let allowed = |u: &u32| m.group_reads().iter().any(|r| r.reader == *u && r.sent < done);
         k.unexpected += listed.iter().filter(|u| !allowed(u)).count() as u64;
     }
 }

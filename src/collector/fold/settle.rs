@@ -1,18 +1,16 @@
 //! Settling: records old enough that nothing more is due are judged into the audit and
 //! dropped (memory stays flat), conversation acks likewise, and faults are summed up.
 
-use std::hash::BuildHasher;
-
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::{ChanAck, State, ms};
 use crate::collector::audit::{Kind, Tally};
 use crate::collector::metric::Metric;
-use crate::collector::records::Judge;
+use crate::collector::records::{IdHash, Judge};
 use crate::report::FaultReport;
 use crate::sim::behaviour::Micros;
 use crate::sim::faults::Fault;
-use crate::transport::{Capability, MsgId};
+use crate::transport::Capability;
 
 /// A reconnect whose drop falls this long after a fault's window is still that fault's.
 pub(super) const FAULT_ATTRIBUTION: Micros = 2_000_000;
@@ -71,25 +69,20 @@ impl FaultTrack {
 /// keeps this at a few bytes per message of the horizon, like the records themselves.
 #[derive(Debug, Default)]
 pub(super) struct SettledIds {
-    current: FxHashSet<u64>,
-    previous: FxHashSet<u64>,
+    current: FxHashSet<IdHash>,
+    previous: FxHashSet<IdHash>,
     since: Micros,
 }
 
 impl SettledIds {
-    fn hash(id: &MsgId) -> u64 {
-        FxBuildHasher.hash_one(id)
-    }
-
     /// Notes a settled message's id.
-    pub(super) fn insert(&mut self, id: &MsgId) {
-        self.current.insert(Self::hash(id));
+    pub(super) fn insert(&mut self, id: IdHash) {
+        self.current.insert(id);
     }
 
     /// Whether `id` was settled within the last one to two horizons.
-    pub(super) fn contains(&self, id: &MsgId) -> bool {
-        let h = Self::hash(id);
-        self.current.contains(&h) || self.previous.contains(&h)
+    pub(super) fn contains(&self, id: IdHash) -> bool {
+        self.current.contains(&id) || self.previous.contains(&id)
     }
 
     /// Starts a new generation once a horizon has passed since the last.
@@ -105,14 +98,16 @@ impl State {
     /// Settles every record sent before `cutoff` into the audit and drops it.
     pub(super) fn settle_before(&mut self, cutoff: Micros) {
         while let Some((key, sent, m)) = self.msgs.pop_before(cutoff) {
-            if let Some(mid) = &m.mid {
-                self.by_mid.remove(mid);
-                self.settled.insert(mid);
+            if let Some(id) = m.mid {
+                self.by_mid.remove(&id);
+                self.settled.insert(id);
             }
-            let accepted_reads = m.group_reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
-            if m.receipts && accepted_reads > 0 && m.group_max >= accepted_reads {
-                // Known only now, long after its second closed: totals only.
-                self.record_total(Metric::GroupReadAll, m.group_max_at, m.scheduled, Some(m.sent));
+            if let Some(g) = m.reads.as_deref() {
+                let accepted_reads = g.reads.iter().filter(|r| r.accepted.is_some()).count() as u64;
+                if m.receipts && accepted_reads > 0 && g.max >= accepted_reads {
+                    // Known only now, long after its second closed: totals only.
+                    self.record_total(Metric::GroupReadAll, g.max_at, m.scheduled, Some(m.sent));
+                }
             }
             let judge = Judge {
                 presence: &self.presence,

@@ -111,7 +111,8 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
                 stats,
             } = s;
             s = Stream {
-                wire: cfg.target.starttls(wire, &cfg.domain).await?,
+                // Boxed, as the connect is: a large future, alive only for the handshake.
+                wire: Box::pin(cfg.target.starttls(wire, &cfg.domain)).await?,
                 parser,
                 domain,
                 stats,
@@ -119,7 +120,8 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
             features = s.open().await?;
         }
     }
-    authenticate(&mut s, cfg, &features).await?;
+    // Boxed: SASL (SCRAM's state above all) is the largest step, and only this step needs it.
+    Box::pin(authenticate(&mut s, cfg, &features)).await?;
     let features = s.open().await?;
     if !features.bind {
         return Err(XmppError::Bind("the server offers no resource binding".into()));

@@ -85,19 +85,20 @@ impl Task {
         let now = Instant::now();
         for incoming in early {
             // Counted when login read them.
-            self.handle(incoming, now).await;
+            let step = self.step(incoming, now);
+            self.apply(step).await;
         }
         let reason = loop {
             tokio::select! {
                 cmd = self.rx.recv() => {
                     let Some(cmd) = cmd else {
                         // Every sender is gone: nobody can use this connection any more.
-                        break self.close().await;
+                        break Box::pin(self.close()).await;
                     };
                     match self.write_batch(cmd).await {
                         Err(reason) => break reason,
                         Ok(After::Continue) => {}
-                        Ok(After::Close) => break self.close().await,
+                        Ok(After::Close) => break Box::pin(self.close()).await,
                         Ok(After::Abort) => {
                             self.wire.set_abortive();
                             break CloseReason::Aborted;
@@ -185,13 +186,34 @@ impl Task {
             if self.sm && incoming.is_stanza() {
                 self.h_in = self.h_in.wrapping_add(1);
             }
-            if let Some(reason) = self.handle(incoming, at).await {
+            let step = self.step(incoming, at);
+            if let Some(reason) = self.apply(step).await {
                 return Some(reason);
             }
         }
     }
 
-    async fn handle(&mut self, incoming: Incoming, at: Instant) -> Option<CloseReason> {
+    /// Does what an item asks: answers the server, or passes an event on. Items are turned
+    /// into steps first ([`Task::step`]), so this future holds a boxed event, not the item: it
+    /// is part of every connection's task, for as long as the connection.
+    async fn apply(&mut self, step: Step) -> Option<CloseReason> {
+        match step {
+            Step::Emit(stamped) => {
+                // A consumer that dropped its stream does not stop the connection.
+                let _ = self.events.send(stamped).await;
+                None
+            }
+            // Boxed: a write's future is larger than the rest, and answers are rare.
+            Step::Answer(ack) => (Box::pin(self.wire.send(&ack)).await)
+                .err()
+                .map(|e| CloseReason::Io(e.to_string())),
+            Step::Stop(reason) => Some(reason),
+            Step::Nothing => None,
+        }
+    }
+
+    /// What `incoming` asks of the task; pings and requests are answered here.
+    fn step(&mut self, incoming: Incoming, at: Instant) -> Step {
         let event = match incoming {
             Incoming::Message(m) => Event::Message(m),
             Incoming::Presence(p) => {
@@ -218,29 +240,27 @@ impl Task {
             }
             Incoming::Iq(iq) if iq.is_ping() => {
                 self.queue(Outbound::Pong { to: iq.from, id: iq.id });
-                return None;
+                return Step::Nothing;
             }
             Incoming::Iq(iq) if matches!(iq.kind, IqType::Get | IqType::Set) => {
                 self.queue(Outbound::Unsupported { to: iq.from, id: iq.id });
-                return None;
+                return Step::Nothing;
             }
             Incoming::Iq(iq) => Event::Iq(iq),
             Incoming::SmRequest => {
                 let ack = out::sm_ack(self.h_in);
                 meter::sent(&self.stats, Sent::Sm, ack.len());
-                return (self.wire.send(&ack).await)
-                    .err()
-                    .map(|e| CloseReason::Io(e.to_string()));
+                return Step::Answer(ack);
             }
             Incoming::SmAck { h } => Event::SmAck { h },
-            Incoming::StreamError { condition, text } => return Some(CloseReason::StreamError { condition, text }),
-            Incoming::Close => return Some(CloseReason::ServerClosed),
+            Incoming::StreamError { condition, text } => {
+                return Step::Stop(CloseReason::StreamError { condition, text });
+            }
+            Incoming::Close => return Step::Stop(CloseReason::ServerClosed),
             // Stream headers, features, SASL and SM nonzas after login, unknown elements.
-            _ => return None,
+            _ => return Step::Nothing,
         };
-        // A consumer that dropped its stream does not stop the connection.
-        let _ = self.events.send(Box::new(Stamped { at, event })).await;
-        None
+        Step::Emit(Box::new(Stamped { at, event }))
     }
 
     /// Queues an answer behind what the user queued, keeping the XEP-0198 numbering.
@@ -273,4 +293,16 @@ impl Task {
         self.wire.shutdown().await;
         CloseReason::Requested
     }
+}
+
+/// What an inbound item asks of the task.
+enum Step {
+    /// Pass an event on to the connection's consumer.
+    Emit(Box<Stamped>),
+    /// Write this answer now (a XEP-0198 ack, in its place in the stream).
+    Answer(String),
+    /// The stream is over.
+    Stop(CloseReason),
+    /// Nothing (handled, or nothing to do).
+    Nothing,
 }

@@ -110,10 +110,14 @@ impl XmppTarget {
 
     /// Connects (from `source`, bound towards loopback only) and, for WebSocket targets,
     /// upgrades; the stream is not opened yet.
+    ///
+    /// The connect and upgrade futures are boxed: they are large (TLS and WebSocket
+    /// handshakes) and live only until connected, where a login waiting on its server keeps
+    /// its future for as long as the server takes.
     pub async fn open(&self, source: Option<std::net::Ipv4Addr>) -> Result<Wire, XmppError> {
-        let (stream, _) = self.endpoint.stream(source).await?;
+        let (stream, _) = Box::pin(self.endpoint.stream(source)).await?;
         match (self.is_websocket(), stream) {
-            (true, stream) => Wire::websocket(stream, self.endpoint.url()).await,
+            (true, stream) => Box::pin(Wire::websocket(stream, self.endpoint.url())).await,
             (false, Either::Left(tcp)) => Ok(Wire::Tcp(tcp)),
             (false, Either::Right(_)) => unreachable!("an xmpp:// endpoint has no TLS of its own"),
         }
