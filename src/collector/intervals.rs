@@ -14,7 +14,6 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
-use super::fold::new_histogram;
 use super::metric::Metric;
 use super::window::{Window, WindowLatency};
 use crate::report::TimelinePoint;
@@ -65,7 +64,16 @@ pub(super) struct Interval {
     connected: u64,
     rss_mb: f64,
     cpu_pct: f64,
-    hists: [Option<Histogram<u64>>; Metric::ALL.len()],
+    hists: Hists,
+}
+
+/// One second's histograms, by [`Metric::index`].
+pub(super) type Hists = [Option<Histogram<u32>>; Metric::ALL.len()];
+
+/// A second's histogram: the run totals' bounds and precision, 32-bit counts (no second
+/// holds four billion samples), so half the memory of a total's for each open second.
+pub(super) fn second_histogram() -> Histogram<u32> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 impl Interval {
@@ -207,7 +215,7 @@ impl Intervals {
     pub fn record(&mut self, sec: u64, connected: u64, metric: Metric, us: u64) {
         if let Some(i) = self.at(sec, connected) {
             i.hists[metric.index()]
-                .get_or_insert_with(new_histogram)
+                .get_or_insert_with(second_histogram)
                 .saturating_record(us.max(1));
         }
     }

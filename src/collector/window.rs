@@ -31,7 +31,10 @@ pub struct WindowLatency {
     pub quantiles_us: [u64; WINDOW_QUANTILES.len()],
 }
 
-type Hists = [Option<Histogram<u64>>; Metric::ALL.len()];
+use super::intervals::Hists;
+
+/// A closed second's compact copies, by [`Metric::index`].
+type Compact = [Option<Histogram<u64>>; Metric::ALL.len()];
 
 fn compact() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
@@ -41,7 +44,7 @@ fn compact() -> Histogram<u64> {
 pub(super) struct Window {
     secs: u64,
     /// Closed seconds in the window, oldest first, with their compact histograms.
-    seconds: VecDeque<(u64, Hists)>,
+    seconds: VecDeque<(u64, Compact)>,
     /// The window's figures, one per metric with samples, in [`Metric::ALL`] order.
     figures: Vec<WindowLatency>,
 }
@@ -64,11 +67,13 @@ impl Window {
     /// Second `sec` closed with these histograms (one per metric, by [`Metric::index`]);
     /// seconds that fell out of the window are dropped and the figures worked out again.
     pub(super) fn close(&mut self, sec: u64, hists: &Hists) {
-        let copy: Hists = std::array::from_fn(|i| {
+        let copy: Compact = std::array::from_fn(|i| {
             hists[i].as_ref().filter(|h| !h.is_empty()).map(|h| {
                 let mut c = compact();
                 // Same bounds, so the values always fit.
-                let _ = c.add(h);
+                for v in h.iter_recorded() {
+                    c.saturating_record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+                }
                 c
             })
         });
@@ -110,7 +115,7 @@ mod tests {
 
     fn second(metric: Metric, values: &[u64]) -> Hists {
         let mut hs: Hists = std::array::from_fn(|_| None);
-        let mut h = super::super::fold::new_histogram();
+        let mut h = super::super::intervals::second_histogram();
         for v in values {
             h.record(*v).unwrap();
         }

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use rand::RngExt;
 
-use super::{InFlight, UserActor, What, requests};
+use super::{Built, InFlight, UserActor, What, requests};
 use crate::collector::{Event, ReqKind};
 use crate::sim::behaviour::{Action, Micros, MsgKey};
 use crate::sim::faults::{FaultAction, Planned};
@@ -117,13 +117,14 @@ impl UserActor {
 
     /// Reports a request that will get no reply.
     pub(super) fn settle_unanswered(&mut self, f: InFlight, in_disconnect: bool) {
+        let (kind, ..) = f.filing(self.ix);
         if f.written() {
             self.emit(Event::Unanswered {
                 user: self.ix,
-                kind: f.kind,
+                kind,
                 in_disconnect,
             });
-        } else if f.kind == ReqKind::Send {
+        } else if kind == ReqKind::Send {
             self.waiting_sends -= 1;
             self.emit(Event::Skipped {
                 n: 1,
@@ -141,34 +142,41 @@ impl UserActor {
         let mut resent = 0;
         let mut events = Vec::new();
         let shared = self.shared.clone();
-        for (req, f) in self.in_flight.iter_mut().filter(|(_, f)| f.dev as usize == dev) {
-            // (op, the event that says it left, first time out)
-            let (op, event, fresh) = match std::mem::replace(&mut f.what, What::Written(Op::Ping)) {
-                What::Planned(a) => {
-                    let r = requests::of_action(self.ix, a, &shared.world, &shared.tag, shared.message_bytes)
-                        .expect("only sends and acks are planned");
-                    (r.op, Some(r.event), true)
-                }
-                What::Built(op, event) => (op, event.map(|e| *e), true),
-                What::Written(op) => (op, None, false),
-            };
-            if out.send(Command::Request { req, op: op.clone() }).is_err() {
-                f.what = if fresh {
-                    What::Built(op, event.map(Box::new))
-                } else {
-                    What::Written(op)
+        for (n, f) in self.in_flight.iter_mut().filter(|(_, f)| f.dev as usize == dev) {
+            if let What::Planned(a) = &f.what {
+                let r = requests::of_action(self.ix, a.clone(), &shared.world, &shared.tag, shared.message_bytes)
+                    .expect("only sends and acks are planned");
+                f.what = What::Out {
+                    req: Box::new(Built {
+                        kind: r.kind,
+                        key: r.key,
+                        conv: r.conv,
+                        op: r.op,
+                        event: Some(r.event),
+                    }),
+                    written: false,
                 };
+            }
+            let What::Out { req, written } = &mut f.what else {
+                unreachable!("built above")
+            };
+            if out
+                .send(Command::Request {
+                    req: n,
+                    op: req.op.clone(),
+                })
+                .is_err()
+            {
                 break;
             }
-            f.what = What::Written(op);
-            if !fresh {
+            if std::mem::replace(written, true) {
                 resent += 1;
                 continue;
             }
-            if f.kind == ReqKind::Send {
+            if req.kind == ReqKind::Send {
                 self.waiting_sends -= 1;
             }
-            events.extend(event);
+            events.extend(req.event.take());
         }
         for mut e in events {
             if let Event::Sent { at, waited, .. } | Event::AckSent { at, waited, .. } = &mut e {
@@ -191,14 +199,11 @@ impl UserActor {
             self.request(0, r.op, r.kind, r.key, r.conv, Some(r.event));
             return;
         }
-        let (kind, key, conv) = requests::filing(self.ix, &a).expect("a send or ack");
+        let (kind, ..) = requests::filing(self.ix, &a).expect("a send or ack");
         if self.may_wait(0, kind) {
             self.next_req += 1;
             let f = InFlight {
                 dev: 0,
-                kind,
-                key,
-                conv,
                 what: What::Planned(a),
             };
             self.in_flight.insert(self.next_req, f);
@@ -250,23 +255,29 @@ impl UserActor {
             // Its connection closed under it: it waits for the next one like any other.
             self.waiting_sends += 1;
         }
-        let what = if written {
+        let event = if written {
             if let Some(mut e) = event {
                 if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
                     *at = self.now();
                 }
                 self.emit(e);
             }
-            What::Written(op)
+            None
         } else {
-            What::Built(op, event.map(Box::new))
+            event
         };
         let f = InFlight {
             dev: dev as u8,
-            kind,
-            key,
-            conv,
-            what,
+            what: What::Out {
+                req: Box::new(Built {
+                    kind,
+                    key,
+                    conv,
+                    op,
+                    event,
+                }),
+                written,
+            },
         };
         self.in_flight.insert(req, f);
         Some(req)
@@ -285,6 +296,7 @@ impl UserActor {
             });
             return;
         };
+        let (kind, key, conv) = f.filing(self.ix);
         if let (
             ReqKind::Send,
             Reply::Accepted {
@@ -293,9 +305,9 @@ impl UserActor {
                 ..
             },
             Some(key),
-        ) = (f.kind, &reply, f.key)
+        ) = (kind, &reply, key)
         {
-            self.remember_receipted(mid.clone(), key, f.conv);
+            self.remember_receipted(mid.clone(), key, conv);
         }
         if let Some(q) = req.and_then(|r| self.queries.remove(&r)) {
             self.next_page(q, &reply, at);
@@ -303,9 +315,9 @@ impl UserActor {
         let answer = super::requests::answer(reply);
         self.emit(Event::Replied {
             user: self.ix,
-            kind: f.kind,
-            key: f.key,
-            conv: f.conv,
+            kind,
+            key,
+            conv,
             answer,
             at,
         });

@@ -79,33 +79,45 @@ struct Device {
     retry: Option<SpawnHandle>,
 }
 
-/// A request waiting for its reply.
+/// A request waiting for its reply, on device `dev`.
 struct InFlight {
     dev: u8,
+    what: What,
+}
+
+/// What a request is.
+enum What {
+    /// A send or ack waiting for its connection, kept as the action it is built from when it
+    /// leaves, and filed from it: a few dozen bytes, where the built request is its id and
+    /// body and the event that says it left (users whose login a saturated server leaves
+    /// unanswered hold up to `reconnect.outbox` of these each).
+    Planned(Action),
+    /// Built (boxed: the planned ones, the many, stay small), and written once `written`.
+    Out { req: Box<Built>, written: bool },
+}
+
+/// A built request: how it is filed, what it sends, and until it leaves the event saying so.
+struct Built {
     kind: ReqKind,
     key: Option<MsgKey>,
     conv: u32,
-    what: What,
+    op: Op,
+    event: Option<Event>,
 }
 
 impl InFlight {
     /// Written to a connection at least once (else it waits for one).
     fn written(&self) -> bool {
-        matches!(self.what, What::Written(_))
+        matches!(self.what, What::Out { written: true, .. })
     }
-}
 
-/// What a request sends.
-enum What {
-    /// A send or ack waiting for its connection, kept as the action it is built from when it
-    /// leaves: a few dozen bytes, where the built request is its id and body and the event
-    /// that says it left (users whose login a saturated server leaves unanswered hold up to
-    /// `reconnect.outbox` of these each).
-    Planned(Action),
-    /// Built and waiting for its connection, with the event to emit when it leaves.
-    Built(Op, Option<Box<Event>>),
-    /// Written at least once; kept for a resend on the next connection.
-    Written(Op),
+    /// How user `ix`'s reply audit files it: kind, message, peer or group.
+    fn filing(&self, ix: u32) -> (ReqKind, Option<MsgKey>, u32) {
+        match &self.what {
+            What::Planned(a) => requests::filing(ix, a).expect("only sends and acks are planned"),
+            What::Out { req, .. } => (req.kind, req.key, req.conv),
+        }
+    }
 }
 
 /// Stops sending new messages (an interrupted run drains what is in flight); acks go on.
