@@ -3,6 +3,7 @@
 //! audit once it is old enough that nothing more is due, or at the end of the run.
 
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 
 use smallvec::SmallVec;
 
@@ -49,12 +50,53 @@ impl Judge<'_> {
 /// opaque strings (a UUID is 36 bytes, on the heap) and each live message's id was held twice,
 /// in its record and in the index by id. Two live ids of a run sharing a hash would be taken
 /// for one: the odds are about n²/2⁶⁵, 3·10⁻¹⁰ with 100,000 messages live.
+/// (Never zero, so that `Option<IdHash>` takes eight bytes.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) struct IdHash(u64);
+pub(super) struct IdHash(NonZeroU64);
 
 impl IdHash {
     pub(super) fn of(id: &MsgId) -> IdHash {
-        IdHash(std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id))
+        let h = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(id);
+        IdHash(NonZeroU64::new(h).unwrap_or(NonZeroU64::MIN))
+    }
+}
+
+/// A time on the run clock that may not have come yet: eight bytes where `Option<Micros>`
+/// takes sixteen (a record holds five). `Micros::MAX` is never a time of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Maybe(Micros);
+
+impl Default for Maybe {
+    fn default() -> Self {
+        Maybe(Micros::MAX)
+    }
+}
+
+impl Maybe {
+    /// The time, if it came.
+    pub(super) fn get(self) -> Option<Micros> {
+        (self.0 != Micros::MAX).then_some(self.0)
+    }
+
+    pub(super) fn is_some(self) -> bool {
+        self.0 != Micros::MAX
+    }
+
+    pub(super) fn is_none(self) -> bool {
+        self.0 == Micros::MAX
+    }
+
+    /// Sets it to `at`.
+    pub(super) fn set(&mut self, at: Micros) {
+        debug_assert!(at != Micros::MAX, "not a time of a run");
+        self.0 = at;
+    }
+
+    /// Sets it to `at` unless it is set already.
+    pub(super) fn get_or_insert(&mut self, at: Micros) {
+        if self.is_none() {
+            self.set(at);
+        }
     }
 }
 
@@ -110,8 +152,8 @@ pub(super) struct GroupRec {
 pub(super) struct MsgRec {
     pub(super) scheduled: Micros,
     pub(super) sent: Micros,
-    /// When its sender got `received` (`None`: never; its pushes are then not judged).
-    pub(super) accepted: Option<Micros>,
+    /// When its sender got `received` (never: its pushes are then not judged).
+    pub(super) accepted: Maybe,
     /// Server id, once `received` or a push told it.
     pub(super) mid: Option<IdHash>,
     pub(super) group: bool,
@@ -126,9 +168,9 @@ pub(super) struct MsgRec {
     pub(super) delivery: ReceiptRec,
     pub(super) read: ReceiptRec,
     /// The reader's decision to read (1:1), for `read_receipt`.
-    pub(super) read_scheduled: Option<Micros>,
+    pub(super) read_scheduled: Maybe,
     /// When that read ack left (the uncorrected start of `read_receipt`).
-    pub(super) read_sent_at: Option<Micros>,
+    pub(super) read_sent_at: Maybe,
     pub(super) read_learned: bool,
     /// Group reads (group messages read or counted only).
     pub(super) reads: Option<Box<GroupRec>>,
@@ -140,7 +182,7 @@ pub(super) struct ReceiptRec {
     /// A reader sent the ack.
     pub(super) sent: bool,
     /// The ack got `received`, at this time.
-    pub(super) accepted: Option<Micros>,
+    pub(super) accepted: Maybe,
     /// Devices of the sender the push reached.
     pub(super) devices: u32,
     /// Pushes beyond the first on a device.
@@ -162,7 +204,7 @@ impl ReceiptRec {
     fn settle(&self, kind: Kind, sender: u32, judge: &Judge, tally: &mut Tally) {
         let arrived = self.devices != 0;
         tally.kind(kind).duplicated += u64::from(self.repeats);
-        match (self.accepted, arrived) {
+        match (self.accepted.get(), arrived) {
             (Some(_), true) => tally.ok(kind),
             (Some(at), false) => judge.missing(kind, sender, at, tally),
             // Sent but its `received` never came: the push may or may not follow.
@@ -244,7 +286,7 @@ impl MsgRec {
 
     fn settle_message(&self, judge: &Judge, tally: &mut Tally) {
         let presence = judge.presence;
-        let Some(accepted) = self.accepted else {
+        let Some(accepted) = self.accepted.get() else {
             // Never confirmed to its sender: what arrived is counted, nothing is owed.
             let n = self.early.len() as u64;
             let k = tally.kind(Kind::Message);

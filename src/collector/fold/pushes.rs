@@ -177,7 +177,7 @@ impl State {
         if m.accepted.is_some() {
             return;
         }
-        m.accepted = Some(at);
+        m.accepted.set(at);
         let id = IdHash::of(&mid);
         if let Some(old) = m.mid.replace(id) {
             self.by_mid.remove(&old);
@@ -281,8 +281,8 @@ impl State {
             }
             ReceiptKind::Read => {
                 if m.read.push(dev) {
-                    if let Some(decided) = m.read_scheduled {
-                        let raw = m.read_sent_at;
+                    if let Some(decided) = m.read_scheduled.get() {
+                        let raw = m.read_sent_at.get();
                         self.record(Metric::ReadReceipt, at, decided, raw);
                     }
                     self.learn_read(key, at);
