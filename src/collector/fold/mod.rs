@@ -406,14 +406,15 @@ impl State {
             Event::Statistic { user, counts, at } => {
                 Self::count(&mut self.receipts, "statistic");
                 for (mid, count) in counts {
-                    match self.by_mid.get(&IdHash::of(&mid)).copied() {
+                    let id = IdHash::of(&mid);
+                    match self.by_mid.get(&id).copied() {
                         Some(key) if key.sender == user => {
                             if let Some(m) = self.msgs.get_mut(&key) {
                                 m.group_mut().stat_at = Some(at);
                             }
                             self.group_count(key, count, at);
                         }
-                        _ => self.stray(Kind::Statistic, &mid),
+                        _ => self.stray(Kind::Statistic, id),
                     }
                 }
             }

@@ -196,8 +196,8 @@ impl State {
 
     /// A push naming a message or id the run does not hold: late when its record was settled
     /// already, else unexpected.
-    pub(super) fn stray(&mut self, kind: Kind, mid: &MsgId) {
-        let late = self.settled.contains(IdHash::of(mid));
+    pub(super) fn stray(&mut self, kind: Kind, id: IdHash) {
+        let late = self.settled.contains(id);
         let k = self.tally.kind(kind);
         if late {
             k.late += 1;
@@ -258,12 +258,13 @@ impl State {
             ReceiptKind::GroupRead => ("group_read", Kind::GroupRead),
         };
         Self::count(&mut self.receipts, name);
-        let key = match self.by_mid.get(&IdHash::of(&mid)) {
+        let id = IdHash::of(&mid);
+        let key = match self.by_mid.get(&id) {
             Some(k) if k.sender == user => *k,
-            _ => return self.stray(audit, &mid),
+            _ => return self.stray(audit, id),
         };
         let Some(read_sent) = self.msgs.get(&key).map(|m| m.read.sent) else {
-            return self.stray(audit, &mid);
+            return self.stray(audit, id);
         };
         if kind == ReceiptKind::Read && !read_sent && self.covers_as_newest(from, user, key) {
             // No read ack was sent for it, but a conversation ack names it as the newest
@@ -290,7 +291,11 @@ impl State {
             }
             ReceiptKind::GroupRead => {
                 let mut first_from_reader = None;
-                if let Some(r) = m.group_mut().reads.iter_mut().find(|r| r.reader == from) {
+                let read = m
+                    .reads
+                    .as_deref_mut()
+                    .and_then(|g| g.reads.iter_mut().find(|r| r.reader == from));
+                if let Some(r) = read {
                     if r.pushed == 0 {
                         first_from_reader = Some((r.scheduled, r.sent));
                     }
@@ -308,13 +313,17 @@ impl State {
     }
 
     pub(super) fn group_count(&mut self, key: MsgKey, count: u64, at: Micros) {
+        if count == 0 {
+            // Neither a new highest count nor a first one.
+            return;
+        }
         let Some(m) = self.msgs.get_mut(&key) else { return };
         let g = m.group_mut();
         if count > g.max {
             g.max = count;
             g.max_at = at;
         }
-        if !g.first && count > 0 {
+        if !g.first {
             g.first = true;
             let (scheduled, sent) = (m.scheduled, m.sent);
             self.record(Metric::GroupReadFirst, at, scheduled, Some(sent));
