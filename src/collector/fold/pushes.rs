@@ -208,6 +208,7 @@ impl State {
 
     pub(super) fn message_push(&mut self, user: u32, dev: u8, key: Option<MsgKey>, mid: MsgId, at: Micros) {
         let Some(key) = key else {
+            tracing::debug!(user, dev, ?mid, "a message push of no message this run sent");
             self.tally.kind(Kind::Message).unexpected += 1;
             return;
         };
@@ -217,6 +218,7 @@ impl State {
             if sent {
                 k.late += 1
             } else {
+                tracing::debug!(user, dev, ?key, ?mid, "a message push of a message not sent yet");
                 k.unexpected += 1
             }
             return;
@@ -228,6 +230,7 @@ impl State {
             self.by_mid.insert(id, key);
         }
         if !m.arrive(user, dev) {
+            tracing::debug!(user, dev, ?key, record = ?m, "a message push to a user it was not sent to");
             self.tally.kind(Kind::Message).unexpected += 1;
             return;
         }
