@@ -113,6 +113,19 @@ impl Tally {
             .fold((0, 0), |(l, d), k| (l + k.lost, d + k.lost_in_disconnect))
     }
 
+    /// Lost so far, by kind.
+    pub(super) fn lost_by_kind(&self) -> [u64; Kind::ALL.len()] {
+        std::array::from_fn(|i| self.kinds[i].lost)
+    }
+
+    /// Marks the losses since `before` (from [`Tally::lost_by_kind`]) as still awaited at
+    /// the end of the run.
+    pub(super) fn lost_at_end_since(&mut self, before: &[u64; Kind::ALL.len()]) {
+        for (k, b) in self.kinds.iter_mut().zip(before) {
+            k.lost_at_end += k.lost - b;
+        }
+    }
+
     /// Losses so far per kind a protocol with `caps` can give.
     pub(super) fn losses_by_kind(&self, caps: Capabilities) -> Vec<super::Loss> {
         Kind::ALL

@@ -454,6 +454,11 @@ pub struct AuditKind {
     /// Arrived after its record was settled (older than the audit horizon).
     #[serde(default)]
     pub late: u64,
+    /// Of `lost`, those still awaited when the run ended that were sent (or acked) less
+    /// than the slowest arrival of the run before its end: counted lost, yet they may only
+    /// be late (a server with a backlog); a longer `run.drain` tells.
+    #[serde(default)]
+    pub lost_at_end: u64,
 }
 
 impl AuditKind {
@@ -468,6 +473,7 @@ impl AuditKind {
         self.lost_in_disconnect += other.lost_in_disconnect;
         self.not_due += other.not_due;
         self.late += other.late;
+        self.lost_at_end += other.lost_at_end;
     }
 }
 

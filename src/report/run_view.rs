@@ -63,7 +63,7 @@ pub(crate) struct AuditColumn {
 }
 
 /// Every column of the audit table, in order.
-pub(crate) const AUDIT_COLUMNS: [AuditColumn; 9] = [
+pub(crate) const AUDIT_COLUMNS: [AuditColumn; 10] = [
     AuditColumn {
         head: "expected",
         meaning: "owed to the tester, from what it sent and was told",
@@ -81,6 +81,12 @@ pub(crate) const AUDIT_COLUMNS: [AuditColumn; 9] = [
         meaning: "owed, never arrived, and the protocol does not excuse it",
         value: |a| a.lost,
         always: true,
+    },
+    AuditColumn {
+        head: "lost at end",
+        meaning: "of the lost, still awaited when the run ended, sent less than its slowest arrival before: maybe only late (a longer drain tells)",
+        value: |a| a.lost_at_end,
+        always: false,
     },
     AuditColumn {
         head: "dup",

@@ -261,7 +261,7 @@ pub(crate) fn sample_report() -> Report {
 }
 
 /// The sample's audit, every kind the collector knows, the total their sum: 3 delivery receipts
-/// lost; 2 messages and a reply lost with the dropped connections; 6 requests refused (the
+/// lost, 1 of them still awaited at the end; 2 messages and a reply lost with the dropped connections; 6 requests refused (the
 /// errors of [`Counters::errors_by_code`]); messages for users who never came back not due; a
 /// duplicated group count, a late read receipt and an unexpected statistic.
 fn sample_audit() -> Audit {
@@ -289,7 +289,13 @@ fn sample_audit() -> Audit {
     let by_kind: BTreeMap<String, AuditKind> = [
         ("reply", reply),
         ("message", message),
-        ("delivery", audit(47_123, 3, 0)),
+        (
+            "delivery",
+            AuditKind {
+                lost_at_end: 1,
+                ..audit(47_123, 3, 0)
+            },
+        ),
         ("read", read),
         ("channel", audit(8_870, 0, 0)),
         ("channel_sync", audit(4_410, 0, 0)),

@@ -298,6 +298,7 @@ mod tests {
                 "expected",
                 "arrived",
                 "lost",
+                "lost at end",
                 "dup",
                 "unexpected",
                 "refused",
@@ -309,12 +310,17 @@ mod tests {
         let d = &report.audit.by_kind["delivery"];
         let delivery = cells(row(text, "delivery"));
         assert_eq!(
-            delivery[1..4],
-            [fmt::int(d.expected), fmt::int(d.arrived), "3".to_string()]
+            delivery[1..5],
+            [
+                fmt::int(d.expected),
+                fmt::int(d.arrived),
+                "3".to_string(),
+                "1".to_string()
+            ]
         );
-        assert_eq!(cells(row(text, "reply"))[6], "6", "refused");
+        assert_eq!(cells(row(text, "reply"))[7], "6", "refused");
         assert_eq!(
-            cells(row(text, "message"))[7..9],
+            cells(row(text, "message"))[8..10],
             ["2", "1,830"],
             "lost in disconnect, not due"
         );

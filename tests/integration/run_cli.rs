@@ -183,6 +183,47 @@ fn a_failed_slo_exits_1_and_bad_input_exits_2() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.toml"));
 }
 
+/// A server with a backlog (the embedded one throttled to 20 frames a second, far below what
+/// the profile offers) and a drain of 1 s: what is still queued there at the end is lost, and
+/// marked as still awaited (`lost_at_end`), with warnings naming the drain; requests left
+/// unanswered are said to be possibly late too. Against a server that never delivers,
+/// nothing is so marked (`audit_faults::never_delivered_messages_are_each_lost`).
+#[test]
+fn what_a_backlogged_server_still_held_at_the_end_is_marked_lost_at_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(
+        tmp.path(),
+        &["--set", "target.server.throttle=20", "--set", "run.drain=1s"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let s = summary(&results_dir(tmp.path(), "tiny-"));
+    assert!(schema_errors("summary.schema.json", &s).is_empty());
+    let total = &s["audit"]["total"];
+    let (lost, at_end) = (total["lost"].as_u64().unwrap(), total["lost_at_end"].as_u64().unwrap());
+    assert!(at_end > 0 && at_end <= lost, "{total}");
+    for (kind, k) in s["audit"]["by_kind"].as_object().unwrap() {
+        assert!(k["lost_at_end"].as_u64() <= k["lost"].as_u64(), "{kind}: {k}");
+    }
+    // Replies are not split (the audit does not keep when each request left).
+    assert_eq!(s["audit"]["by_kind"]["reply"]["lost_at_end"], 0);
+    let warnings: Vec<&str> = s["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let said = |what: &str| warnings.iter().any(|w| w.contains(what));
+    assert!(
+        said(&format!(
+            "{at_end} of the {lost} losses were still awaited when the run ended"
+        )) && said("longer run.drain (now 1.0 s)"),
+        "{warnings:?}"
+    );
+    if s["audit"]["by_kind"]["reply"]["lost"].as_u64() > Some(0) {
+        assert!(said("requests were unanswered when the run stopped"), "{warnings:?}");
+    }
+}
+
 #[test]
 fn the_same_seed_sends_the_same_messages() {
     let tmp = tempfile::tempdir().unwrap();

@@ -126,6 +126,8 @@ pub(super) struct State {
     /// Ids of recently settled records (a receipt for one is late).
     settled: SettledIds,
     horizon: Micros,
+    /// The run time of the last tick (the end, once the run finishes).
+    now: Micros,
     /// See [`Judge::grace`].
     grace: Micros,
     /// What the protocol can report.
@@ -212,6 +214,7 @@ impl State {
             max_seq: vec![0; a.users as usize],
             settled: SettledIds::default(),
             horizon: settings.horizon.max(1),
+            now: 0,
             grace: settings.disconnect_grace,
             capabilities: settings.capabilities,
             unlearned: FxHashMap::default(),
@@ -443,6 +446,7 @@ impl State {
             let connected = self.presence.connected();
             self.intervals.resources(now / 1_000_000, connected, rss, cpu);
         }
+        self.now = self.now.max(now);
         let cutoff = now.saturating_sub(self.horizon);
         self.settled.rotate(now, self.horizon);
         self.settle_before(cutoff);
@@ -468,8 +472,28 @@ impl State {
     }
 
     pub(super) fn finish(mut self) -> Folded {
+        // What is missing at the end and was sent (or acked) less than the slowest arrival
+        // of the run before it may still be on its way: lost all the same, and marked so.
+        let slowest = [
+            Metric::ServerAck,
+            Metric::Message,
+            Metric::Delivery,
+            Metric::Read,
+            Metric::Channel,
+            Metric::ChannelSync,
+            Metric::GroupReadAll,
+        ]
+        .iter()
+        .filter_map(|m| self.corrected[m.index()].as_ref().map(Histogram::max))
+        .max()
+        .unwrap_or(0);
+        let awaited_from = self.now.saturating_sub(slowest);
+        self.settle_before(awaited_from);
+        self.settle_acks_before(awaited_from);
+        let before = self.tally.lost_by_kind();
         self.settle_before(Micros::MAX);
         self.settle_acks_before(Micros::MAX);
+        self.tally.lost_at_end_since(&before);
         let mut latencies = BTreeMap::new();
         let mut histograms = Vec::new();
         for m in Metric::ALL {

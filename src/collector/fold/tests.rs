@@ -546,3 +546,28 @@ fn group_messages_are_owed_to_offline_members_only_where_the_protocol_keeps_them
         assert_eq!((m.arrived, m.lost), (1, lost), "{caps:?}");
     }
 }
+
+#[test]
+fn what_is_missing_at_the_end_within_the_slowest_arrival_is_lost_at_end() {
+    let mut s = state(1);
+    login(&mut s, ALICE, 0, 0);
+    login(&mut s, BOB, 0, 0);
+    // The slowest arrival of the run: 3 s.
+    let slow = key(ALICE, 1);
+    send(&mut s, slow, Chat::Single, BOB, 0);
+    accept(&mut s, slow, BOB, 1, ms(1));
+    push(&mut s, BOB, 0, slow, 1, ms(3_000));
+    // Never arrives, sent 9 s before the end: lost, and no slower than anything that came.
+    let old = key(ALICE, 2);
+    send(&mut s, old, Chat::Single, BOB, ms(1_000));
+    accept(&mut s, old, BOB, 2, ms(1_001));
+    // Never arrives, sent 2 s before the end: lost, though it may only be late.
+    let recent = key(ALICE, 3);
+    send(&mut s, recent, Chat::Single, BOB, ms(8_000));
+    accept(&mut s, recent, BOB, 3, ms(8_001));
+    s.tick(ms(10_000), None);
+    let f = s.finish();
+    let m = &f.audit.by_kind["message"];
+    assert_eq!((m.expected, m.arrived, m.lost, m.lost_at_end), (3, 1, 2, 1));
+    assert_eq!((f.audit.total.lost, f.audit.total.lost_at_end), (2, 1));
+}
