@@ -472,28 +472,7 @@ impl State {
     }
 
     pub(super) fn finish(mut self) -> Folded {
-        // What is missing at the end and was sent (or acked) less than the slowest arrival
-        // of the run before it may still be on its way: lost all the same, and marked so.
-        let slowest = [
-            Metric::ServerAck,
-            Metric::Message,
-            Metric::Delivery,
-            Metric::Read,
-            Metric::Channel,
-            Metric::ChannelSync,
-            Metric::GroupReadAll,
-        ]
-        .iter()
-        .filter_map(|m| self.corrected[m.index()].as_ref().map(Histogram::max))
-        .max()
-        .unwrap_or(0);
-        let awaited_from = self.now.saturating_sub(slowest);
-        self.settle_before(awaited_from);
-        self.settle_acks_before(awaited_from);
-        let before = self.tally.lost_by_kind();
-        self.settle_before(Micros::MAX);
-        self.settle_acks_before(Micros::MAX);
-        self.tally.lost_at_end_since(&before);
+        self.settle_all();
         let mut latencies = BTreeMap::new();
         let mut histograms = Vec::new();
         for m in Metric::ALL {

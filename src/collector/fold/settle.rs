@@ -1,6 +1,7 @@
 //! Settling: records old enough that nothing more is due are judged into the audit and
 //! dropped (memory stays flat), conversation acks likewise, and faults are summed up.
 
+use hdrhistogram::Histogram;
 use rustc_hash::FxHashSet;
 
 use super::{ChanAck, State, ms};
@@ -140,6 +141,32 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Settles everything at the end of the run. What is missing then and was sent (a
+    /// conversation ack: made) less than the run's slowest arrival before the end may still
+    /// be on its way: lost all the same, and marked so (`lost_at_end`).
+    pub(super) fn settle_all(&mut self) {
+        let slowest = [
+            Metric::ServerAck,
+            Metric::Message,
+            Metric::Delivery,
+            Metric::Read,
+            Metric::Channel,
+            Metric::ChannelSync,
+            Metric::GroupReadAll,
+        ]
+        .iter()
+        .filter_map(|m| self.corrected[m.index()].as_ref().map(Histogram::max))
+        .max()
+        .unwrap_or(0);
+        let awaited_from = self.now.saturating_sub(slowest);
+        self.settle_before(awaited_from);
+        self.settle_acks_before(awaited_from);
+        let before = self.tally.lost_by_kind();
+        self.settle_before(Micros::MAX);
+        self.settle_acks_before(Micros::MAX);
+        self.tally.lost_at_end_since(&before);
     }
 
     /// Settles conversation acks sent before `cutoff`.
