@@ -2,7 +2,7 @@
 //! so that `ackstorm merge` can fold the events of all shards as one run and audit a message
 //! sent in one shard and received in another exactly as a single process would.
 //!
-//! Format: the magic line `ackstorm-events 1\n`, then one frame per event: its length as a
+//! Format: the magic line `ackstorm-events 2\n`, then one frame per event: its length as a
 //! little-endian `u32`, then the event in postcard. Written through a buffer on the collector
 //! thread (a few hundred nanoseconds an event); nothing of it is kept in memory.
 
@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use super::Event;
 
-const MAGIC: &[u8] = b"ackstorm-events 1\n";
+const MAGIC: &[u8] = b"ackstorm-events 2\n";
 
 /// What can go wrong reading or writing an event log.
 #[derive(Debug, Error)]

@@ -273,6 +273,8 @@ pub enum Event {
         kind: ReqKind,
         /// Its connection died after it was written (protocol v1 allows that loss).
         in_disconnect: bool,
+        /// When it was last written.
+        left: Micros,
     },
     /// A message reached a device.
     MessagePush {

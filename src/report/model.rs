@@ -454,9 +454,10 @@ pub struct AuditKind {
     /// Arrived after its record was settled (older than the audit horizon).
     #[serde(default)]
     pub late: u64,
-    /// Of `lost`, those still awaited when the run ended that were sent (or acked) less
-    /// than the slowest arrival of the run before its end: counted lost, yet they may only
-    /// be late (a server with a backlog); a longer `run.drain` tells.
+    /// Of `lost`, those still awaited when the run ended whose message was sent (a
+    /// conversation ack: made; a request: written) less than the slowest arrival of the run
+    /// before its end: counted lost, yet they may only be late (a server with a backlog); a
+    /// longer `run.drain` tells.
     #[serde(default)]
     pub lost_at_end: u64,
 }

@@ -313,16 +313,6 @@ fn warnings(r: &Report, connect_errors: &[String]) -> Vec<String> {
             r.audit.total.lost, r.audit.drain_secs,
         ));
     }
-    // Replies are lost only when the run stops with requests unanswered (the audit does not
-    // keep when each left): say so when answers took longer than the drain.
-    let unanswered = r.audit.by_kind.get("reply").map_or(0, |k| k.lost);
-    let slowest_answer = r.latencies.get("server_ack").map_or(0.0, |l| l.max);
-    if unanswered > 0 && slowest_answer > r.audit.drain_secs * 1000.0 {
-        w.push(format!(
-            "{unanswered} requests were unanswered when the run stopped, and the slowest answer of the run took {slowest_answer:.0} ms, longer than the {:.1} s drain: they may only be late",
-            r.audit.drain_secs,
-        ));
-    }
     if r.audit.total.lost_in_disconnect > 0 {
         w.push(format!(
             "{} pushes or replies were lost with connections that died (allowed by protocol v1: at most once on a live connection)",

@@ -185,9 +185,9 @@ fn a_failed_slo_exits_1_and_bad_input_exits_2() {
 
 /// A server with a backlog (the embedded one throttled to 20 frames a second, far below what
 /// the profile offers) and a drain of 1 s: what is still queued there at the end is lost, and
-/// marked as still awaited (`lost_at_end`), with warnings naming the drain; requests left
-/// unanswered are said to be possibly late too. Against a server that never delivers,
-/// nothing is so marked (`audit_faults::never_delivered_messages_are_each_lost`).
+/// marked as still awaited (`lost_at_end`), requests left unanswered included, with a
+/// warning naming the drain. Against a server that never delivers, nothing is so marked
+/// (`audit_faults::never_delivered_messages_are_each_lost`).
 #[test]
 fn what_a_backlogged_server_still_held_at_the_end_is_marked_lost_at_end() {
     let tmp = tempfile::tempdir().unwrap();
@@ -204,8 +204,9 @@ fn what_a_backlogged_server_still_held_at_the_end_is_marked_lost_at_end() {
     for (kind, k) in s["audit"]["by_kind"].as_object().unwrap() {
         assert!(k["lost_at_end"].as_u64() <= k["lost"].as_u64(), "{kind}: {k}");
     }
-    // Replies are not split (the audit does not keep when each request left).
-    assert_eq!(s["audit"]["by_kind"]["reply"]["lost_at_end"], 0);
+    // The requests still queued at the server when the run stopped.
+    let reply = &s["audit"]["by_kind"]["reply"];
+    assert!(reply["lost_at_end"].as_u64() > Some(0), "{reply}");
     let warnings: Vec<&str> = s["warnings"]
         .as_array()
         .unwrap()
@@ -219,9 +220,6 @@ fn what_a_backlogged_server_still_held_at_the_end_is_marked_lost_at_end() {
         )) && said("longer run.drain (now 1.0 s)"),
         "{warnings:?}"
     );
-    if s["audit"]["by_kind"]["reply"]["lost"].as_u64() > Some(0) {
-        assert!(said("requests were unanswered when the run stopped"), "{warnings:?}");
-    }
 }
 
 #[test]

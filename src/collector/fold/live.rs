@@ -88,6 +88,7 @@ mod tests {
             user: 0,
             kind: ReqKind::Ping,
             in_disconnect: false,
+            left: 0,
         });
         // Nothing closed yet: no window.
         assert!(s.snapshot(6 * SEC).window.is_empty());

@@ -128,6 +128,8 @@ pub(super) struct State {
     horizon: Micros,
     /// The run time of the last tick (the end, once the run finishes).
     now: Micros,
+    /// When each request left that was still unanswered when its user stopped.
+    unanswered: Vec<Micros>,
     /// See [`Judge::grace`].
     grace: Micros,
     /// What the protocol can report.
@@ -215,6 +217,7 @@ impl State {
             settled: SettledIds::default(),
             horizon: settings.horizon.max(1),
             now: 0,
+            unanswered: Vec::new(),
             grace: settings.disconnect_grace,
             capabilities: settings.capabilities,
             unlearned: FxHashMap::default(),
@@ -378,13 +381,16 @@ impl State {
                     Self::count(&mut self.errors, refusal.code);
                 }
             }
-            Event::Unanswered { in_disconnect, .. } => {
+            Event::Unanswered {
+                in_disconnect, left, ..
+            } => {
                 if in_disconnect {
                     let k = self.tally.kind(Kind::Reply);
                     k.expected += 1;
                     k.lost_in_disconnect += 1;
                 } else {
                     self.tally.lost(Kind::Reply);
+                    self.unanswered.push(left);
                 }
             }
             Event::MessagePush {

@@ -144,8 +144,8 @@ impl State {
     }
 
     /// Settles everything at the end of the run. What is missing then and was sent (a
-    /// conversation ack: made) less than the run's slowest arrival before the end may still
-    /// be on its way: lost all the same, and marked so (`lost_at_end`).
+    /// conversation ack: made; a request: written) less than the run's slowest arrival before
+    /// the end may still be on its way: lost all the same, and marked so (`lost_at_end`).
     pub(super) fn settle_all(&mut self) {
         let slowest = [
             Metric::ServerAck,
@@ -167,6 +167,8 @@ impl State {
         self.settle_before(Micros::MAX);
         self.settle_acks_before(Micros::MAX);
         self.tally.lost_at_end_since(&before);
+        let awaited = self.unanswered.iter().filter(|left| **left >= awaited_from).count();
+        self.tally.kind(Kind::Reply).lost_at_end += awaited as u64;
     }
 
     /// Settles conversation acks sent before `cutoff`.

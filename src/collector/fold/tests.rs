@@ -303,6 +303,7 @@ fn missing_pushes_are_lost_unless_their_device_dropped_or_never_came_back() {
         user: BOB,
         kind: ReqKind::Ping,
         in_disconnect: false,
+        left: 0,
     });
     let f = s.finish();
     let m = &f.audit.by_kind["message"];
@@ -565,9 +566,20 @@ fn what_is_missing_at_the_end_within_the_slowest_arrival_is_lost_at_end() {
     let recent = key(ALICE, 3);
     send(&mut s, recent, Chat::Single, BOB, ms(8_000));
     accept(&mut s, recent, BOB, 3, ms(8_001));
+    // Two pings unanswered when bob stops: one written 9 s before the end, one 1 s before.
+    for left in [ms(1_000), ms(9_000)] {
+        s.fold(Event::Unanswered {
+            user: BOB,
+            kind: ReqKind::Ping,
+            in_disconnect: false,
+            left,
+        });
+    }
     s.tick(ms(10_000), None);
     let f = s.finish();
     let m = &f.audit.by_kind["message"];
     assert_eq!((m.expected, m.arrived, m.lost, m.lost_at_end), (3, 1, 2, 1));
-    assert_eq!((f.audit.total.lost, f.audit.total.lost_at_end), (2, 1));
+    let r = &f.audit.by_kind["reply"];
+    assert_eq!((r.lost, r.lost_at_end), (2, 1));
+    assert_eq!((f.audit.total.lost, f.audit.total.lost_at_end), (4, 2));
 }

@@ -118,11 +118,12 @@ impl UserActor {
     /// Reports a request that will get no reply.
     pub(super) fn settle_unanswered(&mut self, f: InFlight, in_disconnect: bool) {
         let (kind, ..) = f.filing(self.ix);
-        if f.written() {
+        if let Some(left) = f.left() {
             self.emit(Event::Unanswered {
                 user: self.ix,
                 kind,
                 in_disconnect,
+                left,
             });
         } else if kind == ReqKind::Send {
             self.waiting_sends -= 1;
@@ -155,9 +156,10 @@ impl UserActor {
                         event: Some(r.event),
                     }),
                     written: false,
+                    left: 0,
                 };
             }
-            let What::Out { req, written } = &mut f.what else {
+            let What::Out { req, written, left } = &mut f.what else {
                 unreachable!("built above")
             };
             if out
@@ -169,6 +171,7 @@ impl UserActor {
             {
                 break;
             }
+            *left = now;
             if std::mem::replace(written, true) {
                 resent += 1;
                 continue;
@@ -255,10 +258,11 @@ impl UserActor {
             // Its connection closed under it: it waits for the next one like any other.
             self.waiting_sends += 1;
         }
+        let left = if written { self.now() } else { 0 };
         let event = if written {
             if let Some(mut e) = event {
                 if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
-                    *at = self.now();
+                    *at = left;
                 }
                 self.emit(e);
             }
@@ -277,6 +281,7 @@ impl UserActor {
                     event,
                 }),
                 written,
+                left,
             },
         };
         self.in_flight.insert(req, f);

@@ -92,8 +92,13 @@ enum What {
     /// body and the event that says it left (users whose login a saturated server leaves
     /// unanswered hold up to `reconnect.outbox` of these each).
     Planned(Action),
-    /// Built (boxed: the planned ones, the many, stay small), and written once `written`.
-    Out { req: Box<Built>, written: bool },
+    /// Built (boxed: the planned ones, the many, stay small), and written once `written`,
+    /// last at `left` (µs on the run clock).
+    Out {
+        req: Box<Built>,
+        written: bool,
+        left: Micros,
+    },
 }
 
 /// A built request: how it is filed, what it sends, and until it leaves the event saying so.
@@ -106,9 +111,14 @@ struct Built {
 }
 
 impl InFlight {
-    /// Written to a connection at least once (else it waits for one).
-    fn written(&self) -> bool {
-        matches!(self.what, What::Out { written: true, .. })
+    /// When it was last written to a connection (`None`: it waits for one).
+    fn left(&self) -> Option<Micros> {
+        match self.what {
+            What::Out {
+                written: true, left, ..
+            } => Some(left),
+            _ => None,
+        }
     }
 
     /// How user `ix`'s reply audit files it: kind, message, peer or group.

@@ -86,6 +86,8 @@ struct InFlight {
     key: Option<MsgKey>,
     conv: u32,
     written: bool,
+    /// When it was last written (µs on the run clock).
+    left: Micros,
     event: Option<Event>,
 }
 
@@ -252,6 +254,7 @@ impl Client {
                 req,
                 op: f.op.clone(),
             });
+            f.left = env.now;
             if f.written {
                 resent += 1;
                 continue;
@@ -322,6 +325,7 @@ impl Client {
                 key,
                 conv,
                 written: d.up,
+                left: env.now,
                 event,
             },
         );
@@ -334,6 +338,7 @@ impl Client {
                 user: self.ix,
                 kind: f.kind,
                 in_disconnect,
+                left: f.left,
             });
         } else if f.kind == ReqKind::Send {
             self.waiting_sends -= 1;
