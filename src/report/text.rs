@@ -172,10 +172,14 @@ fn audit(out: &mut String, report: &Report) {
         let _ = writeln!(out, "\nAudit: nothing was expected or arrived (drain {drain})");
     } else {
         let lost = audit.total.lost;
-        let verdict = if lost == 0 {
-            "nothing lost".to_string()
-        } else {
-            format!("{} LOST", fmt::int(lost))
+        let verdict = match (lost, audit.total.lost_at_end) {
+            (0, _) => "nothing lost".to_string(),
+            (lost, 0) => format!("{} LOST", fmt::int(lost)),
+            (lost, at_end) => format!(
+                "{} LOST ({} still awaited at the end: maybe late)",
+                fmt::int(lost),
+                fmt::int(at_end)
+            ),
         };
         let _ = writeln!(
             out,
@@ -287,7 +291,9 @@ mod tests {
         // (Latency and ack economics rows share names with audit rows: look past them.)
         let text = &full[full.find("\nAudit:").unwrap_or_else(|| panic!("{full}"))..];
         assert!(
-            text.starts_with("\nAudit: 3 LOST; expected against arrived after a drain of 5.0 s"),
+            text.starts_with(
+                "\nAudit: 3 LOST (1 still awaited at the end: maybe late); expected against arrived after a drain of 5.0 s"
+            ),
             "{text}"
         );
         let head = cells(row(text, "kind"));
