@@ -60,6 +60,17 @@ impl Metric {
         Metric::AckLag,
     ];
 
+    /// The latencies that are the server's and the network's alone (no reader's delay, no
+    /// time offline): the slowest of them in a run bounds how late what is still awaited at
+    /// its end may yet come (the audit's `lost_at_end`).
+    pub const TRANSIT: [Metric; 5] = [
+        Metric::ServerAck,
+        Metric::Message,
+        Metric::ReadReceipt,
+        Metric::Channel,
+        Metric::ChannelSync,
+    ];
+
     /// Its name in reports, SLOs and the interval log.
     pub fn name(self) -> &'static str {
         match self {

@@ -455,7 +455,7 @@ pub struct AuditKind {
     #[serde(default)]
     pub late: u64,
     /// Of `lost`, those still awaited when the run ended whose message was sent (a
-    /// conversation ack: made; a request: written) less than the slowest arrival of the run
+    /// conversation ack: made; a request: written) less than the slowest transit of the run
     /// before its end: counted lost, yet they may only be late (a server with a backlog); a
     /// longer `run.drain` tells.
     #[serde(default)]

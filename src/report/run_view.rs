@@ -84,7 +84,7 @@ pub(crate) const AUDIT_COLUMNS: [AuditColumn; 10] = [
     },
     AuditColumn {
         head: "lost at end",
-        meaning: "of the lost, still awaited when the run ended, sent less than its slowest arrival before: maybe only late (a longer drain tells)",
+        meaning: "of the lost, still awaited when the run ended, sent less than its slowest transit before: maybe only late (a longer drain tells)",
         value: |a| a.lost_at_end,
         always: false,
     },

@@ -261,9 +261,10 @@ pub(crate) fn sample_report() -> Report {
 }
 
 /// The sample's audit, every kind the collector knows, the total their sum: 3 delivery receipts
-/// lost, 1 of them still awaited at the end; 2 messages and a reply lost with the dropped connections; 6 requests refused (the
-/// errors of [`Counters::errors_by_code`]); messages for users who never came back not due; a
-/// duplicated group count, a late read receipt and an unexpected statistic.
+/// lost, 1 of them still awaited at the end; 2 messages and a reply lost with the dropped
+/// connections; 6 requests refused (the errors of [`Counters::errors_by_code`]); messages for
+/// users who never came back not due; a duplicated group count, a late read receipt and an
+/// unexpected statistic.
 fn sample_audit() -> Audit {
     let reply = AuditKind {
         refused: 6,

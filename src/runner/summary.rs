@@ -307,9 +307,12 @@ fn warnings(r: &Report, connect_errors: &[String]) -> Vec<String> {
     }
     let at_end = r.audit.total.lost_at_end;
     if at_end > 0 {
-        let slowest = r.latencies.get("message").map_or(0.0, |l| l.max);
+        let slowest = crate::collector::Metric::TRANSIT
+            .iter()
+            .filter_map(|m| r.latencies.get(m.name()))
+            .fold(0.0, |max: f64, l| max.max(l.max));
         w.push(format!(
-            "{at_end} of the {} losses were still awaited when the run ended, sent less than the run's slowest arrival (message max {slowest:.0} ms) before it: a server with a backlog may only be late; rerun with a longer run.drain (now {:.1} s) to tell late from lost",
+            "{at_end} of the {} losses were still awaited when the run ended, sent less than the run's slowest transit ({slowest:.0} ms) before it: a server with a backlog may only be late; rerun with a longer run.drain (now {:.1} s) to tell late from lost",
             r.audit.total.lost, r.audit.drain_secs,
         ));
     }

@@ -144,22 +144,15 @@ impl State {
     }
 
     /// Settles everything at the end of the run. What is missing then and was sent (a
-    /// conversation ack: made; a request: written) less than the run's slowest arrival before
-    /// the end may still be on its way: lost all the same, and marked so (`lost_at_end`).
+    /// conversation ack: made; a request: written) less than the run's slowest transit
+    /// ([`Metric::TRANSIT`]) before the end may still be on its way: lost all the same, and
+    /// marked so (`lost_at_end`).
     pub(super) fn settle_all(&mut self) {
-        let slowest = [
-            Metric::ServerAck,
-            Metric::Message,
-            Metric::Delivery,
-            Metric::Read,
-            Metric::Channel,
-            Metric::ChannelSync,
-            Metric::GroupReadAll,
-        ]
-        .iter()
-        .filter_map(|m| self.corrected[m.index()].as_ref().map(Histogram::max))
-        .max()
-        .unwrap_or(0);
+        let slowest = Metric::TRANSIT
+            .iter()
+            .filter_map(|m| self.corrected[m.index()].as_ref().map(Histogram::max))
+            .max()
+            .unwrap_or(0);
         let awaited_from = self.now.saturating_sub(slowest);
         self.settle_before(awaited_from);
         self.settle_acks_before(awaited_from);
