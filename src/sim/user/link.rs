@@ -155,11 +155,10 @@ impl UserActor {
                         op: r.op,
                         event: Some(r.event),
                     }),
-                    written: false,
-                    left: 0,
+                    left: None,
                 };
             }
-            let What::Out { req, written, left } = &mut f.what else {
+            let What::Out { req, left } = &mut f.what else {
                 unreachable!("built above")
             };
             if out
@@ -171,8 +170,7 @@ impl UserActor {
             {
                 break;
             }
-            *left = now;
-            if std::mem::replace(written, true) {
+            if left.replace(now).is_some() {
                 resent += 1;
                 continue;
             }
@@ -258,11 +256,11 @@ impl UserActor {
             // Its connection closed under it: it waits for the next one like any other.
             self.waiting_sends += 1;
         }
-        let left = if written { self.now() } else { 0 };
-        let event = if written {
+        let left = written.then(|| self.now());
+        let event = if let Some(now) = left {
             if let Some(mut e) = event {
                 if let Event::Sent { at, .. } | Event::AckSent { at, .. } = &mut e {
-                    *at = left;
+                    *at = now;
                 }
                 self.emit(e);
             }
@@ -280,7 +278,6 @@ impl UserActor {
                     op,
                     event,
                 }),
-                written,
                 left,
             },
         };

@@ -92,13 +92,9 @@ enum What {
     /// body and the event that says it left (users whose login a saturated server leaves
     /// unanswered hold up to `reconnect.outbox` of these each).
     Planned(Action),
-    /// Built (boxed: the planned ones, the many, stay small), and written once `written`,
-    /// last at `left` (µs on the run clock).
-    Out {
-        req: Box<Built>,
-        written: bool,
-        left: Micros,
-    },
+    /// Built (boxed: the planned ones, the many, stay small), last written at `left` (µs on
+    /// the run clock; `None`: not written yet).
+    Out { req: Box<Built>, left: Option<Micros> },
 }
 
 /// A built request: how it is filed, what it sends, and until it leaves the event saying so.
@@ -114,10 +110,8 @@ impl InFlight {
     /// When it was last written to a connection (`None`: it waits for one).
     fn left(&self) -> Option<Micros> {
         match self.what {
-            What::Out {
-                written: true, left, ..
-            } => Some(left),
-            _ => None,
+            What::Out { left, .. } => left,
+            What::Planned(_) => None,
         }
     }
 

@@ -85,9 +85,8 @@ struct InFlight {
     kind: ReqKind,
     key: Option<MsgKey>,
     conv: u32,
-    written: bool,
-    /// When it was last written (µs on the run clock).
-    left: Micros,
+    /// When it was last written (µs on the run clock; `None`: not written yet).
+    left: Option<Micros>,
     event: Option<Event>,
 }
 
@@ -254,12 +253,10 @@ impl Client {
                 req,
                 op: f.op.clone(),
             });
-            f.left = env.now;
-            if f.written {
+            if f.left.replace(env.now).is_some() {
                 resent += 1;
                 continue;
             }
-            f.written = true;
             if f.kind == ReqKind::Send {
                 self.waiting_sends -= 1;
             }
@@ -324,8 +321,7 @@ impl Client {
                 kind,
                 key,
                 conv,
-                written: d.up,
-                left: env.now,
+                left: d.up.then_some(env.now),
                 event,
             },
         );
@@ -333,12 +329,12 @@ impl Client {
     }
 
     fn settle_unanswered(&mut self, f: InFlight, in_disconnect: bool, env: &mut Env<'_>) {
-        if f.written {
+        if let Some(left) = f.left {
             env.events.push(Event::Unanswered {
                 user: self.ix,
                 kind: f.kind,
                 in_disconnect,
-                left: f.left,
+                left,
             });
         } else if f.kind == ReqKind::Send {
             self.waiting_sends -= 1;
