@@ -100,7 +100,9 @@ impl Maybe {
     }
 }
 
-/// One recipient user of a message, as the server should have seen it when routing.
+/// One recipient user of a message, as the server should have seen it when routing (16
+/// bytes: a group message holds one per member; its repeated pushes are counted in the
+/// record, [`MsgRec::repeats`]).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Recipient {
     pub(super) user: u32,
@@ -110,8 +112,6 @@ pub(super) struct Recipient {
     pub(super) user_off: bool,
     /// Devices the message reached.
     pub(super) arrived: u32,
-    /// Pushes beyond the first on a device.
-    pub(super) repeats: u32,
 }
 
 /// A group reader of a message.
@@ -147,7 +147,8 @@ pub(super) struct GroupRec {
     pub(super) stat_at: Option<Micros>,
 }
 
-/// What one message went through. Times are µs on the run clock.
+/// What one message went through. Times are µs on the run clock. (One is live per message
+/// sent within the audit horizon, tens of thousands at once: keep it small.)
 #[derive(Debug, Default)]
 pub(super) struct MsgRec {
     pub(super) scheduled: Micros,
@@ -162,11 +163,16 @@ pub(super) struct MsgRec {
     pub(super) receipts: bool,
     /// One inline (a one-to-one message's), a group's on the heap.
     pub(super) recipients: SmallVec<[Recipient; 1]>,
+    /// Pushes of the message beyond the first on a device, over all recipients.
+    pub(super) repeats: u32,
     /// Pushes that arrived before the sender's `received` (user, device).
     pub(super) early: SmallVec<[(u32, u8); 2]>,
-    // Delivery and 1:1 read receipts: (ack sent, ack accepted at, devices reached, repeats).
+    // Delivery and 1:1 read receipts: (ack accepted at, devices reached, repeats), and
+    // whether a reader sent the ack.
     pub(super) delivery: ReceiptRec,
     pub(super) read: ReceiptRec,
+    pub(super) delivery_sent: bool,
+    pub(super) read_sent: bool,
     /// The reader's decision to read (1:1), for `read_receipt`.
     pub(super) read_scheduled: Maybe,
     /// When that read ack left (the uncorrected start of `read_receipt`).
@@ -176,11 +182,10 @@ pub(super) struct MsgRec {
     pub(super) reads: Option<Box<GroupRec>>,
 }
 
-/// A per-message receipt kind (delivery, 1:1 read).
+/// A per-message receipt kind (delivery, 1:1 read); whether its ack was sent is the record's
+/// (16 bytes, not 24).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct ReceiptRec {
-    /// A reader sent the ack.
-    pub(super) sent: bool,
     /// The ack got `received`, at this time.
     pub(super) accepted: Maybe,
     /// Devices of the sender the push reached.
@@ -201,14 +206,15 @@ impl ReceiptRec {
         first
     }
 
-    fn settle(&self, kind: Kind, sender: u32, judge: &Judge, tally: &mut Tally) {
+    /// Settles it; `sent`: a reader sent the ack.
+    fn settle(&self, kind: Kind, sent: bool, sender: u32, judge: &Judge, tally: &mut Tally) {
         let arrived = self.devices != 0;
         tally.kind(kind).duplicated += u64::from(self.repeats);
         match (self.accepted.get(), arrived) {
             (Some(_), true) => tally.ok(kind),
             (Some(at), false) => judge.missing(kind, sender, at, tally),
             // Sent but its `received` never came: the push may or may not follow.
-            (None, true) if self.sent => tally.ok(kind),
+            (None, true) if sent => tally.ok(kind),
             (None, true) => tally.kind(kind).unexpected += 1,
             (None, false) => {}
         }
@@ -239,21 +245,22 @@ impl MsgRec {
     /// recipients.
     pub(super) fn route(&mut self, users: impl Iterator<Item = u32>, presence: &Presence) {
         let from = self.sent;
-        self.recipients = users
-            .map(|user| {
-                let mut r = Recipient {
-                    user,
-                    user_off: presence.user_off(user, from),
-                    ..Default::default()
-                };
-                for dev in 0..presence.per_user() {
-                    if presence.over(user, dev, from) == Over::On {
-                        r.on |= 1 << (dev % 32);
-                    }
+        // Made to size: collected, a group's list doubled its way up (64 slots for 49 members).
+        let mut recipients = SmallVec::with_capacity(users.size_hint().1.unwrap_or(1));
+        recipients.extend(users.map(|user| {
+            let mut r = Recipient {
+                user,
+                user_off: presence.user_off(user, from),
+                ..Default::default()
+            };
+            for dev in 0..presence.per_user() {
+                if presence.over(user, dev, from) == Over::On {
+                    r.on |= 1 << (dev % 32);
                 }
-                r
-            })
-            .collect();
+            }
+            r
+        }));
+        self.recipients = recipients;
         for (user, dev) in std::mem::take(&mut self.early) {
             self.arrive(user, dev);
         }
@@ -269,18 +276,18 @@ impl MsgRec {
             return false;
         };
         let bit = 1u32 << (dev % 32);
-        if r.arrived & bit != 0 {
-            r.repeats += 1;
-        }
+        let repeat = r.arrived & bit != 0;
         r.arrived |= bit;
+        self.repeats += u32::from(repeat);
         true
     }
 
     /// Settles the record into the audit. `sender` is its sender.
     pub(super) fn settle(&self, sender: u32, judge: &Judge, tally: &mut Tally) {
         self.settle_message(judge, tally);
-        self.delivery.settle(Kind::Delivery, sender, judge, tally);
-        self.read.settle(Kind::Read, sender, judge, tally);
+        self.delivery
+            .settle(Kind::Delivery, self.delivery_sent, sender, judge, tally);
+        self.read.settle(Kind::Read, self.read_sent, sender, judge, tally);
         self.settle_group(sender, judge, tally);
     }
 
@@ -294,8 +301,8 @@ impl MsgRec {
             k.arrived += n;
             return;
         };
+        tally.kind(Kind::Message).duplicated += u64::from(self.repeats);
         for r in &self.recipients {
-            tally.kind(Kind::Message).duplicated += u64::from(r.repeats);
             if r.user_off && self.group && !judge.offline_groups {
                 // The protocol keeps no group messages for offline members: nothing owed.
                 match bits(r.arrived) {

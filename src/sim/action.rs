@@ -21,8 +21,9 @@ pub enum Conv {
 pub struct MsgKey {
     /// Sender index.
     pub sender: u32,
-    /// Sender's message number.
-    pub seq: u64,
+    /// Sender's message number (32 bits: keys are held per message live in the collector's
+    /// indexes, and a user would send for 50 days at 1,000 a second to run out).
+    pub seq: u32,
 }
 
 /// What the actor must do.
@@ -31,7 +32,7 @@ pub enum Action {
     /// Send message `seq` (planned for `scheduled`).
     Send {
         /// Message number.
-        seq: u64,
+        seq: u32,
         /// Where.
         conv: Conv,
         /// Ask for group read receipts.

@@ -76,7 +76,7 @@ pub struct UserSim {
     ix: u32,
     cfg: Arc<SimConfig>,
     world: Arc<World>,
-    seq: u64,
+    seq: u32,
     next_single: Micros,
     next_group: Micros,
     rng_single: Pcg64Mcg,

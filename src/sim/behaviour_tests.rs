@@ -48,7 +48,10 @@ debounce = "1s"
 }
 
 fn key(seq: u64) -> MsgKey {
-    MsgKey { sender: 1, seq }
+    MsgKey {
+        sender: 1,
+        seq: u32::try_from(seq).unwrap(),
+    }
 }
 
 fn count(actions: &[Action], f: impl Fn(&Action) -> bool) -> usize {
@@ -401,7 +404,14 @@ read_delay = { dist = "fixed", value = "100ms" }"#;
     let mut out = Vec::new();
     // First, a group message the user will never read; then messages it will, from a peer.
     let never = (1..).map(key).find(|k| cfg.read_decision(*k, 0).is_none()).unwrap();
-    u.on_message(0, MsgId::from(never.seq), never, Conv::Group(0), true, &mut out);
+    u.on_message(
+        0,
+        MsgId::from(u64::from(never.seq)),
+        never,
+        Conv::Group(0),
+        true,
+        &mut out,
+    );
     let will: Vec<MsgKey> = (1..)
         .map(|s| MsgKey { sender: 2, seq: s })
         .filter(|k| cfg.read_decision(*k, 0).is_some())
@@ -410,7 +420,7 @@ read_delay = { dist = "fixed", value = "100ms" }"#;
     for (i, k) in will.iter().enumerate() {
         u.on_message(
             SEC / 2 + i as u64,
-            MsgId::from(100 + k.seq),
+            MsgId::from(100 + u64::from(k.seq)),
             *k,
             Conv::Peer(2),
             false,

@@ -128,14 +128,16 @@ impl SimConfig {
         if self.read_users_share <= 0.0 {
             return false;
         }
-        let h = mix(self.seed ^ mix(u64::from(key.sender) << 40 ^ key.seq ^ 0x7265_6164_7573_6572));
+        let h = mix(self.seed ^ mix(u64::from(key.sender) << 40 ^ u64::from(key.seq) ^ 0x7265_6164_7573_6572));
         ((h >> 11) as f64 / (1u64 << 53) as f64) < self.read_users_share
     }
 
     /// Whether `reader` reads message `key`, and after what delay once it sees it: a pure
     /// function of the seed, the message and the reader.
     pub fn read_decision(&self, key: MsgKey, reader: u32) -> Option<Micros> {
-        let h = mix(self.seed ^ mix(u64::from(key.sender) << 32 ^ u64::from(reader)) ^ mix(key.seq.rotate_left(17)));
+        let h = mix(self.seed
+            ^ mix(u64::from(key.sender) << 32 ^ u64::from(reader))
+            ^ mix(u64::from(key.seq).rotate_left(17)));
         let mut rng = Pcg64Mcg::seed_from_u64(h);
         if !rng.random_bool(self.read_probability) {
             return None;

@@ -37,7 +37,10 @@ mod tests {
 
     fn sent(s: &mut State, seq: u64, at: u64, lag: u64) {
         s.fold(Event::Sent {
-            key: MsgKey { sender: 0, seq },
+            key: MsgKey {
+                sender: 0,
+                seq: u32::try_from(seq).unwrap(),
+            },
             chat: if seq.is_multiple_of(2) {
                 Chat::Group
             } else {

@@ -69,7 +69,7 @@ struct ChanAck {
     devices: u32,
     /// The number (`MsgKey::seq`) of the newest message of the peer it covers, with every
     /// earlier one in the conversation (the reader's behaviour says which it had received).
-    upto: Option<u64>,
+    upto: Option<u32>,
 }
 
 /// The folded result of a run, ready for the report.
@@ -122,7 +122,7 @@ pub(super) struct State {
     /// Records by server id.
     by_mid: FxHashMap<IdHash, MsgKey>,
     /// Highest message number each user sent (a push of a higher one was never sent).
-    max_seq: Vec<u64>,
+    max_seq: Vec<u32>,
     /// Ids of recently settled records (a receipt for one is late).
     settled: SettledIds,
     horizon: Micros,
@@ -135,7 +135,8 @@ pub(super) struct State {
     /// What the protocol can report.
     capabilities: Capabilities,
     /// 1:1 messages per (sender, peer) whose reading the sender has not learned yet.
-    unlearned: FxHashMap<(u32, u32), VecDeque<MsgKey>>,
+    /// (Message numbers: the sender is the key's.)
+    unlearned: FxHashMap<(u32, u32), VecDeque<u32>>,
     /// 1:1 channel acks per (reader, peer), waiting for the peer's pushes.
     channels: FxHashMap<(u32, u32), VecDeque<ChanAck>>,
     /// 1:1 channel acks per (reader, other device), waiting for the sync push.

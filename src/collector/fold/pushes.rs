@@ -18,7 +18,6 @@ impl State {
         let group = chat == Chat::Group;
         self.msgs.insert(
             key,
-            at,
             MsgRec {
                 scheduled,
                 sent: at,
@@ -34,7 +33,7 @@ impl State {
             self.sent.1 += 1
         } else {
             // 1:1 messages wait here until the sender learns they were read.
-            self.unlearned.entry((key.sender, conv)).or_default().push_back(key);
+            self.unlearned.entry((key.sender, conv)).or_default().push_back(key.seq);
             self.sent.0 += 1
         }
         if !waited {
@@ -57,14 +56,14 @@ impl State {
         match kind {
             AckKind::Delivery => {
                 if let Some(m) = m {
-                    m.delivery.sent = true;
+                    m.delivery_sent = true;
                 }
                 return;
             }
             AckKind::Read => {
                 self.econ.0.read_acks += 1;
                 if let Some(m) = m {
-                    m.read.sent = true;
+                    m.read_sent = true;
                     m.read_scheduled.get_or_insert(scheduled);
                     m.read_sent_at.get_or_insert(at);
                 }
@@ -266,7 +265,7 @@ impl State {
             Some(k) if k.sender == user => *k,
             _ => return self.stray(audit, id),
         };
-        let Some(read_sent) = self.msgs.get(&key).map(|m| m.read.sent) else {
+        let Some(read_sent) = self.msgs.get(&key).map(|m| m.read_sent) else {
             return self.stray(audit, id);
         };
         if kind == ReceiptKind::Read && !read_sent && self.covers_as_newest(from, user, key) {
@@ -394,10 +393,11 @@ impl State {
         let Some(upto) = upto else { return };
         let mut covered = Vec::new();
         if let Some(q) = self.unlearned.get_mut(&(user, from)) {
-            while let Some(&k) = q.front() {
-                if k.seq > upto {
+            while let Some(&seq) = q.front() {
+                if seq > upto {
                     break;
                 }
+                let k = MsgKey { sender: user, seq };
                 if self.msgs.contains_key(&k) {
                     covered.push(k);
                 }

@@ -9,7 +9,7 @@ use crate::collector::audit::{Kind, Tally};
 use crate::collector::metric::Metric;
 use crate::collector::records::{IdHash, Judge};
 use crate::report::FaultReport;
-use crate::sim::behaviour::Micros;
+use crate::sim::behaviour::{Micros, MsgKey};
 use crate::sim::faults::Fault;
 use crate::transport::Capability;
 
@@ -133,7 +133,11 @@ impl State {
                 }
             }
             if let (false, Some(q)) = (m.group, self.unlearned.get_mut(&(key.sender, m.conv))) {
-                while q.front().is_some_and(|k| !self.msgs.contains_key(k)) {
+                let sender = key.sender;
+                while q
+                    .front()
+                    .is_some_and(|&seq| !self.msgs.contains_key(&MsgKey { sender, seq }))
+                {
                     q.pop_front();
                 }
                 if q.is_empty() {

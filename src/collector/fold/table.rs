@@ -20,9 +20,8 @@ const BLOCK: usize = 1024;
 
 struct Slot {
     key: MsgKey,
-    /// When it was sent (the order records settle in).
-    sent: Micros,
-    /// `None` once replaced by a record of the same key, or settled.
+    /// `None` once replaced by a record of the same key, or settled. (When it was sent, the
+    /// order records settle in, is the record's: an empty slot waits for nothing.)
     rec: Option<MsgRec>,
 }
 
@@ -43,8 +42,8 @@ pub(super) struct Table {
 }
 
 impl Table {
-    /// Adds the record of `key`, sent at `sent` (a record of the same key is dropped).
-    pub(super) fn insert(&mut self, key: MsgKey, sent: Micros, rec: MsgRec) {
+    /// Adds the record of `key`, sent at `rec.sent` (a record of the same key is dropped).
+    pub(super) fn insert(&mut self, key: MsgKey, rec: MsgRec) {
         let at = self.end;
         if let Some(old) = self.index.insert(key, at) {
             self.at_mut(old).rec = None;
@@ -53,11 +52,7 @@ impl Table {
             self.blocks.push_back(Vec::with_capacity(BLOCK));
         }
         let last = self.blocks.back_mut().expect("just made");
-        last.push(Slot {
-            key,
-            sent,
-            rec: Some(rec),
-        });
+        last.push(Slot { key, rec: Some(rec) });
         self.end += 1;
     }
 
@@ -104,10 +99,10 @@ impl Table {
         while self.front < self.end {
             let at = self.front;
             let slot = self.at_mut(at);
-            if slot.sent >= cutoff {
+            if slot.rec.as_ref().is_some_and(|r| r.sent >= cutoff) {
                 return None;
             }
-            let (key, sent, rec) = (slot.key, slot.sent, slot.rec.take());
+            let (key, rec) = (slot.key, slot.rec.take());
             self.front += 1;
             if self.front - self.base == BLOCK as u64 {
                 // The oldest block is all settled: it goes back.
@@ -118,7 +113,7 @@ impl Table {
                 self.index.remove(&key);
             }
             if let Some(rec) = rec {
-                return Some((key, sent, rec));
+                return Some((key, rec.sent, rec));
             }
         }
         None
@@ -129,13 +124,14 @@ impl Table {
 mod tests {
     use super::*;
 
-    fn key(seq: u64) -> MsgKey {
+    fn key(seq: u32) -> MsgKey {
         MsgKey { sender: 1, seq }
     }
 
-    fn rec(conv: u32) -> MsgRec {
+    fn rec(conv: u32, sent: Micros) -> MsgRec {
         MsgRec {
             conv,
+            sent,
             ..Default::default()
         }
     }
@@ -144,7 +140,7 @@ mod tests {
     fn records_are_found_by_key_and_settle_in_send_order() {
         let mut t = Table::default();
         for s in 0..5 {
-            t.insert(key(s), s * 10, rec(s as u32));
+            t.insert(key(s), rec(s, u64::from(s) * 10));
         }
         assert_eq!(t.get(&key(3)).map(|r| r.conv), Some(3));
         t.get_mut(&key(4)).unwrap().conv = 40;
@@ -155,7 +151,7 @@ mod tests {
         assert!(t.pop_before(15).is_none());
         assert!(!t.contains_key(&key(1)) && t.contains_key(&key(2)));
         // A record of a key already there replaces it; the old slot settles as nothing.
-        t.insert(key(2), 50, rec(22));
+        t.insert(key(2), rec(22, 50));
         assert_eq!(t.get(&key(2)).map(|r| r.conv), Some(22));
         let settled: Vec<(MsgKey, u32)> = std::iter::from_fn(|| t.pop_before(u64::MAX))
             .map(|(k, _, r)| (k, r.conv))
@@ -167,15 +163,15 @@ mod tests {
     #[test]
     fn blocks_are_taken_as_records_come_and_given_back_as_they_settle() {
         let mut t = Table::default();
-        let n = 3 * BLOCK as u64 + 10;
+        let n = 3 * BLOCK as u32 + 10;
         for s in 0..n {
-            t.insert(MsgKey { sender: 2, seq: s }, s, MsgRec::default());
+            t.insert(MsgKey { sender: 2, seq: s }, rec(0, u64::from(s)));
         }
         assert_eq!(t.blocks.len(), 4);
         assert!(t.blocks.iter().all(|b| b.capacity() == BLOCK), "no block grows");
         // Settling the first block and a half gives the first block back.
-        let half = BLOCK as u64 + BLOCK as u64 / 2;
-        let settled = std::iter::from_fn(|| t.pop_before(half)).count() as u64;
+        let half = BLOCK as u32 + BLOCK as u32 / 2;
+        let settled = std::iter::from_fn(|| t.pop_before(u64::from(half))).count() as u32;
         assert_eq!(settled, half);
         assert_eq!(t.blocks.len(), 3);
         assert!(
@@ -187,9 +183,9 @@ mod tests {
         );
         assert!(t.get(&MsgKey { sender: 2, seq: half }).is_some());
         // Everything settled, then more: the records carry on in a fresh block.
-        assert_eq!(std::iter::from_fn(|| t.pop_before(u64::MAX)).count() as u64, n - half);
+        assert_eq!(std::iter::from_fn(|| t.pop_before(u64::MAX)).count() as u32, n - half);
         assert_eq!(t.len(), 0);
-        t.insert(MsgKey { sender: 3, seq: 0 }, n, MsgRec::default());
+        t.insert(MsgKey { sender: 3, seq: 0 }, rec(0, u64::from(n)));
         assert!(t.get(&MsgKey { sender: 3, seq: 0 }).is_some());
         assert_eq!(t.pop_before(u64::MAX).map(|(k, ..)| k.sender), Some(3));
         assert!(t.blocks.len() <= 1);

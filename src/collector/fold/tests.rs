@@ -14,7 +14,10 @@ fn ms(v: u64) -> Micros {
 }
 
 fn key(sender: u32, seq: u64) -> MsgKey {
-    MsgKey { sender, seq }
+    MsgKey {
+        sender,
+        seq: u32::try_from(seq).unwrap(),
+    }
 }
 
 /// Four users, one group (0) of alice, bob and carol; `devices` each.

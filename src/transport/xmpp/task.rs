@@ -81,49 +81,62 @@ impl Task {
 
     /// Runs until the connection ends; `early` holds stanzas read during login (before
     /// XEP-0198 counting started).
-    pub(super) async fn run(mut self, early: Vec<Incoming>) {
-        let now = Instant::now();
-        for incoming in early {
-            // Counted when login read them.
-            let step = self.step(incoming, now);
-            self.apply(step).await;
-        }
-        let reason = loop {
-            tokio::select! {
-                cmd = self.rx.recv() => {
-                    let Some(cmd) = cmd else {
-                        // Every sender is gone: nobody can use this connection any more.
-                        break Box::pin(self.close()).await;
-                    };
-                    match self.write_batch(cmd).await {
-                        Err(reason) => break reason,
-                        Ok(After::Continue) => {}
-                        Ok(After::Close) => break Box::pin(self.close()).await,
-                        Ok(After::Abort) => {
-                            self.wire.set_abortive();
-                            break CloseReason::Aborted;
+    ///
+    /// An async block rather than an `async fn`, and whatever is rare boxed: this future is
+    /// every connection's for as long as it lives. An `async fn` keeps its arguments twice (as
+    /// given, and moved into its body), and the states of one future share room badly: it was
+    /// 1,232 bytes, the loop's own state a third of that.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(super) fn run(mut self, early: Vec<Incoming>) -> impl Future<Output = ()> {
+        async move {
+            if !early.is_empty() {
+                Box::pin(self.handle_early(early)).await;
+            }
+            let reason = loop {
+                tokio::select! {
+                    cmd = self.rx.recv() => {
+                        let Some(cmd) = cmd else {
+                            // Every sender is gone: nobody can use this connection any more.
+                            break Box::pin(self.close()).await;
+                        };
+                        match Box::pin(self.write_batch(cmd)).await {
+                            Err(reason) => break reason,
+                            Ok(After::Continue) => {}
+                            Ok(After::Close) => break Box::pin(self.close()).await,
+                            Ok(After::Abort) => {
+                                self.wire.set_abortive();
+                                break CloseReason::Aborted;
+                            }
+                        }
+                    }
+                    read = self.wire.read_into(&mut self.parser) => {
+                        match read {
+                            Ok(0) => break CloseReason::Eof,
+                            Err(e) => break CloseReason::Io(e.to_string()),
+                            Ok(n) => self.stats.bytes_received.fetch_add(n as u64, Relaxed),
+                        };
+                        if let Some(reason) = Box::pin(self.drain(Instant::now())).await {
+                            break reason;
                         }
                     }
                 }
-                read = self.wire.read_into(&mut self.parser) => {
-                    match read {
-                        Ok(0) => break CloseReason::Eof,
-                        Err(e) => break CloseReason::Io(e.to_string()),
-                        Ok(n) => self.stats.bytes_received.fetch_add(n as u64, Relaxed),
-                    };
-                    if let Some(reason) = self.drain(Instant::now()).await {
-                        break reason;
-                    }
-                }
-            }
-        };
-        self.rx.close();
-        let _ = (self.events)
-            .send(Box::new(Stamped {
+            };
+            self.rx.close();
+            let closed = self.events.send(Box::new(Stamped {
                 at: Instant::now(),
                 event: Event::Closed { reason },
-            }))
-            .await;
+            }));
+            let _ = Box::pin(closed).await;
+        }
+    }
+
+    /// Handles the stanzas login read (counted then).
+    async fn handle_early(&mut self, early: Vec<Incoming>) {
+        let now = Instant::now();
+        for incoming in early {
+            let step = self.step(incoming, now);
+            self.apply(step).await;
+        }
     }
 
     /// Writes `first` and everything else already queued, then one flush.

@@ -10,12 +10,14 @@
 //! target; this module builds none of its own.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -197,10 +199,17 @@ impl Wire {
     ///
     /// Plain TCP waits for the socket to be readable before taking room in the parser's
     /// buffer, so an idle connection holds no read buffer; TLS reads into room taken first.
-    pub async fn read_into(&mut self, parser: &mut StreamParser) -> io::Result<usize> {
+    /// A poll function, not an `async fn`: a connection's task holds this future while it
+    /// waits, for as long as the connection lives (tokio's `readable()` future alone took
+    /// 192 bytes).
+    pub fn read_into<'a>(&'a mut self, parser: &'a mut StreamParser) -> impl Future<Output = io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| self.poll_read_into(cx, parser))
+    }
+
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, parser: &mut StreamParser) -> Poll<io::Result<usize>> {
         match self {
             Wire::Tcp(s) => loop {
-                s.readable().await?;
+                ready!(s.poll_read_ready(cx))?;
                 match s.try_read_buf(parser.read_buf(READ_ROOM)) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Readiness that was stale (the last read took everything): the room
@@ -208,25 +217,25 @@ impl Wire {
                         parser.give_back();
                         continue;
                     }
-                    read => return read,
+                    read => return Poll::Ready(read),
                 }
             },
-            Wire::Tls(s) => s.read_buf(parser.read_buf(READ_ROOM)).await,
+            Wire::Tls(s) => tokio_util::io::poll_read_buf(Pin::new(s.as_mut()), cx, parser.read_buf(READ_ROOM)),
             Wire::Ws(ws) => loop {
-                match ws.next().await {
-                    None | Some(Ok(WsMessage::Close(_))) => return Ok(0),
+                return Poll::Ready(match ready!(ws.poll_next_unpin(cx)) {
+                    None | Some(Ok(WsMessage::Close(_))) => Ok(0),
                     Some(Ok(WsMessage::Text(t))) => {
                         parser.feed(t.as_bytes());
-                        return Ok(t.len().max(1));
+                        Ok(t.len().max(1))
                     }
                     Some(Ok(WsMessage::Binary(b))) => {
                         // RFC 7395 uses text messages; a binary one still holds UTF-8 XML.
                         parser.feed(&b);
-                        return Ok(b.len().max(1));
+                        Ok(b.len().max(1))
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(io::Error::other(e)),
-                }
+                    Some(Err(e)) => Err(io::Error::other(e)),
+                });
             },
         }
     }
