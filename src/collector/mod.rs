@@ -14,12 +14,13 @@ mod intervals;
 mod metric;
 mod presence;
 pub mod process;
+mod recipients;
 mod records;
 mod replay;
 mod window;
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Instant;
 
@@ -141,8 +142,9 @@ pub enum Answer {
 /// get a message, without reaching into the simulation.
 #[derive(Debug, Clone, Default)]
 pub struct Audience {
-    /// Members (user indexes) of each group, by group index.
-    pub groups: Vec<Vec<u32>>,
+    /// Members (user indexes) of each group, by group index (shared with the records of the
+    /// group's messages).
+    pub groups: Vec<Arc<[u32]>>,
     /// Users in the run.
     pub users: u32,
     /// Devices per user.

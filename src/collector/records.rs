@@ -9,6 +9,7 @@ use smallvec::SmallVec;
 
 use super::audit::{Kind, Tally};
 use super::presence::{Over, Presence};
+use super::recipients::Recipients;
 use crate::sim::behaviour::Micros;
 use crate::transport::MsgId;
 
@@ -100,20 +101,6 @@ impl Maybe {
     }
 }
 
-/// One recipient user of a message, as the server should have seen it when routing (16
-/// bytes: a group message holds one per member; its repeated pushes are counted in the
-/// record, [`MsgRec::repeats`]).
-#[derive(Debug, Clone, Default)]
-pub(super) struct Recipient {
-    pub(super) user: u32,
-    /// Devices surely online while the message was routed.
-    pub(super) on: u32,
-    /// Every device surely offline: the server stores it for the user's next login.
-    pub(super) user_off: bool,
-    /// Devices the message reached.
-    pub(super) arrived: u32,
-}
-
 /// A group reader of a message.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct GroupRead {
@@ -161,8 +148,7 @@ pub(super) struct MsgRec {
     /// Peer or group index.
     pub(super) conv: u32,
     pub(super) receipts: bool,
-    /// One inline (a one-to-one message's), a group's on the heap.
-    pub(super) recipients: SmallVec<[Recipient; 1]>,
+    pub(super) recipients: Recipients,
     /// Pushes of the message beyond the first on a device, over all recipients.
     pub(super) repeats: u32,
     /// Pushes that arrived before the sender's `received` (user, device).
@@ -236,30 +222,9 @@ impl MsgRec {
         self.reads.as_deref().map_or(&[], |g| &g.reads)
     }
 
-    /// Recipient `user`'s entry, if the message was routed to it.
-    pub(super) fn recipient(&mut self, user: u32) -> Option<&mut Recipient> {
-        self.recipients.iter_mut().find(|r| r.user == user)
-    }
-
-    /// Notes who should get the message, judged when its `received` arrives: `users` are the
-    /// recipients.
-    pub(super) fn route(&mut self, users: impl Iterator<Item = u32>, presence: &Presence) {
-        let from = self.sent;
-        // Made to size: collected, a group's list doubled its way up (64 slots for 49 members).
-        let mut recipients = SmallVec::with_capacity(users.size_hint().1.unwrap_or(1));
-        recipients.extend(users.map(|user| {
-            let mut r = Recipient {
-                user,
-                user_off: presence.user_off(user, from),
-                ..Default::default()
-            };
-            for dev in 0..presence.per_user() {
-                if presence.over(user, dev, from) == Over::On {
-                    r.on |= 1 << (dev % 32);
-                }
-            }
-            r
-        }));
+    /// Notes who should get the message, judged when its `received` arrives; pushes that
+    /// came before it are placed now.
+    pub(super) fn route(&mut self, recipients: Recipients) {
         self.recipients = recipients;
         for (user, dev) in std::mem::take(&mut self.early) {
             self.arrive(user, dev);
@@ -272,12 +237,9 @@ impl MsgRec {
             self.early.push((user, dev));
             return true;
         }
-        let Some(r) = self.recipient(user) else {
+        let Some(repeat) = self.recipients.arrive(user, dev) else {
             return false;
         };
-        let bit = 1u32 << (dev % 32);
-        let repeat = r.arrived & bit != 0;
-        r.arrived |= bit;
         self.repeats += u32::from(repeat);
         true
     }
@@ -302,7 +264,7 @@ impl MsgRec {
             return;
         };
         tally.kind(Kind::Message).duplicated += u64::from(self.repeats);
-        for r in &self.recipients {
+        for r in self.recipients.each() {
             if r.user_off && self.group && !judge.offline_groups {
                 // The protocol keeps no group messages for offline members: nothing owed.
                 match bits(r.arrived) {

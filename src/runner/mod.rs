@@ -280,7 +280,7 @@ pub(crate) fn collector_settings(
 /// Who gets what, for the collector's audit.
 fn audience(world: &World, plan: &Plan) -> collector::Audience {
     collector::Audience {
-        groups: world.groups.iter().map(|g| g.members.clone()).collect(),
+        groups: world.groups.iter().map(|g| g.members.as_slice().into()).collect(),
         users: world.users.len() as u32,
         devices: plan.population.devices_per_user.min(32) as u8,
     }

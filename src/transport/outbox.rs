@@ -1,5 +1,6 @@
 //! A connection's outbox: the commands its user queues, in order, for the driver's writer
-//! (generic over what is queued: the XMPP session queues its stanzas in one too).
+//! (generic over what is queued: the XMPP session queues its stanzas in one too, and its task
+//! the events it hears, bounded: [`Outbox::send_bounded`]).
 //!
 //! A connection and its user live on one arbiter, so this is a plain shared queue rather than
 //! a channel between threads: it allocates nothing until the first command (a tokio channel
@@ -24,6 +25,8 @@ struct Queue<T> {
     commands: RefCell<VecDeque<T>>,
     /// The reader, woken by a send (and by the last sender going away).
     waker: RefCell<Option<Waker>>,
+    /// A sender waiting for room ([`Outbox::send_bounded`]), woken when the reader takes one.
+    room: RefCell<Option<Waker>>,
     /// The reader stopped taking commands: sends fail.
     closed: Cell<bool>,
 }
@@ -33,6 +36,7 @@ impl<T> Default for Queue<T> {
         Queue {
             commands: RefCell::new(VecDeque::new()),
             waker: RefCell::new(None),
+            room: RefCell::new(None),
             closed: Cell::new(false),
         }
     }
@@ -41,6 +45,12 @@ impl<T> Default for Queue<T> {
 impl<T> Queue<T> {
     fn wake(&self) {
         if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn wake_sender(&self) {
+        if let Some(w) = self.room.borrow_mut().take() {
             w.wake();
         }
     }
@@ -76,6 +86,31 @@ impl<T> Outbox<T> {
         Ok(())
     }
 
+    /// Queues `cmd` once fewer than `bound` are queued, waiting for the reader to take one
+    /// (one sender at a time may wait); gives it back when the reader is closed or gone. The
+    /// bounded channel of a single-threaded pair: a tokio channel costs a connection ~600
+    /// bytes before its first item (the channel and a block of 32 slots).
+    pub async fn send_bounded(&self, cmd: T, bound: usize) -> Result<(), T> {
+        let mut cmd = Some(cmd);
+        poll_fn(|cx| {
+            let queue = &self.0;
+            if queue.closed.get() {
+                return Poll::Ready(Err(cmd.take().expect("polled after completion")));
+            }
+            if queue.commands.borrow().len() >= bound {
+                *queue.room.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            queue
+                .commands
+                .borrow_mut()
+                .push_back(cmd.take().expect("polled after completion"));
+            queue.wake();
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
     /// The connection no longer takes commands.
     pub fn is_closed(&self) -> bool {
         self.0.closed.get()
@@ -98,6 +133,10 @@ impl<T> OutboxReader<T> {
         let cmd = commands.pop_front();
         if commands.is_empty() && commands.capacity() > KEPT {
             *commands = VecDeque::new();
+        }
+        drop(commands);
+        if cmd.is_some() {
+            self.0.wake_sender();
         }
         cmd
     }
@@ -148,6 +187,7 @@ impl<T> OutboxReader<T> {
     pub fn close(&mut self) {
         self.0.closed.set(true);
         self.0.waker.borrow_mut().take();
+        self.0.wake_sender();
         // Dropped outside the borrow: a command's drop never reaches back into the queue.
         let queued = std::mem::take(&mut *self.0.commands.borrow_mut());
         drop(queued);
@@ -164,6 +204,7 @@ impl<T> Drop for OutboxReader<T> {
 mod tests {
     use super::*;
     use crate::transport::Op;
+    use std::future::Future;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
@@ -201,6 +242,26 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "the last sender going away wakes it");
         assert!(rx.senders_gone());
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_bounded_send_waits_for_the_reader_to_take_one() {
+        let (out, mut rx) = outbox();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut first = std::pin::pin!(out.send_bounded(ping(1), 1));
+        assert_eq!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        let mut second = std::pin::pin!(out.send_bounded(ping(2), 1));
+        assert_eq!(second.as_mut().poll(&mut cx), Poll::Pending, "full");
+        assert_eq!(rx.try_recv(), Some(ping(1)));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "taking one woke the sender");
+        assert_eq!(second.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        let mut third = std::pin::pin!(out.send_bounded(ping(3), 1));
+        assert_eq!(third.as_mut().poll(&mut cx), Poll::Pending);
+        rx.close();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "closing wakes it too");
+        assert_eq!(third.as_mut().poll(&mut cx), Poll::Ready(Err(ping(3))));
     }
 
     #[test]

@@ -59,7 +59,7 @@ mod tests {
             std::time::SystemTime::now(),
             Settings {
                 audience: Audience {
-                    groups: vec![vec![0, 1]],
+                    groups: vec![[0, 1].into()],
                     users: 2,
                     devices: 1,
                 },

@@ -8,6 +8,7 @@ use crate::collector::audit::Kind;
 use crate::collector::intervals::Count;
 use crate::collector::metric::Metric;
 use crate::collector::presence::Over;
+use crate::collector::recipients::Recipients;
 use crate::collector::records::{GroupRead, IdHash, MsgRec};
 use crate::collector::{AckKind, Answer, ReceiptKind, ReqKind};
 use crate::sim::behaviour::{Micros, MsgKey};
@@ -183,12 +184,12 @@ impl State {
         }
         m.receipts = group_ack == Some(true);
         let (scheduled, sent) = (m.scheduled, m.sent);
-        if m.group {
-            let members = self.audience.groups.get(m.conv as usize).cloned().unwrap_or_default();
-            m.route(members.into_iter().filter(|u| *u != key.sender), &self.presence);
-        } else {
-            m.route(std::iter::once(m.conv), &self.presence);
-        }
+        let recipients = match (m.group, self.audience.groups.get(m.conv as usize)) {
+            (true, Some(members)) => Recipients::group(members.clone(), key.sender, sent, &self.presence),
+            (true, None) => Recipients::Nobody,
+            (false, _) => Recipients::one(m.conv, sent, &self.presence),
+        };
+        m.route(recipients);
         self.by_mid.insert(id, key);
         self.record(Metric::ServerAck, at, scheduled, Some(sent));
     }

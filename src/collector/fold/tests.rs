@@ -26,7 +26,7 @@ fn state(devices: u8) -> State {
         std::time::SystemTime::now(),
         Settings {
             audience: Audience {
-                groups: vec![vec![ALICE, BOB, CAROL]],
+                groups: vec![[ALICE, BOB, CAROL].into()],
                 users: 4,
                 devices,
             },

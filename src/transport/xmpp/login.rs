@@ -12,13 +12,12 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use tokio::sync::mpsc;
 
 use super::meter::{self, Sent};
 use super::outbound::{self as out, Outbound};
 use super::parser::StreamParser;
 use super::sasl::{self, Mechanism, SaslError, Scram};
-use super::session::{EVENT_QUEUE, Events, XmppConfig, XmppConn, XmppError, XmppSender};
+use super::session::{Events, XmppConfig, XmppConn, XmppError, XmppSender};
 use super::stanza::{Features, Incoming, Iq, IqType};
 use super::task::Task;
 use super::wire::{StartTlsPolicy, Wire};
@@ -158,7 +157,7 @@ pub(super) async fn login(cfg: &XmppConfig) -> Result<XmppConn, XmppError> {
         sender.seq.set(1);
     }
     let logged_in_at = Instant::now();
-    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (events_tx, events_rx) = outbox();
     let task = Task::new(s, rx, &sender, events_tx, sm, cfg.ack_requests);
     actix_rt::spawn(task.run(early));
     Ok(XmppConn {

@@ -27,7 +27,6 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use thiserror::Error;
-use tokio::sync::mpsc;
 
 use super::login;
 use super::outbound::Outbound;
@@ -35,7 +34,7 @@ use super::parser::ParseError;
 use super::sasl::{Mechanism, SaslError};
 use super::stanza::{Message, Presence, StanzaError};
 use super::wire::XmppTarget;
-use crate::transport::{FrameStats, Outbox, TransportError};
+use crate::transport::{FrameStats, Outbox, OutboxReader, TransportError};
 
 /// One user's login.
 #[derive(Clone)]
@@ -293,9 +292,9 @@ pub struct XmppConn {
 /// Events buffered between the task and a slow consumer before the socket stops being read.
 pub(super) const EVENT_QUEUE: usize = 1024;
 
-/// What a connection hears, from its task (boxed: a channel's first block holds 32 items at
-/// once, which unboxed, 264 bytes an event, would cost every connection 8 KiB).
-pub struct Events(pub(super) mpsc::Receiver<Box<Stamped>>);
+/// What a connection hears, from its task (boxed: 8 bytes a slot in the queue, where an event
+/// is 264), at most [`EVENT_QUEUE`] queued.
+pub struct Events(pub(super) OutboxReader<Box<Stamped>>);
 
 impl Stream for Events {
     type Item = Stamped;

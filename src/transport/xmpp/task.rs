@@ -12,17 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use super::login::Stream;
 use super::meter::{self, Sent};
 use super::outbound::{self as out, Outbound};
 use super::parser::StreamParser;
-use super::session::{CloseReason, Cmd, Event, Stamped, XmppSender};
+use super::session::{CloseReason, Cmd, EVENT_QUEUE, Event, Stamped, XmppSender};
 use super::stanza::{Incoming, IqType};
 use super::wire::Wire;
 use super::{bare, resource};
-use crate::transport::{FrameStats, OutboxReader, ProtocolFault};
+use crate::transport::{FrameStats, Outbox, OutboxReader, ProtocolFault};
 
 /// How long a polite close waits for the server's own close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -36,9 +34,9 @@ pub(super) struct Task {
     rx: OutboxReader<Cmd>,
     /// The senders' XEP-0198 numbering, advanced for pongs too.
     seq: Rc<Cell<u32>>,
-    /// Boxed: a channel's first block holds 32 items at once, which unboxed (264 bytes an
-    /// event) cost every connection 8 KiB.
-    events: mpsc::Sender<Box<Stamped>>,
+    /// What the task heard, for the connection's consumer (at most [`EVENT_QUEUE`]: then
+    /// the socket is no longer read).
+    events: Outbox<Box<Stamped>>,
     sm: bool,
     /// Stanzas received since XEP-0198 was enabled (mod 2^32).
     h_in: u32,
@@ -60,7 +58,7 @@ impl Task {
         stream: Stream,
         rx: OutboxReader<Cmd>,
         sender: &XmppSender,
-        events: mpsc::Sender<Box<Stamped>>,
+        events: Outbox<Box<Stamped>>,
         sm: bool,
         ack_requests: bool,
     ) -> Task {
@@ -122,11 +120,14 @@ impl Task {
                 }
             };
             self.rx.close();
-            let closed = self.events.send(Box::new(Stamped {
-                at: Instant::now(),
-                event: Event::Closed { reason },
-            }));
-            let _ = Box::pin(closed).await;
+            let closed = self.events.send_bounded(
+                Box::new(Stamped {
+                    at: Instant::now(),
+                    event: Event::Closed { reason },
+                }),
+                EVENT_QUEUE,
+            );
+            let _ = closed.await;
         }
     }
 
@@ -213,7 +214,7 @@ impl Task {
         match step {
             Step::Emit(stamped) => {
                 // A consumer that dropped its stream does not stop the connection.
-                let _ = self.events.send(stamped).await;
+                let _ = self.events.send_bounded(stamped, EVENT_QUEUE).await;
                 None
             }
             // Boxed: a write's future is larger than the rest, and answers are rare.
