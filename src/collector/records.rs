@@ -5,8 +5,6 @@
 use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 
-use smallvec::SmallVec;
-
 use super::audit::{Kind, Tally};
 use super::presence::{Over, Presence};
 use super::recipients::Recipients;
@@ -151,8 +149,9 @@ pub(super) struct MsgRec {
     pub(super) recipients: Recipients,
     /// Pushes of the message beyond the first on a device, over all recipients.
     pub(super) repeats: u32,
-    /// Pushes that arrived before the sender's `received` (user, device).
-    pub(super) early: SmallVec<[(u32, u8); 2]>,
+    /// Pushes that arrived before the sender's `received` (user, device); boxed, as they are
+    /// rare (a push that overtook the server's reply).
+    pub(super) early: Option<Box<[(u32, u8)]>>,
     // Delivery and 1:1 read receipts: (ack accepted at, devices reached, repeats), and
     // whether a reader sent the ack.
     pub(super) delivery: ReceiptRec,
@@ -226,7 +225,7 @@ impl MsgRec {
     /// came before it are placed now.
     pub(super) fn route(&mut self, recipients: Recipients) {
         self.recipients = recipients;
-        for (user, dev) in std::mem::take(&mut self.early) {
+        for (user, dev) in self.early.take().map(Vec::from).unwrap_or_default() {
             self.arrive(user, dev);
         }
     }
@@ -234,7 +233,9 @@ impl MsgRec {
     /// The message reached `user`'s device `dev`; false when `user` is no recipient.
     pub(super) fn arrive(&mut self, user: u32, dev: u8) -> bool {
         if self.accepted.is_none() {
-            self.early.push((user, dev));
+            let mut early = self.early.take().map(Vec::from).unwrap_or_default();
+            early.push((user, dev));
+            self.early = Some(early.into_boxed_slice());
             return true;
         }
         let Some(repeat) = self.recipients.arrive(user, dev) else {
@@ -257,7 +258,7 @@ impl MsgRec {
         let presence = judge.presence;
         let Some(accepted) = self.accepted.get() else {
             // Never confirmed to its sender: what arrived is counted, nothing is owed.
-            let n = self.early.len() as u64;
+            let n = self.early.as_ref().map_or(0, |e| e.len()) as u64;
             let k = tally.kind(Kind::Message);
             k.expected += n;
             k.arrived += n;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 mod live;
 mod pushes;
@@ -135,8 +136,9 @@ pub(super) struct State {
     /// What the protocol can report.
     capabilities: Capabilities,
     /// 1:1 messages per (sender, peer) whose reading the sender has not learned yet.
-    /// (Message numbers: the sender is the key's.)
-    unlearned: FxHashMap<(u32, u32), VecDeque<u32>>,
+    /// (Message numbers, oldest first: the sender is the key's. Two inline: a pair has a few
+    /// within the horizon, and one of these is kept per pair that has any.)
+    unlearned: FxHashMap<(u32, u32), SmallVec<[u32; 2]>>,
     /// 1:1 channel acks per (reader, peer), waiting for the peer's pushes.
     channels: FxHashMap<(u32, u32), VecDeque<ChanAck>>,
     /// 1:1 channel acks per (reader, other device), waiting for the sync push.

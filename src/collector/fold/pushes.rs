@@ -34,7 +34,7 @@ impl State {
             self.sent.1 += 1
         } else {
             // 1:1 messages wait here until the sender learns they were read.
-            self.unlearned.entry((key.sender, conv)).or_default().push_back(key.seq);
+            self.unlearned.entry((key.sender, conv)).or_default().push(key.seq);
             self.sent.0 += 1
         }
         if !waited {
@@ -394,15 +394,12 @@ impl State {
         let Some(upto) = upto else { return };
         let mut covered = Vec::new();
         if let Some(q) = self.unlearned.get_mut(&(user, from)) {
-            while let Some(&seq) = q.front() {
-                if seq > upto {
-                    break;
-                }
+            let n = q.iter().take_while(|seq| **seq <= upto).count();
+            for seq in q.drain(..n) {
                 let k = MsgKey { sender: user, seq };
                 if self.msgs.contains_key(&k) {
                     covered.push(k);
                 }
-                q.pop_front();
             }
         }
         for k in covered {

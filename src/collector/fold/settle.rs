@@ -134,12 +134,11 @@ impl State {
             }
             if let (false, Some(q)) = (m.group, self.unlearned.get_mut(&(key.sender, m.conv))) {
                 let sender = key.sender;
-                while q
-                    .front()
-                    .is_some_and(|&seq| !self.msgs.contains_key(&MsgKey { sender, seq }))
-                {
-                    q.pop_front();
-                }
+                let gone = q
+                    .iter()
+                    .take_while(|&&seq| !self.msgs.contains_key(&MsgKey { sender, seq }))
+                    .count();
+                q.drain(..gone);
                 if q.is_empty() {
                     self.unlearned.remove(&(key.sender, m.conv));
                 }
