@@ -9,7 +9,7 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use rand::RngExt;
 
-use super::{Built, InFlight, UserActor, What, requests};
+use super::{Built, Deferred, InFlight, UserActor, What, requests};
 use crate::collector::{Event, ReqKind};
 use crate::sim::behaviour::{Action, Micros, MsgKey};
 use crate::sim::faults::{FaultAction, Planned};
@@ -144,8 +144,8 @@ impl UserActor {
         let mut events = Vec::new();
         let shared = self.shared.clone();
         for (n, f) in self.in_flight.iter_mut().filter(|(_, f)| f.dev as usize == dev) {
-            if let What::Planned(a) = &f.what {
-                let r = requests::of_action(self.ix, a.clone(), &shared.world, &shared.tag, shared.message_bytes)
+            if let What::Planned(p) = &f.what {
+                let r = requests::of_action(self.ix, p.action(), &shared.world, &shared.tag, shared.message_bytes)
                     .expect("only sends and acks are planned");
                 f.what = What::Out {
                     req: Box::new(Built {
@@ -205,7 +205,7 @@ impl UserActor {
             self.next_req += 1;
             let f = InFlight {
                 dev: 0,
-                what: What::Planned(a),
+                what: What::Planned(Deferred::of(a)),
             };
             self.in_flight.insert(self.next_req, f);
         }

@@ -87,14 +87,62 @@ struct InFlight {
 
 /// What a request is.
 enum What {
-    /// A send or ack waiting for its connection, kept as the action it is built from when it
-    /// leaves, and filed from it: a few dozen bytes, where the built request is its id and
-    /// body and the event that says it left (users whose login a saturated server leaves
-    /// unanswered hold up to `reconnect.outbox` of these each).
-    Planned(Action),
+    /// A send or ack waiting for its connection, kept as what it is built from when it
+    /// leaves, and filed from it (users whose login a saturated server leaves unanswered hold
+    /// up to `reconnect.outbox` of these each): a send in 24 bytes, an ack as its action,
+    /// boxed (72 bytes, and rarer). The built request is its id and body and the event that
+    /// says it left.
+    Planned(Deferred),
     /// Built (boxed: the planned ones, the many, stay small), last written at `left` (µs on
     /// the run clock; `None`: not written yet).
     Out { req: Box<Built>, left: Option<Micros> },
+}
+
+/// A send or ack action waiting for its connection.
+enum Deferred {
+    Send {
+        scheduled: Micros,
+        seq: u32,
+        conv: Conv,
+        allow_group_ack: bool,
+    },
+    Ack(Box<Action>),
+}
+
+impl Deferred {
+    fn of(a: Action) -> Deferred {
+        match a {
+            Action::Send {
+                seq,
+                conv,
+                allow_group_ack,
+                scheduled,
+            } => Deferred::Send {
+                scheduled,
+                seq,
+                conv,
+                allow_group_ack,
+            },
+            other => Deferred::Ack(Box::new(other)),
+        }
+    }
+
+    fn action(&self) -> Action {
+        match self {
+            &Deferred::Send {
+                scheduled,
+                seq,
+                conv,
+                allow_group_ack,
+            } => Action::Send {
+                seq,
+                conv,
+                allow_group_ack,
+                scheduled,
+            },
+            Deferred::Ack(a) => (**a).clone(),
+        }
+    }
 }
 
 /// A built request: how it is filed, what it sends, and until it leaves the event saying so.
@@ -118,7 +166,7 @@ impl InFlight {
     /// How user `ix`'s reply audit files it: kind, message, peer or group.
     fn filing(&self, ix: u32) -> (ReqKind, Option<MsgKey>, u32) {
         match &self.what {
-            What::Planned(a) => requests::filing(ix, a).expect("only sends and acks are planned"),
+            What::Planned(p) => requests::filing(ix, &p.action()).expect("only sends and acks are planned"),
             What::Out { req, .. } => (req.kind, req.key, req.conv),
         }
     }
