@@ -17,6 +17,7 @@ pub mod process;
 mod recipients;
 mod records;
 mod replay;
+pub use records::MAX_HORIZON;
 mod window;
 
 use std::collections::BTreeMap;

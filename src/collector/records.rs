@@ -5,6 +5,8 @@
 use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 
+use smallvec::SmallVec;
+
 use super::audit::{Kind, Tally};
 use super::presence::{Over, Presence};
 use super::recipients::Recipients;
@@ -60,41 +62,51 @@ impl IdHash {
     }
 }
 
-/// A time on the run clock that may not have come yet: eight bytes where `Option<Micros>`
-/// takes sixteen (a record holds five). `Micros::MAX` is never a time of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Maybe(Micros);
+/// The longest a record lives: `tester.audit_horizon` is at most this (the profile checks it),
+/// so that a record's times fit 32 bits after its send ([`Since`]: 71 minutes).
+pub const MAX_HORIZON: std::time::Duration = std::time::Duration::from_secs(3600);
 
-impl Default for Maybe {
+/// A time in a record's life that may not have come yet, held as µs after the record's send:
+/// four bytes where a time takes eight and `Option<Micros>` sixteen (a record holds five).
+/// Times come after the send (replies, pushes and reads follow it); one a few µs before it,
+/// stamped on another thread, counts as the send's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Since(u32);
+
+impl Default for Since {
     fn default() -> Self {
-        Maybe(Micros::MAX)
+        Since(u32::MAX)
     }
 }
 
-impl Maybe {
-    /// The time, if it came.
-    pub(super) fn get(self) -> Option<Micros> {
-        (self.0 != Micros::MAX).then_some(self.0)
+impl Since {
+    /// The time, if it came; `base` is the record's send.
+    pub(super) fn get(self, base: Micros) -> Option<Micros> {
+        self.is_some().then(|| base + u64::from(self.0))
     }
 
     pub(super) fn is_some(self) -> bool {
-        self.0 != Micros::MAX
+        self.0 != u32::MAX
     }
 
     pub(super) fn is_none(self) -> bool {
-        self.0 == Micros::MAX
+        self.0 == u32::MAX
     }
 
-    /// Sets it to `at`.
-    pub(super) fn set(&mut self, at: Micros) {
-        debug_assert!(at != Micros::MAX, "not a time of a run");
-        self.0 = at;
+    /// Sets it to `at`; `base` is the record's send.
+    pub(super) fn set(&mut self, base: Micros, at: Micros) {
+        let after = at.saturating_sub(base);
+        debug_assert!(
+            after < 2 * MAX_HORIZON.as_micros() as u64,
+            "a record outlived the horizon"
+        );
+        self.0 = u32::try_from(after).unwrap_or(u32::MAX).min(u32::MAX - 1);
     }
 
     /// Sets it to `at` unless it is set already.
-    pub(super) fn get_or_insert(&mut self, at: Micros) {
+    pub(super) fn get_or_insert(&mut self, base: Micros, at: Micros) {
         if self.is_none() {
-            self.set(at);
+            self.set(base, at);
         }
     }
 }
@@ -139,7 +151,7 @@ pub(super) struct MsgRec {
     pub(super) scheduled: Micros,
     pub(super) sent: Micros,
     /// When its sender got `received` (never: its pushes are then not judged).
-    pub(super) accepted: Maybe,
+    pub(super) accepted: Since,
     /// Server id, once `received` or a push told it.
     pub(super) mid: Option<IdHash>,
     pub(super) group: bool,
@@ -151,7 +163,7 @@ pub(super) struct MsgRec {
     pub(super) repeats: u32,
     /// Pushes that arrived before the sender's `received` (user, device); boxed, as they are
     /// rare (a push that overtook the server's reply).
-    pub(super) early: Option<Box<[(u32, u8)]>>,
+    pub(super) early: Option<Box<SmallVec<[(u32, u8); 2]>>>,
     // Delivery and 1:1 read receipts: (ack accepted at, devices reached, repeats), and
     // whether a reader sent the ack.
     pub(super) delivery: ReceiptRec,
@@ -159,9 +171,9 @@ pub(super) struct MsgRec {
     pub(super) delivery_sent: bool,
     pub(super) read_sent: bool,
     /// The reader's decision to read (1:1), for `read_receipt`.
-    pub(super) read_scheduled: Maybe,
+    pub(super) read_scheduled: Since,
     /// When that read ack left (the uncorrected start of `read_receipt`).
-    pub(super) read_sent_at: Maybe,
+    pub(super) read_sent_at: Since,
     pub(super) read_learned: bool,
     /// Group reads (group messages read or counted only).
     pub(super) reads: Option<Box<GroupRec>>,
@@ -172,7 +184,7 @@ pub(super) struct MsgRec {
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct ReceiptRec {
     /// The ack got `received`, at this time.
-    pub(super) accepted: Maybe,
+    pub(super) accepted: Since,
     /// Devices of the sender the push reached.
     pub(super) devices: u32,
     /// Pushes beyond the first on a device.
@@ -191,11 +203,11 @@ impl ReceiptRec {
         first
     }
 
-    /// Settles it; `sent`: a reader sent the ack.
-    fn settle(&self, kind: Kind, sent: bool, sender: u32, judge: &Judge, tally: &mut Tally) {
+    /// Settles it; `sent`: a reader sent the ack; `base`: the message's send.
+    fn settle(&self, kind: Kind, sent: bool, base: Micros, sender: u32, judge: &Judge, tally: &mut Tally) {
         let arrived = self.devices != 0;
         tally.kind(kind).duplicated += u64::from(self.repeats);
-        match (self.accepted.get(), arrived) {
+        match (self.accepted.get(base), arrived) {
             (Some(_), true) => tally.ok(kind),
             (Some(at), false) => judge.missing(kind, sender, at, tally),
             // Sent but its `received` never came: the push may or may not follow.
@@ -225,7 +237,7 @@ impl MsgRec {
     /// came before it are placed now.
     pub(super) fn route(&mut self, recipients: Recipients) {
         self.recipients = recipients;
-        for (user, dev) in self.early.take().map(Vec::from).unwrap_or_default() {
+        for (user, dev) in self.early.take().map(|e| *e).unwrap_or_default() {
             self.arrive(user, dev);
         }
     }
@@ -233,9 +245,7 @@ impl MsgRec {
     /// The message reached `user`'s device `dev`; false when `user` is no recipient.
     pub(super) fn arrive(&mut self, user: u32, dev: u8) -> bool {
         if self.accepted.is_none() {
-            let mut early = self.early.take().map(Vec::from).unwrap_or_default();
-            early.push((user, dev));
-            self.early = Some(early.into_boxed_slice());
+            self.early.get_or_insert_default().push((user, dev));
             return true;
         }
         let Some(repeat) = self.recipients.arrive(user, dev) else {
@@ -249,14 +259,15 @@ impl MsgRec {
     pub(super) fn settle(&self, sender: u32, judge: &Judge, tally: &mut Tally) {
         self.settle_message(judge, tally);
         self.delivery
-            .settle(Kind::Delivery, self.delivery_sent, sender, judge, tally);
-        self.read.settle(Kind::Read, self.read_sent, sender, judge, tally);
+            .settle(Kind::Delivery, self.delivery_sent, self.sent, sender, judge, tally);
+        self.read
+            .settle(Kind::Read, self.read_sent, self.sent, sender, judge, tally);
         self.settle_group(sender, judge, tally);
     }
 
     fn settle_message(&self, judge: &Judge, tally: &mut Tally) {
         let presence = judge.presence;
-        let Some(accepted) = self.accepted.get() else {
+        let Some(accepted) = self.accepted.get(self.sent) else {
             // Never confirmed to its sender: what arrived is counted, nothing is owed.
             let n = self.early.as_ref().map_or(0, |e| e.len()) as u64;
             let k = tally.kind(Kind::Message);
@@ -343,5 +354,27 @@ impl MsgRec {
             // A count replayed for reads whose timing was uncertain: counted, not owed.
             tally.ok(Kind::Statistic);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_after_the_send_reads_back_exactly_and_not_yet_is_none() {
+        let sent = 5_000_000_000;
+        let mut t = Since::default();
+        assert!(t.is_none() && t.get(sent).is_none());
+        t.get_or_insert(sent, sent + 1_234);
+        t.get_or_insert(sent, sent + 9_999);
+        assert_eq!(t.get(sent), Some(sent + 1_234), "the first time stays");
+        let last = MAX_HORIZON.as_micros() as u64 + 60_000_000;
+        t.set(sent, sent + last);
+        assert_eq!(t.get(sent), Some(sent + last), "the horizon and then some fit");
+        // A stamp a little before the send (another thread's clock read) is the send's own.
+        t.set(sent, sent - 3);
+        assert_eq!(t.get(sent), Some(sent));
+        assert!(std::mem::size_of::<MsgRec>() <= 128, "{}", std::mem::size_of::<MsgRec>());
     }
 }

@@ -495,6 +495,16 @@ pub(super) fn check(raw: &RawProfile, c: &mut Checker) -> Plan {
         ),
         metrics_listen: super::check_live::metrics_listen(c, ts.metrics_listen.as_deref()),
     };
+    if tester.audit_horizon > crate::collector::MAX_HORIZON {
+        c.fail(
+            "tester.audit_horizon",
+            format!(
+                "{} is longer than {}: records are audited within an hour of their send",
+                secs(tester.audit_horizon),
+                secs(crate::collector::MAX_HORIZON)
+            ),
+        );
+    }
     if tester.audit_horizon < drain {
         c.fail(
             "tester.audit_horizon",

@@ -506,6 +506,14 @@ fn reader_queries_need_a_share_and_a_page_the_protocol_allows() {
 }
 
 #[test]
+fn the_audit_horizon_is_at_most_an_hour() {
+    let found = problems(MINIMAL, &["tester.audit_horizon=2h"]);
+    assert_eq!(keys_of(&found), ["tester.audit_horizon"], "{found:?}");
+    assert!(message_of(&found, "tester.audit_horizon").starts_with("2h is longer than 1h"));
+    assert!(parse_text(MINIMAL, &["tester.audit_horizon=1h"]).is_ok());
+}
+
+#[test]
 fn the_audit_horizon_outlives_the_drain() {
     let found = problems(MINIMAL, &["tester.audit_horizon=2s"]);
     assert_eq!(keys_of(&found), ["tester.audit_horizon"], "{found:?}");

@@ -380,7 +380,11 @@ async fn drive(
         }
         actix_rt::time::sleep(plan.drain.min(INTERRUPT_DRAIN)).await;
     }
-    let stops = futures_util::future::join_all(actors.iter().map(|a| a.send(Stop)));
+    // A few hundred at a time, not one future per user at once (~300 bytes each, at the
+    // run's memory peak: everything else is still held then).
+    let stops = futures_util::stream::iter(actors.iter().map(|a| a.send(Stop)))
+        .buffer_unordered(256)
+        .for_each(|_| async {});
     if actix_rt::time::timeout(plan.tester.close_timeout, stops).await.is_err() {
         tracing::warn!("some users did not stop within {:?}", plan.tester.close_timeout);
     }

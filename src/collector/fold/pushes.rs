@@ -65,8 +65,8 @@ impl State {
                 self.econ.0.read_acks += 1;
                 if let Some(m) = m {
                     m.read_sent = true;
-                    m.read_scheduled.get_or_insert(scheduled);
-                    m.read_sent_at.get_or_insert(at);
+                    m.read_scheduled.get_or_insert(m.sent, scheduled);
+                    m.read_sent_at.get_or_insert(m.sent, at);
                 }
             }
             AckKind::GroupRead => {
@@ -142,7 +142,7 @@ impl State {
                     } else {
                         &mut m.read
                     };
-                    r.accepted.get_or_insert(at);
+                    r.accepted.get_or_insert(m.sent, at);
                 }
             }
             ReqKind::Ack(AckKind::GroupRead) => {
@@ -177,7 +177,7 @@ impl State {
         if m.accepted.is_some() {
             return;
         }
-        m.accepted.set(at);
+        m.accepted.set(m.sent, at);
         let id = IdHash::of(&mid);
         if let Some(old) = m.mid.replace(id) {
             self.by_mid.remove(&old);
@@ -285,8 +285,8 @@ impl State {
             }
             ReceiptKind::Read => {
                 if m.read.push(dev) {
-                    if let Some(decided) = m.read_scheduled.get() {
-                        let raw = m.read_sent_at.get();
+                    if let Some(decided) = m.read_scheduled.get(m.sent) {
+                        let raw = m.read_sent_at.get(m.sent);
                         self.record(Metric::ReadReceipt, at, decided, raw);
                     }
                     self.learn_read(key, at);
