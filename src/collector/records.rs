@@ -144,6 +144,9 @@ pub(super) struct GroupRec {
     pub(super) stat_at: Option<Micros>,
 }
 
+/// Pushes that came before the sender's `received`: (user, device).
+pub(super) type Early = SmallVec<[(u32, u8); 2]>;
+
 /// What one message went through. Times are µs on the run clock. (One is live per message
 /// sent within the audit horizon, tens of thousands at once: keep it small.)
 #[derive(Debug, Default)]
@@ -163,7 +166,7 @@ pub(super) struct MsgRec {
     pub(super) repeats: u32,
     /// Pushes that arrived before the sender's `received` (user, device); boxed, as they are
     /// rare (a push that overtook the server's reply).
-    pub(super) early: Option<Box<SmallVec<[(u32, u8); 2]>>>,
+    pub(super) early: Option<Box<Early>>,
     // Delivery and 1:1 read receipts: (ack accepted at, devices reached, repeats), and
     // whether a reader sent the ack.
     pub(super) delivery: ReceiptRec,
