@@ -378,6 +378,10 @@ mod tests {
         // A stamp a little before the send (another thread's clock read) is the send's own.
         t.set(sent, sent - 3);
         assert_eq!(t.get(sent), Some(sent));
-        assert!(std::mem::size_of::<MsgRec>() <= 112, "{}", std::mem::size_of::<MsgRec>());
+        assert!(
+            std::mem::size_of::<MsgRec>() <= 112,
+            "{}",
+            std::mem::size_of::<MsgRec>()
+        );
     }
 }
