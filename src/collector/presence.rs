@@ -24,6 +24,11 @@ struct Device {
     drop_count: usize,
 }
 
+/// Device `dev`'s bit in a mask of a user's devices (the audit tells at most 32 apart).
+pub(super) fn bit(dev: u8) -> u32 {
+    1 << (dev % 32)
+}
+
 /// A device's state over a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Over {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::presence::{Over, Presence};
+use super::presence::{Over, Presence, bit};
 use crate::sim::behaviour::Micros;
 
 /// One recipient user of a message, as the server should have seen it when routing.
@@ -39,10 +39,6 @@ impl Recipient {
             arrived: 0,
         }
     }
-}
-
-fn bit(dev: u8) -> u32 {
-    1 << (dev % 32)
 }
 
 /// Who a message was routed to.
@@ -156,7 +152,7 @@ impl Recipients {
                     return None;
                 }
                 let m = g.users.iter().position(|u| *u == user)?;
-                let i = m * usize::from(g.devices) + usize::from(dev % g.devices.max(1));
+                let i = m * usize::from(g.devices) + usize::from(dev % g.devices);
                 let repeat = g.get(1, i);
                 g.set(1, i);
                 Some(repeat)

@@ -8,7 +8,7 @@ use std::num::NonZeroU64;
 use smallvec::SmallVec;
 
 use super::audit::{Kind, Tally};
-use super::presence::{Over, Presence};
+use super::presence::{Over, Presence, bit};
 use super::recipients::Recipients;
 use crate::sim::behaviour::Micros;
 use crate::transport::MsgId;
@@ -197,12 +197,11 @@ pub(super) struct ReceiptRec {
 impl ReceiptRec {
     /// A push reached device `dev`; returns whether it is the first anywhere.
     pub(super) fn push(&mut self, dev: u8) -> bool {
-        let bit = 1u32 << (dev % 32);
         let first = self.devices == 0;
-        if self.devices & bit != 0 {
+        if self.devices & bit(dev) != 0 {
             self.repeats += 1;
         }
-        self.devices |= bit;
+        self.devices |= bit(dev);
         first
     }
 
@@ -301,10 +300,9 @@ impl MsgRec {
                 continue;
             }
             for dev in 0..presence.per_user() {
-                let bit = 1u32 << (dev % 32);
-                if r.arrived & bit != 0 {
+                if r.arrived & bit(dev) != 0 {
                     tally.ok(Kind::Message);
-                } else if r.on & bit == 0 {
+                } else if r.on & bit(dev) == 0 {
                     // Offline (or logging in or out) while routed: nothing owed.
                     tally.kind(Kind::Message).not_due += 1;
                 } else if presence.dropped_within(r.user, dev, self.sent, accepted + judge.grace) {

@@ -20,7 +20,7 @@ use super::audit::{Kind, Tally};
 use super::eventlog::EventWriter;
 use super::intervals::{Count, Intervals, LogSink};
 use super::metric::Metric;
-use super::presence::Presence;
+use super::presence::{Presence, bit};
 use super::process::Sampler;
 use super::records::IdHash;
 use super::{Audience, Event, Settings, Snapshot};
@@ -187,10 +187,6 @@ fn summarize(h: &Histogram<u64>) -> Latency {
         curve,
         uncorrected: None,
     }
-}
-
-fn bit(dev: u8) -> u32 {
-    1 << (dev % 32)
 }
 
 impl State {
