@@ -424,3 +424,7 @@ mod tests_target;
 #[cfg(test)]
 #[path = "tests_curve_model.rs"]
 mod tests_curve_model;
+
+#[cfg(test)]
+#[path = "tests_faults.rs"]
+mod tests_faults;

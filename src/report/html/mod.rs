@@ -189,3 +189,6 @@ fn render(name: &'static str, ctx: Value) -> Result<String, ReportError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_pages;
