@@ -216,7 +216,9 @@ impl State {
             let sent = self.max_seq.get(key.sender as usize).is_some_and(|s| key.seq <= *s);
             let k = self.tally.kind(Kind::Message);
             if sent {
-                k.late += 1
+                k.late += 1;
+                // Its receipts follow it, past the settled generations.
+                self.settled.insert(IdHash::of(&mid), true);
             } else {
                 tracing::debug!(user, dev, ?key, ?mid, "a message push of a message not sent yet");
                 k.unexpected += 1

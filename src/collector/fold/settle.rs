@@ -64,26 +64,36 @@ impl FaultTrack {
     }
 }
 
-/// Ids of the messages settled in the last one to two horizons, so that a receipt naming one
-/// counts as late rather than unexpected. Ids are opaque (no order to compare), so they are
-/// kept, as 64-bit hashes, in two generations: the older is dropped each horizon, which
-/// keeps this at a few bytes per message of the horizon, like the records themselves.
+/// Ids of settled messages, so that a receipt naming one counts as late rather than
+/// unexpected. Ids are opaque (no order to compare), so they are kept as 64-bit hashes: those
+/// of every message for one to two horizons after it settled, in two generations (the older
+/// dropped each horizon: a few bytes per message of the horizon, like the records), and for
+/// the whole run those whose receipts may come at any time: group messages that asked for
+/// read receipts (a member may come back and read one tens of minutes later, and its count is
+/// then pushed) and messages pushed after they settled (a late offline replay: its delivery
+/// and read receipts follow it).
 #[derive(Debug, Default)]
 pub(super) struct SettledIds {
     current: FxHashSet<IdHash>,
     previous: FxHashSet<IdHash>,
     since: Micros,
+    /// Kept until the run ends.
+    for_the_run: FxHashSet<IdHash>,
 }
 
 impl SettledIds {
-    /// Notes a settled message's id.
-    pub(super) fn insert(&mut self, id: IdHash) {
-        self.current.insert(id);
+    /// Notes a settled message's id; `for_the_run`: its receipts may come at any time.
+    pub(super) fn insert(&mut self, id: IdHash, for_the_run: bool) {
+        if for_the_run {
+            self.for_the_run.insert(id);
+        } else {
+            self.current.insert(id);
+        }
     }
 
-    /// Whether `id` was settled within the last one to two horizons.
+    /// Whether `id` was settled within the last one to two horizons, or kept for the run.
     pub(super) fn contains(&self, id: IdHash) -> bool {
-        self.current.contains(&id) || self.previous.contains(&id)
+        self.current.contains(&id) || self.previous.contains(&id) || self.for_the_run.contains(&id)
     }
 
     /// Starts a new generation once a horizon has passed since the last.
@@ -101,7 +111,7 @@ impl State {
         while let Some((key, sent, m)) = self.msgs.pop_before(cutoff) {
             if let Some(id) = m.mid {
                 self.by_mid.remove(&id);
-                self.settled.insert(id);
+                self.settled.insert(id, m.group && m.receipts);
             }
             if let Some(g) = m.reads.as_deref() {
                 let accepted_reads = g.reads.iter().filter(|r| r.accepted.is_some()).count() as u64;

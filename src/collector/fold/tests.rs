@@ -407,6 +407,36 @@ fn records_past_the_horizon_are_settled_and_dropped() {
     assert_eq!(f.audit.by_kind["message"].arrived, 1);
 }
 
+/// Receipts that may come any time after their message settled are late, however late: a
+/// member reading a group message after minutes, the delivery receipt of an offline replay.
+/// An id the run never sent stays unexpected.
+#[test]
+fn receipts_long_after_the_horizon_are_late_not_unexpected() {
+    let mut s = state(1);
+    s.horizon = ms(100);
+    for u in [ALICE, BOB, CAROL] {
+        login(&mut s, u, 0, 0);
+    }
+    let (g1, m2) = (key(ALICE, 1), key(ALICE, 2));
+    send(&mut s, g1, Chat::Group, 0, 0);
+    accept(&mut s, g1, 0, 7, ms(1));
+    send(&mut s, m2, Chat::Single, BOB, 0);
+    accept(&mut s, m2, BOB, 9, ms(1));
+    for t in 1..=10 {
+        s.tick(ms(100 * t), None);
+    }
+    assert_eq!(s.msgs.len(), 0, "settled ten horizons ago");
+    receipt(&mut s, ALICE, 0, ReceiptKind::GroupRead, 7, BOB, Some(1), ms(1000));
+    receipt(&mut s, ALICE, 0, ReceiptKind::GroupRead, 8, BOB, Some(1), ms(1000));
+    push(&mut s, BOB, 0, m2, 9, ms(1000));
+    receipt(&mut s, ALICE, 0, ReceiptKind::Delivery, 9, BOB, None, ms(1001));
+    let f = s.finish();
+    let (g, d) = (&f.audit.by_kind["group_read"], &f.audit.by_kind["delivery"]);
+    assert_eq!((g.late, g.unexpected), (1, 1));
+    assert_eq!((d.late, d.unexpected), (1, 0));
+    assert_eq!(f.audit.by_kind["message"].late, 1);
+}
+
 #[test]
 fn reader_lists_must_hold_every_accepted_reader_and_nobody_else() {
     let mut s = state(1);
