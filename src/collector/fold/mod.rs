@@ -592,3 +592,6 @@ const IDLE_POLL: Duration = Duration::from_millis(64);
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_settle;
