@@ -91,24 +91,15 @@ impl<T> Outbox<T> {
     /// bounded channel of a single-threaded pair: a tokio channel costs a connection ~600
     /// bytes before its first item (the channel and a block of 32 slots).
     pub async fn send_bounded(&self, cmd: T, bound: usize) -> Result<(), T> {
-        let mut cmd = Some(cmd);
         poll_fn(|cx| {
-            let queue = &self.0;
-            if queue.closed.get() {
-                return Poll::Ready(Err(cmd.take().expect("polled after completion")));
-            }
-            if queue.commands.borrow().len() >= bound {
-                *queue.room.borrow_mut() = Some(cx.waker().clone());
+            if !self.0.closed.get() && self.0.commands.borrow().len() >= bound {
+                *self.0.room.borrow_mut() = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            queue
-                .commands
-                .borrow_mut()
-                .push_back(cmd.take().expect("polled after completion"));
-            queue.wake();
-            Poll::Ready(Ok(()))
+            Poll::Ready(())
         })
-        .await
+        .await;
+        self.send(cmd)
     }
 
     /// The connection no longer takes commands.
