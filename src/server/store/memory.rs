@@ -236,7 +236,7 @@ impl Store for MemoryStore {
     }
 
     fn sent(&self, user: &str, id: &str) -> Result<Option<SentRecord>, StoreError> {
-        Ok(self.users.get(user).and_then(|u| u.sent.get(id)).cloned())
+        Ok(self.users.get(user).and_then(|u| u.sent.get(id)))
     }
 
     fn remember_sent(&mut self, user: &UserId, id: &str, record: SentRecord, cutoff: u64) -> Result<usize, StoreError> {

@@ -1,17 +1,26 @@
 //! The client ids of one sender's accepted sends, with the reply each got: what makes `send`
-//! idempotent. A FIFO of ids (oldest first) beside a map from id to the original reply.
+//! idempotent. The sends in acceptance order (oldest first), each with its id and reply in one
+//! 64-byte entry, beside a hash index of their positions.
+//!
+//! Every sender keeps up to 10,000 of these (PROTOCOL.md), so they are most of a long run's
+//! server memory: an id up to 24 bytes is kept inline (`CompactString`), the recipient is the
+//! hub's shared `Arc`, and the index holds 4-byte sequence numbers, ~80 bytes an id in all
+//! where a map from `Arc<str>` beside a queue of them took ~147.
 //!
 //! This module only remembers and forgets by the caps it is given; whether a frame is a repeat
 //! and what to answer is the hub's decision.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use compact_str::CompactString;
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use super::{SentRecord, intern};
+use super::SentRecord;
 
 /// Client ids up to this many bytes are kept as they are; longer ones (the contract does not
 /// bound them, the frame limit does) as a SHA-256 digest, so one entry stays small.
@@ -21,6 +30,10 @@ const VERBATIM_MAX: usize = 64;
 /// digest key is 71 bytes, so it can never equal a verbatim key (at most 64 bytes).
 fn key(id: &str) -> Option<String> {
     (id.len() > VERBATIM_MAX).then(|| format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))))
+}
+
+fn hash(key: &str) -> u64 {
+    FxBuildHasher.hash_one(key)
 }
 
 /// How many ids to keep, and which may be forgotten.
@@ -34,61 +47,188 @@ pub(super) struct Retention {
     pub cutoff: u64,
 }
 
-/// One sender's remembered sends.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct SentIds {
-    #[serde(deserialize_with = "intern::seq")]
-    order: VecDeque<Arc<str>>,
-    #[serde(deserialize_with = "intern::keys")]
-    records: FxHashMap<Arc<str>, SentRecord>,
+/// One remembered send: its key and the reply it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    key: CompactString,
+    to: Arc<str>,
+    mid: u64,
+    time: u64,
+    group_ack: Option<bool>,
 }
 
-impl SentIds {
-    /// The original reply to the send with client id `id`, if still remembered.
-    pub(super) fn get(&self, id: &str) -> Option<&SentRecord> {
-        match key(id) {
-            None => self.records.get(id),
-            Some(k) => self.records.get(k.as_str()),
+impl Entry {
+    fn record(&self) -> SentRecord {
+        SentRecord {
+            mid: self.mid,
+            to: self.to.clone(),
+            time: self.time,
+            group_ack: self.group_ack,
         }
+    }
+}
+
+/// One sender's remembered sends.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SentIds {
+    /// Oldest first.
+    entries: VecDeque<Entry>,
+    /// The sequence number of `entries[0]` (wrapping). The index holds sequence numbers, not
+    /// positions, so forgetting the oldest moves nothing in it.
+    first: u32,
+    /// Sequence numbers of `entries`, by the hash of their key.
+    index: HashTable<u32>,
+}
+
+/// Two senders' ids are the same when the same sends are remembered in the same order (how
+/// the index numbers them is not part of it).
+impl PartialEq for SentIds {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for SentIds {}
+
+impl SentIds {
+    /// The position in `entries` of sequence number `seq`.
+    fn at(first: u32, seq: u32) -> usize {
+        seq.wrapping_sub(first) as usize
+    }
+
+    fn find(&self, key: &str) -> Option<usize> {
+        let (entries, first) = (&self.entries, self.first);
+        self.index
+            .find(hash(key), |&s| entries[Self::at(first, s)].key == key)
+            .map(|&s| Self::at(first, s))
+    }
+
+    /// The original reply to the send with client id `id`, if still remembered.
+    pub(super) fn get(&self, id: &str) -> Option<SentRecord> {
+        let k = key(id);
+        let i = self.find(k.as_deref().unwrap_or(id))?;
+        Some(self.entries[i].record())
+    }
+
+    /// Appends a send not yet remembered, under its key.
+    fn push(&mut self, key: CompactString, record: SentRecord) {
+        let seq = self.first.wrapping_add(self.entries.len() as u32);
+        let (entries, first) = (&self.entries, self.first);
+        self.index
+            .insert_unique(hash(&key), seq, |&s| hash(&entries[Self::at(first, s)].key));
+        self.entries.push_back(Entry {
+            key,
+            to: record.to,
+            mid: record.mid,
+            time: record.time,
+            group_ack: record.group_ack,
+        });
     }
 
     /// Remembers a newly accepted send, then forgets what `retention` allows. Returns true when
     /// an id accepted at or after the cutoff had to go (the hard cap overrode the time window).
     pub(super) fn insert(&mut self, id: &str, record: SentRecord, retention: Retention) -> bool {
-        let k: Arc<str> = Arc::from(key(id).as_deref().unwrap_or(id));
-        if self.records.insert(k.clone(), record).is_none() {
-            self.order.push_back(k);
+        let k = key(id);
+        let k = k.as_deref().unwrap_or(id);
+        match self.find(k) {
+            Some(i) => {
+                let e = &mut self.entries[i];
+                (e.to, e.mid, e.time, e.group_ack) = (record.to, record.mid, record.time, record.group_ack);
+            }
+            None => self.push(CompactString::from(k), record),
         }
         let mut early = false;
-        while self.order.len() > retention.keep {
-            let Some(oldest) = self.order.front() else { break };
-            let time = self.records.get(oldest).map_or(0, |r| r.time);
-            let over_cap = self.order.len() > retention.max.max(retention.keep);
-            if time >= retention.cutoff && !over_cap {
+        while self.entries.len() > retention.keep {
+            let Some(oldest) = self.entries.front() else { break };
+            let over_cap = self.entries.len() > retention.max.max(retention.keep);
+            if oldest.time >= retention.cutoff && !over_cap {
                 break;
             }
-            early |= time >= retention.cutoff;
-            if let Some(oldest) = self.order.pop_front() {
-                self.records.remove(&oldest);
-            }
+            early |= oldest.time >= retention.cutoff;
+            self.pop_oldest();
         }
         early
     }
 
     /// Ids remembered.
     pub(super) fn len(&self) -> usize {
-        self.order.len()
+        self.entries.len()
     }
 
     /// Server time of the oldest remembered send.
     pub(super) fn oldest_time(&self) -> Option<u64> {
-        self.order.front().and_then(|k| self.records.get(k)).map(|r| r.time)
+        self.entries.front().map(|e| e.time)
     }
 
     /// Forgets the oldest remembered send (for a cap across senders); returns its time.
     pub(super) fn pop_oldest(&mut self) -> Option<u64> {
-        let k = self.order.pop_front()?;
-        self.records.remove(&k).map(|r| r.time)
+        let oldest = self.entries.pop_front()?;
+        let first = self.first;
+        if let Ok(slot) = self.index.find_entry(hash(&oldest.key), |&s| s == first) {
+            slot.remove();
+        }
+        self.first = first.wrapping_add(1);
+        Some(oldest.time)
+    }
+}
+
+/// The snapshot's form, as it has always been: the keys oldest first, and a map from key to
+/// reply.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    order: Keys<'a>,
+    records: Records<'a>,
+}
+
+struct Keys<'a>(&'a VecDeque<Entry>);
+
+impl Serialize for Keys<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|e| e.key.as_str()))
+    }
+}
+
+struct Records<'a>(&'a VecDeque<Entry>);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|e| (e.key.as_str(), e.record())))
+    }
+}
+
+impl Serialize for SentIds {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireOut {
+            order: Keys(&self.entries),
+            records: Records(&self.entries),
+        }
+        .serialize(s)
+    }
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    order: Vec<CompactString>,
+    records: FxHashMap<CompactString, SentRecord>,
+}
+
+impl<'de> Deserialize<'de> for SentIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let WireIn { order, mut records } = WireIn::deserialize(d)?;
+        let mut ids = SentIds::default();
+        for k in order {
+            let Some(record) = records.remove(&k) else {
+                return Err(serde::de::Error::custom(format!("sent id {k:?} has no reply")));
+            };
+            if ids.find(&k).is_some() {
+                return Err(serde::de::Error::custom(format!("sent id {k:?} twice")));
+            }
+            ids.push(k, record);
+        }
+        match records.into_keys().next() {
+            Some(k) => Err(serde::de::Error::custom(format!("sent id {k:?} out of order"))),
+            None => Ok(ids),
+        }
     }
 }
 
@@ -153,6 +293,79 @@ mod tests {
             s.get(&digest).is_none(),
             "a client id equal to the digest text is another id"
         );
-        assert!(s.records.keys().all(|k| k.len() <= 71));
+        assert!(s.entries.iter().all(|e| e.key.len() <= 71));
+    }
+
+    #[test]
+    fn the_index_follows_sends_kept_and_forgotten_across_the_wrap_of_its_numbers() {
+        let mut s = SentIds {
+            first: u32::MAX - 5,
+            ..SentIds::default()
+        };
+        let r = Retention {
+            keep: 50,
+            max: 50,
+            cutoff: u64::MAX,
+        };
+        for i in 0..300u64 {
+            s.insert(&format!("id-{i}"), record(i, i), r);
+            let kept = i.saturating_sub(49)..=i;
+            assert_eq!(s.len() as u64, kept.clone().count() as u64);
+            // Every kept send is found with its own reply; the one just forgotten is not.
+            for j in kept {
+                assert_eq!(s.get(&format!("id-{j}")).map(|r| r.mid), Some(j), "after {i}");
+            }
+            if i >= 50 {
+                assert!(s.get(&format!("id-{}", i - 50)).is_none());
+            }
+        }
+        assert_eq!(s.index.len(), 50);
+        assert_eq!(s.oldest_time(), Some(250));
+    }
+
+    /// The form snapshots of earlier builds hold: a queue of keys beside a map of replies.
+    #[derive(Serialize)]
+    struct Earlier {
+        order: VecDeque<Arc<str>>,
+        records: FxHashMap<Arc<str>, SentRecord>,
+    }
+
+    #[test]
+    fn snapshots_keep_their_form_and_bad_ones_are_refused_by_name() {
+        let keys: Vec<Arc<str>> = ["b", "a", "c"].into_iter().map(Arc::from).collect();
+        let earlier = Earlier {
+            order: keys.iter().cloned().collect(),
+            records: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), record(i as u64, 10)))
+                .collect(),
+        };
+        let bytes = postcard::to_allocvec(&earlier).unwrap();
+        let s: SentIds = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            s.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["b", "a", "c"]
+        );
+        assert_eq!(s.get("a").map(|r| r.mid), Some(1));
+        // And what this build writes, an earlier one reads the same way.
+        let again: SentIds = postcard::from_bytes(&postcard::to_allocvec(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["order"], serde_json::json!(["b", "a", "c"]));
+        assert_eq!(json["records"]["c"]["mid"], 2);
+
+        let mut orphan = earlier;
+        orphan.records.remove("a");
+        // postcard names no custom error; that it is one is what counts (the store names the file).
+        assert!(postcard::from_bytes::<SentIds>(&postcard::to_allocvec(&orphan).unwrap()).is_err());
+        let err = serde_json::from_value::<SentIds>(serde_json::json!({
+            "order": ["a"],
+            "records": {"a": {"mid": 1, "to": "bob", "time": 1, "group_ack": null}, "z": {"mid": 2, "to": "bob", "time": 1, "group_ack": null}},
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("\"z\" out of order"), "{err}");
+        let err = serde_json::from_value::<SentIds>(serde_json::json!({"order": ["a"], "records": {}})).unwrap_err();
+        assert!(err.to_string().contains("\"a\" has no reply"), "{err}");
     }
 }
