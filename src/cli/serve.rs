@@ -70,6 +70,25 @@ fn timeout(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A byte count within `range`: a number, or one with a unit (`64KiB`, `256 MiB`, `1GB`;
+/// binary units are powers of 1,024, decimal ones of 1,000), as in the usage line.
+fn bytes<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
+    range: std::ops::RangeInclusive<u64>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let n = parse_size::parse_size(text)
+            .map_err(|e| format!("{text:?} is not a byte count like 65536, 64KiB or 256MiB ({e})"))?;
+        if !range.contains(&n) {
+            return Err(format!(
+                "{n} bytes is not between {} and {}",
+                range.start(),
+                range.end()
+            ));
+        }
+        T::try_from(n).map_err(|_| format!("{n} bytes is more than this machine can address"))
+    }
+}
+
 /// An integer flag within `range`, as `usize`.
 fn within(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(range)
@@ -112,10 +131,10 @@ pub(super) struct ServeArgs {
     #[arg(long, default_value_t = 200, value_parser = within(serve_bounds::OFFLINE))]
     offline_group: usize,
     /// Largest WebSocket frame, bytes (1 KiB to 64 MiB).
-    #[arg(long, default_value_t = 64 * 1024, value_parser = within(serve_bounds::FRAME_BYTES))]
+    #[arg(long, default_value_t = 64 * 1024, value_parser = bytes::<usize>(serve_bounds::FRAME_BYTES))]
     max_frame_bytes: usize,
     /// Largest `msg` of a send, bytes (1 to --max-frame-bytes).
-    #[arg(long, default_value_t = 5 * 1024, value_parser = within(1..=*serve_bounds::FRAME_BYTES.end()))]
+    #[arg(long, default_value_t = 5 * 1024, value_parser = bytes::<usize>(1..=*serve_bounds::FRAME_BYTES.end()))]
     max_msg_bytes: usize,
     /// Most connections held at once, logged in or not; when all are taken, the oldest one not
     /// logged in yet is closed to make room (logged-in ones never are).
@@ -127,7 +146,7 @@ pub(super) struct ServeArgs {
     max_handshakes: usize,
     /// Largest HTTP request head (request line and headers), bytes; larger gets 431. At
     /// least 8192.
-    #[arg(long, default_value_t = 16 * 1024, value_parser = within(serve_bounds::HANDSHAKE_BYTES))]
+    #[arg(long, default_value_t = 16 * 1024, value_parser = bytes::<usize>(serve_bounds::HANDSHAKE_BYTES))]
     max_handshake_bytes: usize,
     /// Devices one user may have online at once; one more login kicks the device logged in
     /// longest ago (`kicked {reason:"too_many_devices"}`).
@@ -138,23 +157,23 @@ pub(super) struct ServeArgs {
     groups_per_user: usize,
     /// Bytes of everything waiting for one offline user (all its inboxes); past it its oldest
     /// entries are dropped.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = bytes::<usize>(0..=u64::MAX))]
     offline_user_bytes: usize,
     /// Bytes of everything waiting for offline users in all, with 1 KiB per record of a user who
     /// never logged in; past it the oldest go first (whole records of users who never logged
     /// in, the oldest entries of the others).
-    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    #[arg(long, default_value_t = 128 * 1024 * 1024, value_parser = bytes::<usize>(0..=u64::MAX))]
     offline_total_bytes: usize,
     /// Estimated bytes of message records kept for receipts; past it the records settled
     /// longest ago go (receipts for them get not_found). Records of messages still waiting
     /// offline are kept whatever the cap.
-    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, default_value_t = 256 * 1024 * 1024, value_parser = bytes::<usize>(0..=u64::MAX))]
     message_bytes: usize,
     /// One-to-one conversations kept per user (the least recently active go first); also the
     /// most `getConversations` lists.
     #[arg(long, default_value_t = 1000, value_parser = within(serve_bounds::COUNT))]
     conversations: usize,
-    /// Client ids of accepted sends remembered in all (idempotent sends, about 150 bytes
+    /// Client ids of accepted sends remembered in all (idempotent sends, about 90 bytes
     /// each); past it the oldest beyond each sender's newest 10,000 are forgotten first.
     #[arg(long, default_value_t = 1_000_000, value_parser = within(serve_bounds::COUNT))]
     sent_ids_total: usize,
@@ -183,7 +202,7 @@ pub(super) struct ServeArgs {
     #[arg(long, default_value_t = QueueBound::DEFAULT.frames, value_parser = within(1..=u64::MAX))]
     max_queue_frames: usize,
     /// Close as a slow consumer (1008) a connection with more bytes of live pushes queued.
-    #[arg(long, default_value_t = QueueBound::DEFAULT.bytes, value_parser = within(1..=u64::MAX))]
+    #[arg(long, default_value_t = QueueBound::DEFAULT.bytes, value_parser = bytes::<usize>(1..=u64::MAX))]
     max_queue_bytes: usize,
     /// Keep messages, offline queues, unread counts, receipts, groups and the id counter in
     /// an embedded database in this directory (created if missing), rebuilt from it at start:
@@ -202,7 +221,7 @@ pub(super) struct ServeArgs {
     compact_log_ops: u64,
     /// With --data: compact the log into a snapshot after this many bytes of log (or the last
     /// snapshot's size, if larger).
-    #[arg(long, default_value_t = Compaction::default().log_bytes, value_parser = clap::value_parser!(u64).range(1..), requires = "data")]
+    #[arg(long, default_value_t = Compaction::default().log_bytes, value_parser = bytes::<u64>(1..=u64::MAX), requires = "data")]
     compact_log_bytes: u64,
 }
 

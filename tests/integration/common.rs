@@ -43,8 +43,13 @@ pub fn token_for(user: &str) -> String {
 
 /// An HTTP GET on the server's port; returns (status, body).
 pub async fn http_get(server: &ServerHandle, path: &str) -> (u16, String) {
+    http_get_at(server.addr, path).await
+}
+
+/// An HTTP GET on `addr` (a server in another process); returns (status, body).
+pub async fn http_get_at(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();

@@ -4,7 +4,7 @@
 //! timeout past the clock's, a semaphore past its permits), and the edges of the ranges serve.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{ackstorm, output_text};
@@ -29,6 +29,18 @@ fn serve_refused(args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// The first line a served `child` prints (empty if none within 20 s).
+fn first_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default()
 }
 
 #[test]
@@ -63,6 +75,48 @@ fn absurd_serve_options_exit_2_naming_the_flag() {
     );
 }
 
+/// Byte flags take units as the usage line writes them, and the server runs with the bytes
+/// they name (its `build_info` labels, read back over HTTP).
+#[tokio::test]
+async fn byte_flags_take_units_and_the_server_uses_them() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ackstorm"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", "s"])
+        .args(["--message-bytes", "256MiB", "--offline-user-bytes", "1.5 MiB"])
+        .args(["--offline-total-bytes", "1GB", "--max-queue-bytes", "64KiB"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let line = first_line(&mut child);
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    let (status, body) = crate::common::http_get_at(addr, "/metrics").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 200);
+    let info = body
+        .lines()
+        .find(|l| l.starts_with("ackstorm_build_info{"))
+        .unwrap_or_else(|| panic!("no build_info in {body}"));
+    for label in [
+        "message_bytes=\"268435456\"",
+        "offline_user_bytes=\"1572864\"",
+        "offline_total_bytes=\"1000000000\"",
+        "queue_bytes=\"65536\"",
+    ] {
+        assert!(info.contains(label), "{label} in {info}");
+    }
+    let text = output_text(&serve_refused(&["--message-bytes", "256 MiBs"]));
+    assert!(
+        text.contains("'256 MiBs' for '--message-bytes <MESSAGE_BYTES>': \"256 MiBs\" is not a byte count like"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_edges_of_the_ranges_serve() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ackstorm"))
@@ -80,14 +134,7 @@ fn the_edges_of_the_ranges_serve() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let line = first_line(&mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(line.starts_with("listening on 127.0.0.1:"), "{line:?}");
