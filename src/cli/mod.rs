@@ -18,7 +18,6 @@ use crate::protocol::token;
 use crate::report;
 use crate::runner;
 
-pub use serve::serve_bounds;
 use serve::{ServeArgs, serve};
 
 /// Exit code when the command ran and a checked condition failed.

@@ -14,39 +14,7 @@ use crate::server::ratelimit::RateLimit;
 use crate::server::store::{Compaction, StoreLimits};
 use crate::server::{self, ServerConfig};
 
-/// Bounds of the `serve` options. A value outside them is refused with the flag named: absurd
-/// values used to panic deep in the server (a token wait or a throttle interval past
-/// `Duration`'s range, an instant past the clock's, a semaphore past its permits) or leave a
-/// server that serves nobody. The profile's `target.server` keys are checked against the same
-/// numbers (`profile::check`); a test below keeps the two in step.
-pub mod serve_bounds {
-    use std::ops::RangeInclusive;
-    use std::time::Duration;
-
-    /// Rate limit and throttle, frames per second, when not 0 (off). The slowest is one frame
-    /// per 1000 s.
-    pub const RATE: RangeInclusive<f64> = 0.001..=1e9;
-    /// `--delay-ms`: at most an hour per frame.
-    pub const DELAY_MS: RangeInclusive<u64> = 0..=3_600_000;
-    /// Timeouts: above zero, at most a day.
-    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-    /// `--ack-validity-secs`: a second to ten years.
-    pub const ACK_VALIDITY_SECS: RangeInclusive<u64> = 1..=10 * 365 * 24 * 3600;
-    /// Group size limits: the owner and one more, up to a million.
-    pub const GROUP_MEMBERS: RangeInclusive<u64> = 2..=1_000_000;
-    /// Offline messages kept per inbox (0 keeps none).
-    pub const OFFLINE: RangeInclusive<u64> = 0..=1_000_000;
-    /// `--max-frame-bytes`: room for a login frame, up to 64 MiB.
-    pub const FRAME_BYTES: RangeInclusive<u64> = 1024..=64 * 1024 * 1024;
-    /// `--max-connections`.
-    pub const CONNECTIONS: RangeInclusive<u64> = 1..=10_000_000;
-    /// `--threads`.
-    pub const THREADS: RangeInclusive<u64> = 1..=1024;
-    /// `--max-handshake-bytes`: room for an upgrade request, up to 1 MiB.
-    pub const HANDSHAKE_BYTES: RangeInclusive<u64> = 8192..=1024 * 1024;
-    /// Per-user and total counts (devices, groups, conversations, remembered ids).
-    pub const COUNT: RangeInclusive<u64> = 1..=100_000_000;
-}
+use crate::server::bounds as serve_bounds;
 
 /// `0` (off) or a rate within [`serve_bounds::RATE`].
 fn rate_per_second(text: &str) -> Result<f64, String> {
@@ -157,18 +125,22 @@ pub(super) struct ServeArgs {
     groups_per_user: usize,
     /// Bytes of everything waiting for one offline user (all its inboxes); past it its oldest
     /// entries are dropped.
-    #[arg(long, default_value_t = 1024 * 1024, value_parser = bytes::<usize>(0..=u64::MAX))]
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
     offline_user_bytes: usize,
     /// Bytes of everything waiting for offline users in all, with 1 KiB per record of a user who
     /// never logged in; past it the oldest go first (whole records of users who never logged
     /// in, the oldest entries of the others).
-    #[arg(long, default_value_t = 128 * 1024 * 1024, value_parser = bytes::<usize>(0..=u64::MAX))]
+    #[arg(long, default_value_t = 128 * 1024 * 1024, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
     offline_total_bytes: usize,
     /// Estimated bytes of message records kept for receipts; past it the records settled
     /// longest ago go (receipts for them get not_found). Records of messages still waiting
     /// offline are kept whatever the cap.
-    #[arg(long, default_value_t = 256 * 1024 * 1024, value_parser = bytes::<usize>(0..=u64::MAX))]
+    #[arg(long, default_value_t = 256 * 1024 * 1024, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
     message_bytes: usize,
+    /// Message records kept for receipts, at most (as --message-bytes: the settled longest
+    /// ago go first, receipts for them get not_found).
+    #[arg(long, default_value_t = StoreLimits::default().messages, value_parser = within(serve_bounds::COUNT))]
+    messages: usize,
     /// One-to-one conversations kept per user (the least recently active go first); also the
     /// most `getConversations` lists.
     #[arg(long, default_value_t = 1000, value_parser = within(serve_bounds::COUNT))]
@@ -260,6 +232,7 @@ impl ServeArgs {
                 offline_user_bytes: self.offline_user_bytes,
                 offline_total_bytes: self.offline_total_bytes,
                 message_bytes: self.message_bytes,
+                messages: self.messages,
                 conversations: self.conversations,
                 sent_ids_total: self.sent_ids_total,
                 ..defaults
@@ -523,7 +496,17 @@ mod tests {
             let path = std::path::Path::new("p.toml");
             profile::parse(path, text, &[format!("{key}={value}")]).is_ok()
         };
-        let cases: [(&str, &str, &[&str]); 8] = [
+        let cases: [(&str, &str, &[&str]); 10] = [
+            (
+                "--messages",
+                "target.server.messages",
+                &["0", "1", "100000000", "100000001"],
+            ),
+            (
+                "--message-bytes",
+                "target.server.message_bytes",
+                &["0", "1099511627776", "1099511627777"],
+            ),
             (
                 "--rate-limit",
                 "target.server.rate_limit",

@@ -13,23 +13,7 @@ use super::raw::*;
 use super::secs;
 use super::slo::SloCheck;
 
-/// Bounds of the embedded server's options: the numbers `ackstorm serve` checks its flags
-/// against (`cli::serve_bounds`), since a child-process server gets these keys as flags; a
-/// test in `cli` keeps the two in step. Outside them a server used to panic or serve nobody.
-pub(super) mod server_bounds {
-    use std::ops::RangeInclusive;
-
-    /// `rate_limit` and `throttle`, frames per second, when not 0 (off).
-    pub const RATE: RangeInclusive<f64> = 0.001..=1e9;
-    /// `delay_ms`: at most an hour per frame.
-    pub const DELAY_MS: RangeInclusive<u64> = 0..=3_600_000;
-    /// `group_max_members` and `groups.server_ack_max_members`.
-    pub const GROUP_MEMBERS: RangeInclusive<u64> = 2..=1_000_000;
-    /// `offline_single` and `offline_group` (0 keeps none).
-    pub const OFFLINE: RangeInclusive<u64> = 0..=1_000_000;
-    /// `target.server_threads`.
-    pub const THREADS: RangeInclusive<u64> = 1..=1024;
-}
+pub(super) use crate::server::bounds as server_bounds;
 
 /// Collects validation failures as `(key, message)`.
 pub(super) struct Checker {

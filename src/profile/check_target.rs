@@ -9,6 +9,7 @@ use super::check::{Checker, server_bounds};
 use super::plan::*;
 use super::raw::*;
 use crate::server::ratelimit::RateLimit;
+use crate::server::store::StoreLimits;
 use crate::transport::connect::TargetUrl;
 
 /// The target: an external server when `target.url` is given, else the embedded one.
@@ -124,6 +125,7 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
                 );
             }
             let (members, offline) = (server_bounds::GROUP_MEMBERS, server_bounds::OFFLINE);
+            let store = StoreLimits::default();
             let server = ServerOptions {
                 rate_limit: rate.map(|per_second| RateLimit {
                     per_second,
@@ -141,6 +143,18 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
                     server_raw.group_max_members,
                     3000,
                     members,
+                ),
+                messages: c.server_count(
+                    "target.server.messages",
+                    server_raw.messages,
+                    store.messages,
+                    server_bounds::COUNT,
+                ),
+                message_bytes: c.server_count(
+                    "target.server.message_bytes",
+                    server_raw.message_bytes,
+                    store.message_bytes,
+                    server_bounds::STORE_BYTES,
                 ),
                 delay_ms: c.server_count(
                     "target.server.delay_ms",

@@ -148,6 +148,10 @@ pub struct ServerOptions {
     pub offline_group: usize,
     /// Group size limit.
     pub group_max_members: usize,
+    /// Message records kept for receipts, at most (receipts for older ones get not_found).
+    pub messages: usize,
+    /// Estimated bytes of message records kept, at most.
+    pub message_bytes: usize,
     /// A deliberately slowed build: delay before each frame, ms.
     pub delay_ms: u64,
     /// A deliberately slowed build: frames per second the server handles in all.

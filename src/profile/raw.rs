@@ -114,6 +114,8 @@ pub struct RawServer {
     pub offline_single: Option<usize>,
     pub offline_group: Option<usize>,
     pub group_max_members: Option<usize>,
+    pub messages: Option<usize>,
+    pub message_bytes: Option<usize>,
     pub delay_ms: Option<u64>,
     pub throttle: Option<f64>,
 }

@@ -79,6 +79,8 @@ pub fn server_config(plan: &Plan, secret: &str) -> ServerConfig {
         limits: StoreLimits {
             offline_single: server.offline_single,
             offline_group: server.offline_group,
+            messages: server.messages,
+            message_bytes: server.message_bytes,
             ..StoreLimits::default()
         },
         ..ServerConfig::default()
@@ -228,6 +230,8 @@ fn start_child(config: &ServerConfig, threads: Option<usize>, listen: &str) -> R
         .args(["--group-max-members", &config.group_max_members.to_string()])
         .args(["--offline-single", &config.limits.offline_single.to_string()])
         .args(["--offline-group", &config.limits.offline_group.to_string()])
+        .args(["--messages", &config.limits.messages.to_string()])
+        .args(["--message-bytes", &config.limits.message_bytes.to_string()])
         .args(["--max-devices", &config.max_devices.to_string()])
         .args([
             "--rate-limit",

@@ -10,6 +10,7 @@
 //! a shutdown future, so tests bind `127.0.0.1:0` and the load tester embeds it in-process.
 
 mod admission;
+pub mod bounds;
 mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -178,6 +179,7 @@ impl ServerConfig {
             ("offline_user_bytes", self.limits.offline_user_bytes.to_string()),
             ("offline_total_bytes", self.limits.offline_total_bytes.to_string()),
             ("message_bytes", self.limits.message_bytes.to_string()),
+            ("messages", self.limits.messages.to_string()),
             ("conversations", self.limits.conversations.to_string()),
             ("sent_ids_total", self.limits.sent_ids_total.to_string()),
         ];

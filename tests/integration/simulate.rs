@@ -185,6 +185,29 @@ async fn a_simulation_is_the_same_twice_for_one_seed() {
     assert_ne!(counts(&a), counts(&c), "another seed, another workload");
 }
 
+/// `target.server.messages` caps the message records of the server a run drives (a child
+/// process: the key becomes `serve --messages`) and of the one a simulation models: receipts
+/// for records gone are refused `not_found`, which the default cap never does at this size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_record_cap_is_the_profiles_in_runs_and_simulations() {
+    let dir = scratch("records", TIMELESS);
+    let not_found = |v: &Value| v["audit"]["refused_by_code"]["not_found"].as_u64().unwrap_or(0);
+    let capped = ["--set", "target.server.messages=20"];
+    let (sim, _) = summary("simulate", &dir, "sim", &capped).await;
+    assert!(not_found(&sim) > 0, "{}", sim["audit"]);
+    let child = [
+        "--set",
+        "target.server.messages=20",
+        "--set",
+        "target.embedded=\"child-process\"",
+    ];
+    let (run, _) = summary("run", &dir, "run", &child).await;
+    assert!(not_found(&run) > 0, "{}", run["audit"]);
+    let (plain, _) = summary("simulate", &dir, "plain", &[]).await;
+    assert_eq!(not_found(&plain), 0, "{}", plain["audit"]);
+    assert_eq!(sim["audit"]["total"]["lost"], 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_simulation_cannot_model_is_refused_clearly() {
     let dir = scratch("refused", TIMELESS);
