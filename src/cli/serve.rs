@@ -93,10 +93,10 @@ pub(super) struct ServeArgs {
     #[arg(long, default_value_t = 3 * 24 * 3600, value_parser = clap::value_parser!(u64).range(serve_bounds::ACK_VALIDITY_SECS))]
     ack_validity_secs: u64,
     /// Offline one-to-one messages kept per user (0 keeps none; at most 1000000).
-    #[arg(long, default_value_t = 500, value_parser = within(serve_bounds::OFFLINE))]
+    #[arg(long, default_value_t = StoreLimits::default().offline_single, value_parser = within(serve_bounds::OFFLINE))]
     offline_single: usize,
     /// Offline group messages kept per user (0 keeps none; at most 1000000).
-    #[arg(long, default_value_t = 200, value_parser = within(serve_bounds::OFFLINE))]
+    #[arg(long, default_value_t = StoreLimits::default().offline_group, value_parser = within(serve_bounds::OFFLINE))]
     offline_group: usize,
     /// Largest WebSocket frame, bytes (1 KiB to 64 MiB).
     #[arg(long, default_value_t = 64 * 1024, value_parser = bytes::<usize>(serve_bounds::FRAME_BYTES))]
@@ -125,17 +125,17 @@ pub(super) struct ServeArgs {
     groups_per_user: usize,
     /// Bytes of everything waiting for one offline user (all its inboxes); past it its oldest
     /// entries are dropped.
-    #[arg(long, default_value_t = 1024 * 1024, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
+    #[arg(long, default_value_t = StoreLimits::default().offline_user_bytes, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
     offline_user_bytes: usize,
     /// Bytes of everything waiting for offline users in all, with 1 KiB per record of a user who
     /// never logged in; past it the oldest go first (whole records of users who never logged
     /// in, the oldest entries of the others).
-    #[arg(long, default_value_t = 128 * 1024 * 1024, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
+    #[arg(long, default_value_t = StoreLimits::default().offline_total_bytes, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
     offline_total_bytes: usize,
     /// Estimated bytes of message records kept for receipts; past it the records settled
     /// longest ago go (receipts for them get not_found). Records of messages still waiting
     /// offline are kept whatever the cap.
-    #[arg(long, default_value_t = 256 * 1024 * 1024, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
+    #[arg(long, default_value_t = StoreLimits::default().message_bytes, value_parser = bytes::<usize>(serve_bounds::STORE_BYTES))]
     message_bytes: usize,
     /// Message records kept for receipts, at most (as --message-bytes: the settled longest
     /// ago go first, receipts for them get not_found).
@@ -143,11 +143,11 @@ pub(super) struct ServeArgs {
     messages: usize,
     /// One-to-one conversations kept per user (the least recently active go first); also the
     /// most `getConversations` lists.
-    #[arg(long, default_value_t = 1000, value_parser = within(serve_bounds::COUNT))]
+    #[arg(long, default_value_t = StoreLimits::default().conversations, value_parser = within(serve_bounds::COUNT))]
     conversations: usize,
     /// Client ids of accepted sends remembered in all (idempotent sends, about 90 bytes
     /// each); past it the oldest beyond each sender's newest 10,000 are forgotten first.
-    #[arg(long, default_value_t = 1_000_000, value_parser = within(serve_bounds::COUNT))]
+    #[arg(long, default_value_t = StoreLimits::default().sent_ids_total, value_parser = within(serve_bounds::COUNT))]
     sent_ids_total: usize,
     /// Worker threads, 1 to 1024 (default: one per core).
     #[arg(long, value_parser = within(serve_bounds::THREADS))]

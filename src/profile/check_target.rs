@@ -134,10 +134,15 @@ pub(super) fn target(t: &RawTarget, c: &mut Checker) -> Target {
                 offline_single: c.server_count(
                     "target.server.offline_single",
                     server_raw.offline_single,
-                    500,
+                    store.offline_single,
                     offline.clone(),
                 ),
-                offline_group: c.server_count("target.server.offline_group", server_raw.offline_group, 200, offline),
+                offline_group: c.server_count(
+                    "target.server.offline_group",
+                    server_raw.offline_group,
+                    store.offline_group,
+                    offline,
+                ),
                 group_max_members: c.server_count(
                     "target.server.group_max_members",
                     server_raw.group_max_members,
