@@ -4,7 +4,7 @@
 //!
 //! Every sender keeps up to 10,000 of these (PROTOCOL.md), so they are most of a long run's
 //! server memory: an id up to 24 bytes is kept inline (`CompactString`), the recipient is the
-//! hub's shared `Arc`, and the index holds 4-byte sequence numbers, ~80 bytes an id in all
+//! hub's shared `Arc`, and the index holds 4-byte sequence numbers, ~90 bytes an id in all
 //! where a map from `Arc<str>` beside a queue of them took ~147.
 //!
 //! This module only remembers and forgets by the caps it is given; whether a frame is a repeat
