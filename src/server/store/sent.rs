@@ -164,9 +164,11 @@ impl SentIds {
     pub(super) fn pop_oldest(&mut self) -> Option<u64> {
         let oldest = self.entries.pop_front()?;
         let first = self.first;
-        if let Ok(slot) = self.index.find_entry(hash(&oldest.key), |&s| s == first) {
-            slot.remove();
-        }
+        let indexed = self
+            .index
+            .find_entry(hash(&oldest.key), |&s| s == first)
+            .map(|slot| slot.remove());
+        debug_assert!(indexed.is_ok(), "every remembered send is in the index");
         self.first = first.wrapping_add(1);
         Some(oldest.time)
     }
@@ -321,6 +323,8 @@ mod tests {
         }
         assert_eq!(s.index.len(), 50);
         assert_eq!(s.oldest_time(), Some(250));
+        // What the module's note and docs/performance.md say a send costs.
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
     }
 
     /// The form snapshots of earlier builds hold: a queue of keys beside a map of replies.
