@@ -54,6 +54,18 @@ const BATCH: usize = 64;
 /// room for a newer one.
 const EVICTED: &str = "evicted: too many connections not logged in";
 
+/// What an item read comes to, before anything is written (see [`Conn::on_item`]).
+enum Step {
+    /// Nothing (more) to write.
+    Done(Next),
+    /// Write this answer.
+    Write { op: usize, text: Utf8Bytes },
+    /// The read failed.
+    ReadError(tungstenite::Error),
+    /// A deliberately slowed server: wait, then handle this frame.
+    Slowed(Utf8Bytes),
+}
+
 /// What the loop does after an event.
 enum Next {
     Continue,
@@ -172,7 +184,7 @@ where
             Ok(None) => return Ok(()),
             // Evicted just as the frame came: it is not processed.
             Ok(Some(_)) if !ticket.promote() => return self.close(close_frame(CloseCode::Again, EVICTED)).await,
-            Ok(Some(item)) => match self.login(item, conn_id).await? {
+            Ok(Some(item)) => match Box::pin(self.login(item, conn_id)).await? {
                 Some(session) => session,
                 None => return Ok(()),
             },
@@ -212,7 +224,7 @@ where
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) => return Ok(None),
             Err(e) => {
-                self.on_read_error(e).await?;
+                Box::pin(self.on_read_error(e)).await?;
                 return Ok(None);
             }
             Ok(_) => Utf8Bytes::from_static(""),
@@ -308,7 +320,7 @@ where
                 // Durable store: the oldest held frames' commit completed.
                 settled = self.hub.settled_to(first.unwrap_or(0)), if first.is_some() => {
                     if let Err(e) = settled {
-                        return Err(self.store_failed(e).await);
+                        return Err(Box::pin(self.store_failed(e)).await);
                     }
                     Next::Continue
                 }
@@ -360,70 +372,109 @@ where
         })
     }
 
-    async fn on_item(
-        &mut self,
-        session: &Session,
+    /// Handles one item read: everything but the write of its answer is done before the
+    /// future, so the connection's state does not keep the frame, its parse and its reply
+    /// beside that write (an `async fn` held them all: ~1.7 KB a connection).
+    fn on_item<'s>(
+        &'s mut self,
+        session: &'s Session,
         item: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<Next, ConnError> {
-        let text = match item {
-            None | Some(Ok(Message::Close(_))) => return Ok(Next::Close(None)),
-            Some(Err(e)) => {
-                self.on_read_error(e).await?;
-                return Ok(Next::Close(None));
+    ) -> impl Future<Output = Result<Next, ConnError>> + use<'s, T, S> {
+        let step = self.read_step(session, item);
+        async move {
+            match step {
+                Step::Done(next) => Ok(next),
+                Step::Write { op, text } => {
+                    self.write_text(op, text).await?;
+                    Ok(Next::Continue)
+                }
+                Step::ReadError(e) => {
+                    Box::pin(self.on_read_error(e)).await?;
+                    Ok(Next::Close(None))
+                }
+                Step::Slowed(text) => {
+                    Box::pin(self.slowed(session, text)).await?;
+                    Ok(Next::Continue)
+                }
             }
+        }
+    }
+
+    /// What an item read comes to, decided without waiting: counted, rate-limited, parsed,
+    /// handled, and its answer encoded (or held, with a durable store).
+    fn read_step(&mut self, session: &Session, item: Option<Result<Message, tungstenite::Error>>) -> Step {
+        let text = match item {
+            None | Some(Ok(Message::Close(_))) => return Step::Done(Next::Close(None)),
+            Some(Err(e)) => return Step::ReadError(e),
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(b))) => {
                 self.hub.metrics().frame_in(None, b.len());
-                if self.rate_limited(None).await? {
-                    return Ok(Next::Continue);
+                if let Some(limited) = self.rate_limited(None) {
+                    return limited;
                 }
-                let e = ProtocolError::BadJson {
+                return self.parse_error(ProtocolError::BadJson {
                     reason: "binary frame: frames are JSON text".to_string(),
-                };
-                self.write_parse_error(e).await?;
-                return Ok(Next::Continue);
+                });
             }
             Some(Ok(Message::Pong(_))) => {
                 self.last_pong = tokio::time::Instant::now();
-                return Ok(Next::Continue);
+                return Step::Done(Next::Continue);
             }
-            Some(Ok(_)) => return Ok(Next::Continue), // pings: tungstenite answers them
+            Some(Ok(_)) => return Step::Done(Next::Continue), // pings: tungstenite answers them
         };
-        let parsed = Request::parse(text.as_str());
-        self.hub
-            .metrics()
-            .frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
-        // Every frame but login counts against the bucket, parseable or not.
-        let req = match &parsed {
-            Ok(r) => Some(Cow::Borrowed(&*r.req)),
-            Err(e) => e.req().map(Cow::Borrowed),
-        };
-        if self.rate_limited(req).await? {
-            return Ok(Next::Continue);
-        }
-        let request = match parsed {
-            Ok(r) => r,
-            Err(e) => {
-                self.write_parse_error(e).await?;
-                return Ok(Next::Continue);
+        let slowed = {
+            let parsed = Request::parse(text.as_str());
+            self.hub
+                .metrics()
+                .frame_in(parsed.as_ref().ok().map(|r| r.frame.op_index()), text.len());
+            // Every frame but login counts against the bucket, parseable or not.
+            let req = match &parsed {
+                Ok(r) => Some(Cow::Borrowed(&*r.req)),
+                Err(e) => e.req().map(Cow::Borrowed),
+            };
+            if let Some(limited) = self.rate_limited(req) {
+                return limited;
             }
+            let request = match parsed {
+                Ok(r) => r,
+                Err(e) => return self.parse_error(e),
+            };
+            if self.hub.slowdown().is_none() {
+                let reply = self.hub.handle(session, &request);
+                return self.answer(reply);
+            }
+            true
         };
-        if let Some(slowdown) = self.hub.slowdown() {
-            slowdown.wait().await;
-        }
-        let reply = self.hub.handle(session, &request);
-        self.reply(reply).await?;
-        Ok(Next::Continue)
+        debug_assert!(slowed);
+        Step::Slowed(text)
     }
 
-    /// Takes a token of the rate limit for one frame. With none left, answers `rate_limited`
-    /// (echoing `req` when it is readable) and returns true: the frame is not processed.
-    async fn rate_limited(&mut self, req: Option<Cow<'_, str>>) -> Result<bool, ConnError> {
-        let Some(bucket) = &mut self.bucket else {
-            return Ok(false);
+    /// A deliberately slowed server: waits its delay, then handles the frame (counted and let
+    /// through the rate limit already; parsed again, which only such a server pays for).
+    async fn slowed(&mut self, session: &Session, text: Utf8Bytes) -> Result<(), ConnError> {
+        let hub = self.hub.clone();
+        if let Some(slowdown) = hub.slowdown() {
+            slowdown.wait().await;
+        }
+        let step = match Request::parse(text.as_str()) {
+            Ok(request) => {
+                let reply = self.hub.handle(session, &request);
+                self.answer(reply)
+            }
+            Err(e) => self.parse_error(e),
         };
+        if let Step::Write { op, text } = step {
+            self.write_text(op, text).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a token of the rate limit for one frame. With none left, the frame is not
+    /// processed: its answer is `rate_limited` (echoing `req` when it is readable).
+    fn rate_limited(&mut self, req: Option<Cow<'_, str>>) -> Option<Step> {
+        let bucket = self.bucket.as_mut()?;
         if bucket.try_take(Instant::now()) {
-            return Ok(false);
+            return None;
         }
         let wait = bucket.wait_time();
         self.hub.metrics().rate_limited.fetch_add(1, Relaxed);
@@ -431,20 +482,19 @@ where
             code: ErrorCode::RateLimited,
             message: format!("rate limit exceeded; next frame accepted in {wait:?}"),
         });
-        self.reply(Outgoing { frame, req }).await?;
-        Ok(true)
+        Some(self.answer(Outgoing { frame, req }))
     }
 
-    async fn write_parse_error(&mut self, e: ProtocolError) -> Result<(), ConnError> {
+    /// The answer to a frame that could not be parsed.
+    fn parse_error(&mut self, e: ProtocolError) -> Step {
         let frame = self.hub.error_frame(super::hub::Reject {
             code: e.code(),
             message: e.to_string(),
         });
-        self.reply(Outgoing {
+        self.answer(Outgoing {
             frame,
             req: e.req().map(|r| r.to_string().into()),
         })
-        .await
     }
 
     /// Oversize frames get `error too_large` and close 1009; other read errors just end.
@@ -461,16 +511,22 @@ where
         Ok(())
     }
 
-    async fn write(&mut self, out: Outgoing<'_>) -> Result<(), ConnError> {
+    /// Encodes `out` at once and writes it: the frame is not part of the write's state (an
+    /// `async fn` would keep it to the end).
+    fn write<'s>(&'s mut self, out: Outgoing<'_>) -> impl Future<Output = Result<(), ConnError>> + use<'s, T, S> {
         let op = out.frame.op_index();
-        self.write_text(op, out.encode().into()).await
+        self.write_text(op, out.encode().into())
     }
 
     async fn write_text(&mut self, op: usize, text: Utf8Bytes) -> Result<(), ConnError> {
         // A durable store: nothing that reflects its state goes out before that is on disk,
         // and held frames go out before anything written after them. An `error` reflects
         // nothing: it is still written when the store failed (then the connection ends).
-        if let Err(e) = self.settle(self.hub.recorded()).await {
+        // (Only a durable store holds frames; its wait is boxed, so that a connection to an
+        // in-memory server does not carry its state.)
+        if self.hub.durable()
+            && let Err(e) = Box::pin(self.settle(self.hub.recorded())).await
+        {
             if op == ERROR_OP {
                 let _ = self.feed_text(op, text).await;
             }
@@ -503,7 +559,7 @@ where
     async fn flush(&mut self) -> Result<(), ConnError> {
         // Held frames already durable go now; the others when their commit completes.
         if !self.held.is_empty() {
-            self.write_held(self.hub.durable_count()).await?;
+            Box::pin(self.write_held(self.hub.durable_count())).await?;
         }
         tokio::select! {
             biased;
@@ -519,7 +575,7 @@ where
     /// write timeout: a peer that reads nothing does not hold the task.
     async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), ConnError> {
         if !self.held.is_empty() {
-            let _ = self.settle(0).await;
+            let _ = Box::pin(self.settle(0)).await;
         }
         match tokio::time::timeout(self.write_timeout, self.ws.close(frame)).await {
             Err(_) => Ok(()),

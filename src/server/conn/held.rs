@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Conn, ConnError, ERROR_OP};
+use super::{Conn, ConnError, ERROR_OP, Next, Step};
 use crate::protocol::Outgoing;
 use crate::server::hub::Reject;
 use crate::server::outbox::Push;
@@ -54,17 +54,20 @@ where
         self.held.push_back(Held { target, frame });
     }
 
-    /// A reply: held with a durable store, written at once otherwise.
-    pub(super) async fn reply(&mut self, out: Outgoing<'_>) -> Result<(), ConnError> {
-        if !self.hub.durable() {
-            return self.write(out).await;
+    /// A reply: held with a durable store (done), to be written at once otherwise.
+    pub(super) fn answer(&mut self, out: Outgoing<'_>) -> Step {
+        if self.hub.durable() {
+            self.hold(Deferred::Reply {
+                op: out.frame.op_index(),
+                req: out.req.as_deref().map(Box::from),
+                text: out.encode().into(),
+            });
+            return Step::Done(Next::Continue);
         }
-        self.hold(Deferred::Reply {
+        Step::Write {
             op: out.frame.op_index(),
-            req: out.req.as_deref().map(Box::from),
             text: out.encode().into(),
-        });
-        Ok(())
+        }
     }
 
     /// The change count the oldest held frame waits for.
