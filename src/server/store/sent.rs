@@ -219,12 +219,12 @@ impl<'de> Deserialize<'de> for SentIds {
         let WireIn { order, mut records } = WireIn::deserialize(d)?;
         let mut ids = SentIds::default();
         for k in order {
-            let Some(record) = records.remove(&k) else {
-                return Err(serde::de::Error::custom(format!("sent id {k:?} has no reply")));
-            };
             if ids.find(&k).is_some() {
                 return Err(serde::de::Error::custom(format!("sent id {k:?} twice")));
             }
+            let Some(record) = records.remove(&k) else {
+                return Err(serde::de::Error::custom(format!("sent id {k:?} has no reply")));
+            };
             ids.push(k, record);
         }
         match records.into_keys().next() {
@@ -371,5 +371,11 @@ mod tests {
         assert!(err.to_string().contains("\"z\" out of order"), "{err}");
         let err = serde_json::from_value::<SentIds>(serde_json::json!({"order": ["a"], "records": {}})).unwrap_err();
         assert!(err.to_string().contains("\"a\" has no reply"), "{err}");
+        let twice = serde_json::json!({
+            "order": ["a", "a"],
+            "records": {"a": {"mid": 1, "to": "bob", "time": 1, "group_ack": null}},
+        });
+        let err = serde_json::from_value::<SentIds>(twice).unwrap_err();
+        assert!(err.to_string().contains("\"a\" twice"), "{err}");
     }
 }
